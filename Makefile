@@ -1,0 +1,35 @@
+# Two-command quickstart: `make demo` and `make test` each set up .venv on a fresh machine.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+REF_STAMP := $(VENV)/.reference
+
+.PHONY: demo test install reference bench clean
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+# torch (CPU build) + xautodl for the equivalence tests and benchmarks; xautodl's numpy pin is stale.
+$(REF_STAMP): $(STAMP)
+	$(BIN)/pip install -q "torch==2.13.0"
+	$(BIN)/pip install -q --no-deps xautodl
+	touch $(REF_STAMP)
+
+install: $(STAMP)
+reference: $(REF_STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python -m jaxnas demo
+
+test: $(REF_STAMP)
+	$(BIN)/python -m pytest -q tests
+
+bench: $(REF_STAMP)
+	$(BIN)/python benchmarks/run_all.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache

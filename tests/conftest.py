@@ -1,0 +1,30 @@
+"""Test setup: 8 emulated CPU devices (set before JAX initialises its backend)."""
+import os
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import jax  # noqa: E402
+
+jax.config.update("jax_num_cpu_devices", 8)
+
+import pathlib  # noqa: E402
+
+import pytest  # noqa: E402
+
+SHARED = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data"
+NB201_TABLE = SHARED / "nb201" / "nats_tss_hp200_test_acc.csv"
+CIFAR10_TGZ = SHARED / "cifar10-jpeg" / "cifar10-jpeg.tar.gz"
+
+
+@pytest.fixture(scope="session")
+def nb201_table_path():
+    if not NB201_TABLE.exists():
+        pytest.fail(f"shared NB201 table missing at {NB201_TABLE}")
+    return NB201_TABLE
+
+
+@pytest.fixture(scope="session")
+def cifar10_tgz():
+    if not CIFAR10_TGZ.exists():
+        pytest.fail(f"shared CIFAR-10 JPEG archive missing at {CIFAR10_TGZ}")
+    return CIFAR10_TGZ
