@@ -1,0 +1,81 @@
+"""Candidate evaluation: loss and accuracy of K architectures on one batch, with shared weights.
+
+One jitted call evaluates all K candidates: `jax.lax.map(..., batch_size=chunk_size)` vmaps chunks
+of candidates, so activation memory grows with `chunk_size`, not with K.
+
+BatchNorm during evaluation (`bn`):
+  - "running": the supernet's shared running statistics (PyTorch eval mode);
+  - "batch":   statistics of the evaluation batch itself (PyTorch eval mode when the search cells
+               do not track running statistics, as in SETN's reference runs);
+  - "recal":   per-candidate statistics recomputed on a few training batches first (`recal_images`),
+               the cumulative average of their batch statistics, then used in eval mode.
+"""
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from jaxnas.nn import functional
+from jaxnas.nn.ops import BN_MOMENTUM
+
+BN_MODES = ("running", "batch", "recal")
+
+
+def loss_and_accuracy(logits, labels):
+    """Mean cross-entropy and top-1 accuracy (fraction) of a batch."""
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+    acc = (logits.argmax(-1) == labels).mean()
+    return loss, acc
+
+
+def recalibrate(graphdef, params, stats, arch, recal_images, mode="single"):
+    """Per-candidate BN statistics: the average over batches of each batch's statistics.
+
+    A training-mode forward from zero running statistics returns BN_MOMENTUM * (batch statistic)
+    for every BN layer, since training mode normalises with batch statistics only; dividing by
+    BN_MOMENTUM recovers the batch statistics exactly.
+    """
+    zeros = jax.tree.map(jnp.zeros_like, stats)
+
+    def one(images):
+        _, new = functional.apply(graphdef, params, zeros, images, arch, mode=mode, train=True)
+        return jax.tree.map(lambda s: s / BN_MOMENTUM, new)
+
+    per_batch = jax.lax.map(one, recal_images)
+    return jax.tree.map(lambda s: s.mean(0), per_batch)
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "mode", "bn", "chunk_size"))
+def _evaluate(graphdef, params, stats, archs, images, labels, recal_images, *, mode, bn, chunk_size):
+    def one(arch):
+        s = stats
+        if bn == "recal":
+            s = recalibrate(graphdef, params, stats, arch, recal_images, mode)
+        logits, _ = functional.apply(graphdef, params, s, images, arch, mode=mode, train=(bn == "batch"))
+        return loss_and_accuracy(logits, labels)
+
+    loss, acc = jax.lax.map(one, archs, batch_size=chunk_size)
+    return {"loss": loss, "acc": acc}
+
+
+def evaluate(graphdef, params, stats, archs, images, labels, *, mode: str = "single",
+             bn: str = "running", chunk_size: int = 16, recal_images=None):
+    """Loss and accuracy of each of the K candidates `archs` ([K, 6] or [K, 6, 5]) on one batch.
+
+    images: float32 [B, H, W, 3] (normalised); labels: int32 [B]; recal_images: [R, B', H, W, 3]
+    training batches for bn="recal". Returns {"loss": float32[K], "acc": float32[K]}.
+    """
+    if bn not in BN_MODES:
+        raise ValueError(f"bn must be one of {BN_MODES}, got {bn!r}")
+    if bn == "recal" and recal_images is None:
+        raise ValueError("bn='recal' needs recal_images: [R, B, H, W, 3] training batches")
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    archs = jnp.asarray(archs)
+    if archs.ndim < 2:
+        raise ValueError(f"archs must carry a leading candidate axis, got shape {archs.shape}")
+    return _evaluate(graphdef, params, stats, archs, images, labels, recal_images,
+                     mode=mode, bn=bn, chunk_size=min(chunk_size, archs.shape[0]))

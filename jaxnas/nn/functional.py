@@ -1,0 +1,28 @@
+"""Flax NNX used functionally: split a module into (graphdef, params, stats), apply as a pure function.
+
+States are pure pytrees of arrays (no Variable objects), so they jit, vmap, shard and checkpoint
+like any pytree. BatchNorm statistics are kept apart from the trainable parameters so candidates can carry their
+own statistics (BN recalibration) and optimizers only ever see `params`.
+"""
+from __future__ import annotations
+
+from flax import nnx
+
+
+def split(module: nnx.Module):
+    """module -> (graphdef, params, stats); stats holds the BatchNorm running statistics."""
+    graphdef, params, stats = nnx.split(module, nnx.Param, nnx.BatchStat)
+    return graphdef, nnx.pure(params), nnx.pure(stats)
+
+
+def apply(graphdef, params, stats, *args, **kwargs):
+    """Run the module's forward purely: returns (output, new_stats)."""
+    module = nnx.merge(graphdef, params, stats, copy=True)
+    out = module(*args, **kwargs)
+    return out, nnx.pure(nnx.state(module, nnx.BatchStat))
+
+
+def count_params(params) -> int:
+    """Number of trainable scalars in a params state."""
+    import jax
+    return sum(x.size for x in jax.tree.leaves(params))

@@ -1,0 +1,235 @@
+"""NAS-Bench-201 networks: the standalone network of one architecture and the supernet.
+
+Macro skeleton (xautodl/models/cell_infers/tiny_network.py and cell_searchs/search_model_setn.py):
+stem Conv3x3+BN; three stages of N cells at C, 2C, 4C channels with a stride-2 ResNet basic block
+between stages; BN+ReLU, global average pooling and a linear classifier.
+
+The supernet's forward takes the architecture as a traced array, so one compiled program serves
+every architecture, in three modes:
+  - "single":   int32[6] op ids, exactly the standalone network of that architecture;
+  - "weighted": float[6, 5] op weights, sum_k w_k op_k(x) per edge (DARTS/SETN "joint" mode);
+  - "multihot": float[6, 5] 0/1 masks, the mean of the selected ops per edge (multi-branch cells).
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from jaxnas.nn.ops import ReLUConvBN, ResNetBlock, Stem, Head, avg_pool_3x3, batch_norm, conv2d
+from jaxnas.spaces import nb201
+
+MODES = ("single", "weighted", "multihot")
+SINGLE_PATH_IMPLS = ("merged", "switch", "mask")
+
+
+class _Macro(nnx.Module):
+    """Stem, 3 stages of `N` cells made by `make_cell(channels)`, ResNet reductions, head."""
+
+    def __init__(self, C, N, num_classes, make_cell, *, rngs):
+        self.C, self.N, self.num_classes = C, N, num_classes
+        self.stem = Stem(3, C, rngs=rngs)
+        cells, c = [], C
+        for stage in range(3):
+            if stage:
+                cells.append(ResNetBlock(c, 2 * c, rngs=rngs))
+                c *= 2
+            cells.extend(make_cell(c) for _ in range(N))
+        self.cells = nnx.List(cells)
+        self.head = Head(c, num_classes, rngs=rngs)
+
+    def _forward(self, x, train, cell_fn):
+        h = self.stem(x, train)
+        for cell in self.cells:
+            h = cell(h, train) if isinstance(cell, ResNetBlock) else cell_fn(cell, h)
+        return self.head(h, train)
+
+
+class InferCell(nnx.Module):
+    """A cell of one fixed architecture; holds weights only for its conv edges."""
+
+    def __init__(self, arch, C, *, rngs):
+        self.arch = tuple(int(o) for o in arch)
+        self.convs = nnx.Dict({
+            str(e): ReLUConvBN(C, C, 1 if o == nb201.CONV1 else 3, 1, 0 if o == nb201.CONV1 else 1, rngs=rngs)
+            for e, o in enumerate(self.arch) if o in (nb201.CONV1, nb201.CONV3)})
+
+    def __call__(self, x, train: bool):
+        nodes = [x]
+        for i in range(1, nb201.NUM_NODES):
+            terms = []
+            for e, (to, j) in enumerate(nb201.EDGES):
+                if to != i:
+                    continue
+                op = self.arch[e]
+                if op == nb201.SKIP:
+                    terms.append(nodes[j])
+                elif op == nb201.POOL:
+                    terms.append(avg_pool_3x3(nodes[j]))
+                elif op in (nb201.CONV1, nb201.CONV3):
+                    terms.append(self.convs[str(e)](nodes[j], train))
+            nodes.append(sum(terms) if terms else jnp.zeros_like(x))
+        return nodes[-1]
+
+
+class NB201Network(_Macro):
+    """The standalone NB201 network of one architecture (xautodl's TinyNetwork)."""
+
+    def __init__(self, arch, C: int = 16, N: int = 5, num_classes: int = 10, *, rngs: nnx.Rngs):
+        arch = nb201.validate(arch)
+        if arch.ndim != 1:
+            raise ValueError(f"NB201Network takes one architecture of shape [6], got {arch.shape}")
+        super().__init__(C, N, num_classes, lambda c: InferCell(arch, c, rngs=rngs), rngs=rngs)
+
+    def __call__(self, x, train: bool = False):
+        return self._forward(x, train, lambda cell, h: cell(h, train))
+
+
+class SearchEdge(nnx.Module):
+    """All candidate ops of one edge; only the convolutions carry weights."""
+
+    def __init__(self, C, affine, track, *, rngs):
+        self.conv1 = ReLUConvBN(C, C, 1, 1, 0, affine, track, rngs=rngs)
+        self.conv3 = ReLUConvBN(C, C, 3, 1, 1, affine, track, rngs=rngs)
+
+    def all_ops(self, x, train):
+        """The five op outputs (both BNs see the batch, as when every op runs in PyTorch)."""
+        return (jnp.zeros_like(x), x, self.conv1(x, train), self.conv3(x, train), avg_pool_3x3(x))
+
+    def single(self, x, op, train, impl):
+        if impl == "mask":
+            return self._single_mask(x, op, train)
+        if impl == "switch":
+            return self._single_switch(x, op, train)
+        return self._single_merged(x, op, train)
+
+    def _conv_bn(self, x, kernel, bn_params, padding, train):
+        return batch_norm(conv2d(jax.nn.relu(x), kernel, 1, padding), *bn_params, train=train,
+                          track=self.conv1.bn.track)
+
+    def _stats(self):
+        return self.conv1.bn.params()[2:], self.conv3.bn.params()[2:]
+
+    def _commit_stats(self, op, new1, new3, old1, old3):
+        """Keep the running statistics of the op that ran; the others stay as they were."""
+        if not self.conv1.bn.track:
+            return
+        self.conv1.bn.set_stats(tuple(jnp.where(op == nb201.CONV1, n, o) for n, o in zip(new1, old1)))
+        self.conv3.bn.set_stats(tuple(jnp.where(op == nb201.CONV3, n, o) for n, o in zip(new3, old3)))
+
+    def _single_merged(self, x, op, train):
+        """One convolution per edge: nor_conv_1x1 is a 3x3 kernel with a zero ring (exact)."""
+        is3 = op == nb201.CONV3
+        k1 = jnp.pad(self.conv1.conv.kernel[...], ((1, 1), (1, 1), (0, 0), (0, 0)))
+        kernel = jnp.where(is3, self.conv3.conv.kernel[...], k1)
+        bn = tuple(None if a is None else jnp.where(is3, b, a)
+                   for a, b in zip(self.conv1.bn.params(), self.conv3.bn.params()))
+        y, stats = self._conv_bn(x, kernel, bn, 1, train)
+        self._commit_stats(op, stats, stats, *self._stats())
+        is_conv = is3 | (op == nb201.CONV1)
+        return (jnp.where(is_conv, y, 0.0) + jnp.where(op == nb201.SKIP, x, 0.0)
+                + jnp.where(op == nb201.POOL, avg_pool_3x3(x), 0.0))
+
+    def _single_switch(self, x, op, train):
+        """lax.switch per edge: only the chosen op runs (fast on GPU; slow conv grads on XLA:CPU)."""
+        p1, p3 = self.conv1.bn.params(), self.conv3.bn.params()
+        k1, k3 = self.conv1.conv.kernel[...], self.conv3.conv.kernel[...]
+        s1, s3 = p1[2:], p3[2:]
+
+        def conv1(x):
+            y, s = self._conv_bn(x, k1, p1, 0, train)
+            return y, s, s3
+
+        def conv3(x):
+            y, s = self._conv_bn(x, k3, p3, 1, train)
+            return y, s1, s
+
+        branches = [lambda x: (jnp.zeros_like(x), s1, s3), lambda x: (x, s1, s3), conv1, conv3,
+                    lambda x: (avg_pool_3x3(x), s1, s3)]
+        y, new1, new3 = jax.lax.switch(op, branches, x)
+        self._commit_stats(op, new1, new3, s1, s3)
+        return y
+
+    def _single_mask(self, x, op, train):
+        """Every op computed, one-hot weighted (a reference formulation; the costliest)."""
+        old1, old3 = self._stats()
+        outs = self.all_ops(x, train)
+        self._commit_stats(op, *self._stats(), old1, old3)
+        mask = jax.nn.one_hot(op, nb201.NUM_OPS, dtype=x.dtype)
+        return sum(m * o for m, o in zip(mask, outs))
+
+
+class SearchCell(nnx.Module):
+    """A cell holding every op on every edge; the architecture is an argument of the forward."""
+
+    def __init__(self, C, affine, track, *, rngs):
+        self.edges = nnx.List([SearchEdge(C, affine, track, rngs=rngs) for _ in nb201.EDGES])
+
+    def __call__(self, x, arch, mode, train, impl):
+        nodes = [x]
+        for i in range(1, nb201.NUM_NODES):
+            acc = 0.0
+            for e, (to, j) in enumerate(nb201.EDGES):
+                if to != i:
+                    continue
+                edge = self.edges[e]
+                if mode == "single":
+                    acc = acc + edge.single(nodes[j], arch[e], train, impl)
+                else:
+                    outs = edge.all_ops(nodes[j], train)
+                    w = arch[e]
+                    if mode == "multihot":
+                        w = w / jnp.maximum(w.sum(), 1.0)
+                    acc = acc + sum(w[k] * outs[k] for k in range(nb201.NUM_OPS))
+            nodes.append(acc)
+        return nodes[-1]
+
+
+class NB201SuperNet(_Macro):
+    """The NB201 supernet (xautodl's TinyNetworkSETN search model) with array architectures.
+
+    `affine` and `track_running_stats` apply to the search cells' BatchNorms, as in the reference
+    (SETN searches with affine=False); stem, ResNet blocks and head always use both.
+    """
+
+    def __init__(self, C: int = 16, N: int = 5, num_classes: int = 10, affine: bool = False,
+                 track_running_stats: bool = True, single_path_impl: str = "merged", *, rngs: nnx.Rngs):
+        if single_path_impl not in SINGLE_PATH_IMPLS:
+            raise ValueError(f"single_path_impl must be one of {SINGLE_PATH_IMPLS}, got {single_path_impl!r}")
+        self.single_path_impl = single_path_impl
+        super().__init__(C, N, num_classes, lambda c: SearchCell(c, affine, track_running_stats, rngs=rngs),
+                         rngs=rngs)
+
+    def __call__(self, x, arch, mode: str = "single", train: bool = True):
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        want = (nb201.NUM_EDGES,) if mode == "single" else (nb201.NUM_EDGES, nb201.NUM_OPS)
+        if tuple(arch.shape) != want:
+            raise ValueError(f"mode {mode!r} takes an architecture of shape {want}, got {tuple(arch.shape)}")
+        return self._forward(x, train, lambda cell, h: cell(h, arch, mode, train, self.single_path_impl))
+
+
+def extract(supernet: NB201SuperNet, arch) -> NB201Network:
+    """The standalone network of `arch` carrying the supernet's shared weights and statistics.
+
+    Search cells without affine BN give the standalone network scale 1 and bias 0, and without
+    running statistics mean 0 and variance 1, so its training-mode forward equals the supernet's.
+    """
+    arch = nb201.validate(arch)
+    net = NB201Network(arch, supernet.C, supernet.N, supernet.num_classes, rngs=nnx.Rngs(0))
+    nnx.update(net.stem, nnx.state(supernet.stem))
+    nnx.update(net.head, nnx.state(supernet.head))
+    for cell, scell in zip(net.cells, supernet.cells):
+        if isinstance(cell, ResNetBlock):
+            nnx.update(cell, nnx.state(scell))
+            continue
+        for key, conv in cell.convs.items():
+            e = int(key)
+            src = scell.edges[e].conv1 if arch[e] == nb201.CONV1 else scell.edges[e].conv3
+            conv.conv.kernel[...] = src.conv.kernel[...]
+            scale, bias, mean, var = src.bn.params()
+            if scale is not None:
+                conv.bn.scale[...], conv.bn.bias[...] = scale, bias
+            if mean is not None:
+                conv.bn.mean[...], conv.bn.var[...] = mean, var
+    return net

@@ -1,0 +1,166 @@
+"""NB201 operations as Flax NNX modules, NHWC, with PyTorch semantics exactly.
+
+Follows xautodl/models/cell_operations.py (ReLUConvBN, POOLING, Zero, Identity, ResNetBasicblock):
+padding is explicit and symmetric as in PyTorch, average pooling excludes padding from its divisor,
+BatchNorm uses batch statistics in training, momentum 0.1, eps 1e-5, and an *unbiased* running
+variance. Initialisation follows PyTorch's defaults (uniform +-1/sqrt(fan_in)).
+"""
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+BN_MOMENTUM = 0.1
+BN_EPS = 1e-5
+
+
+def _uniform(key, shape, fan_in):
+    bound = 1.0 / np.sqrt(fan_in)
+    return jax.random.uniform(key, shape, jnp.float32, -bound, bound)
+
+
+def conv2d(x, kernel, stride: int = 1, padding: int = 0):
+    """NHWC convolution with an HWIO kernel and symmetric PyTorch-style padding."""
+    return jax.lax.conv_general_dilated(
+        x, kernel, (stride, stride), ((padding, padding), (padding, padding)),
+        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+@functools.lru_cache(maxsize=None)
+def _pool_divisor(h: int, w: int) -> np.ndarray:
+    """Number of non-padding cells under each 3x3 window (count_include_pad=False)."""
+    ones = np.pad(np.ones((h, w), np.float32), 1)
+    cnt = sum(ones[i:i + h, j:j + w] for i in range(3) for j in range(3))
+    return cnt[None, :, :, None]
+
+
+def avg_pool_3x3(x):
+    """3x3 average pooling, stride 1, padding 1, padding not counted (NB201's avg_pool_3x3)."""
+    s = jax.lax.reduce_window(x, 0.0, jax.lax.add, (1, 3, 3, 1), (1, 1, 1, 1),
+                              ((0, 0), (1, 1), (1, 1), (0, 0)))
+    return s / _pool_divisor(x.shape[1], x.shape[2])
+
+
+def avg_pool_2x2(x):
+    """2x2 average pooling with stride 2 (the ResNet block's shortcut)."""
+    n, h, w, c = x.shape
+    return x.reshape(n, h // 2, 2, w // 2, 2, c).mean((2, 4))
+
+
+def batch_norm(x, scale, bias, mean, var, *, train: bool, track: bool):
+    """Functional BatchNorm2d. Returns (y, (new_mean, new_var)); stats are None when not tracked.
+
+    Uses batch statistics when `train` or when running statistics are not tracked (PyTorch's rule).
+    """
+    if train or not track:
+        bmean = x.mean((0, 1, 2))
+        bvar = jnp.square(x - bmean).mean((0, 1, 2))
+        y = (x - bmean) * jax.lax.rsqrt(bvar + BN_EPS)
+        if track and train:
+            n = x.shape[0] * x.shape[1] * x.shape[2]
+            mean = (1 - BN_MOMENTUM) * mean + BN_MOMENTUM * bmean
+            var = (1 - BN_MOMENTUM) * var + BN_MOMENTUM * bvar * (n / max(n - 1, 1))
+    else:
+        y = (x - mean) * jax.lax.rsqrt(var + BN_EPS)
+    if scale is not None:
+        y = y * scale + bias
+    return y, (mean, var)
+
+
+class BatchNorm(nnx.Module):
+    """BatchNorm2d over NHWC channels; affine parameters and running statistics optional."""
+
+    def __init__(self, channels: int, affine: bool = True, track_running_stats: bool = True):
+        self.affine, self.track = affine, track_running_stats
+        if affine:
+            self.scale = nnx.Param(jnp.ones((channels,), jnp.float32))
+            self.bias = nnx.Param(jnp.zeros((channels,), jnp.float32))
+        if track_running_stats:
+            self.mean = nnx.BatchStat(jnp.zeros((channels,), jnp.float32))
+            self.var = nnx.BatchStat(jnp.ones((channels,), jnp.float32))
+
+    def params(self):
+        """(scale, bias, mean, var) as arrays, None where absent."""
+        return (self.scale[...] if self.affine else None, self.bias[...] if self.affine else None,
+                self.mean[...] if self.track else None, self.var[...] if self.track else None)
+
+    def set_stats(self, stats):
+        if self.track:
+            self.mean[...], self.var[...] = stats
+
+    def __call__(self, x, train: bool):
+        y, stats = batch_norm(x, *self.params(), train=train, track=self.track)
+        self.set_stats(stats)
+        return y
+
+
+class Conv(nnx.Module):
+    """Bias-free convolution with an HWIO kernel and PyTorch's default initialisation."""
+
+    def __init__(self, c_in: int, c_out: int, k: int, stride: int = 1, padding: int = 0, *, rngs: nnx.Rngs):
+        self.stride, self.padding = stride, padding
+        self.kernel = nnx.Param(_uniform(rngs.params(), (k, k, c_in, c_out), c_in * k * k))
+
+    def __call__(self, x):
+        return conv2d(x, self.kernel[...], self.stride, self.padding)
+
+
+class ReLUConvBN(nnx.Module):
+    """ReLU -> Conv(k, stride, padding) -> BN (nor_conv_1x1 / nor_conv_3x3 / ResNet convs)."""
+
+    def __init__(self, c_in, c_out, k, stride, padding, affine=True, track_running_stats=True, *, rngs):
+        self.conv = Conv(c_in, c_out, k, stride, padding, rngs=rngs)
+        self.bn = BatchNorm(c_out, affine, track_running_stats)
+
+    def __call__(self, x, train: bool):
+        return self.bn(self.conv(jax.nn.relu(x)), train)
+
+
+class Linear(nnx.Module):
+    """Dense layer with PyTorch's default initialisation; kernel is [in, out]."""
+
+    def __init__(self, c_in: int, c_out: int, *, rngs: nnx.Rngs):
+        self.kernel = nnx.Param(_uniform(rngs.params(), (c_in, c_out), c_in))
+        self.bias = nnx.Param(_uniform(rngs.params(), (c_out,), c_in))
+
+    def __call__(self, x):
+        return x @ self.kernel[...] + self.bias[...]
+
+
+class ResNetBlock(nnx.Module):
+    """NB201's reduction cell: ResNet basic block, stride 2, AvgPool2d(2)+Conv1x1 shortcut."""
+
+    def __init__(self, c_in, c_out, affine=True, track_running_stats=True, *, rngs):
+        self.conv_a = ReLUConvBN(c_in, c_out, 3, 2, 1, affine, track_running_stats, rngs=rngs)
+        self.conv_b = ReLUConvBN(c_out, c_out, 3, 1, 1, affine, track_running_stats, rngs=rngs)
+        self.shortcut = Conv(c_in, c_out, 1, rngs=rngs)
+
+    def __call__(self, x, train: bool):
+        y = self.conv_b(self.conv_a(x, train), train)
+        return self.shortcut(avg_pool_2x2(x)) + y
+
+
+class Stem(nnx.Module):
+    """Conv3x3(3 -> C) + BN."""
+
+    def __init__(self, c_in, c_out, *, rngs):
+        self.conv = Conv(c_in, c_out, 3, 1, 1, rngs=rngs)
+        self.bn = BatchNorm(c_out)
+
+    def __call__(self, x, train: bool):
+        return self.bn(self.conv(x), train)
+
+
+class Head(nnx.Module):
+    """BN -> ReLU -> global average pool -> linear classifier."""
+
+    def __init__(self, c_in, num_classes, *, rngs):
+        self.bn = BatchNorm(c_in)
+        self.classifier = Linear(c_in, num_classes, rngs=rngs)
+
+    def __call__(self, x, train: bool):
+        return self.classifier(jax.nn.relu(self.bn(x, train)).mean((1, 2)))
