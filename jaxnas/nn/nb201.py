@@ -233,3 +233,20 @@ def extract(supernet: NB201SuperNet, arch) -> NB201Network:
             if mean is not None:
                 conv.bn.mean[...], conv.bn.var[...] = mean, var
     return net
+
+
+def used_params(params, arch):
+    """Bool tree marking the supernet parameters a single-path `arch` (int32[6]) uses.
+
+    The conv1 / conv3 weights of edge e take part only when arch[e] selects that op; everything
+    outside the search cells always does. Used to skip unsampled ops in the optimizer.
+    """
+    def mark(path, _):
+        keys = [getattr(k, "key", None) for k in path]
+        if "edges" in keys:
+            e = keys[keys.index("edges") + 1]
+            op = keys[keys.index("edges") + 2]
+            return arch[e] == (nb201.CONV1 if op == "conv1" else nb201.CONV3)
+        return jnp.bool_(True)
+
+    return jax.tree_util.tree_map_with_path(mark, params)

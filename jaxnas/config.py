@@ -1,0 +1,137 @@
+"""Run configuration: one frozen dataclass, presets named after the protocol they reproduce.
+
+Every field can be overridden from the CLI as `field=value`. `paper` presets follow the NB201
+benchmark protocol (Dong & Yang, ICLR 2020, and xautodl's exps/NAS-Bench-201-algos scripts);
+`tiny` presets are CPU-sized variants that finish in minutes on 2 cores.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Optional
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    # --- what to run
+    space: str = "nb201"               # search space
+    method: str = "rsps"               # search method (rsps, setn, train, ...)
+    data: str = "cifar10"              # TFDS name, image folder or .tar.gz of one
+    max_per_class: Optional[int] = None  # keep only the first n images per class (CPU-sized runs)
+    seed: int = 0                      # the only source of randomness
+    # --- network
+    C: int = 16                        # channels of the first stage
+    N: int = 5                         # cells per stage
+    affine: bool = False               # affine BN in the search cells (reference: off)
+    track_running_stats: bool = False  # running BN statistics in the search cells (NB201 scripts: BN=0)
+    single_path_impl: str = "auto"     # merged | switch | mask | auto (fastest exact one per backend)
+    # --- weight training
+    epochs: int = 250                  # passes over the weights half of the search split
+    batch_size: int = 64               # global batch, sharded over devices
+    lr: float = 0.025                  # peak SGD learning rate (cosine schedule per step)
+    lr_min: float = 0.001              # final learning rate
+    momentum: float = 0.9              # SGD momentum
+    nesterov: bool = True              # Nesterov momentum
+    weight_decay: float = 5e-4         # L2 weight decay (PyTorch SGD style, added to the gradient)
+    grad_clip: float = 5.0             # global gradient-norm clip (reference: clip_grad_norm_ 5); 0 = off
+    decay_unsampled: bool = False      # momentum+decay for ops not sampled this step (PyTorch<2.0 zero_grad)
+    augment: bool = True               # pad-4 random crop + horizontal flip
+    steps_per_epoch: Optional[int] = None  # cap on steps per epoch (None: the whole weights half)
+    # --- architecture parameters (methods that learn them)
+    arch_lr: float = 3e-4              # Adam learning rate
+    arch_beta1: float = 0.5            # Adam beta1
+    arch_beta2: float = 0.999          # Adam beta2
+    arch_weight_decay: float = 1e-3    # Adam L2 weight decay
+    # --- candidate selection
+    select_num: int = 100              # candidates evaluated at the end
+    eval_batch_size: int = 512         # images in the validation batch candidates are ranked on
+    eval_chunk_size: int = 16          # candidates vmapped at once (bounds memory)
+    eval_bn: str = "batch"             # BN during evaluation: batch | running | recal
+    # --- run bookkeeping
+    checkpoint_every_steps: int = 0    # also checkpoint mid-epoch every n steps (0: epoch ends only)
+    keep_checkpoints: int = 2          # checkpoints kept on disk (>= 2 so a corrupt one has a fallback)
+    log_every: int = 10                # steps between progress-bar / NaN checks
+    # --- single-architecture training (`jaxnas train`)
+    arch: str = ""                     # NB201 string of the architecture to train
+
+    def replace(self, **kw) -> "Config":
+        return dataclasses.replace(self, **kw)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+
+PRESETS = {
+    # NB201 search protocol: 250 epochs, batch 64, SGD Nesterov 0.9, lr 0.025 -> 0.001, wd 5e-4.
+    "paper": Config(),
+    # CPU variant: 10% of CIFAR-10, a narrow and shallow supernet, a few short epochs.
+    "tiny": Config(C=8, N=1, epochs=4, max_per_class=500, batch_size=64, select_num=50,
+                   eval_batch_size=256, lr=0.05),
+    # NB201 training recipe for one architecture (`jaxnas train`): 200 epochs, batch 256, lr 0.1.
+    "train-paper": Config(method="train", epochs=200, batch_size=256, lr=0.1, lr_min=0.0,
+                          weight_decay=5e-4, grad_clip=0.0, affine=True, track_running_stats=True),
+    "train-tiny": Config(method="train", C=8, N=1, epochs=3, max_per_class=500, batch_size=128, lr=0.1,
+                         lr_min=0.0, grad_clip=0.0, affine=True, track_running_stats=True),
+}
+
+
+def _parse_value(field: dataclasses.Field, text: str):
+    kind = field.type if isinstance(field.type, str) else getattr(field.type, "__name__", str(field.type))
+    if text.lower() in ("none", "null") and "Optional" in kind:
+        return None
+    if "bool" in kind:
+        if text.lower() in ("1", "true", "yes", "on"):
+            return True
+        if text.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"{field.name} takes true/false, got {text!r}")
+    try:
+        if "int" in kind:
+            return int(text)
+        if "float" in kind:
+            return float(text)
+    except ValueError:
+        raise ValueError(f"{field.name} takes {'an integer' if 'int' in kind else 'a number'}, got {text!r}") from None
+    return text
+
+
+def apply_overrides(cfg: Config, overrides) -> Config:
+    """Apply `field=value` strings; unknown fields and bad values raise ValueError."""
+    fields = {f.name: f for f in dataclasses.fields(Config)}
+    kw = {}
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"expected field=value, got {item!r}")
+        name, text = item.split("=", 1)
+        if name not in fields:
+            raise ValueError(f"unknown config field {name!r}; fields: {', '.join(sorted(fields))}")
+        kw[name] = _parse_value(fields[name], text)
+    return validate(cfg.replace(**kw))
+
+
+def validate(cfg: Config) -> Config:
+    """Check value ranges; raise ValueError naming the field."""
+    positive = ("C", "N", "epochs", "batch_size", "select_num", "eval_batch_size", "eval_chunk_size",
+                "log_every", "keep_checkpoints")
+    for name in positive:
+        if getattr(cfg, name) < 1:
+            raise ValueError(f"{name} must be >= 1, got {getattr(cfg, name)}")
+    if cfg.lr <= 0 or cfg.lr_min < 0:
+        raise ValueError("lr must be > 0 and lr_min >= 0")
+    if cfg.max_per_class is not None and cfg.max_per_class < 2:
+        raise ValueError(f"max_per_class must be >= 2, got {cfg.max_per_class}")
+    if cfg.steps_per_epoch is not None and cfg.steps_per_epoch < 1:
+        raise ValueError(f"steps_per_epoch must be >= 1, got {cfg.steps_per_epoch}")
+    if cfg.eval_bn not in ("batch", "running", "recal"):
+        raise ValueError(f"eval_bn must be batch, running or recal, got {cfg.eval_bn!r}")
+    if cfg.single_path_impl not in ("auto", "merged", "switch", "mask"):
+        raise ValueError(f"single_path_impl must be auto, merged, switch or mask, got {cfg.single_path_impl!r}")
+    if cfg.eval_bn == "running" and not cfg.track_running_stats:
+        raise ValueError("eval_bn=running needs track_running_stats=true")
+    if cfg.keep_checkpoints < 2:
+        raise ValueError("keep_checkpoints must be >= 2 so a corrupt checkpoint has a fallback")
+    return cfg
+
+
+def from_json(text: str) -> Config:
+    return Config(**json.loads(text))

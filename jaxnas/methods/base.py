@@ -1,0 +1,98 @@
+"""What every method shares: the supernet, its single-path weight step, and candidate ranking.
+
+A method supplies `init_state`, a pure `train_step` (jitted by the shared loop with the state
+donated), optional `epoch_end` metrics, and `finish`, which returns the chosen architecture.
+A method file holds only what is particular to that method.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from jaxnas import evaluate as evaluation
+from jaxnas.config import Config
+from jaxnas.nn import NB201SuperNet, split, used_params
+from jaxnas.spaces import nb201
+from jaxnas.train import state as state_lib
+from jaxnas.train import steps
+
+# Tags for step_key: each purpose draws its own stream from (seed, step).
+KEY_AUGMENT_W, KEY_AUGMENT_A, KEY_SAMPLE, KEY_METHOD = range(4)
+SELECT_KEY_STEP = -1  # selection draws with this "step", apart from every training step
+
+
+@dataclasses.dataclass
+class EvalContext:
+    """Host-side inputs of evaluation: a fixed validation batch (normalised) and recal batches."""
+    images: Any
+    labels: Any
+    recal_images: Any = None
+
+
+def resolve_impl(impl: str) -> str:
+    """`auto`: the fastest exact single-path formulation for this backend (benchmarks/BENCHMARKS.md)."""
+    if impl != "auto":
+        return impl
+    return "switch" if jax.default_backend() == "gpu" else "merged"
+
+
+class SupernetMethod:
+    """Base for methods that train a weight-sharing NB201 supernet."""
+
+    name = "base"
+    uses_arch_batch = False   # does train_step take a batch from the architecture half?
+    split = "search"          # "search": weights/arch halves of the training set; "full": all of it
+
+    def __init__(self, cfg: Config, num_classes: int):
+        self.cfg = cfg
+        self.graphdef, self._params, self._stats = split(self.build_model(num_classes))
+
+    def build_model(self, num_classes: int) -> nnx.Module:
+        cfg = self.cfg
+        return NB201SuperNet(cfg.C, cfg.N, num_classes, affine=cfg.affine,
+                             track_running_stats=cfg.track_running_stats,
+                             single_path_impl=resolve_impl(cfg.single_path_impl), rngs=nnx.Rngs(cfg.seed))
+
+    def init_state(self) -> state_lib.SearchState:
+        return state_lib.create(self._params, self._stats, self.cfg.seed)
+
+    # --- shared pure pieces -------------------------------------------------------------
+    def weight_step(self, state, images, labels, arch, lr, mode="single"):
+        """SGD step on the shared weights for one architecture (single path) or op weights."""
+        use_mask = mode == "single" and not self.cfg.decay_unsampled
+        used = used_params(state.params, arch) if use_mask else None
+        return steps.weight_step(self.cfg, self.graphdef, state, images, labels, lr, arch, mode=mode, used=used)
+
+    def rank(self, state, archs, ctx: EvalContext, mode="single"):
+        """Validation loss/accuracy of candidates `archs` with the shared weights (one jitted call)."""
+        return evaluation.evaluate(self.graphdef, state.params, state.stats, archs, ctx.images, ctx.labels,
+                                   mode=mode, bn=self.cfg.eval_bn, chunk_size=self.cfg.eval_chunk_size,
+                                   recal_images=ctx.recal_images)
+
+    def pick_best(self, state, archs, ctx: EvalContext) -> dict:
+        """Evaluate `archs` and return the most accurate (ties: lower loss, then first)."""
+        res = jax.device_get(self.rank(state, jnp.asarray(archs), ctx))
+        acc, loss = np.asarray(res["acc"]), np.asarray(res["loss"])
+        order = np.lexsort((np.arange(len(acc)), loss, -acc))
+        best = int(order[0])
+        return {"arch": np.asarray(archs[best]), "valid_acc": float(acc[best]), "valid_loss": float(loss[best]),
+                "candidates": [{"arch": nb201.to_string(a), "valid_acc": float(c), "valid_loss": float(l)}
+                               for a, c, l in zip(np.asarray(archs), acc, loss)]}
+
+    def select_key(self, state):
+        return state_lib.step_key(state.replace(step=jnp.int32(SELECT_KEY_STEP)), KEY_SAMPLE)
+
+    # --- hooks --------------------------------------------------------------------------
+    def train_step(self, state, wbatch, abatch, lr):
+        raise NotImplementedError
+
+    def epoch_end(self, state, ctx: EvalContext) -> dict:
+        return {}
+
+    def finish(self, state, ctx: EvalContext) -> dict:
+        raise NotImplementedError

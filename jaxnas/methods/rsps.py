@@ -1,0 +1,25 @@
+"""RSPS: random sampling with parameter sharing (Li & Talwalkar 2019), an NB201 baseline.
+
+Weight training samples one architecture uniformly per step (xautodl exps/NAS-Bench-201-algos/
+RANDOM-NAS.py, `random_genotype` per batch). At the end `select_num` uniformly sampled candidates
+are ranked with the shared weights and the most accurate wins. Unlike the reference, which scores
+each candidate on a different validation batch, all candidates here share one validation batch
+(`eval_batch_size` images), so their ranking is not confounded by batch noise.
+"""
+from __future__ import annotations
+
+from jaxnas.methods.base import KEY_SAMPLE, SupernetMethod
+from jaxnas.spaces import nb201
+from jaxnas.train.state import step_key
+
+
+class RSPS(SupernetMethod):
+    name = "rsps"
+
+    def train_step(self, state, wbatch, abatch, lr):
+        arch = nb201.sample(step_key(state, KEY_SAMPLE), 1)[0]
+        return self.weight_step(state, *wbatch, arch, lr)
+
+    def finish(self, state, ctx):
+        archs = nb201.sample(self.select_key(state), self.cfg.select_num)
+        return self.pick_best(state, archs, ctx)

@@ -1,0 +1,1 @@
+"""The shared training engine: search state, pure steps, sharding and the one search loop."""

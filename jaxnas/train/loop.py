@@ -1,0 +1,308 @@
+"""The one search loop every method runs in.
+
+Epochs over the training split in a seeded order; each step is one jitted, state-donating call that
+gathers, augments and normalises its batch on device, shards it over the `data` mesh axis and runs
+the method's `train_step`. Metrics go to metrics.jsonl and a progress bar; the whole state is
+checkpointed at every epoch end (and every `checkpoint_every_steps`), on SIGINT/SIGTERM, and the
+same command on the same run directory resumes exactly where it stopped. A NaN loss stops the run
+and keeps the last good checkpoint.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pathlib
+import platform
+import shutil
+import signal
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import jaxnas
+from jaxnas import checkpoint, data as data_lib
+from jaxnas.config import Config, from_json
+from jaxnas.methods.base import KEY_AUGMENT_A, KEY_AUGMENT_W, EvalContext
+from jaxnas.spaces import nb201
+from jaxnas.train import sharding
+from jaxnas.train.state import step_key
+from jaxnas.train.steps import cosine_lr
+
+
+class RunError(RuntimeError):
+    """A run cannot start or continue (bad run directory, NaN loss); the message says why."""
+
+
+class Interrupted(RuntimeError):
+    """SIGINT/SIGTERM arrived; the state was checkpointed and the run can be resumed."""
+
+
+def versions() -> dict:
+    import flax
+    import optax
+    import orbax.checkpoint as ocp
+    return {"jaxnas": jaxnas.__version__, "jax": jax.__version__, "flax": flax.__version__,
+            "optax": optax.__version__, "orbax": ocp.__version__, "python": platform.python_version(),
+            "backend": jax.default_backend(), "devices": jax.device_count()}
+
+
+def _atomic_write(path: pathlib.Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def check_run_dir(run_dir, cfg: Config, overwrite: bool) -> pathlib.Path:
+    """Refuse to clobber a finished run or mix configs; writes nothing."""
+    run = pathlib.Path(run_dir)
+    if overwrite:
+        return run
+    if (run / "result.json").exists():
+        raise RunError(f"{run} already holds a finished run (result.json); pass --overwrite to replace it")
+    cfg_file = run / "config.json"
+    if cfg_file.exists():
+        saved = from_json(json.dumps(json.loads(cfg_file.read_text())["config"]))
+        if saved != cfg:
+            diff = {k: (getattr(saved, k), getattr(cfg, k)) for k in cfg.__dataclass_fields__
+                    if getattr(saved, k) != getattr(cfg, k)}
+            raise RunError(f"{run} holds a run with a different config {diff} (saved, now); "
+                           "use another --out or --overwrite")
+    elif run.exists() and any(run.iterdir()):
+        raise RunError(f"{run} exists, is not empty and holds no jaxnas run; choose another --out")
+    return run
+
+
+def prepare_run_dir(run: pathlib.Path, cfg: Config, overwrite: bool) -> pathlib.Path:
+    """Create (or, with `overwrite`, recreate) the run directory and record config and versions."""
+    if overwrite and run.exists():
+        shutil.rmtree(run)
+    run.mkdir(parents=True, exist_ok=True)
+    cfg_file = run / "config.json"
+    if not cfg_file.exists():
+        record = {"config": json.loads(cfg.to_json()), "versions": versions(), "argv": sys.argv}
+        _atomic_write(cfg_file, json.dumps(record, indent=2))
+    return run
+
+
+@contextlib.contextmanager
+def _stop_on_signals():
+    """Turn SIGINT/SIGTERM into a flag the loop checks between steps (so saves are consistent)."""
+    flag = {"stop": None}
+    if threading_main():
+        def handler(signum, _):
+            flag["stop"] = signal.Signals(signum).name
+        old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield flag
+    finally:
+        if threading_main():
+            for s, h in old.items():
+                signal.signal(s, h)
+
+
+def threading_main() -> bool:
+    import threading
+    return threading.current_thread() is threading.main_thread()
+
+
+def _truncate_metrics(path: pathlib.Path, step: int) -> None:
+    """Drop metric rows written after the checkpoint we resume from."""
+    if not path.exists():
+        return
+    rows = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= step]
+    _atomic_write(path, "".join(r + "\n" for r in rows))
+
+
+class SearchRun:
+    """One search (or training) run: data, method, mesh, state, checkpoints; `run()` to the end."""
+
+    def __init__(self, cfg: Config, run_dir, *, method_cls, overwrite=False, num_devices=None,
+                 progress=True, bench_table=None, dataset=None):
+        self.cfg, self.progress, self.bench_table = cfg, progress, bench_table
+        run = check_run_dir(run_dir, cfg, overwrite)
+        self.mesh = sharding.make_mesh(num_devices)
+        sharding.check_divisible(cfg.batch_size, self.mesh)
+        ds = dataset or data_lib.load(cfg.data, max_per_class=cfg.max_per_class)
+        self.dataset = ds
+        self.method = method_cls(cfg, ds.num_classes)
+        rep = sharding.replicated(self.mesh)
+        if self.method.split == "search":
+            w_idx, a_idx = data_lib.search_split(len(ds.train_labels), cfg.seed)
+        else:
+            w_idx = a_idx = np.arange(len(ds.train_labels))
+        self.wdata = data_lib.DeviceData.put(ds.train_images[w_idx], ds.train_labels[w_idx], rep)
+        self.adata = data_lib.DeviceData.put(ds.train_images[a_idx], ds.train_labels[a_idx], rep)
+        self.steps_per_epoch = len(w_idx) // cfg.batch_size
+        if self.steps_per_epoch == 0:
+            raise RunError(f"batch_size={cfg.batch_size} exceeds the {len(w_idx)} training images")
+        if cfg.steps_per_epoch:
+            self.steps_per_epoch = min(self.steps_per_epoch, cfg.steps_per_epoch)
+        self.total_steps = self.steps_per_epoch * cfg.epochs
+        self.ctx = self._eval_context(ds, a_idx)
+        self.run_dir = prepare_run_dir(run, cfg, overwrite)  # only now that everything is valid
+        self.ckpt = checkpoint.Checkpointer(self.run_dir / "checkpoints", keep=cfg.keep_checkpoints)
+        self._step = jax.jit(self._step_fn, donate_argnums=0)
+
+    # --- pieces -----------------------------------------------------------------------------
+    def _eval_context(self, ds, a_idx) -> EvalContext:
+        """A fixed validation batch for ranking candidates: from the arch half of the search split,
+        or the test set when the method trains on the full training set."""
+        rng = np.random.default_rng(self.cfg.seed + 1)
+        if self.method.split == "search":
+            images, labels = ds.train_images[a_idx], ds.train_labels[a_idx]
+        else:
+            images, labels = ds.test_images, ds.test_labels
+        # the search ranks on one fixed batch; single-architecture training reports the whole test set
+        pick = rng.permutation(len(labels))
+        pick = pick[: self.cfg.eval_batch_size] if self.method.split == "search" else np.sort(pick)
+        x = data_lib.normalize(images[pick], ds.mean, ds.std)
+        recal = None
+        if self.cfg.eval_bn == "recal":
+            r = rng.permutation(len(self.wdata))[: 4 * self.cfg.batch_size]
+            recal = data_lib.normalize(np.asarray(self.wdata.images)[r], ds.mean, ds.std)
+            recal = recal.reshape(4, self.cfg.batch_size, *recal.shape[1:])
+        return EvalContext(x, jnp.asarray(labels[pick]), recal)
+
+    def _batch(self, state, data, idx, tag):
+        x, y = jax.lax.with_sharding_constraint(data.batch(idx), sharding.data_sharded(self.mesh))
+        if self.cfg.augment:
+            x = data_lib.augment(step_key(state, tag), x)
+        return data_lib.normalize(x, self.dataset.mean, self.dataset.std), y
+
+    def _step_fn(self, state, wdata, adata, w_idx, a_idx):
+        lr = cosine_lr(state.step, self.total_steps, self.cfg.lr, self.cfg.lr_min)
+        wbatch = self._batch(state, wdata, w_idx, KEY_AUGMENT_W)
+        abatch = self._batch(state, adata, a_idx, KEY_AUGMENT_A) if self.method.uses_arch_batch else None
+        new, metrics = self.method.train_step(state, wbatch, abatch, lr)
+        new = new.replace(step=state.step + 1, epoch_step=state.epoch_step + 1)
+        return new, dict(metrics, lr=lr)
+
+    def _orders(self, state, epoch):
+        key = jax.random.fold_in(jax.random.wrap_key_data(state.key), epoch)
+        w = data_lib.epoch_order(key, len(self.wdata), self.cfg.batch_size)
+        a = data_lib.epoch_order(jax.random.fold_in(key, 1), len(self.adata), self.cfg.batch_size)
+        return np.asarray(w), np.asarray(a)
+
+    def _save(self, state, elapsed):
+        state = self._place(state.replace(elapsed=jnp.float32(elapsed)))
+        self.ckpt.save(int(state.step), state)
+        return state
+
+    def _place(self, state):
+        """Put a state edited outside jit back on the mesh, so the step never sees a new layout."""
+        return jax.device_put(state, sharding.replicated(self.mesh))
+
+    def _log(self, row: dict) -> None:
+        with open(self.run_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(row) + "\n")
+
+    # --- the loop -----------------------------------------------------------------------------
+    def restore_or_init(self):
+        state = self.method.init_state()
+        restored = self.ckpt.restore_latest(state)
+        if restored is not None:
+            state = restored
+            _truncate_metrics(self.run_dir / "metrics.jsonl", int(state.step))
+        return self._place(state)
+
+    def run(self) -> dict:
+        cfg = self.cfg
+        state = self.restore_or_init()
+        t0, elapsed0 = time.time(), float(state.elapsed)
+        resumed_at = int(state.step)
+        bar = _progress(self.total_steps, resumed_at, self.progress, f"{self.method.name} {self.run_dir.name}")
+        data_sh = sharding.data_sharded(self.mesh)
+        with _stop_on_signals() as stop:
+            while int(state.epoch) < cfg.epochs:
+                epoch = int(state.epoch)
+                w_order, a_order = self._orders(state, epoch)
+                window, t_win, n_win = [], time.time(), 0
+                while int(state.epoch_step) < self.steps_per_epoch:
+                    i = int(state.epoch_step)
+                    w_idx = jax.device_put(w_order[i], data_sh)
+                    a_idx = jax.device_put(a_order[i % len(a_order)], data_sh)
+                    state, metrics = self._step(state, self.wdata, self.adata, w_idx, a_idx)
+                    window.append(metrics)
+                    n_win += cfg.batch_size
+                    last = int(state.epoch_step) == self.steps_per_epoch
+                    if len(window) >= cfg.log_every or last:
+                        row = _mean_metrics(window)
+                        if not np.isfinite(row["loss"]):
+                            bar.close()
+                            raise RunError(
+                                f"loss became {row['loss']} at epoch {epoch} step {int(state.step)}; stopped. "
+                                f"The last good checkpoint in {self.ckpt.directory} is kept; "
+                                "lower lr= or check the data")
+                        row["images_per_s"] = n_win / max(time.time() - t_win, 1e-9)
+                        bar.update(len(window))
+                        bar.set_postfix(epoch=epoch, loss=f"{row['loss']:.3f}", acc=f"{row['acc']:.3f}",
+                                        img_s=f"{row['images_per_s']:.0f}")
+                        self._log(dict(row, epoch=epoch, step=int(state.step)))
+                        window, t_win, n_win = [], time.time(), 0
+                    if stop["stop"]:
+                        state = self._save(state, elapsed0 + time.time() - t0)
+                        bar.close()
+                        raise Interrupted(f"{stop['stop']} at epoch {epoch} step {int(state.step)}; "
+                                          f"state saved in {self.ckpt.directory}; run the same command to resume")
+                    if cfg.checkpoint_every_steps and int(state.step) % cfg.checkpoint_every_steps == 0 and not last:
+                        state = self._save(state, elapsed0 + time.time() - t0)
+                extra = self.method.epoch_end(state, self.ctx)
+                state = self._place(state.replace(epoch=state.epoch + 1, epoch_step=jnp.int32(0)))
+                if extra:
+                    self._log(dict(_jsonable(extra), epoch=epoch, step=int(state.step), kind="epoch_end"))
+                state = self._save(state, elapsed0 + time.time() - t0)
+        bar.close()
+        result = self.method.finish(state, self.ctx)
+        return self._write_result(state, result, elapsed0 + time.time() - t0)
+
+    def _write_result(self, state, result: dict, wall: float) -> dict:
+        arch = np.asarray(result.pop("arch"))
+        out = {"arch": nb201.to_string(arch), "index": int(nb201.to_index(arch)), "method": self.cfg.method,
+               "seed": self.cfg.seed, "wall_time_s": round(wall, 2), "steps": int(state.step),
+               "data": data_lib.resolve(self.cfg.data)}
+        out.update(_jsonable(result))
+        if self.bench_table is not None:
+            out["bench"] = self.bench_table.lookup(out["arch"])
+        _atomic_write(self.run_dir / "result.json", json.dumps(out, indent=2))
+        self.ckpt.close()
+        return out
+
+
+def _mean_metrics(window) -> dict:
+    host = jax.device_get(window)
+    return {k: float(np.mean([m[k] for m in host])) for k in host[0]}
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (np.ndarray, jax.Array)):
+        a = np.asarray(obj)
+        return a.item() if a.ndim == 0 else a.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
+
+
+class _NoBar:
+    def update(self, n):
+        pass
+
+    def set_postfix(self, **kw):
+        pass
+
+    def close(self):
+        pass
+
+
+def _progress(total, initial, enabled, desc):
+    if not enabled:
+        return _NoBar()
+    from tqdm import tqdm
+    return tqdm(total=total, initial=initial, desc=desc, unit="step", dynamic_ncols=True)
