@@ -92,8 +92,19 @@ def _demo(args) -> dict:
     return _run(ns)
 
 
+def enable_compilation_cache() -> None:
+    """Persist compiled XLA programs (XLA:CPU compiles take tens of seconds), so a resumed or
+    repeated run starts at once. JAXNAS_XLA_CACHE picks the folder; an empty value disables it."""
+    import jax
+    folder = os.environ.get("JAXNAS_XLA_CACHE", str(pathlib.Path.home() / ".cache/jaxnas/xla"))
+    if folder:
+        jax.config.update("jax_compilation_cache_dir", folder)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    enable_compilation_cache()
     from jaxnas.data import DataError
     from jaxnas.train.loop import Interrupted, RunError
     try:

@@ -40,8 +40,11 @@ def _pool_divisor(h: int, w: int) -> np.ndarray:
 
 def avg_pool_3x3(x):
     """3x3 average pooling, stride 1, padding 1, padding not counted (NB201's avg_pool_3x3)."""
-    s = jax.lax.reduce_window(x, 0.0, jax.lax.add, (1, 3, 3, 1), (1, 1, 1, 1),
-                              ((0, 0), (1, 1), (1, 1), (0, 0)))
+    # separable sums of shifted slices: forward and backward are plain adds (2x faster than
+    # reduce_window's backward on XLA:CPU)
+    p = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    rows = p[:, :-2] + p[:, 1:-1] + p[:, 2:]
+    s = rows[:, :, :-2] + rows[:, :, 1:-1] + rows[:, :, 2:]
     return s / _pool_divisor(x.shape[1], x.shape[2])
 
 
