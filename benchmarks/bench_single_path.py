@@ -1,0 +1,127 @@
+"""Single-path supernet step: jaxnas vs xautodl's TinyNetworkSETN (PyTorch, dynamic mode), same run.
+
+Measures, at C=16, N=5, batch 64, CIFAR-10 shapes, a uniformly sampled architecture per step:
+  - fwd+bwd: loss and gradients of the shared weights;
+  - step:    fwd+bwd plus the SGD update (Nesterov 0.9, wd 5e-4, grad clip 5) = one RSPS weight step.
+The two frameworks are interleaved step by step so machine load hits both alike; medians reported.
+jaxnas compile time is reported separately (it is paid once per run, not per architecture).
+
+Usage: python benchmarks/bench_single_path.py [--reps 20] [--impls merged,mask] [--out FILE.json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import torch
+from flax import nnx
+
+from jaxnas.config import Config
+from jaxnas.evaluate import loss_and_accuracy
+from jaxnas.nn import NB201SuperNet, apply, split, used_params
+from jaxnas.spaces import nb201
+from jaxnas.train import state as state_lib, steps
+
+
+def jax_fns(impl, C, N, batch):
+    cfg = Config(C=C, N=N)
+    g, p, s = split(NB201SuperNet(C, N, 10, affine=False, track_running_stats=False, single_path_impl=impl,
+                                  rngs=nnx.Rngs(0)))
+    state = state_lib.create(p, s, 0)
+
+    def loss(params, stats, arch, x, y):
+        logits, _ = apply(g, params, stats, x, arch, train=True)
+        return loss_and_accuracy(logits, y)[0]
+
+    fwd_bwd = jax.jit(jax.grad(loss))
+
+    def step(st, arch, x, y):
+        return steps.weight_step(cfg, g, st, x, y, 0.025, arch, used=used_params(st.params, arch))[0]
+
+    return state, fwd_bwd, jax.jit(step, donate_argnums=0)
+
+
+def torch_net(C, N):
+    from xautodl.models.cell_searchs.search_model_setn import TinyNetworkSETN
+    net = TinyNetworkSETN(C, N, 4, 10, list(nb201.OPS), False, False)
+    opt = torch.optim.SGD(net.get_weights(), lr=0.025, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    return net, opt
+
+
+def torch_step(net, opt, arch, x, y, update):
+    from xautodl.models.cell_searchs.genotypes import Structure
+    net.set_cal_mode("dynamic", Structure.str2structure(nb201.to_string(arch)))
+    opt.zero_grad()
+    _, logits = net(x)
+    torch.nn.functional.cross_entropy(logits, y).backward()
+    if update:
+        torch.nn.utils.clip_grad_norm_(net.get_weights(), 5)
+        opt.step()
+
+
+def timed(fn):
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--reps", type=int, default=20)
+    ap.add_argument("--impls", default="merged,mask")
+    ap.add_argument("--C", type=int, default=16)
+    ap.add_argument("--N", type=int, default=5)
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--out")
+    a = ap.parse_args()
+    rng = np.random.default_rng(0)
+    archs = rng.integers(0, 5, (a.reps + 1, 6)).astype(np.int32)
+    x = rng.standard_normal((a.batch, 32, 32, 3)).astype(np.float32)
+    y = rng.integers(0, 10, a.batch).astype(np.int32)
+    xj, yj = jnp.asarray(x), jnp.asarray(y)
+    xt, yt = torch.from_numpy(x.transpose(0, 3, 1, 2).copy()), torch.from_numpy(y).long()
+    net, opt = torch_net(a.C, a.N)
+
+    results = {"machine": platform.processor() or platform.machine(), "cpus": torch.get_num_threads(),
+               "jax": jax.__version__, "torch": torch.__version__, "backend": jax.default_backend(),
+               "C": a.C, "N": a.N, "batch": a.batch, "reps": a.reps, "date": time.strftime("%Y-%m-%d")}
+    for impl in a.impls.split(","):
+        state, fwd_bwd, step = jax_fns(impl, a.C, a.N, a.batch)
+        t0 = time.perf_counter()
+        jax.block_until_ready(fwd_bwd(state.params, state.stats, jnp.asarray(archs[0]), xj, yj))
+        compile_fb = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        state = jax.block_until_ready(step(state, jnp.asarray(archs[0]), xj, yj))
+        compile_step = time.perf_counter() - t0
+        torch_step(net, opt, archs[0], xt, yt, True)  # warm-up
+        jf, js, tf, ts = [], [], [], []
+        for arch in archs[1:]:
+            aj = jnp.asarray(arch)
+            jf.append(timed(lambda: jax.block_until_ready(fwd_bwd(state.params, state.stats, aj, xj, yj))))
+            tf.append(timed(lambda: torch_step(net, opt, arch, xt, yt, False)))
+            holder = {}
+            js.append(timed(lambda: holder.update(s=jax.block_until_ready(step(state, aj, xj, yj)))))
+            state = holder["s"]
+            ts.append(timed(lambda: torch_step(net, opt, arch, xt, yt, True)))
+        med = lambda v: float(np.median(v) * 1000)  # noqa: E731
+        row = {"jax_fwd_bwd_ms": med(jf), "torch_fwd_bwd_ms": med(tf), "jax_step_ms": med(js),
+               "torch_step_ms": med(ts), "jax_compile_fwd_bwd_s": compile_fb, "jax_compile_step_s": compile_step}
+        row["speedup_fwd_bwd"] = row["torch_fwd_bwd_ms"] / row["jax_fwd_bwd_ms"]
+        row["speedup_step"] = row["torch_step_ms"] / row["jax_step_ms"]
+        results[impl] = row
+        print(f"[{impl}] fwd+bwd jaxnas {row['jax_fwd_bwd_ms']:.0f} ms vs xautodl {row['torch_fwd_bwd_ms']:.0f} ms "
+              f"(x{row['speedup_fwd_bwd']:.2f}); weight step jaxnas {row['jax_step_ms']:.0f} ms vs "
+              f"{row['torch_step_ms']:.0f} ms (x{row['speedup_step']:.2f}); compile {compile_fb:.0f}s/{compile_step:.0f}s",
+              flush=True)
+    if a.out:
+        with open(a.out, "w") as f:
+            json.dump(results, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
