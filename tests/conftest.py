@@ -6,6 +6,12 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 import jax  # noqa: E402
 
 jax.config.update("jax_num_cpu_devices", 8)
+# XLA:CPU compiles take seconds to minutes; tests that build the same programs (and subprocesses,
+# through JAXNAS_XLA_CACHE) share one persistent cache.
+_CACHE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".cache", "xla-tests")
+os.environ.setdefault("JAXNAS_XLA_CACHE", _CACHE)
+jax.config.update("jax_compilation_cache_dir", os.environ["JAXNAS_XLA_CACHE"])
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
 
 import pathlib  # noqa: E402
 
