@@ -41,6 +41,13 @@ def resolve_impl(impl: str) -> str:
     return "switch" if jax.default_backend() == "gpu" else "merged"
 
 
+def eval_chunk_size(cfg: Config) -> int:
+    """Candidates per vmapped chunk: cfg.eval_chunk_size, or 1 on CPU / 16 elsewhere when 0."""
+    if cfg.eval_chunk_size:
+        return cfg.eval_chunk_size
+    return 1 if jax.default_backend() == "cpu" else 16
+
+
 class SupernetMethod:
     """Base for methods that train a weight-sharing NB201 supernet."""
 
@@ -71,7 +78,7 @@ class SupernetMethod:
     def rank(self, state, archs, ctx: EvalContext, mode="single"):
         """Validation loss/accuracy of candidates `archs` with the shared weights (one jitted call)."""
         return evaluation.evaluate(self.graphdef, state.params, state.stats, archs, ctx.images, ctx.labels,
-                                   mode=mode, bn=self.cfg.eval_bn, chunk_size=self.cfg.eval_chunk_size,
+                                   mode=mode, bn=self.cfg.eval_bn, chunk_size=eval_chunk_size(self.cfg),
                                    recal_images=ctx.recal_images)
 
     def pick_best(self, state, archs, ctx: EvalContext) -> dict:
