@@ -29,7 +29,7 @@ test: $(REF_STAMP)
 	$(BIN)/python -m pytest -q tests
 
 bench: $(REF_STAMP)
-	$(BIN)/python benchmarks/run_all.py
+	$(BIN)/python benchmarks/bench_single_path.py --out benchmarks/results/single_path_cpu.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache
