@@ -1,0 +1,155 @@
+"""SETN: one-shot NAS via a self-evaluated template network (Dong & Yang, ICCV 2019).
+
+Follows xautodl's exps/NAS-Bench-201-algos/SETN.py and models/cell_searchs/search_model_setn.py.
+Each training step does two updates, as `search_func` there:
+
+  - template network: one architecture drawn uniformly (one op per edge, `dync_genotype(True)`)
+    and one SGD step of the shared weights on the weights-half batch (`self.weight_step`);
+  - evaluator: architecture logits alpha [6, 5] take one Adam step on the architecture-half batch
+    with the network in weighted ("joint") mode, every edge mixing its ops by softmax(alpha).
+    Only alpha moves (the weights' gradients of this step are dropped, as the reference's
+    `a_optimizer` holds only alpha). Adam is PyTorch's: lr 3e-4, betas (0.5, 0.999) and weight
+    decay 1e-3 added to the gradient (L2, not decoupled AdamW) -- `adam_l2`.
+
+The forward of the evaluator step is in training mode (batch statistics), like the reference's
+`network.train()` joint forward, and its BatchNorm running statistics are KEPT: in PyTorch the
+joint-mode forward updates every tracked running statistic (the stem, the ResNet blocks and the
+head always; the search cells too when `track_running_stats`). Candidate ranking with the default
+`eval_bn="batch"` does not read them.
+
+Candidates (`get_best_arch` / `return_topK`): the `select_num` architectures of highest log-probability
+sum_e log_softmax(alpha)[e, op_e] among all 15,625 (one vectorised top-k), or with
+`setn_select="sample"` that many drawn from the evaluator's distribution (the reference's
+commented-out `dync_genotype(False)` variant; duplicates possible). They are ranked with the shared
+weights in one vmapped call and the most accurate wins; this runs at every epoch end (logged as
+`selected_arch` / `selected_valid_acc`) and once more at the end.
+
+Deviations from the reference, on purpose:
+  - all candidates are scored on one fixed validation batch (`eval_batch_size` images from the
+    architecture half), where the reference gives each candidate the next batch of the validation
+    loader, so its ranking is confounded by batch noise;
+  - the weight step clips the gradient norm at `grad_clip` (shared config, default 5, from the other
+    NB201 scripts); SETN.py itself does not clip: pass `grad_clip=0` for its exact weight step;
+  - no selection before the first epoch (the reference logs one from the untrained supernet).
+"""
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jaxnas.evaluate import loss_and_accuracy
+from jaxnas.methods.base import KEY_METHOD, KEY_SAMPLE, SupernetMethod
+from jaxnas.nn import apply
+from jaxnas.spaces import nb201
+from jaxnas.train import state as state_lib
+from jaxnas.train.state import step_key
+
+SELECT_MODES = ("topk", "sample")
+ALPHA_INIT_STEP = -2  # alpha's initial draw uses this "step", apart from training and selection
+
+
+def adam_l2(lr: float, b1: float, b2: float, weight_decay: float) -> optax.GradientTransformation:
+    """torch.optim.Adam(lr, betas=(b1, b2), eps=1e-8, weight_decay): L2 added to the gradient."""
+    return optax.chain(optax.add_decayed_weights(weight_decay), optax.scale_by_adam(b1, b2, eps=1e-8),
+                       optax.scale(-lr))
+
+
+def log_prob(alpha, archs):
+    """Log-probability of architectures under the evaluator: sum_e log_softmax(alpha)[e, archs[..., e]].
+
+    alpha: float[6, 5]; archs: int32[..., 6]. Returns float[...] (e.g. [K] for [K, 6]).
+    """
+    logp = jax.nn.log_softmax(alpha, axis=-1)
+    return logp[jnp.arange(nb201.NUM_EDGES), archs].sum(-1)
+
+
+@functools.cache
+def _all_archs() -> jax.Array:
+    return jnp.asarray(nb201.enumerate_all())
+
+
+@functools.partial(jax.jit, static_argnames="k")
+def _top_k(alpha, archs, k: int):
+    scores, idx = jax.lax.top_k(log_prob(alpha, archs), k)
+    return archs[idx], scores
+
+
+def top_k(alpha, k: int):
+    """The k architectures of highest log-probability among all 15,625 (int32[k, 6]) and their
+    log-probabilities (float[k]), best first; ties keep NB201 index order."""
+    archs = _all_archs()
+    return _top_k(jnp.asarray(alpha, jnp.float32), archs, k=min(int(k), archs.shape[0]))
+
+
+def sample(key, alpha, k: int):
+    """k architectures drawn from the evaluator: each edge's op ~ softmax(alpha[e]); int32[k, 6]."""
+    return jax.random.categorical(key, alpha, axis=-1, shape=(k, nb201.NUM_EDGES)).astype(jnp.int32)
+
+
+class SETN(SupernetMethod):
+    name = "setn"
+    uses_arch_batch = True
+
+    def __init__(self, cfg, num_classes: int):
+        if cfg.setn_select not in SELECT_MODES:
+            raise ValueError(f"setn_select must be one of {SELECT_MODES}, got {cfg.setn_select!r}")
+        super().__init__(cfg, num_classes)
+        self.arch_tx = adam_l2(cfg.arch_lr, cfg.arch_beta1, cfg.arch_beta2, cfg.arch_weight_decay)
+
+    def init_state(self) -> state_lib.SearchState:
+        """Shared weights as every supernet method; alpha = 1e-3 * N(0, 1) from the seed; its Adam state."""
+        state = super().init_state()
+        key = step_key(state.replace(step=jnp.int32(ALPHA_INIT_STEP)), KEY_METHOD)
+        arch = {"alpha": 1e-3 * jax.random.normal(key, (nb201.NUM_EDGES, nb201.NUM_OPS), jnp.float32)}
+        return state.replace(arch=arch, arch_opt=self.arch_tx.init(arch))
+
+    # --- the two updates of a step -----------------------------------------------------------
+    def arch_step(self, state, images, labels):
+        """One Adam step of alpha on a batch, the network mixing every edge's ops by softmax(alpha)."""
+        def loss_fn(arch):
+            weights = jax.nn.softmax(arch["alpha"], axis=-1)
+            logits, stats = apply(self.graphdef, state.params, state.stats, images, weights,
+                                  mode="weighted", train=True)
+            loss, acc = loss_and_accuracy(logits, labels)
+            return loss, (acc, stats)
+
+        (loss, (acc, stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.arch)
+        updates, arch_opt = self.arch_tx.update(grads, state.arch_opt, state.arch)
+        arch = optax.apply_updates(state.arch, updates)
+        return state.replace(arch=arch, arch_opt=arch_opt, stats=stats), {"arch_loss": loss, "arch_acc": acc}
+
+    def train_step(self, state, wbatch, abatch, lr):
+        arch = nb201.sample(step_key(state, KEY_SAMPLE), 1)[0]
+        state, wmetrics = self.weight_step(state, *wbatch, arch, lr)
+        state, ametrics = self.arch_step(state, *abatch)
+        return state, {**wmetrics, **ametrics}
+
+    # --- selection ---------------------------------------------------------------------------
+    def candidates(self, state) -> np.ndarray:
+        """The `select_num` candidates: top log-probability (topk) or drawn from alpha (sample)."""
+        alpha = state.arch["alpha"]
+        k = min(self.cfg.select_num, nb201.NUM_ARCHS)
+        if self.cfg.setn_select == "sample":
+            return np.asarray(sample(self.select_key(state), alpha, k))
+        return np.asarray(top_k(alpha, k)[0])
+
+    def select(self, state, ctx) -> dict:
+        """The most accurate candidate on the validation batch (base `pick_best`), with alpha's view."""
+        archs = self.candidates(state)
+        best = self.pick_best(state, archs, ctx)
+        alpha = state.arch["alpha"]
+        best["log_prob"] = float(log_prob(alpha, jnp.asarray(best["arch"])))
+        best["arch_probs"] = np.asarray(jax.nn.softmax(alpha, axis=-1)).round(6).tolist()
+        return best
+
+    def epoch_end(self, state, ctx) -> dict:
+        best = self.select(state, ctx)
+        return {"selected_arch": nb201.to_string(best["arch"]), "selected_valid_acc": best["valid_acc"],
+                "selected_valid_loss": best["valid_loss"]}
+
+    def finish(self, state, ctx) -> dict:
+        return self.select(state, ctx)
