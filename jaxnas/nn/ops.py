@@ -19,8 +19,17 @@ BN_EPS = 1e-5
 
 
 def _uniform(key, shape, fan_in):
+    """U(-1/sqrt(fan_in), 1/sqrt(fan_in)), seeded by `key`.
+
+    Drawn with numpy from the key's bits: jax.random.uniform compiles once per shape on XLA:CPU
+    (1-13 s each), which made building a supernet take over a minute. Under tracing (eval_shape,
+    jit) the key has no value, so JAX draws instead.
+    """
     bound = 1.0 / np.sqrt(fan_in)
-    return jax.random.uniform(key, shape, jnp.float32, -bound, bound)
+    if isinstance(key, jax.core.Tracer):
+        return jax.random.uniform(key, shape, jnp.float32, -bound, bound)
+    seed = np.asarray(jax.random.key_data(key)).ravel().tolist()
+    return jnp.asarray(np.random.default_rng(seed).uniform(-bound, bound, shape).astype(np.float32))
 
 
 def conv2d(x, kernel, stride: int = 1, padding: int = 0):
