@@ -12,14 +12,14 @@ from flax import nnx
 def split(module: nnx.Module):
     """module -> (graphdef, params, stats); stats holds the BatchNorm running statistics."""
     graphdef, params, stats = nnx.split(module, nnx.Param, nnx.BatchStat)
-    return graphdef, nnx.pure(params), nnx.pure(stats)
+    return graphdef, nnx.as_pure(params), nnx.as_pure(stats)
 
 
 def apply(graphdef, params, stats, *args, **kwargs):
     """Run the module's forward purely: returns (output, new_stats)."""
     module = nnx.merge(graphdef, params, stats, copy=True)
     out = module(*args, **kwargs)
-    return out, nnx.pure(nnx.state(module, nnx.BatchStat))
+    return out, nnx.as_pure(nnx.state(module, nnx.BatchStat))
 
 
 def count_params(params) -> int:
