@@ -30,7 +30,14 @@ class Checkpointer:
 
     def save(self, step: int, state) -> None:
         if step in self._manager.all_steps():
-            return
+            # Replace it: it may be one restore_latest skipped as unreadable (keeping it would leave
+            # the run's newest state unsaved), or an older save of this step (e.g. before epoch end).
+            self._manager.delete(step)
+        if jax.process_count() == 1:
+            # Save host copies: from arrays replicated over several local devices Orbax slices every
+            # array once per device (thousands of small dispatches, seconds per save on CPU).
+            # Restores are unchanged: arrays are laid out as the template asks.
+            state = jax.device_get(state)
         self._manager.save(step, args=ocp.args.StandardSave(state), force=True)
         self._manager.wait_until_finished()
 

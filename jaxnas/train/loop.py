@@ -229,7 +229,12 @@ class SearchRun:
                     window.append(metrics)
                     n_win += cfg.batch_size
                     last = int(state.epoch_step) == self.steps_per_epoch
-                    if len(window) >= cfg.log_every or last:
+                    stopping = stop["stop"]
+                    due = (bool(cfg.checkpoint_every_steps) and not last
+                           and int(state.step) % cfg.checkpoint_every_steps == 0)
+                    # check the loss of every step before a checkpoint is written, so no save holds
+                    # a state from after a NaN (NaN checks are otherwise every log_every steps)
+                    if len(window) >= cfg.log_every or last or due or stopping:
                         row = _mean_metrics(window)
                         if not np.isfinite(row["loss"]):
                             bar.close()
@@ -243,12 +248,12 @@ class SearchRun:
                                         img_s=f"{row['images_per_s']:.0f}")
                         self._log(dict(row, epoch=epoch, step=int(state.step)))
                         window, t_win, n_win = [], time.time(), 0
-                    if stop["stop"]:
+                    if stopping:
                         state = self._save(state, elapsed0 + time.time() - t0)
                         bar.close()
-                        raise Interrupted(f"{stop['stop']} at epoch {epoch} step {int(state.step)}; "
+                        raise Interrupted(f"{stopping} at epoch {epoch} step {int(state.step)}; "
                                           f"state saved in {self.ckpt.directory}; run the same command to resume")
-                    if cfg.checkpoint_every_steps and int(state.step) % cfg.checkpoint_every_steps == 0 and not last:
+                    if due:
                         state = self._save(state, elapsed0 + time.time() - t0)
                 extra = self.method.epoch_end(state, self.ctx)
                 state = self._place(state.replace(epoch=state.epoch + 1, epoch_step=jnp.int32(0)))

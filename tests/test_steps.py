@@ -1,0 +1,211 @@
+"""Pure pieces of the weight step against PyTorch: SGD (with unsampled-op skipping), gradient
+clipping, the cosine schedule; and `decay_unsampled` at the method level on the supernet."""
+from __future__ import annotations
+
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+
+from jaxnas.config import Config
+from jaxnas.methods import RSPS
+from jaxnas.spaces import nb201
+from jaxnas.train.steps import clip_grad_norm, cosine_lr, sgd
+
+LR, MU, WD = 0.1, 0.9, 5e-4
+SHAPES = {"a": (3, 4), "b": (5,), "c": (2, 3, 3)}
+# test-only speed-up: XLA:CPU compiles several times faster at LLVM -O0; semantics are unchanged
+FAST_COMPILE = {"xla_backend_optimization_level": 0}
+
+
+def _random_tree(rng, scale=1.0):
+    return {k: (scale * rng.standard_normal(s)).astype(np.float32) for k, s in SHAPES.items()}
+
+
+@functools.partial(jax.jit, static_argnames="with_used")
+def _sgd(params, momentum, grads, lr, used, with_used):
+    return sgd(params, momentum, grads, lr, mu=MU, nesterov=True, weight_decay=WD,
+               used=used if with_used else None)
+
+
+def _torch_sgd_run(params, grads_per_step, lrs, none_grad=()):
+    """torch.optim.SGD over the steps; `none_grad` holds (step, name) pairs whose grad is None."""
+    tp = {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
+    opt = torch.optim.SGD(list(tp.values()), lr=LR, momentum=MU, nesterov=True, weight_decay=WD)
+    for t, (grads, lr) in enumerate(zip(grads_per_step, lrs)):
+        for group in opt.param_groups:
+            group["lr"] = lr
+        for k, p in tp.items():
+            p.grad = None if (t, k) in none_grad else torch.tensor(grads[k])
+        opt.step()
+    bufs = {k: opt.state[p]["momentum_buffer"].numpy() if "momentum_buffer" in opt.state[p] else None
+            for k, p in tp.items()}
+    return {k: p.detach().numpy() for k, p in tp.items()}, bufs
+
+
+def _jax_sgd_run(params, grads_per_step, lrs, used_per_step=None):
+    p = {k: jnp.asarray(v) for k, v in params.items()}
+    m = jax.tree.map(jnp.zeros_like, p)
+    for t, (grads, lr) in enumerate(zip(grads_per_step, lrs)):
+        used = None if used_per_step is None else {k: jnp.bool_(u) for k, u in used_per_step[t].items()}
+        p, m = _sgd(p, m, grads, jnp.float32(lr), used, with_used=used is not None)
+    return jax.device_get(p), jax.device_get(m)
+
+
+@pytest.fixture
+def problem():
+    rng = np.random.default_rng(0)
+    return _random_tree(rng), [_random_tree(rng) for _ in range(3)], [0.1, 0.07, 0.03]
+
+
+def test_sgd_matches_torch_nesterov_with_weight_decay(problem):
+    params, grads, lrs = problem
+    want, want_bufs = _torch_sgd_run(params, grads, lrs)
+    got, got_bufs = _jax_sgd_run(params, grads, lrs)
+    for k in SHAPES:
+        np.testing.assert_allclose(got[k], want[k], rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(got_bufs[k], want_bufs[k], rtol=1e-6, atol=1e-7)
+        assert not np.allclose(got[k], params[k])
+
+
+def test_sgd_skips_unused_like_torch_none_grad(problem):
+    """used=False == PyTorch >= 2.0 with grad None: value and momentum buffer untouched that step."""
+    params, grads, lrs = problem
+    # "b" takes part in step 0, is skipped in step 1 (momentum kept, not decayed), back in step 2;
+    # "c" never takes part
+    skipped = {(1, "b"), (0, "c"), (1, "c"), (2, "c")}
+    used = [{k: (t, k) not in skipped for k in SHAPES} for t in range(3)]
+    want, want_bufs = _torch_sgd_run(params, grads, lrs, none_grad=skipped)
+    got, got_bufs = _jax_sgd_run(params, grads, lrs, used)
+    for k in ("a", "b"):
+        np.testing.assert_allclose(got[k], want[k], rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(got_bufs[k], want_bufs[k], rtol=1e-6, atol=1e-7)
+    assert np.array_equal(got["c"], params["c"]) and want_bufs["c"] is None
+    assert not np.any(got_bufs["c"])
+    # the skip really mattered: with step 1 applied to "b", the result differs
+    all_used, _ = _jax_sgd_run(params, grads, lrs, [{k: True for k in SHAPES}] * 3)
+    assert not np.allclose(all_used["b"], got["b"])
+    # one step with "b" skipped leaves it and its buffer exactly as after step 0
+    after0, bufs0 = _jax_sgd_run(params, grads[:1], lrs[:1], used[:1])
+    after1, bufs1 = _jax_sgd_run(params, grads[:2], lrs[:2], used[:2])
+    assert np.array_equal(after1["b"], after0["b"]) and np.array_equal(bufs1["b"], bufs0["b"])
+
+
+def test_sgd_without_mask_moves_zero_grad_tensors_like_torch_zero_grad(problem):
+    """used=None (decay_unsampled=True): a zero-gradient tensor still moves by decay and momentum,
+    as with PyTorch < 2.0's zeroed gradients; with None gradients torch leaves it alone."""
+    params, grads, lrs = problem
+    grads = [dict(g) for g in grads]
+    for g in grads[1:]:
+        g["b"] = np.zeros_like(g["b"])  # "b" gets gradient in step 0 only
+    for g in grads:
+        g["c"] = np.zeros_like(g["c"])  # "c" never gets gradient
+    want, want_bufs = _torch_sgd_run(params, grads, lrs)  # zero tensors, not None
+    got, got_bufs = _jax_sgd_run(params, grads, lrs)
+    for k in SHAPES:
+        np.testing.assert_allclose(got[k], want[k], rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(got_bufs[k], want_bufs[k], rtol=1e-6, atol=1e-7)
+    assert not np.allclose(got["c"], params["c"], rtol=0, atol=1e-7)  # decay alone moved it
+    none, _ = _torch_sgd_run(params, grads, lrs, none_grad={(t, "c") for t in range(3)})
+    assert np.array_equal(none["c"], params["c"])
+
+
+@pytest.mark.parametrize("scale, max_norm", [(10.0, 5.0), (0.01, 5.0), (3.0, 0.5)])
+def test_clip_grad_norm_matches_torch(scale, max_norm):
+    grads = _random_tree(np.random.default_rng(1), scale)
+    tp = [torch.zeros(s, requires_grad=True) for s in SHAPES.values()]
+    for p, g in zip(tp, grads.values()):
+        p.grad = torch.tensor(g)
+    want_norm = torch.nn.utils.clip_grad_norm_(tp, max_norm)
+    clipped, norm = clip_grad_norm({k: jnp.asarray(v) for k, v in grads.items()}, max_norm)
+    np.testing.assert_allclose(float(norm), float(want_norm), rtol=1e-6)
+    for k, p in zip(SHAPES, tp):
+        np.testing.assert_allclose(np.asarray(clipped[k]), p.grad.numpy(), rtol=1e-6, atol=1e-8)
+    was_clipped = float(want_norm) > max_norm
+    assert was_clipped == (not np.allclose(np.asarray(clipped["a"]), grads["a"]))
+
+
+def test_clip_grad_norm_off_returns_grads_and_norm():
+    grads = {k: jnp.asarray(v) for k, v in _random_tree(np.random.default_rng(2), 100.0).items()}
+    out, norm = clip_grad_norm(grads, 0.0)
+    want = math.sqrt(sum(float(np.sum(np.square(np.asarray(g)))) for g in grads.values()))
+    np.testing.assert_allclose(float(norm), want, rtol=1e-6)
+    assert all(np.array_equal(np.asarray(out[k]), np.asarray(grads[k])) for k in grads)
+
+
+def test_cosine_lr_endpoints_midpoint_and_torch():
+    lr, lr_min, total = 0.025, 0.001, 100
+    assert float(cosine_lr(0, total, lr, lr_min)) == pytest.approx(lr, rel=1e-6)
+    assert float(cosine_lr(total // 2, total, lr, lr_min)) == pytest.approx((lr + lr_min) / 2, rel=1e-6)
+    assert float(cosine_lr(total, total, lr, lr_min)) == pytest.approx(lr_min, rel=1e-5)
+    assert float(cosine_lr(total + 7, total, lr, lr_min)) == pytest.approx(lr_min, rel=1e-5)  # clamped
+    # every step against torch's CosineAnnealingLR (stepped per batch)
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total, eta_min=lr_min)
+    want = []
+    for _ in range(total + 1):
+        want.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    got = jax.jit(jax.vmap(lambda s: cosine_lr(s, total, lr, lr_min)))(jnp.arange(total + 1))
+    np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-8)
+
+
+# --------------------------------------------------------------------- method level: decay_unsampled
+
+
+def _edge_kernels(params, cell, edge, op):
+    return np.asarray(params["cells"][cell]["edges"][edge][op]["conv"]["kernel"])
+
+
+def test_decay_unsampled_at_method_level():
+    """decay_unsampled=False: ops the sampled architecture does not use keep weights and momentum;
+    True: they still move (weight decay, and momentum from earlier steps)."""
+    base = Config(C=4, N=1, batch_size=8, lr=0.1)
+    m_skip, m_decay = RSPS(base, 10), RSPS(base.replace(decay_unsampled=True), 10)
+    state = m_skip.init_state()
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal((8, 16, 16, 3)), jnp.float32)
+    y = jnp.asarray(np.arange(8) % 10, jnp.int32)
+
+    @functools.partial(jax.jit, compiler_options=FAST_COMPILE)
+    def both(s_skip, s_decay, arch):
+        a, _ = m_skip.weight_step(s_skip, x, y, arch, 0.1)
+        b, _ = m_decay.weight_step(s_decay, x, y, arch, 0.1)
+        return a, b
+
+    conv3 = jnp.full((6,), nb201.OPS.index("nor_conv_3x3"), jnp.int32)
+    conv1 = jnp.full((6,), nb201.OPS.index("nor_conv_1x1"), jnp.int32)
+    skip1, decay1 = jax.device_get(both(state, state, conv3))  # step 1: only 3x3 convs sampled
+    skip2, decay2 = jax.device_get(both(skip1, decay1, conv1))  # step 2: only 1x1 convs sampled
+    init = jax.device_get(state)
+
+    for cell in (0, 2, 4):  # the search cells
+        for e in range(6):
+            k = functools.partial(_edge_kernels, cell=cell, edge=e)
+            # sampled ops train under both settings
+            assert not np.array_equal(k(skip1.params, op="conv3"), k(init.params, op="conv3"))
+            assert not np.array_equal(k(skip2.params, op="conv1"), k(skip1.params, op="conv1"))
+            # decay_unsampled=False: unsampled weights and momentum are left exactly as they were
+            assert np.array_equal(k(skip1.params, op="conv1"), k(init.params, op="conv1"))
+            assert not np.any(k(skip1.momentum, op="conv1"))
+            assert np.array_equal(k(skip2.params, op="conv3"), k(skip1.params, op="conv3"))
+            assert np.array_equal(k(skip2.momentum, op="conv3"), k(skip1.momentum, op="conv3"))
+            # decay_unsampled=True: the unsampled 3x3 conv of step 2 moves by decay + momentum exactly
+            p1, buf1 = k(decay1.params, op="conv3"), k(decay1.momentum, op="conv3")
+            assert np.any(buf1)  # momentum exists after step 1
+            d = WD * p1
+            buf2 = MU * buf1 + d
+            np.testing.assert_allclose(k(decay2.momentum, op="conv3"), buf2, rtol=1e-5, atol=1e-9)
+            np.testing.assert_allclose(k(decay2.params, op="conv3"), p1 - 0.1 * (d + MU * buf2),
+                                       rtol=1e-5, atol=1e-9)
+            assert not np.array_equal(k(decay2.params, op="conv3"), p1)
+            # and in step 1 the never-sampled 1x1 conv already decays
+            assert not np.array_equal(k(decay1.params, op="conv1"), k(init.params, op="conv1"))
+    # both settings see the same gradients, so the sampled weights agree after step 1
+    np.testing.assert_allclose(_edge_kernels(skip1.params, 0, 0, "conv3"),
+                               _edge_kernels(decay1.params, 0, 0, "conv3"), rtol=1e-6, atol=1e-8)
