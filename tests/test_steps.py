@@ -13,7 +13,10 @@ import torch
 
 from jaxnas.config import Config
 from jaxnas.methods import RSPS
+from jaxnas.methods import base as base_module
+from jaxnas.nn import used_params
 from jaxnas.spaces import nb201
+from jaxnas.train import steps
 from jaxnas.train.steps import clip_grad_norm, cosine_lr, sgd
 
 LR, MU, WD = 0.1, 0.9, 5e-4
@@ -162,27 +165,56 @@ def _edge_kernels(params, cell, edge, op):
     return np.asarray(params["cells"][cell]["edges"][edge][op]["conv"]["kernel"])
 
 
-def test_decay_unsampled_at_method_level():
-    """decay_unsampled=False: ops the sampled architecture does not use keep weights and momentum;
-    True: they still move (weight decay, and momentum from earlier steps)."""
-    base = Config(C=4, N=1, batch_size=8, lr=0.1)
-    m_skip, m_decay = RSPS(base, 10), RSPS(base.replace(decay_unsampled=True), 10)
-    state = m_skip.init_state()
+def test_rsps_weight_step_masks_unsampled_ops_only_without_decay_unsampled(monkeypatch):
+    """RSPS.weight_step hands steps.weight_step the used_params mask of the sampled architecture
+    when decay_unsampled=False and no mask (used=None) when True (checked without compiling)."""
+    seen = {}
+
+    def spy(cfg, graphdef, state, images, labels, lr, *args, used=None, **kw):
+        seen["used"], seen["args"] = used, args
+        return state, {}
+
+    monkeypatch.setattr(base_module.steps, "weight_step", spy)
+    cfg = Config(C=4, N=1)
+    arch = jnp.asarray([3, 2, 0, 1, 4, 3], jnp.int32)
+    state = RSPS(cfg, 10).init_state()
+    RSPS(cfg, 10).weight_step(state, None, None, arch, 0.1)
+    want = used_params(state.params, arch)
+    assert jax.tree.structure(seen["used"]) == jax.tree.structure(want)
+    assert all(bool(a) == bool(b) for a, b in zip(jax.tree.leaves(seen["used"]), jax.tree.leaves(want)))
+    assert np.array_equal(seen["args"][0], arch)
+    # e.g. edge 0 samples nor_conv_3x3: its 3x3 kernel takes part, its 1x1 kernel does not
+    edge0 = seen["used"]["cells"][0]["edges"][0]
+    assert bool(edge0["conv3"]["conv"]["kernel"]) and not bool(edge0["conv1"]["conv"]["kernel"])
+    assert bool(seen["used"]["stem"]["conv"]["kernel"])
+    RSPS(cfg.replace(decay_unsampled=True), 10).weight_step(state, None, None, arch, 0.1)
+    assert seen["used"] is None
+
+
+def test_decay_unsampled_semantics_on_the_supernet():
+    """Two supernet weight steps (3x3 convs sampled, then 1x1 convs): with the used_params mask
+    (decay_unsampled=False) unsampled kernels keep weights and momentum; without it (True, used=None;
+    an all-True mask here so both share one compiled program) they move by decay and momentum."""
+    cfg = Config(C=4, N=1, batch_size=8)
+    method = RSPS(cfg, 10)
+    state = method.init_state()
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.standard_normal((8, 16, 16, 3)), jnp.float32)
     y = jnp.asarray(np.arange(8) % 10, jnp.int32)
+    lr = 0.1
 
     @functools.partial(jax.jit, compiler_options=FAST_COMPILE)
-    def both(s_skip, s_decay, arch):
-        a, _ = m_skip.weight_step(s_skip, x, y, arch, 0.1)
-        b, _ = m_decay.weight_step(s_decay, x, y, arch, 0.1)
-        return a, b
+    def step(s, arch, used):
+        return steps.weight_step(cfg, method.graphdef, s, x, y, lr, arch, mode="single", used=used)[0]
 
     conv3 = jnp.full((6,), nb201.OPS.index("nor_conv_3x3"), jnp.int32)
     conv1 = jnp.full((6,), nb201.OPS.index("nor_conv_1x1"), jnp.int32)
-    skip1, decay1 = jax.device_get(both(state, state, conv3))  # step 1: only 3x3 convs sampled
-    skip2, decay2 = jax.device_get(both(skip1, decay1, conv1))  # step 2: only 1x1 convs sampled
-    init = jax.device_get(state)
+    everything = jax.tree.map(lambda _: jnp.bool_(True), state.params)
+    skip1 = step(state, conv3, used_params(state.params, conv3))  # decay_unsampled=False
+    skip2 = step(skip1, conv1, used_params(state.params, conv1))
+    decay1 = step(state, conv3, everything)  # decay_unsampled=True
+    decay2 = step(decay1, conv1, everything)
+    init, skip1, skip2, decay1, decay2 = jax.device_get((state, skip1, skip2, decay1, decay2))
 
     for cell in (0, 2, 4):  # the search cells
         for e in range(6):
@@ -198,14 +230,14 @@ def test_decay_unsampled_at_method_level():
             # decay_unsampled=True: the unsampled 3x3 conv of step 2 moves by decay + momentum exactly
             p1, buf1 = k(decay1.params, op="conv3"), k(decay1.momentum, op="conv3")
             assert np.any(buf1)  # momentum exists after step 1
-            d = WD * p1
-            buf2 = MU * buf1 + d
+            d = cfg.weight_decay * p1  # its gradient is zero
+            buf2 = cfg.momentum * buf1 + d
             np.testing.assert_allclose(k(decay2.momentum, op="conv3"), buf2, rtol=1e-5, atol=1e-9)
-            np.testing.assert_allclose(k(decay2.params, op="conv3"), p1 - 0.1 * (d + MU * buf2),
+            np.testing.assert_allclose(k(decay2.params, op="conv3"), p1 - lr * (d + cfg.momentum * buf2),
                                        rtol=1e-5, atol=1e-9)
             assert not np.array_equal(k(decay2.params, op="conv3"), p1)
             # and in step 1 the never-sampled 1x1 conv already decays
             assert not np.array_equal(k(decay1.params, op="conv1"), k(init.params, op="conv1"))
-    # both settings see the same gradients, so the sampled weights agree after step 1
-    np.testing.assert_allclose(_edge_kernels(skip1.params, 0, 0, "conv3"),
-                               _edge_kernels(decay1.params, 0, 0, "conv3"), rtol=1e-6, atol=1e-8)
+    # same gradients either way: the sampled weights agree after step 1
+    np.testing.assert_array_equal(_edge_kernels(skip1.params, 0, 0, "conv3"),
+                                  _edge_kernels(decay1.params, 0, 0, "conv3"))
