@@ -1,4 +1,4 @@
-"""The `jaxnas` command line: search, train, demo.
+"""The `jaxnas` command line: search, train, score, demo.
 
 Errors a user can cause (bad flags or values, missing data, a finished run directory) end with one
 line on stderr and a non-zero exit, never a traceback.
@@ -46,6 +46,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--arch", required=True, help="NB201 string |op~0|+|op~0|op~1|+|op~0|op~1|op~2|")
     t.add_argument("--preset", default="paper", choices=["paper", "tiny"])
     _common(t)
+    c = sub.add_parser("score", help="score architectures with training-free proxies (NASWOT, DAS, ...)")
+    c.add_argument("--space", default="nb201", choices=["nb201"])
+    c.add_argument("--proxy", default="naswot",
+                   help="naswot | das | synflow | snip | grad_norm | jacov, or several, comma-separated")
+    c.add_argument("--archs", default="all", help="all | N (a seeded sample of N) | file with one NB201 string per line")
+    c.add_argument("--preset", default="paper", choices=[k for k in PRESETS if not k.startswith("train")])
+    _common(c)
     d = sub.add_parser("demo", help="a short real search on CIFAR-10 (RSPS, tiny preset)")
     d.add_argument("--out", default="runs/demo")
     return parser
@@ -54,6 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
 def _config(args):
     if args.command == "train":
         cfg = PRESETS["train-" + args.preset].replace(arch=args.arch)
+    elif args.command == "score":
+        from jaxnas.proxies import parse_proxies
+        parse_proxies(args.proxy)
+        cfg = PRESETS[args.preset].replace(method="score", space=args.space, proxy=args.proxy, score_archs=args.archs)
     else:
         cfg = PRESETS[args.preset].replace(method=args.method, space=args.space)
     cfg = validate(cfg.replace(data=args.data, seed=args.seed))
@@ -72,6 +83,12 @@ def _run(args) -> dict:
     if args.bench_table:
         from jaxnas.bench import load_table
         table = load_table(args.bench_table)
+    if args.command == "score" or cfg.method in methods.TRAINING_FREE:
+        from jaxnas.proxies import run as proxy_run
+        if args.command == "score":
+            return proxy_run.score(cfg, args.out, overwrite=args.overwrite, bench_table=table,
+                                   progress=not args.no_progress)
+        return proxy_run.proxy_search(cfg, args.out, overwrite=args.overwrite, bench_table=table)
     run = SearchRun(cfg, args.out, method_cls=methods.get(cfg.method), overwrite=args.overwrite,
                     num_devices=args.devices, progress=not args.no_progress, bench_table=table)
     return run.run()

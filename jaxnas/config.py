@@ -49,6 +49,18 @@ class Config:
                                        # per-candidate convolutions measured 4x slower there), 16 elsewhere
     eval_bn: str = "batch"             # BN during evaluation: batch | running | recal
     setn_select: str = "topk"          # SETN candidates: topk (highest log-probability) | sample (from alpha)
+    rank_probe: int = 0                # at the end, rank this many fixed architectures (same set for every
+                                       # seed and method) with the shared weights; result.json reports their
+                                       # accuracies and, with a bench table, Kendall tau / Spearman
+    # --- training-free proxies (`jaxnas score`, `jaxnas search --method naswot|das|...`)
+    proxy: str = "naswot"              # proxies to compute, comma-separated (score); the first ranks
+    proxy_batch_size: int = 128        # images the proxies see (NASWOT paper: 128)
+    proxy_init: str = "per_arch"       # per_arch: a fresh network per candidate (reference) | shared
+    das_weight: float = 0.5            # DAS = DA + das_weight * B * log(NAU); 1.0 is NASWOT
+    fast_train_steps: int = 0          # DAS fast training: SGD steps per candidate before scoring
+    fast_train_lr: float = 0.1         # its learning rate
+    fast_train_batch_size: int = 64    # its batch size
+    score_archs: str = "all"           # `jaxnas score`: all | N (seeded sample) | file of NB201 strings
     # --- run bookkeeping
     checkpoint_every_steps: int = 0    # also checkpoint mid-epoch every n steps (0: epoch ends only)
     keep_checkpoints: int = 2          # checkpoints kept on disk (>= 2 so a corrupt one has a fallback)
@@ -113,10 +125,13 @@ def apply_overrides(cfg: Config, overrides) -> Config:
 
 def validate(cfg: Config) -> Config:
     """Check value ranges; raise ValueError naming the field."""
-    positive = ("C", "N", "epochs", "batch_size", "select_num", "eval_batch_size", "log_every", "keep_checkpoints")
+    positive = ("C", "N", "epochs", "batch_size", "select_num", "eval_batch_size", "log_every", "keep_checkpoints",
+                "proxy_batch_size", "fast_train_batch_size")
     for name in positive:
         if getattr(cfg, name) < 1:
             raise ValueError(f"{name} must be >= 1, got {getattr(cfg, name)}")
+    if not 0 <= cfg.rank_probe <= 15625:
+        raise ValueError(f"rank_probe must be in [0, 15625], got {cfg.rank_probe}")
     if cfg.eval_chunk_size < 0:
         raise ValueError(f"eval_chunk_size must be >= 0 (0: automatic), got {cfg.eval_chunk_size}")
     if cfg.lr <= 0 or cfg.lr_min < 0:
@@ -133,6 +148,10 @@ def validate(cfg: Config) -> Config:
         raise ValueError(f"single_path_impl must be auto, merged, switch or mask, got {cfg.single_path_impl!r}")
     if cfg.eval_bn == "running" and not cfg.track_running_stats:
         raise ValueError("eval_bn=running needs track_running_stats=true")
+    if cfg.proxy_init not in ("per_arch", "shared"):
+        raise ValueError(f"proxy_init must be per_arch or shared, got {cfg.proxy_init!r}")
+    if cfg.fast_train_steps < 0 or cfg.fast_train_lr <= 0:
+        raise ValueError("fast_train_steps must be >= 0 and fast_train_lr > 0")
     if cfg.keep_checkpoints < 2:
         raise ValueError("keep_checkpoints must be >= 2 so a corrupt checkpoint has a fallback")
     return cfg

@@ -34,3 +34,20 @@ def cifar10_tgz():
     if not CIFAR10_TGZ.exists():
         pytest.fail(f"shared CIFAR-10 JPEG archive missing at {CIFAR10_TGZ}")
     return CIFAR10_TGZ
+
+
+@pytest.fixture(scope="session")
+def image_folder(tmp_path_factory):
+    """10 classes x 12 train / 4 test 32x32 PNGs, class-dependent colour plus noise."""
+    import numpy as np
+    from PIL import Image
+    root = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 12), ("test", 4)):
+        for c in range(10):
+            d = root / split / f"class{c}"
+            d.mkdir(parents=True)
+            for i in range(n):
+                img = rng.normal(25 * c, 60, (32, 32, 3)).clip(0, 255).astype(np.uint8)
+                Image.fromarray(img).save(d / f"{i:03d}.png")
+    return root

@@ -24,7 +24,6 @@ import warnings
 import jax
 import numpy as np
 import pytest
-from PIL import Image
 
 from jaxnas.bench import load_table
 from jaxnas.checkpoint import Checkpointer
@@ -42,21 +41,6 @@ SUBPROCESS_TIMEOUT = 300
 
 
 # ------------------------------------------------------------------------------------------- fixtures
-
-
-@pytest.fixture(scope="session")
-def image_folder(tmp_path_factory):
-    """10 classes x 12 train / 4 test 32x32 PNGs, class-dependent colour plus noise."""
-    root = tmp_path_factory.mktemp("images")
-    rng = np.random.default_rng(0)
-    for split, n in (("train", 12), ("test", 4)):
-        for c in range(NUM_CLASSES):
-            d = root / split / f"class{c}"
-            d.mkdir(parents=True)
-            for i in range(n):
-                img = rng.normal(25 * c, 60, (32, 32, 3)).clip(0, 255).astype(np.uint8)
-                Image.fromarray(img).save(d / f"{i:03d}.png")
-    return root
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -13,7 +13,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from PIL import Image
 
 from jaxnas.checkpoint import Checkpointer
 from jaxnas.config import Config
@@ -229,21 +228,6 @@ def test_selection_equals_a_python_loop(mode):
 
 
 # ------------------------------------------------------------------------------------- end to end
-
-
-@pytest.fixture(scope="module")
-def image_folder(tmp_path_factory):
-    """10 classes x 12 train / 4 test 32x32 PNGs, class-dependent colour plus noise."""
-    root = tmp_path_factory.mktemp("images")
-    rng = np.random.default_rng(0)
-    for split, n in (("train", 12), ("test", 4)):
-        for c in range(NUM_CLASSES):
-            d = root / split / f"class{c}"
-            d.mkdir(parents=True)
-            for i in range(n):
-                img = rng.normal(25 * c, 60, (32, 32, 3)).clip(0, 255).astype(np.uint8)
-                Image.fromarray(img).save(d / f"{i:03d}.png")
-    return root
 
 
 def test_search_end_to_end(image_folder, tmp_path, monkeypatch):

@@ -4,6 +4,10 @@ Macro skeleton (xautodl/models/cell_infers/tiny_network.py and cell_searchs/sear
 stem Conv3x3+BN; three stages of N cells at C, 2C, 4C channels with a stride-2 ResNet basic block
 between stages; BN+ReLU, global average pooling and a linear classifier.
 
+Every forward accepts `tap`, a callable given the input of every ReLU the network applies, with
+its multiplicity (how many ReLU modules see that tensor: every conv edge leaving a node applies
+its own ReLU to the node). Training-free proxies such as NASWOT read activation codes through it.
+
 The supernet's forward takes the architecture as a traced array, so one compiled program serves
 every architecture, in three modes:
   - "single":   int32[6] op ids, exactly the standalone network of that architecture;
@@ -38,11 +42,11 @@ class _Macro(nnx.Module):
         self.cells = nnx.List(cells)
         self.head = Head(c, num_classes, rngs=rngs)
 
-    def _forward(self, x, train, cell_fn):
+    def _forward(self, x, train, cell_fn, tap=None):
         h = self.stem(x, train)
         for cell in self.cells:
-            h = cell(h, train) if isinstance(cell, ResNetBlock) else cell_fn(cell, h)
-        return self.head(h, train)
+            h = cell(h, train, tap) if isinstance(cell, ResNetBlock) else cell_fn(cell, h)
+        return self.head(h, train, tap)
 
 
 class InferCell(nnx.Module):
@@ -54,9 +58,14 @@ class InferCell(nnx.Module):
             str(e): ReLUConvBN(C, C, 1 if o == nb201.CONV1 else 3, 1, 0 if o == nb201.CONV1 else 1, rngs=rngs)
             for e, o in enumerate(self.arch) if o in (nb201.CONV1, nb201.CONV3)})
 
-    def __call__(self, x, train: bool):
+    def __call__(self, x, train: bool, tap=None):
         nodes = [x]
         for i in range(1, nb201.NUM_NODES):
+            if tap:
+                convs = sum(self.arch[e] in (nb201.CONV1, nb201.CONV3) for e, (_, j) in enumerate(nb201.EDGES)
+                            if j == i - 1)
+                if convs:
+                    tap(nodes[i - 1], convs)
             terms = []
             for e, (to, j) in enumerate(nb201.EDGES):
                 if to != i:
@@ -81,8 +90,8 @@ class NB201Network(_Macro):
             raise ValueError(f"NB201Network takes one architecture of shape [6], got {arch.shape}")
         super().__init__(C, N, num_classes, lambda c: InferCell(arch, c, rngs=rngs), rngs=rngs)
 
-    def __call__(self, x, train: bool = False):
-        return self._forward(x, train, lambda cell, h: cell(h, train))
+    def __call__(self, x, train: bool = False, tap=None):
+        return self._forward(x, train, lambda cell, h: cell(h, train, tap), tap)
 
 
 class SearchEdge(nnx.Module):
@@ -159,15 +168,27 @@ class SearchEdge(nnx.Module):
         return sum(m * o for m, o in zip(mask, outs))
 
 
+def _conv_count(arch, node, mode):
+    """How many conv ops (each with its own ReLU) read `node`: conv edges leaving it."""
+    out = [e for e, (_, j) in enumerate(nb201.EDGES) if j == node]
+    if mode == "single":
+        return sum(((arch[e] == nb201.CONV1) | (arch[e] == nb201.CONV3)).astype(jnp.float32) for e in out)
+    # weighted / multihot: every op with a non-zero weight runs
+    return sum((arch[e, nb201.CONV1] != 0).astype(jnp.float32) + (arch[e, nb201.CONV3] != 0).astype(jnp.float32)
+               for e in out)
+
+
 class SearchCell(nnx.Module):
     """A cell holding every op on every edge; the architecture is an argument of the forward."""
 
     def __init__(self, C, affine, track, *, rngs):
         self.edges = nnx.List([SearchEdge(C, affine, track, rngs=rngs) for _ in nb201.EDGES])
 
-    def __call__(self, x, arch, mode, train, impl):
+    def __call__(self, x, arch, mode, train, impl, tap=None):
         nodes = [x]
         for i in range(1, nb201.NUM_NODES):
+            if tap:
+                tap(nodes[i - 1], _conv_count(arch, i - 1, mode))
             acc = 0.0
             for e, (to, j) in enumerate(nb201.EDGES):
                 if to != i:
@@ -200,13 +221,13 @@ class NB201SuperNet(_Macro):
         super().__init__(C, N, num_classes, lambda c: SearchCell(c, affine, track_running_stats, rngs=rngs),
                          rngs=rngs)
 
-    def __call__(self, x, arch, mode: str = "single", train: bool = True):
+    def __call__(self, x, arch, mode: str = "single", train: bool = True, tap=None):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         want = (nb201.NUM_EDGES,) if mode == "single" else (nb201.NUM_EDGES, nb201.NUM_OPS)
         if tuple(arch.shape) != want:
             raise ValueError(f"mode {mode!r} takes an architecture of shape {want}, got {tuple(arch.shape)}")
-        return self._forward(x, train, lambda cell, h: cell(h, arch, mode, train, self.single_path_impl))
+        return self._forward(x, train, lambda cell, h: cell(h, arch, mode, train, self.single_path_impl, tap), tap)
 
 
 def extract(supernet: NB201SuperNet, arch) -> NB201Network:

@@ -151,9 +151,13 @@ class ResNetBlock(nnx.Module):
         self.conv_b = ReLUConvBN(c_out, c_out, 3, 1, 1, affine, track_running_stats, rngs=rngs)
         self.shortcut = Conv(c_in, c_out, 1, rngs=rngs)
 
-    def __call__(self, x, train: bool):
-        y = self.conv_b(self.conv_a(x, train), train)
-        return self.shortcut(avg_pool_2x2(x)) + y
+    def __call__(self, x, train: bool, tap=None):
+        if tap:
+            tap(x)  # conv_a's ReLU input
+        h = self.conv_a(x, train)
+        if tap:
+            tap(h)  # conv_b's ReLU input
+        return self.shortcut(avg_pool_2x2(x)) + self.conv_b(h, train)
 
 
 class Stem(nnx.Module):
@@ -174,5 +178,8 @@ class Head(nnx.Module):
         self.bn = BatchNorm(c_in)
         self.classifier = Linear(c_in, num_classes, rngs=rngs)
 
-    def __call__(self, x, train: bool):
-        return self.classifier(jax.nn.relu(self.bn(x, train)).mean((1, 2)))
+    def __call__(self, x, train: bool, tap=None):
+        h = self.bn(x, train)
+        if tap:
+            tap(h)  # the last ReLU's input
+        return self.classifier(jax.nn.relu(h).mean((1, 2)))

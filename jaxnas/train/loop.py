@@ -17,6 +17,7 @@ import platform
 import shutil
 import signal
 import sys
+import threading
 import time
 
 import jax
@@ -31,6 +32,9 @@ from jaxnas.spaces import nb201
 from jaxnas.train import sharding
 from jaxnas.train.state import step_key
 from jaxnas.train.steps import cosine_lr
+
+
+RANK_PROBE_SEED = 2019  # the rank probe's architectures: one fixed set for every run
 
 
 class RunError(RuntimeError):
@@ -50,19 +54,19 @@ def versions() -> dict:
             "backend": jax.default_backend(), "devices": jax.device_count()}
 
 
-def _atomic_write(path: pathlib.Path, text: str) -> None:
+def atomic_write(path: pathlib.Path, text: str) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
 
 
-def check_run_dir(run_dir, cfg: Config, overwrite: bool) -> pathlib.Path:
+def check_run_dir(run_dir, cfg: Config, overwrite: bool, finished_file: str = "result.json") -> pathlib.Path:
     """Refuse to clobber a finished run or mix configs; writes nothing."""
     run = pathlib.Path(run_dir)
     if overwrite:
         return run
-    if (run / "result.json").exists():
-        raise RunError(f"{run} already holds a finished run (result.json); pass --overwrite to replace it")
+    if (run / finished_file).exists():
+        raise RunError(f"{run} already holds a finished run ({finished_file}); pass --overwrite to replace it")
     cfg_file = run / "config.json"
     if cfg_file.exists():
         saved = from_json(json.dumps(json.loads(cfg_file.read_text())["config"]))
@@ -84,7 +88,7 @@ def prepare_run_dir(run: pathlib.Path, cfg: Config, overwrite: bool) -> pathlib.
     cfg_file = run / "config.json"
     if not cfg_file.exists():
         record = {"config": json.loads(cfg.to_json()), "versions": versions(), "argv": sys.argv}
-        _atomic_write(cfg_file, json.dumps(record, indent=2))
+        atomic_write(cfg_file, json.dumps(record, indent=2))
     return run
 
 
@@ -105,7 +109,6 @@ def _stop_on_signals():
 
 
 def threading_main() -> bool:
-    import threading
     return threading.current_thread() is threading.main_thread()
 
 
@@ -114,7 +117,7 @@ def _truncate_metrics(path: pathlib.Path, step: int) -> None:
     if not path.exists():
         return
     rows = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= step]
-    _atomic_write(path, "".join(r + "\n" for r in rows))
+    atomic_write(path, "".join(r + "\n" for r in rows))
 
 
 class SearchRun:
@@ -188,6 +191,9 @@ class SearchRun:
         return np.asarray(w), np.asarray(a)
 
     def _save(self, state, elapsed):
+        if not _all_finite(state.params):
+            raise RunError(f"the weights hold NaN/inf at step {int(state.step)} (the loss was still finite); "
+                           f"not saved. The last good checkpoint in {self.ckpt.directory} is kept; lower lr=")
         state = self._place(state.replace(elapsed=jnp.float32(elapsed)))
         self.ckpt.save(int(state.step), state)
         return state
@@ -214,7 +220,7 @@ class SearchRun:
         state = self.restore_or_init()
         t0, elapsed0 = time.time(), float(state.elapsed)
         resumed_at = int(state.step)
-        bar = _progress(self.total_steps, resumed_at, self.progress, f"{self.method.name} {self.run_dir.name}")
+        bar = progress_bar(self.total_steps, resumed_at, self.progress, f"{self.method.name} {self.run_dir.name}")
         data_sh = sharding.data_sharded(self.mesh)
         with _stop_on_signals() as stop:
             while int(state.epoch) < cfg.epochs:
@@ -261,20 +267,48 @@ class SearchRun:
                     self._log(dict(_jsonable(extra), epoch=epoch, step=int(state.step), kind="epoch_end"))
                 state = self._save(state, elapsed0 + time.time() - t0)
         bar.close()
+        self.state = state  # the final state, for callers that go on from it (notebooks)
         result = self.method.finish(state, self.ctx)
+        if cfg.rank_probe and self.method.split == "search":
+            result["rank_probe"] = self._rank_probe(state)
         return self._write_result(state, result, elapsed0 + time.time() - t0)
 
+    def _rank_probe(self, state) -> dict:
+        """How well the shared weights rank a fixed set of architectures (one validation batch)."""
+        idx = np.sort(np.random.default_rng(RANK_PROBE_SEED).choice(nb201.NUM_ARCHS, self.cfg.rank_probe,
+                                                                     replace=False))
+        archs = nb201.from_index(idx)
+        res = jax.device_get(self.method.rank(state, jnp.asarray(archs), self.ctx))
+        out = {"index": idx.tolist(), "valid_acc": np.asarray(res["acc"]).tolist()}
+        column = {10: "cifar10", 100: "cifar100", 120: "imagenet16-120"}.get(self.dataset.num_classes)
+        if self.bench_table is not None and column:
+            from jaxnas.bench import rank_summary
+            truth = self.bench_table.values(archs, column)
+            out.update({k: v for k, v in rank_summary(res["acc"], truth).items()}, column=column)
+        return out
+
     def _write_result(self, state, result: dict, wall: float) -> dict:
-        arch = np.asarray(result.pop("arch"))
-        out = {"arch": nb201.to_string(arch), "index": int(nb201.to_index(arch)), "method": self.cfg.method,
-               "seed": self.cfg.seed, "wall_time_s": round(wall, 2), "steps": int(state.step),
-               "data": data_lib.resolve(self.cfg.data)}
-        out.update(_jsonable(result))
-        if self.bench_table is not None:
-            out["bench"] = self.bench_table.lookup(out["arch"])
-        _atomic_write(self.run_dir / "result.json", json.dumps(out, indent=2))
+        out = write_result(self.run_dir, self.cfg, result.pop("arch"), result, wall, self.bench_table,
+                           steps=int(state.step))
         self.ckpt.close()
         return out
+
+
+def write_result(run_dir, cfg: Config, arch, extra: dict, wall: float, bench_table=None, steps: int = 0) -> dict:
+    """result.json of any search: the architecture, its NB201 index, run facts, method extras and,
+    with a benchmark table, the table's values for the architecture."""
+    arch = np.asarray(arch)
+    out = {"arch": nb201.to_string(arch), "index": int(nb201.to_index(arch)), "method": cfg.method,
+           "seed": cfg.seed, "wall_time_s": round(wall, 2), "steps": steps, "data": data_lib.resolve(cfg.data)}
+    out.update(_jsonable(extra))
+    if bench_table is not None:
+        out["bench"] = bench_table.lookup(out["arch"])
+    atomic_write(pathlib.Path(run_dir) / "result.json", json.dumps(out, indent=2))
+    return out
+
+
+def _all_finite(tree) -> bool:
+    return all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(tree))
 
 
 def _mean_metrics(window) -> dict:
@@ -306,8 +340,9 @@ class _NoBar:
         pass
 
 
-def _progress(total, initial, enabled, desc):
+def progress_bar(total, initial, enabled, desc, unit="step"):
+    """A tqdm bar, or a silent stand-in when progress is off."""
     if not enabled:
         return _NoBar()
     from tqdm import tqdm
-    return tqdm(total=total, initial=initial, desc=desc, unit="step", dynamic_ncols=True)
+    return tqdm(total=total, initial=initial, desc=desc, unit=unit, dynamic_ncols=True)

@@ -1,0 +1,159 @@
+"""`jaxnas score` and the training-free searches (`jaxnas search --method naswot|das|...`).
+
+Scoring writes RUN/scores.csv block by block (a block = `block_size` candidates, one jitted call),
+so a killed run loses at most one block: the same command resumes after the last written row.
+With a benchmark table, RUN/summary.json gives each output's Kendall tau / Spearman against it.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import pathlib
+import time
+
+import jax
+import numpy as np
+
+from jaxnas import data as data_lib
+from jaxnas.config import Config
+from jaxnas.proxies.scoring import PROXIES, ProxyScorer, parse_proxies
+from jaxnas.spaces import nb201
+from jaxnas.train.loop import RunError, atomic_write, check_run_dir, prepare_run_dir, progress_bar, write_result
+
+
+def select_archs(spec: str, seed: int) -> np.ndarray:
+    """Candidates for `jaxnas score --archs`: "all" (index order), N (a seeded sample of N distinct
+    architectures) or a file with one NB201 string per line."""
+    spec = str(spec).strip()
+    if spec == "all":
+        return nb201.enumerate_all()
+    if spec.isdigit():
+        n = int(spec)
+        if not 1 <= n <= nb201.NUM_ARCHS:
+            raise ValueError(f"--archs N must be in [1, {nb201.NUM_ARCHS}], got {n}")
+        idx = np.sort(np.random.default_rng(seed).choice(nb201.NUM_ARCHS, n, replace=False))
+        return nb201.from_index(idx)
+    path = pathlib.Path(spec)
+    if not path.is_file():
+        raise FileNotFoundError(f"--archs takes all, a number or a file of NB201 strings; {spec!r} is none")
+    archs = []
+    for i, line in enumerate(path.read_text().splitlines(), 1):
+        if line.strip() and not line.lstrip().startswith("#"):
+            try:
+                archs.append(nb201.from_string(line.strip()))
+            except ValueError as err:
+                raise ValueError(f"{path}:{i}: {err}") from None
+    if not archs:
+        raise ValueError(f"{path} holds no NB201 strings")
+    return np.stack(archs)
+
+
+def proxy_batches(ds, cfg: Config):
+    """The scoring batch and the fast-training batches: disjoint slices of one seeded permutation
+    of the training set, normalised, not augmented (NASWOT scores un-augmented images)."""
+    n = cfg.proxy_batch_size + cfg.fast_train_steps * cfg.fast_train_batch_size
+    if n > len(ds.train_labels):
+        raise RunError(f"proxies need {n} training images, the dataset has {len(ds.train_labels)}")
+    pick = np.random.default_rng(cfg.seed).permutation(len(ds.train_labels))[:n]
+    x = np.asarray(data_lib.normalize(ds.train_images[pick], ds.mean, ds.std))
+    y = ds.train_labels[pick].astype(np.int32)
+    b = cfg.proxy_batch_size
+    train = None
+    if cfg.fast_train_steps:
+        shape = (cfg.fast_train_steps, cfg.fast_train_batch_size)
+        train = (x[b:].reshape(shape + x.shape[1:]), y[b:].reshape(shape))
+    return (x[:b], y[:b]), train
+
+
+def make_scorer(cfg: Config, proxies, num_classes: int) -> ProxyScorer:
+    from jaxnas.methods.base import eval_chunk_size, resolve_impl
+    return ProxyScorer(proxies, C=cfg.C, N=cfg.N, num_classes=num_classes, seed=cfg.seed, init=cfg.proxy_init,
+                       chunk_size=eval_chunk_size(cfg), das_weight=cfg.das_weight,
+                       fast_train_steps=cfg.fast_train_steps, fast_train_lr=cfg.fast_train_lr,
+                       single_path_impl=resolve_impl(cfg.single_path_impl))
+
+
+def _read_rows(path: pathlib.Path) -> list[dict]:
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def score(cfg: Config, run_dir, *, overwrite=False, bench_table=None, progress=True, block_size=64,
+          dataset=None) -> dict:
+    """Score the architectures `cfg.score_archs` with the proxies `cfg.proxy`; resumable."""
+    proxies = parse_proxies(cfg.proxy)
+    archs = select_archs(cfg.score_archs, cfg.seed)
+    run = check_run_dir(run_dir, cfg, overwrite, finished_file="summary.json")
+    ds = dataset or data_lib.load(cfg.data, max_per_class=cfg.max_per_class)
+    (x, y), train = proxy_batches(ds, cfg)
+    scorer = make_scorer(cfg, proxies, ds.num_classes)
+    run = prepare_run_dir(run, cfg, overwrite)
+    out_csv = run / "scores.csv"
+    done = _read_rows(out_csv)
+    strings = [nb201.to_string(a) for a in archs]
+    if [r["arch"] for r in done] != strings[:len(done)]:
+        raise RunError(f"{out_csv} does not match the candidates of this config; use --overwrite")
+    t0, bar = time.time(), progress_bar(len(archs), len(done), progress, f"score {cfg.proxy}", unit="arch")
+    columns = None
+    prev = json.loads((run / "progress.json").read_text()) if (run / "progress.json").exists() else {}
+    elapsed0 = float(prev.get("elapsed_s", 0.0)) if done else 0.0
+    train_args = (None, None) if train is None else train
+    for start in range(len(done), len(archs), block_size):
+        block = archs[start:start + block_size]
+        pad = block_size - len(block)  # a fixed block shape: one compilation for every block
+        padded = np.concatenate([block, np.repeat(block[-1:], pad, 0)]) if pad else block
+        res = scorer(padded, x, y, *train_args)
+        columns = columns or _columns(proxies, res)
+        new_file = not out_csv.exists()
+        with open(out_csv, "a", newline="") as f:
+            w = csv.writer(f)
+            if new_file:
+                w.writerow(["index", "arch"] + [h for h, _ in columns])
+            for k, a in enumerate(block):
+                w.writerow([int(nb201.to_index(a)), strings[start + k]] + [repr(float(res[c][k])) for _, c in columns])
+        atomic_write(run / "progress.json", json.dumps({"elapsed_s": elapsed0 + time.time() - t0}))
+        bar.update(len(block))
+        bar.set_postfix(arch_s=f"{(start + len(block) - len(done)) / max(time.time() - t0, 1e-9):.2f}")
+    bar.close()
+    rows = _read_rows(out_csv)
+    wall = elapsed0 + time.time() - t0
+    summary = {"n": len(rows), "proxies": proxies, "wall_time_s": round(wall, 2),
+               "archs_per_s": round(len(rows) / max(wall, 1e-9), 3), "data": data_lib.resolve(cfg.data),
+               "seed": cfg.seed}
+    if bench_table is not None:
+        from jaxnas.bench import rank_summary
+        truth = bench_table.values([r["arch"] for r in rows], "cifar10" if ds.num_classes == 10 else cfg.data)
+        summary["bench"] = {"table": str(bench_table.path), "correlation": {}}
+        for c in [k for k in rows[0] if k not in ("index", "arch")]:
+            s = np.array([float(r[c]) for r in rows])
+            summary["bench"]["correlation"][c] = rank_summary(s, truth)
+    atomic_write(run / "summary.json", json.dumps(summary, indent=2))
+    return summary
+
+
+def _columns(proxies, res) -> list[tuple[str, str]]:
+    """(header, output) pairs: the requested proxies first (the first is headed `score`), then any
+    other outputs computed on the way (DAS's atomic metrics)."""
+    keys = [PROXIES[p][1] for p in proxies]
+    keys += sorted(k for k in res if k not in keys)
+    return [("score" if i == 0 else k, k) for i, k in enumerate(keys)]
+
+
+def proxy_search(cfg: Config, run_dir, *, overwrite=False, bench_table=None, dataset=None) -> dict:
+    """Training-free search: sample `select_num` candidates, return the best by `cfg.method`'s proxy."""
+    proxy = parse_proxies(cfg.method)[0]
+    run = check_run_dir(run_dir, cfg, overwrite)
+    t0 = time.time()
+    ds = dataset or data_lib.load(cfg.data, max_per_class=cfg.max_per_class)
+    (x, y), train = proxy_batches(ds, cfg)
+    scorer = make_scorer(cfg, [proxy], ds.num_classes)
+    run = prepare_run_dir(run, cfg, overwrite)
+    archs = np.asarray(nb201.sample(jax.random.key(cfg.seed), cfg.select_num))
+    res = scorer(archs, x, y, *(train or (None, None)))
+    s = res[PROXIES[proxy][1]]
+    best = int(np.lexsort((np.arange(len(s)), -np.nan_to_num(s, nan=-np.inf)))[0])
+    cands = [{"arch": nb201.to_string(a), "score": float(v)} for a, v in zip(archs, s)]
+    return write_result(run, cfg, archs[best], {"score": float(s[best]), "candidates": cands},
+                        time.time() - t0, bench_table, steps=0)

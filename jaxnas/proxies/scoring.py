@@ -1,0 +1,150 @@
+"""Score many architectures with training-free proxies in one jitted, chunked program.
+
+Each candidate gets a freshly initialised network, as in the reference procedures (a new PyTorch
+network per architecture): its weights are drawn inside the program from
+fold_in(seed, NB201 index), so an architecture's score depends only on (seed, architecture, batch),
+never on which other candidates share the call. `init="shared"` instead gives every candidate the
+same supernet weights (cheaper, not the reference protocol).
+
+The DAS fast-training strategy: before scoring, each candidate takes `fast_train_steps` SGD steps
+(momentum 0.9, Nesterov, weight decay 5e-4, lr `fast_train_lr`) on fixed training batches.
+"""
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from jaxnas.nn import NB201SuperNet, split, used_params
+from jaxnas.proxies import activation, gradient
+from jaxnas.spaces import nb201
+from jaxnas.train import steps
+
+# proxy name -> (function producing it, the output it is read from)
+PROXIES = {
+    "naswot": (activation.activation_scores, "naswot"),
+    "das": (activation.activation_scores, "das"),
+    "grad_norm": (gradient.loss_gradient_scores, "grad_norm"),
+    "snip": (gradient.loss_gradient_scores, "snip"),
+    "synflow": (gradient.synflow, "synflow"),
+    "jacov": (gradient.jacov, "jacov"),
+}
+INITS = ("per_arch", "shared")
+
+
+def parse_proxies(spec: str) -> list[str]:
+    names = [s.strip() for s in spec.split(",") if s.strip()]
+    bad = [n for n in names if n not in PROXIES]
+    if not names or bad:
+        raise ValueError(f"unknown proxy {', '.join(bad) or spec!r}; available: {', '.join(PROXIES)}")
+    return names
+
+
+def _init_bound(path, x, params):
+    """1/sqrt(fan_in) for leaves PyTorch initialises uniformly, None for BN's constant leaves."""
+    names = [getattr(k, "key", None) for k in path]
+    if names[-1] == "kernel":  # HWIO conv or [in, out] linear: fan_in = all but the last axis
+        return 1.0 / np.sqrt(np.prod(x.shape[:-1]))
+    if names[-2:] == ["classifier", "bias"]:
+        return 1.0 / np.sqrt(params["head"]["classifier"]["kernel"].shape[0])
+    return None
+
+
+class ProxyScorer:
+    """Scores NB201 architectures with `proxies` (names from PROXIES) at width C, depth N.
+
+    The network is the standalone NB201 network's semantics (affine BN with running statistics,
+    PyTorch default initialisation) as the supernet's single path.
+    """
+
+    def __init__(self, proxies, *, C=16, N=5, num_classes=10, seed=0, init="per_arch", chunk_size=1,
+                 das_weight=1.0, fast_train_steps=0, fast_train_lr=0.1, single_path_impl="merged"):
+        if init not in INITS:
+            raise ValueError(f"init must be one of {INITS}, got {init!r}")
+        if chunk_size < 1 or fast_train_steps < 0:
+            raise ValueError("chunk_size must be >= 1 and fast_train_steps >= 0")
+        self.proxies = parse_proxies(proxies) if isinstance(proxies, str) else list(proxies)
+        self.seed, self.init, self.chunk_size = seed, init, chunk_size
+        self.fast_train_steps, self.fast_train_lr = fast_train_steps, fast_train_lr
+        self._make = functools.partial(NB201SuperNet, C, N, num_classes, affine=True, track_running_stats=True,
+                                       single_path_impl=single_path_impl)
+        self.graphdef, self.params, self.stats = split(self._make(rngs=nnx.Rngs(seed)))
+        fns = {}
+        for name in self.proxies:
+            fn = PROXIES[name][0]
+            if fn is activation.activation_scores:
+                fn = functools.partial(fn, das_weight=das_weight)
+            fns.setdefault(PROXIES[name][0], fn)
+        self._fns = list(fns.values())
+        self._run = jax.jit(self._score_all)
+
+    def init_params(self, key):
+        """Fresh weights, distributed as PyTorch's defaults (and jaxnas.nn.ops): conv / linear
+        kernels and the classifier bias ~ U(+-1/sqrt(fan_in)); BN scale 1, bias 0.
+
+        One uniform draw for the whole network, cut into leaves: building the module under jit
+        would emit one RNG op per leaf, and XLA:CPU compiles those slowly (minutes per program).
+        """
+        leaves, treedef = jax.tree_util.tree_flatten_with_path(self.params)
+        u = jax.random.uniform(key, (sum(x.size for _, x in leaves),), jnp.float32, -1.0, 1.0)
+        out, at = [], 0
+        for path, x in leaves:
+            bound = _init_bound(path, x, self.params)
+            if bound is None:
+                out.append(x)  # BN scale / bias: constants
+            else:
+                out.append(u[at:at + x.size].reshape(x.shape) * bound)
+                at += x.size
+        return jax.tree_util.tree_unflatten(treedef, out)
+
+    def _fast_train(self, params, stats, arch, train_images, train_labels):
+        """`fast_train_steps` SGD steps of one candidate, cycling over fixed batches [T, B, H, W, 3]."""
+        from jaxnas.config import Config
+        from jaxnas.train.state import create
+        cfg = Config(lr=self.fast_train_lr, grad_clip=0.0)
+        used = used_params(params, arch)
+
+        def step(t, state):
+            i = t % train_images.shape[0]
+            return steps.weight_step(cfg, self.graphdef, state, train_images[i], train_labels[i], cfg.lr, arch,
+                                     used=used)[0]
+
+        state = jax.lax.fori_loop(0, self.fast_train_steps, step, create(params, stats, 0))
+        return state.params, state.stats
+
+    def _score_one(self, arch, index, images, labels, train_images, train_labels):
+        params, stats = self.params, self.stats
+        if self.init == "per_arch":
+            params = self.init_params(jax.random.fold_in(jax.random.key(self.seed), index))
+        if self.fast_train_steps:
+            params, stats = self._fast_train(params, stats, arch, train_images, train_labels)
+        out = {}
+        for fn in self._fns:
+            out.update(fn(self.graphdef, params, stats, arch, images, labels))
+        return out
+
+    def _score_all(self, archs, indices, images, labels, train_images, train_labels):
+        one = lambda a_i: self._score_one(*a_i, images, labels, train_images, train_labels)  # noqa: E731
+        return jax.lax.map(one, (archs, indices), batch_size=min(self.chunk_size, archs.shape[0]))
+
+    def __call__(self, archs, images, labels, train_images=None, train_labels=None) -> dict:
+        """Scores of `archs` (int32 [K, 6]) on one batch: {output name: float64 [K]} on the host.
+
+        images: normalised float32 [B, H, W, 3]; labels int32 [B]; with fast training,
+        train_images [T, B', H, W, 3] and train_labels [T, B'].
+        """
+        archs = nb201.validate(np.asarray(archs))
+        if archs.ndim != 2:
+            raise ValueError(f"archs must be [K, 6] op ids, got shape {archs.shape}")
+        if self.fast_train_steps and train_images is None:
+            raise ValueError("fast_train_steps > 0 needs train_images / train_labels")
+        if train_images is None:
+            train_images = jnp.zeros((1, 1) + tuple(images.shape[1:]), jnp.float32)
+            train_labels = jnp.zeros((1, 1), jnp.int32)
+        indices = np.asarray(nb201.to_index(archs), np.int32)
+        out = self._run(jnp.asarray(archs, jnp.int32), jnp.asarray(indices), images, labels, train_images,
+                        train_labels)
+        return {k: np.asarray(v, np.float64) for k, v in jax.device_get(out).items()}

@@ -1,0 +1,280 @@
+"""Training-free proxies against direct, unvectorised PyTorch computations on small networks.
+
+Each candidate's weights come from the scorer's per-architecture initialisation; they are moved
+into xautodl's TinyNetwork, and the reference procedure (forward hooks on every nn.ReLU for NASWOT,
+autograd for the gradient proxies) is run on it one architecture at a time, in float64 numpy.
+"""
+import csv
+import json
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+from flax import nnx
+from xautodl.models.cell_infers.tiny_network import TinyNetwork
+from xautodl.models.cell_searchs.genotypes import Structure
+
+from jaxnas.nn import extract
+from jaxnas.nn.ops import BN_EPS
+from jaxnas.proxies import ProxyScorer, activation_scores
+from jaxnas.proxies.run import select_archs
+from jaxnas.spaces import nb201
+from jaxnas.train import state as state_lib, steps
+from test_nn import module_pairs
+
+C, N, B, H = 4, 1, 8, 8
+ARCHS = np.stack([
+    nb201.from_string("|nor_conv_3x3~0|+|nor_conv_1x1~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|none~2|"),
+    nb201.from_string("|nor_conv_1x1~0|+|none~0|nor_conv_3x3~1|+|avg_pool_3x3~0|skip_connect~1|nor_conv_3x3~2|"),
+    nb201.from_string("|skip_connect~0|+|nor_conv_3x3~0|skip_connect~1|+|nor_conv_1x1~0|avg_pool_3x3~1|skip_connect~2|"),
+])
+ALL = "naswot,das,grad_norm,snip,synflow,jacov"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _torch_one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def batch():
+    rng = np.random.default_rng(0)
+    return (rng.normal(size=(B, H, H, 3)).astype(np.float32), rng.integers(0, 10, B).astype(np.int32))
+
+
+@pytest.fixture(scope="module")
+def scorer():
+    return ProxyScorer(ALL, C=C, N=N, seed=3, chunk_size=1, das_weight=0.5)
+
+
+@pytest.fixture(scope="module")
+def scores(scorer, batch):
+    return scorer(ARCHS, *batch)
+
+
+def candidate_params(scorer, arch):
+    """The weights the scorer gives `arch` (drawn from fold_in(seed, NB201 index))."""
+    key = jax.random.fold_in(jax.random.key(scorer.seed), int(nb201.to_index(arch)))
+    return scorer.init_params(key)
+
+
+def torch_twin(scorer, arch, params=None, stats=None):
+    """xautodl's TinyNetwork for `arch` carrying the scorer's weights for it."""
+    params = candidate_params(scorer, arch) if params is None else params
+    supernet = nnx.merge(scorer.graphdef, params, scorer.stats if stats is None else stats)
+    net = extract(supernet, arch)
+    tnet = TinyNetwork(C, N, Structure.str2structure(nb201.to_string(arch)), 10)
+    with torch.no_grad():
+        for kind, t, o in module_pairs(tnet, net):
+            if kind == "conv":
+                t.weight.copy_(torch.from_numpy(np.array(o.kernel[...]).transpose(3, 2, 0, 1).copy()))
+            elif kind == "bn":
+                t.weight.copy_(torch.from_numpy(np.array(o.scale[...])))
+                t.bias.copy_(torch.from_numpy(np.array(o.bias[...])))
+                t.running_mean.copy_(torch.from_numpy(np.array(o.mean[...])))
+                t.running_var.copy_(torch.from_numpy(np.array(o.var[...])))
+            else:
+                t.weight.copy_(torch.from_numpy(np.array(o.kernel[...]).T.copy()))
+                t.bias.copy_(torch.from_numpy(np.array(o.bias[...])))
+    return tnet
+
+
+def nchw(x):
+    return torch.from_numpy(np.ascontiguousarray(np.asarray(x).transpose(0, 3, 1, 2)))
+
+
+def reference_naswot(tnet, x):
+    """The reference procedure: hook every nn.ReLU's input, K += c c^T + (1-c)(1-c)^T, slogdet."""
+    k = np.zeros((B, B))
+    units = [0]
+
+    def hook(module, inp, out):
+        c = (inp[0].reshape(B, -1) > 0).double().numpy()
+        k[:] += c @ c.T + (1 - c) @ (1 - c).T
+        units[0] += c.shape[1]
+
+    hooks = [m.register_forward_hook(hook) for m in tnet.modules() if isinstance(m, torch.nn.ReLU)]
+    tnet.train()
+    with torch.no_grad():
+        tnet(nchw(x))
+    for h in hooks:
+        h.remove()
+    return np.linalg.slogdet(k)[1], units[0]
+
+
+def weight_layers(tnet):
+    return [m for m in tnet.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+
+
+def reference_loss_grads(tnet, x, y):
+    tnet.train()
+    tnet.zero_grad()
+    torch.nn.functional.cross_entropy(tnet(nchw(x))[1], torch.from_numpy(y).long()).backward()
+    layers = weight_layers(tnet)
+    gn = sum(float(m.weight.grad.norm()) for m in layers)
+    sn = sum(float((m.weight.grad * m.weight).abs().sum()) for m in layers)
+    return gn, sn
+
+
+def reference_synflow(tnet):
+    """Abdelfattah et al.: |W| everywhere, BatchNorm removed, all-ones input, R = sum of outputs."""
+    for parent in list(tnet.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, torch.nn.BatchNorm2d):
+                setattr(parent, name, torch.nn.Identity())
+    with torch.no_grad():
+        for p in tnet.parameters():
+            p.abs_()
+    tnet.zero_grad()
+    tnet.double()
+    torch.sum(tnet(torch.ones(1, 3, H, H, dtype=torch.float64))[1]).backward()
+    return np.log(sum(float((m.weight * m.weight.grad).sum()) for m in weight_layers(tnet)))
+
+
+def reference_jacov(tnet, x):
+    tnet.train()
+    xt = nchw(x).requires_grad_(True)
+    out = tnet(xt)[1]
+    out.backward(torch.ones_like(out))
+    j = xt.grad.reshape(B, -1).double().numpy()
+    v = np.linalg.eigvalsh(np.corrcoef(j))
+    return -np.sum(np.log(v + 1e-5) + 1.0 / (v + 1e-5))
+
+
+@pytest.mark.parametrize("i", range(len(ARCHS)))
+def test_naswot_and_das_match_relu_hooks(scorer, scores, batch, i):
+    tnet = torch_twin(scorer, ARCHS[i])
+    ref, units = reference_naswot(tnet, batch[0])
+    assert scores["naswot"][i] == pytest.approx(ref, rel=1e-4, abs=1e-3)
+    # DAS's atomic metrics: NASWOT = B log NAU + DA exactly; DAS reweights the NAU term
+    assert scores["log_nau"][i] == pytest.approx(np.log(units), rel=1e-6)
+    assert scores["da"][i] <= 1e-4  # Hadamard: log det of a PSD matrix with unit diagonal
+    assert scores["naswot"][i] == pytest.approx(B * scores["log_nau"][i] + scores["da"][i], rel=1e-5)
+    assert scores["das"][i] == pytest.approx(scores["da"][i] + 0.5 * B * scores["log_nau"][i], rel=1e-5)
+
+
+@pytest.mark.parametrize("i", range(len(ARCHS)))
+def test_gradient_proxies_match_torch(scorer, scores, batch, i):
+    gn, sn = reference_loss_grads(torch_twin(scorer, ARCHS[i]), *batch)
+    assert scores["grad_norm"][i] == pytest.approx(gn, rel=1e-4)
+    assert scores["snip"][i] == pytest.approx(sn, rel=1e-4)
+    assert scores["synflow"][i] == pytest.approx(reference_synflow(torch_twin(scorer, ARCHS[i])), rel=1e-5)
+    assert scores["jacov"][i] == pytest.approx(reference_jacov(torch_twin(scorer, ARCHS[i]), batch[0]), rel=1e-3)
+
+
+def test_scores_do_not_depend_on_the_other_candidates(scorer, scores, batch):
+    """A candidate's weights come from its own NB201 index: in any company or order, same score."""
+    order = [2, 0, 1]
+    again = scorer(ARCHS[order], *batch)
+    for k, v in again.items():
+        np.testing.assert_allclose(v, scores[k][order], rtol=1e-5, atol=1e-5, err_msg=k)
+    assert len({round(float(s), 3) for s in scores["naswot"]}) == 3  # distinct archs, distinct scores
+
+
+def test_vmapped_chunks_equal_one_at_a_time(scores, batch):
+    chunked = ProxyScorer("naswot", C=C, N=N, seed=3, chunk_size=3)(ARCHS, *batch)["naswot"]
+    np.testing.assert_allclose(chunked, scores["naswot"], rtol=1e-5)
+
+
+def test_fast_training_equals_explicit_sgd_steps(batch):
+    rng = np.random.default_rng(1)
+    tx = rng.normal(size=(2, 4, H, H, 3)).astype(np.float32)
+    ty = rng.integers(0, 10, (2, 4)).astype(np.int32)
+    fast = ProxyScorer("naswot", C=C, N=N, seed=3, fast_train_steps=3, fast_train_lr=0.2)
+    got = fast(ARCHS[:1], *batch, tx, ty)["naswot"][0]
+    # by hand: three single-path SGD steps (batches cycle), then the activation score
+    from jaxnas.config import Config
+    from jaxnas.nn import used_params
+    params = candidate_params(fast, ARCHS[0])
+    st = state_lib.create(params, fast.stats, 0)
+    cfg = Config(lr=0.2, grad_clip=0.0)
+    arch = jnp.asarray(ARCHS[0])
+    one_step = jax.jit(lambda st, x, y: steps.weight_step(cfg, fast.graphdef, st, x, y, 0.2, arch,
+                                                          used=used_params(st.params, arch))[0])
+    for t in range(3):
+        st = one_step(st, tx[t % 2], ty[t % 2])
+    score = jax.jit(lambda p, s, x: activation_scores(fast.graphdef, p, s, arch, x, None)["naswot"])
+    want = score(st.params, st.stats, jnp.asarray(batch[0]))
+    assert got == pytest.approx(float(want), rel=1e-4)
+    # and the trained network's codes are those of PyTorch's network with the trained weights
+    ref, _ = reference_naswot(torch_twin(fast, ARCHS[0], st.params, st.stats), batch[0])
+    assert got == pytest.approx(ref, rel=1e-3)
+    untrained = ProxyScorer("naswot", C=C, N=N, seed=3)(ARCHS[:1], *batch)["naswot"][0]
+    assert abs(got - untrained) > 1e-3
+
+
+def test_synflow_identity_bn_trick_is_exact():
+    """Eval-mode BN with mean 0, var 1 - eps is the identity (synflow removes BatchNorm)."""
+    x = jnp.linspace(-3, 3, 24).reshape(1, 2, 3, 4)
+    from jaxnas.nn.ops import batch_norm
+    y, _ = batch_norm(x, None, None, jnp.zeros(4), jnp.full(4, 1 - BN_EPS), train=False, track=True)
+    np.testing.assert_array_equal(np.asarray(y), np.asarray(x))
+
+
+def test_select_archs(tmp_path):
+    assert select_archs("all", 0).shape == (15625, 6)
+    a, b = select_archs("50", 1), select_archs("50", 1)
+    np.testing.assert_array_equal(a, b)
+    assert len({nb201.to_string(x) for x in a}) == 50
+    f = tmp_path / "archs.txt"
+    f.write_text(nb201.to_string(ARCHS[0]) + "\n# comment\n\n" + nb201.to_string(ARCHS[1]) + "\n")
+    np.testing.assert_array_equal(select_archs(str(f), 0), ARCHS[:2])
+    f.write_text(nb201.to_string(ARCHS[0]) + "\n|nor_conv_9x9~0|+|\n")
+    with pytest.raises(ValueError, match=r"archs.txt:2"):
+        select_archs(str(f), 0)
+    with pytest.raises(ValueError, match="must be in"):
+        select_archs("0", 0)
+
+
+# ------------------------------------------------------------------------------------------- CLI
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "jaxnas", *map(str, args)], capture_output=True, text=True,
+                          timeout=600)
+
+
+SMALL = ["C=2", "N=1", "proxy_batch_size=16", "eval_chunk_size=4"]
+
+
+def test_cli_score_resumes_and_summarises(image_folder, nb201_table_path, tmp_path):
+    out = tmp_path / "score"
+    args = ["score", "--proxy", "naswot,das", "--archs", "10", "--data", image_folder, "--out", out,
+            "--bench-table", nb201_table_path, "--no-progress", *SMALL]
+    r = _cli(*args)
+    assert r.returncode == 0, r.stderr
+    rows = list(csv.DictReader(open(out / "scores.csv")))
+    assert len(rows) == 10 and list(rows[0]) == ["index", "arch", "score", "das", "da", "log_nau"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["n"] == 10 and set(summary["bench"]["correlation"]) == {"score", "das", "da", "log_nau"}
+    assert -1 <= summary["bench"]["correlation"]["score"]["kendall_tau"] <= 1
+    # a finished run is not overwritten; a killed one (fewer rows, no summary) resumes to the same rows
+    assert _cli(*args).returncode == 2
+    lines = (out / "scores.csv").read_text().splitlines(keepends=True)
+    (out / "scores.csv").write_text("".join(lines[:4]))
+    (out / "summary.json").unlink()
+    r = _cli(*args)
+    assert r.returncode == 0, r.stderr
+    assert list(csv.DictReader(open(out / "scores.csv"))) == rows
+
+
+def test_cli_naswot_search_and_errors(image_folder, nb201_table_path, tmp_path):
+    out = tmp_path / "search"
+    r = _cli("search", "--method", "naswot", "--data", image_folder, "--out", out, "--bench-table",
+             nb201_table_path, "select_num=6", *SMALL)
+    assert r.returncode == 0, r.stderr
+    res = json.loads((out / "result.json").read_text())
+    best = max(res["candidates"], key=lambda c: c["score"])
+    assert res["arch"] == best["arch"] and res["method"] == "naswot" and "bench" in res
+    assert res["index"] == int(nb201.to_index(nb201.from_string(res["arch"])))
+    bad = tmp_path / "bad.txt"
+    bad.write_text("|nor_conv_3x3~0|+|\n")
+    for args in (["score", "--proxy", "nope", "--data", image_folder, "--out", tmp_path / "x"],
+                 ["score", "--archs", bad, "--data", image_folder, "--out", tmp_path / "y", *SMALL]):
+        r = _cli(*args)
+        assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
