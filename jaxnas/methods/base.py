@@ -34,11 +34,13 @@ class EvalContext:
     recal_images: Any = None
 
 
-def resolve_impl(impl: str) -> str:
-    """`auto`: the fastest exact single-path formulation for this backend (benchmarks/BENCHMARKS.md)."""
+def resolve_impl(impl: str, forward_only: bool = False) -> str:
+    """`auto`: the fastest exact single-path formulation (benchmarks/BENCHMARKS.md): `switch` on GPU
+    and for forward-only passes everywhere; `merged` for gradients on CPU, where convolution
+    gradients inside lax.switch are 10-20x slower."""
     if impl != "auto":
         return impl
-    return "switch" if jax.default_backend() == "gpu" else "merged"
+    return "switch" if forward_only or jax.default_backend() == "gpu" else "merged"
 
 
 def eval_chunk_size(cfg: Config) -> int:
@@ -79,7 +81,8 @@ class SupernetMethod:
         """Validation loss/accuracy of candidates `archs` with the shared weights (one jitted call)."""
         return evaluation.evaluate(self.graphdef, state.params, state.stats, archs, ctx.images, ctx.labels,
                                    mode=mode, bn=self.cfg.eval_bn, chunk_size=eval_chunk_size(self.cfg),
-                                   recal_images=ctx.recal_images)
+                                   recal_images=ctx.recal_images,
+                                   impl=resolve_impl(self.cfg.single_path_impl, forward_only=True))
 
     def pick_best(self, state, archs, ctx: EvalContext) -> dict:
         """Evaluate `archs` and return the most accurate (ties: lower loss, then first)."""

@@ -31,31 +31,29 @@ import jax.numpy as jnp
 from jaxnas.nn import functional
 
 
-def code_kernel(graphdef, params, stats, arch, images):
+def code_kernel(graphdef, params, stats, arch, images, impl=None):
     """(S, N_A): the normalised activation-code kernel [B, B] of `arch` and its activation units.
 
     K_H = sum over ReLUs of (c c^T + (1-c)(1-c)^T) = sum of (D + s s^T) / 2 with s = 2c - 1 in
     {-1, 1}: one matmul per ReLU input; exact in float32 (integers below 2^24).
     """
     b = images.shape[0]
-    kernel, units = jnp.zeros((b, b), jnp.float32), jnp.float32(0.0)
-    parts = []
 
-    def tap(x, count=1.0):
+    def tap(x, count):
         s = jnp.where(x.reshape(b, -1) > 0, 1.0, -1.0)
         d = s.shape[1]
-        parts.append((count * (s @ s.T + d) / 2, count * d))
+        return count * (s @ s.T + d) / 2, count * jnp.float32(d)
 
-    functional.apply(graphdef, params, stats, images, arch, mode="single", train=True, tap=tap)
-    for k, n in parts:
-        kernel, units = kernel + k, units + n
+    (_, (kernel, units)), _ = functional.apply(graphdef, params, stats, images, arch, mode="single", train=True,
+                                               tap=tap, single_path_impl=impl)
     return kernel / units, units
 
 
-def activation_scores(graphdef, params, stats, arch, images, labels, *, das_weight: float = 1.0):
-    """NASWOT, DAS and their atomic metrics for one architecture (float32, vmappable)."""
+def activation_scores(graphdef, params, stats, arch, images, labels, *, das_weight: float = 1.0, impl=None):
+    """NASWOT, DAS and their atomic metrics for one architecture (float32, vmappable).
+    `impl` overrides the supernet's single-path formulation (forward only: `switch` is fastest)."""
     del labels
-    s, units = code_kernel(graphdef, params, stats, arch, images)
+    s, units = code_kernel(graphdef, params, stats, arch, images, impl)
     b = images.shape[0]
     _, da = jnp.linalg.slogdet(s)
     log_nau = jnp.log(units)

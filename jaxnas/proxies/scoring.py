@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from jaxnas.evaluate import map_chunked
 from jaxnas.nn import NB201SuperNet, split, used_params
 from jaxnas.proxies import activation, gradient
 from jaxnas.spaces import nb201
@@ -75,8 +76,8 @@ class ProxyScorer:
         fns = {}
         for name in self.proxies:
             fn = PROXIES[name][0]
-            if fn is activation.activation_scores:
-                fn = functools.partial(fn, das_weight=das_weight)
+            if fn is activation.activation_scores:  # forward only: the chosen op alone (`switch`) is fastest
+                fn = functools.partial(fn, das_weight=das_weight, impl="switch")
             fns.setdefault(PROXIES[name][0], fn)
         self._fns = list(fns.values())
         self._run = jax.jit(self._score_all)
@@ -115,8 +116,7 @@ class ProxyScorer:
         state = jax.lax.fori_loop(0, self.fast_train_steps, step, create(params, stats, 0))
         return state.params, state.stats
 
-    def _score_one(self, arch, index, images, labels, train_images, train_labels):
-        params, stats = self.params, self.stats
+    def _score_one(self, params, stats, arch, index, images, labels, train_images, train_labels):
         if self.init == "per_arch":
             params = self.init_params(jax.random.fold_in(jax.random.key(self.seed), index))
         if self.fast_train_steps:
@@ -126,9 +126,9 @@ class ProxyScorer:
             out.update(fn(self.graphdef, params, stats, arch, images, labels))
         return out
 
-    def _score_all(self, archs, indices, images, labels, train_images, train_labels):
-        one = lambda a_i: self._score_one(*a_i, images, labels, train_images, train_labels)  # noqa: E731
-        return jax.lax.map(one, (archs, indices), batch_size=min(self.chunk_size, archs.shape[0]))
+    def _score_all(self, params, stats, archs, indices, images, labels, train_images, train_labels):
+        one = lambda a_i: self._score_one(params, stats, *a_i, images, labels, train_images, train_labels)  # noqa: E731
+        return map_chunked(one, (archs, indices), min(self.chunk_size, archs.shape[0]))
 
     def __call__(self, archs, images, labels, train_images=None, train_labels=None) -> dict:
         """Scores of `archs` (int32 [K, 6]) on one batch: {output name: float64 [K]} on the host.
@@ -145,6 +145,6 @@ class ProxyScorer:
             train_images = jnp.zeros((1, 1) + tuple(images.shape[1:]), jnp.float32)
             train_labels = jnp.zeros((1, 1), jnp.int32)
         indices = np.asarray(nb201.to_index(archs), np.int32)
-        out = self._run(jnp.asarray(archs, jnp.int32), jnp.asarray(indices), images, labels, train_images,
-                        train_labels)
+        out = self._run(self.params, self.stats, jnp.asarray(archs, jnp.int32), jnp.asarray(indices), images, labels,
+                        train_images, train_labels)
         return {k: np.asarray(v, np.float64) for k, v in jax.device_get(out).items()}
