@@ -44,7 +44,8 @@ def loss_and_accuracy(logits, labels):
 
 
 def _impl_kw(mode, impl):
-    return {"single_path_impl": impl} if impl and mode == "single" else {}
+    """Forward-only keyword arguments: cells scanned (fast forward, never differentiated here)."""
+    return {"single_path_impl": impl, "scan_cells": True} if impl and mode == "single" else {"scan_cells": True}
 
 
 def recalibrate(graphdef, params, stats, arch, recal_images, mode="single", impl=None):

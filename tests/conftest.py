@@ -2,6 +2,11 @@
 import os
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# The suite is dominated by XLA:CPU compile time; LLVM optimisation level 0 compiles several times
+# faster and runs the small test programs about 2x slower (benchmarks/BENCHMARKS.md). Subprocesses
+# (CLI tests) inherit it, so runs compared with each other are compiled alike.
+if "--xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0").strip()
 
 import jax  # noqa: E402
 

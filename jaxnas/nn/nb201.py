@@ -9,10 +9,12 @@ ReLU the network applies, with its multiplicity (how many ReLU modules see that 
 edge leaving a node applies its own ReLU to the node); the forward then returns
 (logits, sum of tap's results). Training-free proxies such as NASWOT read activation codes this way.
 
-The N cells of a stage share one structure, so the forward runs them with `lax.scan` over their
-stacked weights: the compiled program holds one cell per stage instead of N. On XLA:CPU this cut
-the C=16, N=5 supernet forward from 5.9 s to 1.9 s (batch 128) and its compile from 54 s to 8 s
-(benchmarks/BENCHMARKS.md); the weights stay stored per cell, so checkpoints are unchanged.
+With `scan_cells=True` the N cells of a stage (one structure) run under `lax.scan` over their
+stacked weights, so the program holds one cell per stage. For forward-only passes on XLA:CPU this
+cut the C=16, N=5 supernet forward from 5.9 s to 1.9 s (batch 128) and its compile from 54 s to
+8 s; but the *gradient* of the scanned cells ran 27x slower (N=2: 67 s vs 2.5 s), so forwards that
+are differentiated keep the cells unrolled (the default). See benchmarks/BENCHMARKS.md. Weights
+stay stored per cell either way, so checkpoints are unchanged.
 
 The supernet's forward takes the architecture as a traced array, so one compiled program serves
 every architecture, in three modes:
@@ -48,8 +50,8 @@ class _Macro(nnx.Module):
         self.cells = nnx.List(cells)
         self.head = Head(c, num_classes, rngs=rngs)
 
-    def _forward(self, x, train, cell_fn, tap=None):
-        """stem, stages (cells scanned), head; `cell_fn(cell, h, record)` runs one cell."""
+    def _forward(self, x, train, cell_fn, tap=None, scan_cells=False):
+        """stem, stages, head; `cell_fn(cell, h, record)` runs one cell."""
         total = []
         record = (lambda v, count=1.0: total.append(tap(v, count))) if tap else None
         h = self.stem(x, train)
@@ -57,7 +59,7 @@ class _Macro(nnx.Module):
             if isinstance(group, ResNetBlock):
                 h = group(h, train, record)
             else:
-                h, contrib = _scan_cells(group, h, cell_fn, tap)
+                h, contrib = _run_cells(group, h, cell_fn, tap, scan_cells)
                 if tap:
                     total.append(contrib)
         out = self.head(h, train, record)
@@ -80,12 +82,14 @@ def _tree_sum(trees):
     return jax.tree.map(lambda *xs: sum(xs), *trees)
 
 
-def _scan_cells(cells, h, cell_fn, tap):
-    """Run identical cells in sequence with lax.scan over their stacked variables; write the new
-    variables (BatchNorm statistics) back. Returns (h, summed tap results or None)."""
-    if len(cells) == 1:
+def _run_cells(cells, h, cell_fn, tap, scan):
+    """Run identical cells in sequence, unrolled or (`scan`) with lax.scan over their stacked
+    variables, writing the new variables (BatchNorm statistics) back. Returns (h, summed tap
+    results or None)."""
+    if not scan or len(cells) == 1:
         found = []
-        h = cell_fn(cells[0], h, (lambda v, count=1.0: found.append(tap(v, count))) if tap else None)
+        for cell in cells:
+            h = cell_fn(cell, h, (lambda v, count=1.0: found.append(tap(v, count))) if tap else None)
         return h, (_tree_sum(found) if tap else None)
     graphdef, _ = nnx.split(cells[0])
     stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *[nnx.state(c) for c in cells])
@@ -141,8 +145,8 @@ class NB201Network(_Macro):
             raise ValueError(f"NB201Network takes one architecture of shape [6], got {arch.shape}")
         super().__init__(C, N, num_classes, lambda c: InferCell(arch, c, rngs=rngs), rngs=rngs)
 
-    def __call__(self, x, train: bool = False, tap=None):
-        return self._forward(x, train, lambda cell, h, record: cell(h, train, record), tap)
+    def __call__(self, x, train: bool = False, tap=None, scan_cells: bool = False):
+        return self._forward(x, train, lambda cell, h, record: cell(h, train, record), tap, scan_cells)
 
 
 class SearchEdge(nnx.Module):
@@ -272,7 +276,8 @@ class NB201SuperNet(_Macro):
         super().__init__(C, N, num_classes, lambda c: SearchCell(c, affine, track_running_stats, rngs=rngs),
                          rngs=rngs)
 
-    def __call__(self, x, arch, mode: str = "single", train: bool = True, tap=None, single_path_impl=None):
+    def __call__(self, x, arch, mode: str = "single", train: bool = True, tap=None, single_path_impl=None,
+                 scan_cells: bool = False):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         want = (nb201.NUM_EDGES,) if mode == "single" else (nb201.NUM_EDGES, nb201.NUM_OPS)
@@ -281,7 +286,8 @@ class NB201SuperNet(_Macro):
         impl = single_path_impl or self.single_path_impl
         if impl not in SINGLE_PATH_IMPLS:
             raise ValueError(f"single_path_impl must be one of {SINGLE_PATH_IMPLS}, got {impl!r}")
-        return self._forward(x, train, lambda cell, h, record: cell(h, arch, mode, train, impl, record), tap)
+        return self._forward(x, train, lambda cell, h, record: cell(h, arch, mode, train, impl, record), tap,
+                             scan_cells)
 
 
 def extract(supernet: NB201SuperNet, arch) -> NB201Network:

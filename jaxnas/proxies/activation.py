@@ -45,7 +45,7 @@ def code_kernel(graphdef, params, stats, arch, images, impl=None):
         return count * (s @ s.T + d) / 2, count * jnp.float32(d)
 
     (_, (kernel, units)), _ = functional.apply(graphdef, params, stats, images, arch, mode="single", train=True,
-                                               tap=tap, single_path_impl=impl)
+                                               tap=tap, single_path_impl=impl, scan_cells=True)
     return kernel / units, units
 
 
