@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 
-import jax
 import numpy as np
 import torch
+from common import machine_info
 
 from jaxnas.proxies import ProxyScorer
 from jaxnas.spaces import nb201
@@ -74,9 +73,7 @@ def main():
         t = time.perf_counter()
         torch_scores.extend(torch_naswot(arch, xt) for arch in block)
         tt += time.perf_counter() - t
-    res = {"machine": platform.processor() or platform.machine(), "torch_threads": torch.get_num_threads(),
-           "jax": jax.__version__, "torch": torch.__version__, "backend": jax.default_backend(),
-           "date": time.strftime("%Y-%m-%d"), "archs": a.archs, "block": a.block, "chunk": a.chunk,
+    res = {**machine_info(), "archs": a.archs, "block": a.block, "chunk": a.chunk,
            "batch": a.batch, "jax_compile_and_first_block_s": compile_s,
            "jax_archs_per_s": a.archs / tj, "torch_archs_per_s": a.archs / tt, "speedup": tt / tj,
            "jax_score_range": [float(np.min(jax_scores)), float(np.max(jax_scores))],

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import torch
+from common import machine_info, timed
 
 from jaxnas.config import PRESETS
 from jaxnas.methods.base import EvalContext
@@ -68,12 +68,6 @@ def torch_iteration(net, w_opt, a_opt, arch, wx, wy, ax, ay):
     a_opt.step()
 
 
-def timed(fn):
-    t = time.perf_counter()
-    fn()
-    return time.perf_counter() - t
-
-
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--cands", type=int, default=100)
@@ -89,9 +83,7 @@ def main():
     method = SETN(cfg, 10)
     state = method.init_state()
     net, w_opt, a_opt = torch_setn(a.C, a.N)
-    res = {"machine": platform.processor() or platform.machine(), "torch_threads": torch.get_num_threads(),
-           "jax": jax.__version__, "torch": torch.__version__, "backend": jax.default_backend(),
-           "date": time.strftime("%Y-%m-%d"), "C": a.C, "N": a.N}
+    res = dict(machine_info(), C=a.C, N=a.N)
 
     if a.skip != "selection":
         archs = nb201.from_index(rng.choice(nb201.NUM_ARCHS, a.cands, replace=False))

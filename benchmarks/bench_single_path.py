@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import torch
+from common import machine_info, timed
 from flax import nnx
 
 from jaxnas.config import Config
@@ -64,12 +64,6 @@ def torch_step(net, opt, arch, x, y, update):
         opt.step()
 
 
-def timed(fn):
-    t = time.perf_counter()
-    fn()
-    return time.perf_counter() - t
-
-
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--reps", type=int, default=20)
@@ -87,9 +81,7 @@ def main():
     xt, yt = torch.from_numpy(x.transpose(0, 3, 1, 2).copy()), torch.from_numpy(y).long()
     net, opt = torch_net(a.C, a.N)
 
-    results = {"machine": platform.processor() or platform.machine(), "cpus": torch.get_num_threads(),
-               "jax": jax.__version__, "torch": torch.__version__, "backend": jax.default_backend(),
-               "C": a.C, "N": a.N, "batch": a.batch, "reps": a.reps, "date": time.strftime("%Y-%m-%d")}
+    results = dict(machine_info(), C=a.C, N=a.N, batch=a.batch, reps=a.reps)
     for impl in a.impls.split(","):
         state, fwd_bwd, step = jax_fns(impl, a.C, a.N, a.batch)
         t0 = time.perf_counter()

@@ -1,5 +1,4 @@
 """notebooks/explore_candidates.ipynb runs top to bottom (tiny size, synthetic images)."""
-import os
 import pathlib
 
 import nbformat

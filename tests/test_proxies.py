@@ -24,7 +24,7 @@ from jaxnas.proxies import ProxyScorer, activation_scores
 from jaxnas.proxies.run import select_archs
 from jaxnas.spaces import nb201
 from jaxnas.train import state as state_lib, steps
-from test_nn import module_pairs
+from test_nn import _torch_one_thread, module_pairs  # noqa: F401  (the fixture applies here too)
 
 C, N, B, H = 4, 1, 8, 8
 ARCHS = np.stack([
@@ -33,14 +33,6 @@ ARCHS = np.stack([
     nb201.from_string("|skip_connect~0|+|nor_conv_3x3~0|skip_connect~1|+|nor_conv_1x1~0|avg_pool_3x3~1|skip_connect~2|"),
 ])
 ALL = "naswot,das,grad_norm,snip,synflow,jacov"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _torch_one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")
