@@ -111,7 +111,7 @@ def reference_loss_grads(tnet, x, y):
     torch.nn.functional.cross_entropy(tnet(nchw(x))[1], torch.from_numpy(y).long()).backward()
     layers = weight_layers(tnet)
     gn = sum(float(m.weight.grad.norm()) for m in layers)
-    sn = sum(float((m.weight.grad * m.weight).abs().sum()) for m in layers)
+    sn = sum(float((m.weight.grad * m.weight).abs().sum().detach()) for m in layers)
     return gn, sn
 
 
