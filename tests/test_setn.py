@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxnas.bench import load_table, rank_summary
 from jaxnas.checkpoint import Checkpointer
 from jaxnas.config import Config
 from jaxnas.evaluate import loss_and_accuracy
@@ -22,7 +23,7 @@ from jaxnas.methods.base import EvalContext
 from jaxnas.methods.setn import adam_l2, log_prob, sample, top_k
 from jaxnas.nn import apply
 from jaxnas.spaces import nb201
-from jaxnas.train.loop import SearchRun
+from jaxnas.train.loop import RANK_PROBE_SEED, SearchRun
 
 NUM_CLASSES = 10
 SMALL = {"method": "setn", "C": 4, "N": 1, "batch_size": 16, "select_num": 4, "eval_batch_size": 16}
@@ -230,10 +231,11 @@ def test_selection_equals_a_python_loop(mode):
 # ------------------------------------------------------------------------------------- end to end
 
 
-def test_search_end_to_end(image_folder, tmp_path, monkeypatch):
+def test_search_end_to_end(image_folder, nb201_table_path, tmp_path, monkeypatch):
     monkeypatch.setenv("JAXNAS_CACHE", str(tmp_path / "data-cache"))
-    cfg = Config(**SMALL, data=str(image_folder), epochs=1, max_per_class=12)
-    run = SearchRun(cfg, tmp_path / "run", method_cls=SETN, progress=False)
+    cfg = Config(**SMALL, data=str(image_folder), epochs=1, max_per_class=12, rank_probe=6)
+    table = load_table(nb201_table_path)
+    run = SearchRun(cfg, tmp_path / "run", method_cls=SETN, progress=False, bench_table=table)
     start = jax.device_get(run.method.init_state())
     result = run.run()
 
@@ -261,6 +263,15 @@ def test_search_end_to_end(image_folder, tmp_path, monkeypatch):
     assert 1e-4 < moved.max() <= 3 * 3e-4 * 1.2  # Adam's |step| <= ~lr
     probs = np.asarray(jax.nn.softmax(state.arch["alpha"], -1))
     np.testing.assert_allclose(saved["arch_probs"], probs, atol=1e-6)
+
+    # rank_probe: the same 6 seeded architectures for every run, ranked with the final shared weights
+    probe = saved["rank_probe"]
+    idx = np.sort(np.random.default_rng(RANK_PROBE_SEED).choice(nb201.NUM_ARCHS, 6, replace=False))
+    assert probe["index"] == idx.tolist() and probe["column"] == "cifar10"
+    again = jax.device_get(run.method.rank(run.state, jnp.asarray(nb201.from_index(idx)), run.ctx))
+    np.testing.assert_allclose(probe["valid_acc"], again["acc"])
+    want = rank_summary(np.asarray(again["acc"]), table.values(nb201.from_index(idx), "cifar10"))
+    assert probe["n"] == 6 and probe["kendall_tau"] == pytest.approx(want["kendall_tau"], nan_ok=True)
 
 
 def test_registered_for_the_cli():
