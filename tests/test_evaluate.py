@@ -13,27 +13,10 @@ from jaxnas.evaluate import evaluate, recalibrate
 from jaxnas.nn import NB201SuperNet, apply, split
 from jaxnas.nn.ops import BN_MOMENTUM, conv2d
 from jaxnas.spaces import nb201
+from test_nn import build  # abstract build, weights and random BN statistics from numpy
 
 C, H, B, K, CHUNK, R, RB = 4, 8, 8, 7, 3, 2, 4  # K candidates in chunks of 3 (3 + 3 + 1)
 TOL = {"rtol": 1e-5, "atol": 1e-5}
-
-
-def build(ctor, seed=0):
-    """Abstract build, variables filled from numpy (no PRNG compiles); random BN statistics."""
-    graphdef, state = nnx.split(nnx.eval_shape(ctor))
-    rng = np.random.default_rng(seed)
-
-    def fill(path, s):
-        name = path[-2].key
-        if name == "kernel":
-            v = rng.uniform(-1, 1, s.shape) / np.sqrt(np.prod(s.shape[:-1]))
-        elif name in ("scale", "var"):
-            v = rng.uniform(0.5, 1.5, s.shape)
-        else:
-            v = rng.normal(0, 0.2, s.shape)
-        return jnp.asarray(v, jnp.float32)
-
-    return nnx.merge(graphdef, jax.tree_util.tree_map_with_path(fill, state))
 
 
 @pytest.fixture(scope="module")

@@ -26,6 +26,11 @@ ALIASES = {
 }
 
 
+def dataset_column(num_classes: int):
+    """The NB201 column alias of a dataset with `num_classes` classes (None when NB201 has none)."""
+    return {10: "cifar10", 100: "cifar100", 120: "imagenet16-120"}.get(num_classes)
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class BenchTable:
     """One row per architecture: op ids `archs` int32[N, 6] and numeric `data` float64[N, C].

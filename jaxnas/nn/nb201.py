@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from jaxnas.nn.ops import ReLUConvBN, ResNetBlock, Stem, Head, avg_pool_3x3, batch_norm, conv2d
@@ -52,8 +53,7 @@ class _Macro(nnx.Module):
 
     def _forward(self, x, train, cell_fn, tap=None, scan_cells=False):
         """stem, stages, head; `cell_fn(cell, h, record)` runs one cell."""
-        total = []
-        record = (lambda v, count=1.0: total.append(tap(v, count))) if tap else None
+        record, total = _recorder(tap)
         h = self.stem(x, train)
         for group in self._stages():
             if isinstance(group, ResNetBlock):
@@ -82,22 +82,28 @@ def _tree_sum(trees):
     return jax.tree.map(lambda *xs: sum(xs), *trees)
 
 
+def _recorder(tap):
+    """(record, found): `record(x, count)` appends tap's result for one ReLU input to `found`."""
+    found = []
+    return ((lambda v, count=1.0: found.append(tap(v, count))) if tap else None), found
+
+
 def _run_cells(cells, h, cell_fn, tap, scan):
     """Run identical cells in sequence, unrolled or (`scan`) with lax.scan over their stacked
     variables, writing the new variables (BatchNorm statistics) back. Returns (h, summed tap
     results or None)."""
     if not scan or len(cells) == 1:
-        found = []
+        record, found = _recorder(tap)
         for cell in cells:
-            h = cell_fn(cell, h, (lambda v, count=1.0: found.append(tap(v, count))) if tap else None)
+            h = cell_fn(cell, h, record)
         return h, (_tree_sum(found) if tap else None)
     graphdef, _ = nnx.split(cells[0])
     stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *[nnx.state(c) for c in cells])
 
     def body(h, state):
         cell = nnx.merge(graphdef, state)
-        found = []
-        h = cell_fn(cell, h, (lambda v, count=1.0: found.append(tap(v, count))) if tap else None)
+        record, found = _recorder(tap)
+        h = cell_fn(cell, h, record)
         return h, (nnx.state(cell), _tree_sum(found) if tap else jnp.zeros(()))
 
     h, (new, contribs) = jax.lax.scan(body, h, stacked, length=len(cells))
@@ -119,8 +125,7 @@ class InferCell(nnx.Module):
         nodes = [x]
         for i in range(1, nb201.NUM_NODES):
             if tap:  # every node, even one no conv reads (count 0), so each cell reports to the tap
-                tap(nodes[i - 1], float(sum(self.arch[e] in (nb201.CONV1, nb201.CONV3)
-                                            for e, (_, j) in enumerate(nb201.EDGES) if j == i - 1)))
+                tap(nodes[i - 1], float(_conv_count(np.asarray(self.arch), i - 1, "single")))
             terms = []
             for e, (to, j) in enumerate(nb201.EDGES):
                 if to != i:

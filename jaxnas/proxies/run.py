@@ -49,8 +49,9 @@ def select_archs(spec: str, seed: int) -> np.ndarray:
 
 
 def proxy_batches(ds, cfg: Config):
-    """The scoring batch and the fast-training batches: disjoint slices of one seeded permutation
-    of the training set, normalised, not augmented (NASWOT scores un-augmented images)."""
+    """The scoring batch and the fast-training batches ((None, None) without fast training):
+    disjoint slices of one seeded permutation of the training set, normalised, not augmented
+    (NASWOT scores un-augmented images)."""
     n = cfg.proxy_batch_size + cfg.fast_train_steps * cfg.fast_train_batch_size
     if n > len(ds.train_labels):
         raise RunError(f"proxies need {n} training images, the dataset has {len(ds.train_labels)}")
@@ -58,7 +59,7 @@ def proxy_batches(ds, cfg: Config):
     x = np.asarray(data_lib.normalize(ds.train_images[pick], ds.mean, ds.std))
     y = ds.train_labels[pick].astype(np.int32)
     b = cfg.proxy_batch_size
-    train = None
+    train = (None, None)
     if cfg.fast_train_steps:
         shape = (cfg.fast_train_steps, cfg.fast_train_batch_size)
         train = (x[b:].reshape(shape + x.shape[1:]), y[b:].reshape(shape))
@@ -93,26 +94,26 @@ def score(cfg: Config, run_dir, *, overwrite=False, bench_table=None, progress=T
     out_csv = run / "scores.csv"
     done = _read_rows(out_csv)
     strings = [nb201.to_string(a) for a in archs]
+    indices = np.asarray(nb201.to_index(archs))
     if [r["arch"] for r in done] != strings[:len(done)]:
         raise RunError(f"{out_csv} does not match the candidates of this config; use --overwrite")
     t0, bar = time.time(), progress_bar(len(archs), len(done), progress, f"score {cfg.proxy}", unit="arch")
     columns = None
     prev = json.loads((run / "progress.json").read_text()) if (run / "progress.json").exists() else {}
     elapsed0 = float(prev.get("elapsed_s", 0.0)) if done else 0.0
-    train_args = (None, None) if train is None else train
     for start in range(len(done), len(archs), block_size):
         block = archs[start:start + block_size]
         pad = block_size - len(block)  # a fixed block shape: one compilation for every block
         padded = np.concatenate([block, np.repeat(block[-1:], pad, 0)]) if pad else block
-        res = scorer(padded, x, y, *train_args)
+        res = scorer(padded, x, y, *train)
         columns = columns or _columns(proxies, res)
         new_file = not out_csv.exists()
         with open(out_csv, "a", newline="") as f:
             w = csv.writer(f)
             if new_file:
                 w.writerow(["index", "arch"] + [h for h, _ in columns])
-            for k, a in enumerate(block):
-                w.writerow([int(nb201.to_index(a)), strings[start + k]] + [repr(float(res[c][k])) for _, c in columns])
+            for i in range(start, start + len(block)):
+                w.writerow([int(indices[i]), strings[i]] + [repr(float(res[c][i - start])) for _, c in columns])
         atomic_write(run / "progress.json", json.dumps({"elapsed_s": elapsed0 + time.time() - t0}))
         bar.update(len(block))
         bar.set_postfix(arch_s=f"{(start + len(block) - len(done)) / max(time.time() - t0, 1e-9):.2f}")
@@ -123,8 +124,9 @@ def score(cfg: Config, run_dir, *, overwrite=False, bench_table=None, progress=T
                "archs_per_s": round(len(rows) / max(wall, 1e-9), 3), "data": data_lib.resolve(cfg.data),
                "seed": cfg.seed}
     if bench_table is not None:
-        from jaxnas.bench import rank_summary
-        truth = bench_table.values([r["arch"] for r in rows], "cifar10" if ds.num_classes == 10 else cfg.data)
+        from jaxnas.bench import dataset_column, rank_summary
+        column = dataset_column(ds.num_classes) or cfg.data
+        truth = bench_table.values([r["arch"] for r in rows], column)
         summary["bench"] = {"table": str(bench_table.path), "correlation": {}}
         for c in [k for k in rows[0] if k not in ("index", "arch")]:
             s = np.array([float(r[c]) for r in rows])
@@ -151,7 +153,7 @@ def proxy_search(cfg: Config, run_dir, *, overwrite=False, bench_table=None, dat
     scorer = make_scorer(cfg, [proxy], ds.num_classes)
     run = prepare_run_dir(run, cfg, overwrite)
     archs = np.asarray(nb201.sample(jax.random.key(cfg.seed), cfg.select_num))
-    res = scorer(archs, x, y, *(train or (None, None)))
+    res = scorer(archs, x, y, *train)
     s = res[PROXIES[proxy][1]]
     best = int(np.lexsort((np.arange(len(s)), -np.nan_to_num(s, nan=-np.inf)))[0])
     cands = [{"arch": nb201.to_string(a), "score": float(v)} for a, v in zip(archs, s)]

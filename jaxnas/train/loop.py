@@ -280,11 +280,10 @@ class SearchRun:
         archs = nb201.from_index(idx)
         res = jax.device_get(self.method.rank(state, jnp.asarray(archs), self.ctx))
         out = {"index": idx.tolist(), "valid_acc": np.asarray(res["acc"]).tolist()}
-        column = {10: "cifar10", 100: "cifar100", 120: "imagenet16-120"}.get(self.dataset.num_classes)
+        from jaxnas.bench import dataset_column, rank_summary
+        column = dataset_column(self.dataset.num_classes)
         if self.bench_table is not None and column:
-            from jaxnas.bench import rank_summary
-            truth = self.bench_table.values(archs, column)
-            out.update({k: v for k, v in rank_summary(res["acc"], truth).items()}, column=column)
+            out.update(rank_summary(res["acc"], self.bench_table.values(archs, column)), column=column)
         return out
 
     def _write_result(self, state, result: dict, wall: float) -> dict:
