@@ -26,6 +26,7 @@ weight is a choice made on a calibration set and documented in experiments/proxy
 """
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 
 from jaxnas.nn import functional
@@ -34,19 +35,39 @@ from jaxnas.nn import functional
 def code_kernel(graphdef, params, stats, arch, images, impl=None):
     """(S, N_A): the normalised activation-code kernel [B, B] of `arch` and its activation units.
 
-    K_H = sum over ReLUs of (c c^T + (1-c)(1-c)^T) = sum of (D + s s^T) / 2 with s = 2c - 1 in
-    {-1, 1}: one matmul per ReLU input; exact in float32 (integers below 2^24).
+    K_H = sum over ReLUs of (c c^T + (1-c)(1-c)^T) = sum of (d - Hamming(c_i, c_j)) for codes of d
+    units: exact integers. A node no conv edge reads (count 0) contributes nothing and is skipped.
     """
     b = images.shape[0]
 
     def tap(x, count):
-        s = jnp.where(x.reshape(b, -1) > 0, 1.0, -1.0)
-        d = s.shape[1]
-        return count * (s @ s.T + d) / 2, count * jnp.float32(d)
+        d = x.size // b
+        agree = lambda: (d - hamming_matrix(pack_codes(x.reshape(b, -1) > 0))).astype(jnp.float32)  # noqa: E731
+        if isinstance(count, (int, float)):  # known at trace time (standalone network)
+            kern = count * agree() if count else jnp.zeros((b, b), jnp.float32)
+        else:  # traced: a real branch under lax.map / scan (a select under vmap)
+            kern = jax.lax.cond(count > 0, lambda: count * agree(), lambda: jnp.zeros((b, b), jnp.float32))
+        return kern, count * jnp.float32(d)
 
     (_, (kernel, units)), _ = functional.apply(graphdef, params, stats, images, arch, mode="single", train=True,
                                                tap=tap, single_path_impl=impl, scan_cells=True)
     return kernel / units, units
+
+
+def pack_codes(bits):
+    """bool [B, d] -> uint32 [B, ceil(d / 32)], 32 activation codes per word (zero-padded)."""
+    b, d = bits.shape
+    bits = jnp.pad(bits, ((0, 0), (0, (-d) % 32))).reshape(b, -1, 32).astype(jnp.uint32)
+    return (bits << jnp.arange(32, dtype=jnp.uint32)).sum(-1, dtype=jnp.uint32)
+
+
+def hamming_matrix(words):
+    """int32 [B, B] Hamming distances between the packed codes `words` [B, W].
+
+    XOR + popcount, one row at a time (the [B, B, W] intermediate never exists): 2.6x faster than
+    the float matmul s s^T on XLA:CPU for B=128, d=16384 (benchmarks/BENCHMARKS.md).
+    """
+    return jax.lax.map(lambda row: jax.lax.population_count(row[None, :] ^ words).astype(jnp.int32).sum(-1), words)
 
 
 def activation_scores(graphdef, params, stats, arch, images, labels, *, das_weight: float = 1.0, impl=None):
