@@ -6,7 +6,8 @@ Measures, at C=16, N=5, batch 64, CIFAR-10 shapes, a uniformly sampled architect
 The two frameworks are interleaved step by step so machine load hits both alike; medians reported.
 jaxnas compile time is reported separately (it is paid once per run, not per architecture).
 
-Usage: python benchmarks/bench_single_path.py [--reps 20] [--impls merged,mask] [--out FILE.json]
+Usage: python benchmarks/bench_single_path.py [--reps 20] [--impls eager,merged,mask] [--out FILE.json]
+(`eager`: a concrete architecture, one compiled kernel per module; the others: one traced program.)
 """
 from __future__ import annotations
 
@@ -23,27 +24,35 @@ from flax import nnx
 
 from jaxnas.config import Config
 from jaxnas.evaluate import loss_and_accuracy
-from jaxnas.nn import NB201SuperNet, apply, split, used_params
+from jaxnas.nn import NB201SuperNet, apply, eager, split, used_params
 from jaxnas.spaces import nb201
 from jaxnas.train import state as state_lib, steps
 
 
 def jax_fns(impl, C, N, batch):
+    """(state, fwd_bwd, step) for one formulation; `eager` runs outside jit (jaxnas.nn.eager)."""
     cfg = Config(C=C, N=N)
-    g, p, s = split(NB201SuperNet(C, N, 10, affine=False, track_running_stats=False, single_path_impl=impl,
-                                  rngs=nnx.Rngs(0)))
+    g, p, s = split(NB201SuperNet(C, N, 10, affine=False, track_running_stats=False,
+                                  single_path_impl="merged" if impl == "eager" else impl, rngs=nnx.Rngs(0)))
     state = state_lib.create(p, s, 0)
 
     def loss(params, stats, arch, x, y):
-        logits, _ = apply(g, params, stats, x, arch, train=True)
+        if impl == "eager":
+            logits, _ = eager.forward(g, params, stats, x, arch, train=True)
+        else:
+            logits, _ = apply(g, params, stats, x, arch, train=True)
         return loss_and_accuracy(logits, y)[0]
 
-    fwd_bwd = jax.jit(jax.grad(loss))
+    if impl == "eager":
+        def step(st, arch, x, y):
+            return steps.eager_weight_step(cfg, g, st, x, y, 0.025, np.asarray(arch),
+                                           used=used_params(st.params, np.asarray(arch)))[0]
+        return state, jax.grad(loss), step
 
     def step(st, arch, x, y):
         return steps.weight_step(cfg, g, st, x, y, 0.025, arch, used=used_params(st.params, arch))[0]
 
-    return state, fwd_bwd, jax.jit(step, donate_argnums=0)
+    return state, jax.jit(jax.grad(loss)), jax.jit(step, donate_argnums=0)
 
 
 def torch_net(C, N):
@@ -67,7 +76,7 @@ def torch_step(net, opt, arch, x, y, update):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--reps", type=int, default=20)
-    ap.add_argument("--impls", default="merged,mask")
+    ap.add_argument("--impls", default="eager,merged")
     ap.add_argument("--C", type=int, default=16)
     ap.add_argument("--N", type=int, default=5)
     ap.add_argument("--batch", type=int, default=64)
@@ -75,6 +84,7 @@ def main():
     a = ap.parse_args()
     rng = np.random.default_rng(0)
     archs = rng.integers(0, 5, (a.reps + 1, 6)).astype(np.int32)
+    archs[0] = [nb201.CONV1, nb201.CONV3, nb201.POOL, nb201.SKIP, nb201.NONE, nb201.CONV3]  # warm-up: every op
     x = rng.standard_normal((a.batch, 32, 32, 3)).astype(np.float32)
     y = rng.integers(0, 10, a.batch).astype(np.int32)
     xj, yj = jnp.asarray(x), jnp.asarray(y)

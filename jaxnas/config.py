@@ -24,7 +24,7 @@ class Config:
     N: int = 5                         # cells per stage
     affine: bool = False               # affine BN in the search cells (reference: off)
     track_running_stats: bool = False  # running BN statistics in the search cells (NB201 scripts: BN=0)
-    single_path_impl: str = "auto"     # merged | switch | mask | auto (fastest exact one per backend)
+    single_path_impl: str = "auto"     # eager | merged | switch | mask | auto (fastest exact one per backend)
     # --- weight training
     epochs: int = 250                  # passes over the weights half of the search split
     batch_size: int = 64               # global batch, sharded over devices
@@ -145,8 +145,8 @@ def validate(cfg: Config) -> Config:
         raise ValueError(f"eval_bn must be batch, running or recal, got {cfg.eval_bn!r}")
     if cfg.setn_select not in ("topk", "sample"):
         raise ValueError(f"setn_select must be topk or sample, got {cfg.setn_select!r}")
-    if cfg.single_path_impl not in ("auto", "merged", "switch", "mask"):
-        raise ValueError(f"single_path_impl must be auto, merged, switch or mask, got {cfg.single_path_impl!r}")
+    if cfg.single_path_impl not in ("auto", "eager", "merged", "switch", "mask"):
+        raise ValueError(f"single_path_impl must be auto, eager, merged, switch or mask, got {cfg.single_path_impl!r}")
     if cfg.eval_bn == "running" and not cfg.track_running_stats:
         raise ValueError("eval_bn=running needs track_running_stats=true")
     if cfg.proxy_init not in ("per_arch", "shared"):

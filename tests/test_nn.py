@@ -22,7 +22,7 @@ from xautodl.models.cell_searchs.genotypes import Structure
 from xautodl.models.cell_searchs.search_cells import NAS201SearchCell
 from xautodl.models.cell_searchs.search_model_setn import TinyNetworkSETN
 
-from jaxnas.nn import NB201Network, NB201SuperNet, apply, count_params, extract, ops, split
+from jaxnas.nn import NB201Network, NB201SuperNet, apply, count_params, eager, extract, ops, split
 from jaxnas.nn.nb201 import InferCell, SearchCell
 from jaxnas.nn.ops import ResNetBlock
 from jaxnas.spaces import nb201
@@ -347,6 +347,37 @@ def test_supernet_single_matches_setn_dynamic(setn_pair, arch, impl):
     assert_stats_match(tnet, net)
 
 
+@pytest.mark.parametrize("arch", [MIXED, WITH_NONE], ids=["mixed", "with_none"])
+def test_eager_single_path_matches_setn_and_traced_gradients(setn_pair, arch):
+    """jaxnas.nn.eager (host architecture, one kernel per module; the CPU weight step): logits and
+    BN statistics equal xautodl's dynamic mode, loss and gradients equal the traced `merged` pass."""
+    tnet, net = _fresh_setn(setn_pair)
+    tnet.set_cal_mode("dynamic", Structure.str2structure(nb201.to_string(arch)))
+    x, labels = images(3), jnp.asarray(np.arange(B) % 10)
+    with torch.no_grad():
+        t_logits = t2n(tnet(to_torch(x))[1])
+    graphdef, params, stats = split(net)
+    logits, new = eager.forward(graphdef, params, stats, jnp.asarray(x), arch)
+    np.testing.assert_allclose(np.asarray(logits), t_logits, **TORCH_TOL)
+    nnx.update(net, new)
+    assert_stats_match(tnet, net)
+
+    def eager_loss(p):
+        out, new = eager.forward(graphdef, p, stats, jnp.asarray(x), arch)
+        return optax.softmax_cross_entropy_with_integer_labels(out, labels).mean(), (out, new)
+
+    (l_e, (_, st_e)), g_e = jax.value_and_grad(eager_loss, has_aux=True)(params)
+    (l_t, (_, st_t)), g_t = jax.jit(jax.value_and_grad(_loss_fn(graphdef, stats, jnp.asarray(x), labels,
+                                                               jnp.asarray(arch)), has_aux=True))(params)
+    np.testing.assert_allclose(l_e, l_t, rtol=1e-6)
+    assert_trees_close_scaled(g_e, g_t, 1e-5)
+    assert_trees_close_scaled(st_e, st_t, 1e-5)
+    with pytest.raises(ValueError, match="concrete architecture"):
+        jax.jit(lambda a: eager.forward(graphdef, params, stats, jnp.asarray(x), a))(jnp.asarray(arch))
+    with pytest.raises(ValueError, match="shape \\[6\\]"):
+        eager.forward(graphdef, params, stats, jnp.asarray(x), np.stack([arch, arch]))
+
+
 def test_supernet_weighted_matches_setn_joint(setn_pair):
     tnet, net = _fresh_setn(setn_pair)
     tnet.set_cal_mode("joint")
@@ -358,6 +389,37 @@ def test_supernet_weighted_matches_setn_joint(setn_pair):
     y = np.asarray(net(jnp.asarray(x), jnp.asarray(weights), mode="weighted", train=True))
     np.testing.assert_allclose(y, t_logits, **TORCH_TOL)
     assert_stats_match(tnet, net)
+
+
+def test_eager_weighted_matches_setn_joint_and_traced_gradients(setn_pair):
+    """Eager weighted mode (SETN's evaluator step on CPU): logits and BN statistics equal xautodl's
+    joint mode; gradients w.r.t. the op weights and the shared weights equal the traced pass."""
+    tnet, net = _fresh_setn(setn_pair)
+    tnet.set_cal_mode("joint")
+    x, labels = jnp.asarray(images(4)), jnp.asarray(np.arange(B) % 10)
+    with torch.no_grad():
+        t_logits = t2n(tnet(to_torch(np.asarray(x)))[1])
+        weights = jnp.asarray(t2n(torch.softmax(tnet.arch_parameters, -1)))
+    graphdef, params, stats = split(net)
+    logits, new = eager.forward(graphdef, params, stats, x, weights, mode="weighted")
+    np.testing.assert_allclose(np.asarray(logits), t_logits, **TORCH_TOL)
+    nnx.update(net, new)
+    assert_stats_match(tnet, net)
+
+    def loss(forward):
+        def fn(p, w):
+            out, new = forward(graphdef, p, stats, x, w, mode="weighted")
+            return optax.softmax_cross_entropy_with_integer_labels(out, labels).mean(), new
+        return jax.value_and_grad(fn, argnums=(0, 1), has_aux=True)
+
+    (l_e, st_e), g_e = loss(eager.forward)(params, weights)
+    (l_t, st_t), g_t = jax.jit(loss(lambda g, p, s, x, w, mode: apply(g, p, s, x, w, mode=mode, train=True)))(
+        params, weights)
+    np.testing.assert_allclose(l_e, l_t, rtol=1e-6)
+    assert_trees_close_scaled(g_e, g_t, 1e-5)
+    assert_trees_close_scaled(st_e, st_t, 1e-5)
+    with pytest.raises(ValueError, match="shape \\[6, 5\\]"):
+        eager.forward(graphdef, params, stats, x, weights[0], mode="weighted")
 
 
 # ---------------------------------------------------------------------------- supernet internals

@@ -184,6 +184,27 @@ def test_evaluator_moves_alpha_toward_the_op_with_lower_loss():
     assert (skip_run[:, SKIP] - skip_run[:, POOL]).mean() > 0 > (pool_run[:, SKIP] - pool_run[:, POOL]).mean()
 
 
+def test_host_train_step_equals_the_traced_one():
+    """The CPU default (`eager`: weight step and evaluator step outside jit, jaxnas.nn.eager) gives
+    the state of the traced step (`merged`, one jitted train_step): weights, BN statistics, momentum,
+    alpha and its Adam state, and the metrics."""
+    x = jax.random.normal(jax.random.key(7), (2, 16, 8, 8, 3))
+    y = jnp.asarray(np.arange(32).reshape(2, 16) % NUM_CLASSES)
+    out = {}
+    for impl in ("eager", "merged"):
+        m = SETN(Config(**SMALL, single_path_impl=impl), NUM_CLASSES)
+        assert m.host_step == (impl == "eager")
+        step = lambda s: m.train_step(s, (x[0], y[0]), (x[1], y[1]), 0.05)  # noqa: E731
+        s, metrics = step(m.init_state().replace(step=jnp.int32(3))) if m.host_step else jax.jit(step)(
+            m.init_state().replace(step=jnp.int32(3)))
+        out[impl] = jax.device_get((s.params, s.stats, s.momentum, s.arch, s.arch_opt, metrics))
+    leaves_e, leaves_t = jax.tree.leaves(out["eager"]), jax.tree.leaves(out["merged"])
+    assert len(leaves_e) == len(leaves_t)
+    for a, b in zip(leaves_e, leaves_t):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    assert not np.allclose(out["eager"][3]["alpha"], SETN(Config(**SMALL), NUM_CLASSES).init_state().arch["alpha"])
+
+
 # -------------------------------------------------------------------------------------- selection
 
 

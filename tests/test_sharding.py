@@ -31,8 +31,10 @@ def test_mesh_helpers():
         sharding.check_divisible(12, mesh)
 
 
-def test_rsps_step_same_on_1_and_8_devices():
-    cfg = Config(C=4, N=1, batch_size=16)
+@pytest.mark.parametrize("impl", ["eager", "merged"])
+def test_rsps_step_same_on_1_and_8_devices(impl):
+    """Traced (`merged`, one jitted step) and host-side (`eager`, CPU default) weight steps."""
+    cfg = Config(C=4, N=1, batch_size=16, single_path_impl=impl)
     method = RSPS(cfg, 10)
     state = method.init_state()
     rng = np.random.default_rng(0)
@@ -41,11 +43,13 @@ def test_rsps_step_same_on_1_and_8_devices():
     # state.step=5 so the sampled architecture is a fixed function of (seed, step)
     state = state.replace(step=np.int32(5))
 
-    step = jax.jit(lambda s, x, y: method.train_step(s, (x, y), None, 0.05), compiler_options=FAST_COMPILE)
+    step = lambda s, x, y: method.train_step(s, (x, y), None, 0.05)  # noqa: E731
+    if not method.host_step:
+        step = jax.jit(step, compiler_options=FAST_COMPILE)
     outs = {}
     for n in (1, 8):
         mesh = sharding.make_mesh(n)
-        s = jax.device_put(state, sharding.replicated(mesh))
+        s = jax.device_put(jax.device_get(state), sharding.replicated(mesh))  # fresh buffers: the step donates
         x = jax.device_put(images, sharding.data_sharded(mesh))
         y = jax.device_put(labels, sharding.data_sharded(mesh))
         assert len(x.sharding.device_set) == n and x.addressable_shards[0].data.shape[0] == 16 // n

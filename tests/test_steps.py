@@ -165,17 +165,18 @@ def _edge_kernels(params, cell, edge, op):
     return np.asarray(params["cells"][cell]["edges"][edge][op]["conv"]["kernel"])
 
 
-def test_rsps_weight_step_masks_unsampled_ops_only_without_decay_unsampled(monkeypatch):
-    """RSPS.weight_step hands steps.weight_step the used_params mask of the sampled architecture
-    when decay_unsampled=False and no mask (used=None) when True (checked without compiling)."""
+@pytest.mark.parametrize("impl,step_fn", [("merged", "weight_step"), ("eager", "eager_weight_step")])
+def test_rsps_weight_step_masks_unsampled_ops_only_without_decay_unsampled(monkeypatch, impl, step_fn):
+    """RSPS.weight_step hands the weight step (traced or eager) the used_params mask of the sampled
+    architecture when decay_unsampled=False and no mask (used=None) when True (without compiling)."""
     seen = {}
 
     def spy(cfg, graphdef, state, images, labels, lr, *args, used=None, **kw):
         seen["used"], seen["args"] = used, args
         return state, {}
 
-    monkeypatch.setattr(base_module.steps, "weight_step", spy)
-    cfg = Config(C=4, N=1)
+    monkeypatch.setattr(base_module.steps, step_fn, spy)
+    cfg = Config(C=4, N=1, single_path_impl=impl)
     arch = jnp.asarray([3, 2, 0, 1, 4, 3], jnp.int32)
     state = RSPS(cfg, 10).init_state()
     RSPS(cfg, 10).weight_step(state, None, None, arch, 0.1)

@@ -35,12 +35,21 @@ class EvalContext:
 
 
 def resolve_impl(impl: str, forward_only: bool = False) -> str:
-    """`auto`: the fastest exact single-path formulation (benchmarks/BENCHMARKS.md): `switch` on GPU
-    and for forward-only passes everywhere; `merged` for gradients on CPU, where convolution
-    gradients inside lax.switch are 10-20x slower."""
-    if impl != "auto":
-        return impl
-    return "switch" if forward_only or jax.default_backend() == "gpu" else "merged"
+    """The single-path formulation to use (benchmarks/BENCHMARKS.md). `auto`: `switch` on GPU and
+    for forward-only passes everywhere; `eager` (jaxnas.nn.eager) for gradients on CPU, where
+    convolution gradients inside traced control flow are 10-20x slower and the branch-free `merged`
+    program at C=16, N=5 compiles for minutes and runs ~50x slower than PyTorch. `eager` needs a
+    concrete architecture, so forward-only passes (vmapped candidates) use `switch` instead."""
+    if impl == "auto":
+        impl = "switch" if forward_only or jax.default_backend() == "gpu" else "eager"
+    return "switch" if impl == "eager" and forward_only else impl
+
+
+def traced_impl(impl: str) -> str:
+    """The formulation of a traced (jitted, vmapped) differentiated pass: `resolve_impl`, with
+    `merged` where that says `eager` (which needs a host architecture)."""
+    impl = resolve_impl(impl)
+    return "merged" if impl == "eager" else impl
 
 
 def eval_chunk_size(cfg: Config) -> int:
@@ -65,7 +74,13 @@ class SupernetMethod:
         cfg = self.cfg
         return NB201SuperNet(cfg.C, cfg.N, num_classes, affine=cfg.affine,
                              track_running_stats=cfg.track_running_stats,
-                             single_path_impl=resolve_impl(cfg.single_path_impl), rngs=nnx.Rngs(cfg.seed))
+                             single_path_impl=traced_impl(cfg.single_path_impl), rngs=nnx.Rngs(cfg.seed))
+
+    @property
+    def host_step(self) -> bool:
+        """Whether `train_step` runs outside jit: with the eager single path (CPU default) the
+        weight step needs the sampled architecture on the host (`jaxnas.nn.eager`)."""
+        return resolve_impl(self.cfg.single_path_impl) == "eager"
 
     def init_state(self) -> state_lib.SearchState:
         return state_lib.create(self._params, self._stats, self.cfg.seed)
@@ -74,6 +89,10 @@ class SupernetMethod:
     def weight_step(self, state, images, labels, arch, lr, mode="single"):
         """SGD step on the shared weights for one architecture (single path) or op weights."""
         use_mask = mode == "single" and not self.cfg.decay_unsampled
+        if mode == "single" and self.host_step:
+            arch = np.asarray(arch)
+            used = used_params(state.params, arch) if use_mask else None
+            return steps.eager_weight_step(self.cfg, self.graphdef, state, images, labels, lr, arch, used=used)
         used = used_params(state.params, arch) if use_mask else None
         return steps.weight_step(self.cfg, self.graphdef, state, images, labels, lr, arch, mode=mode, used=used)
 

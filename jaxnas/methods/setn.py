@@ -43,7 +43,7 @@ import optax
 
 from jaxnas.evaluate import loss_and_accuracy
 from jaxnas.methods.base import KEY_METHOD, KEY_SAMPLE, SupernetMethod
-from jaxnas.nn import apply
+from jaxnas.nn import apply, eager
 from jaxnas.spaces import nb201
 from jaxnas.train import state as state_lib
 from jaxnas.train.state import step_key
@@ -90,6 +90,16 @@ def sample(key, alpha, k: int):
     return jax.random.categorical(key, alpha, axis=-1, shape=(k, nb201.NUM_EDGES)).astype(jnp.int32)
 
 
+def _alpha_grads(arch, forward, labels):
+    """((loss, (acc, new stats)), grads w.r.t. alpha) of the cross-entropy of forward(softmax(alpha))."""
+    def loss_fn(arch):
+        logits, stats = forward(jax.nn.softmax(arch["alpha"], axis=-1))
+        loss, acc = loss_and_accuracy(logits, labels)
+        return loss, (acc, stats)
+
+    return jax.value_and_grad(loss_fn, has_aux=True)(arch)
+
+
 class SETN(SupernetMethod):
     name = "setn"
     uses_arch_batch = True
@@ -99,6 +109,7 @@ class SETN(SupernetMethod):
             raise ValueError(f"setn_select must be one of {SELECT_MODES}, got {cfg.setn_select!r}")
         super().__init__(cfg, num_classes)
         self.arch_tx = adam_l2(cfg.arch_lr, cfg.arch_beta1, cfg.arch_beta2, cfg.arch_weight_decay)
+        self._jitted_arch_update = jax.jit(self._arch_update, donate_argnums=0)  # for host (eager) steps
 
     def init_state(self) -> state_lib.SearchState:
         """Shared weights as every supernet method; alpha = 1e-3 * N(0, 1) from the seed; its Adam state."""
@@ -110,22 +121,29 @@ class SETN(SupernetMethod):
     # --- the two updates of a step -----------------------------------------------------------
     def arch_step(self, state, images, labels):
         """One Adam step of alpha on a batch, the network mixing every edge's ops by softmax(alpha)."""
-        def loss_fn(arch):
-            weights = jax.nn.softmax(arch["alpha"], axis=-1)
-            logits, stats = apply(self.graphdef, state.params, state.stats, images, weights,
-                                  mode="weighted", train=True)
-            loss, acc = loss_and_accuracy(logits, labels)
-            return loss, (acc, stats)
+        def forward(weights):
+            return apply(self.graphdef, state.params, state.stats, images, weights, mode="weighted", train=True)
 
-        (loss, (acc, stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.arch)
+        (loss, (acc, stats)), grads = _alpha_grads(state.arch, forward, labels)
+        return self._arch_update(state, grads, stats), {"arch_loss": loss, "arch_acc": acc}
+
+    def host_arch_step(self, state, images, labels):
+        """`arch_step` outside jit (with the eager weight step, `host_step`): the weighted forward
+        through `jaxnas.nn.eager`, then one jitted Adam update (state donated)."""
+        def forward(weights):
+            return eager.forward(self.graphdef, state.params, state.stats, images, weights, mode="weighted")
+
+        (loss, (acc, stats)), grads = _alpha_grads(state.arch, forward, labels)
+        return self._jitted_arch_update(state, grads, stats), {"arch_loss": loss, "arch_acc": acc}
+
+    def _arch_update(self, state, grads, stats):
         updates, arch_opt = self.arch_tx.update(grads, state.arch_opt, state.arch)
-        arch = optax.apply_updates(state.arch, updates)
-        return state.replace(arch=arch, arch_opt=arch_opt, stats=stats), {"arch_loss": loss, "arch_acc": acc}
+        return state.replace(arch=optax.apply_updates(state.arch, updates), arch_opt=arch_opt, stats=stats)
 
     def train_step(self, state, wbatch, abatch, lr):
         arch = nb201.sample(step_key(state, KEY_SAMPLE), 1)[0]
         state, wmetrics = self.weight_step(state, *wbatch, arch, lr)
-        state, ametrics = self.arch_step(state, *abatch)
+        state, ametrics = (self.host_arch_step if self.host_step else self.arch_step)(state, *abatch)
         return state, {**wmetrics, **ametrics}
 
     # --- selection ---------------------------------------------------------------------------

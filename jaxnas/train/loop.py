@@ -148,7 +148,8 @@ class SearchRun:
         self.ctx = self._eval_context(ds, a_idx)
         self.run_dir = prepare_run_dir(run, cfg, overwrite)  # only now that everything is valid
         self.ckpt = checkpoint.Checkpointer(self.run_dir / "checkpoints", keep=cfg.keep_checkpoints)
-        self._step = jax.jit(self._step_fn, donate_argnums=0)
+        self._prepare = jax.jit(self._prepare_fn)
+        self._step = self._host_step if self.method.host_step else jax.jit(self._step_fn, donate_argnums=0)
 
     # --- pieces -----------------------------------------------------------------------------
     def _eval_context(self, ds, a_idx) -> EvalContext:
@@ -176,13 +177,22 @@ class SearchRun:
             x = data_lib.augment(step_key(state, tag), x)
         return data_lib.normalize(x, self.dataset.mean, self.dataset.std), y
 
-    def _step_fn(self, state, wdata, adata, w_idx, a_idx):
+    def _prepare_fn(self, state, wdata, adata, w_idx, a_idx):
+        """The step's learning rate and (augmented, normalised, sharded) batches."""
         lr = cosine_lr(state.step, self.total_steps, self.cfg.lr, self.cfg.lr_min)
         wbatch = self._batch(state, wdata, w_idx, KEY_AUGMENT_W)
         abatch = self._batch(state, adata, a_idx, KEY_AUGMENT_A) if self.method.uses_arch_batch else None
-        new, metrics = self.method.train_step(state, wbatch, abatch, lr)
-        new = new.replace(step=state.step + 1, epoch_step=state.epoch_step + 1)
-        return new, dict(metrics, lr=lr)
+        return lr, wbatch, abatch
+
+    def _step_fn(self, state, wdata, adata, w_idx, a_idx):
+        lr, wbatch, abatch = self._prepare_fn(state, wdata, adata, w_idx, a_idx)
+        return _advance(*self.method.train_step(state, wbatch, abatch, lr), lr)
+
+    def _host_step(self, state, wdata, adata, w_idx, a_idx):
+        """The step of a method whose `train_step` runs outside jit (`method.host_step`: the eager
+        single path); batches and learning rate still come from one jitted call."""
+        lr, wbatch, abatch = self._prepare(state, wdata, adata, w_idx, a_idx)
+        return _advance(*self.method.train_step(state, wbatch, abatch, lr), lr)
 
     def _orders(self, state, epoch):
         key = jax.random.fold_in(jax.random.wrap_key_data(state.key), epoch)
@@ -304,6 +314,11 @@ def write_result(run_dir, cfg: Config, arch, extra: dict, wall: float, bench_tab
         out["bench"] = bench_table.lookup(out["arch"])
     atomic_write(pathlib.Path(run_dir) / "result.json", json.dumps(out, indent=2))
     return out
+
+
+def _advance(new, metrics, lr):
+    """Count a finished step (train_step leaves `step` alone; its input state may be donated)."""
+    return new.replace(step=new.step + 1, epoch_step=new.epoch_step + 1), dict(metrics, lr=lr)
 
 
 def _all_finite(tree) -> bool:

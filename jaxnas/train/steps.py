@@ -8,6 +8,9 @@ behaviour; the default (False) follows current PyTorch.
 """
 from __future__ import annotations
 
+import functools
+import types
+
 import jax
 import jax.numpy as jnp
 
@@ -46,23 +49,58 @@ def sgd(params, momentum, grads, lr, *, mu: float, nesterov: bool, weight_decay:
     return new_params, new_momentum
 
 
+def apply_gradients(cfg, state, grads, stats, lr, used=None):
+    """Clip, SGD, and the new BatchNorm statistics: the update half of a weight step."""
+    grads, gnorm = clip_grad_norm(grads, cfg.grad_clip)
+    params, momentum = sgd(state.params, state.momentum, grads, lr, mu=cfg.momentum, nesterov=cfg.nesterov,
+                           weight_decay=cfg.weight_decay, used=used)
+    return state.replace(params=params, stats=stats, momentum=momentum), gnorm
+
+
 def weight_step(cfg, graphdef, state, images, labels, lr, *forward_args, used=None, **forward_kw):
     """One training step of the weights: cross-entropy, gradient clip, SGD; BN statistics updated.
 
     `forward_args` / `forward_kw` go to the network after the images (e.g. the architecture and mode
     of a supernet). Returns (new_state, metrics).
     """
-    from jaxnas.evaluate import loss_and_accuracy
     from jaxnas.nn import apply
 
-    def loss_fn(params):
-        logits, stats = apply(graphdef, params, state.stats, images, *forward_args, train=True, **forward_kw)
+    def forward(params):
+        return apply(graphdef, params, state.stats, images, *forward_args, train=True, **forward_kw)
+
+    (loss, (acc, stats)), grads = _value_and_grad(forward, state.params, labels)
+    new, gnorm = apply_gradients(cfg, state, grads, stats, lr, used)
+    return new, {"loss": loss, "acc": acc, "grad_norm": gnorm}
+
+
+def eager_weight_step(cfg, graphdef, state, images, labels, lr, arch, used=None):
+    """`weight_step` of a supernet for a concrete single-path `arch`, through `jaxnas.nn.eager`:
+    one compiled kernel per module (fast convolution gradients on XLA:CPU), then a jitted update
+    (state donated). Call it outside jit. Same result as `weight_step` up to float rounding."""
+    from jaxnas.nn import eager
+
+    def forward(params):
+        return eager.forward(graphdef, params, state.stats, images, arch, train=True)
+
+    (loss, (acc, stats)), grads = _value_and_grad(forward, state.params, labels)
+    new, gnorm = _jitted_update(cfg.grad_clip, cfg.momentum, cfg.nesterov, cfg.weight_decay)(
+        state, grads, stats, lr, used)
+    return new, {"loss": loss, "acc": acc, "grad_norm": gnorm}
+
+
+def _value_and_grad(forward, params, labels):
+    """((loss, (acc, new stats)), grads) of the cross-entropy of `forward(params)` -> (logits, stats)."""
+    from jaxnas.evaluate import loss_and_accuracy
+
+    def loss_fn(p):
+        logits, stats = forward(p)
         loss, acc = loss_and_accuracy(logits, labels)
         return loss, (acc, stats)
 
-    (loss, (acc, stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    grads, gnorm = clip_grad_norm(grads, cfg.grad_clip)
-    params, momentum = sgd(state.params, state.momentum, grads, lr, mu=cfg.momentum, nesterov=cfg.nesterov,
-                           weight_decay=cfg.weight_decay, used=used)
-    new = state.replace(params=params, stats=stats, momentum=momentum)
-    return new, {"loss": loss, "acc": acc, "grad_norm": gnorm}
+    return jax.value_and_grad(loss_fn, has_aux=True)(params)
+
+
+@functools.cache
+def _jitted_update(grad_clip, momentum, nesterov, weight_decay):
+    cfg = types.SimpleNamespace(grad_clip=grad_clip, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay)
+    return jax.jit(functools.partial(apply_gradients, cfg), donate_argnums=0)
