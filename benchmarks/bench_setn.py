@@ -6,7 +6,8 @@ selection: K candidates (default 100) ranked on one validation batch of 512 imag
            (exps/NAS-Bench-201-algos/SETN.py, `get_best_arch`), BN with batch statistics in both.
 iteration: one SETN step at batch 64: a uniformly sampled architecture's SGD weight step (dynamic
            mode) then one Adam step of alpha on the architecture batch (joint mode). jaxnas:
-           `SETN.train_step`, jitted; peer: SETN.py's `search_func` body.
+           `SETN.train_step` (on CPU the eager path, jaxnas.nn.eager; else jitted); peer: SETN.py's
+           `search_func` body.
 Both at C=16, N=5 (NB201's search network), CIFAR-10 shapes; medians; jaxnas compile reported apart.
 
 Usage: python benchmarks/bench_setn.py [--cands 100] [--reps 5] [--out FILE.json]
@@ -102,7 +103,9 @@ def main():
 
     if a.skip != "iteration":
         b = 64
-        step = jax.jit(lambda st, wb, ab: method.train_step(st, wb, ab, 0.025)[0], donate_argnums=0)
+        step = lambda st, wb, ab: method.train_step(st, wb, ab, 0.025)[0]  # noqa: E731
+        if not method.host_step:  # the CPU default (eager) runs outside jit, its pieces compiled
+            step = jax.jit(step, donate_argnums=0)
         batches = [(rng.standard_normal((b, 32, 32, 3)).astype(np.float32), rng.integers(0, 10, b).astype(np.int32))
                    for _ in range(2)]
         wb, ab = [(jnp.asarray(x), jnp.asarray(y)) for x, y in batches]

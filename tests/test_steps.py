@@ -242,3 +242,29 @@ def test_decay_unsampled_semantics_on_the_supernet():
     # same gradients either way: the sampled weights agree after step 1
     np.testing.assert_array_equal(_edge_kernels(skip1.params, 0, 0, "conv3"),
                                   _edge_kernels(decay1.params, 0, 0, "conv3"))
+
+
+def test_eager_weight_step_compiles_its_update_once_and_equals_the_traced_step():
+    """The eager step (CPU default) over architectures that use different ops: its jitted update
+    compiles once (the zero gradients of ops that did not run must not change its cache key), and
+    each step equals the traced `weight_step` on the same state."""
+    cfg = Config(C=4, N=1, batch_size=8, single_path_impl="eager")
+    method = RSPS(cfg, 10)
+    rng = np.random.default_rng(1)
+    x = jnp.asarray(rng.standard_normal((8, 16, 16, 3)), jnp.float32)
+    y = jnp.asarray(np.arange(8) % 10, jnp.int32)
+    traced = jax.jit(lambda s, a: steps.weight_step(cfg, method.graphdef, s, x, y, 0.1, a,
+                                                    used=used_params(s.params, a))[0],
+                     compiler_options=FAST_COMPILE)
+    update = steps._jitted_update(cfg.grad_clip, cfg.momentum, cfg.nesterov, cfg.weight_decay)
+    state, sizes = method.init_state(), []
+    for arch in ([3, 3, 3, 3, 3, 3], [2, 0, 1, 4, 2, 0], [1, 1, 1, 1, 1, 1], [4, 3, 2, 1, 0, 3]):
+        arch = np.asarray(arch, np.int32)
+        want = jax.device_get(traced(state, jnp.asarray(arch)))
+        state = method.weight_step(state, x, y, arch, 0.1)[0]
+        for a, b in zip(jax.tree.leaves(jax.device_get((state.params, state.stats, state.momentum))),
+                        jax.tree.leaves((want.params, want.stats, want.momentum))):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+        sizes.append(update._cache_size())
+    # after the first step (the fresh state's placement differs from a jitted output's), no recompiles
+    assert sizes[1] == sizes[2] == sizes[3], sizes

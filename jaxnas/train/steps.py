@@ -83,6 +83,11 @@ def eager_weight_step(cfg, graphdef, state, images, labels, lr, arch, used=None)
         return eager.forward(graphdef, params, state.stats, images, arch, train=True)
 
     (loss, (acc, stats)), grads = _value_and_grad(forward, state.params, labels)
+    # Gradients of ops that did not run are fresh zeros (uncommitted), and which ones those are
+    # changes with the architecture; jit keys its cache on placement, so give every leaf the
+    # placement of its state leaf or the update recompiles at almost every step.
+    grads, used = (None if t is None else jax.device_put(t, _placement(state.params)) for t in (grads, used))
+    stats = jax.device_put(stats, _placement(state.stats))
     new, gnorm = _jitted_update(cfg.grad_clip, cfg.momentum, cfg.nesterov, cfg.weight_decay)(
         state, grads, stats, lr, used)
     return new, {"loss": loss, "acc": acc, "grad_norm": gnorm}
@@ -98,6 +103,10 @@ def _value_and_grad(forward, params, labels):
         return loss, (acc, stats)
 
     return jax.value_and_grad(loss_fn, has_aux=True)(params)
+
+
+def _placement(tree):
+    return jax.tree.map(lambda x: x.sharding, tree)
 
 
 @functools.cache
