@@ -76,7 +76,7 @@ def torch_step(net, opt, arch, x, y, update):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--reps", type=int, default=20)
-    ap.add_argument("--impls", default="eager,merged")
+    ap.add_argument("--impls", default="eager", help="comma list of eager, merged, switch, mask (merged at N=5: ~10 min compile)")
     ap.add_argument("--C", type=int, default=16)
     ap.add_argument("--N", type=int, default=5)
     ap.add_argument("--batch", type=int, default=64)
