@@ -256,7 +256,7 @@ def test_eager_weight_step_compiles_its_update_once_and_equals_the_traced_step()
     traced = jax.jit(lambda s, a: steps.weight_step(cfg, method.graphdef, s, x, y, 0.1, a,
                                                     used=used_params(s.params, a))[0],
                      compiler_options=FAST_COMPILE)
-    update = steps._jitted_update(cfg.grad_clip, cfg.momentum, cfg.nesterov, cfg.weight_decay)
+    update = steps._jitted_update
     state, sizes = method.init_state(), []
     for arch in ([3, 3, 3, 3, 3, 3], [2, 0, 1, 4, 2, 0], [1, 1, 1, 1, 1, 1], [4, 3, 2, 1, 0, 3]):
         arch = np.asarray(arch, np.int32)

@@ -89,11 +89,12 @@ class SupernetMethod:
     def weight_step(self, state, images, labels, arch, lr, mode="single"):
         """SGD step on the shared weights for one architecture (single path) or op weights."""
         use_mask = mode == "single" and not self.cfg.decay_unsampled
-        if mode == "single" and self.host_step:
+        eager = mode == "single" and self.host_step
+        if eager:
             arch = np.asarray(arch)
-            used = used_params(state.params, arch) if use_mask else None
-            return steps.eager_weight_step(self.cfg, self.graphdef, state, images, labels, lr, arch, used=used)
         used = used_params(state.params, arch) if use_mask else None
+        if eager:
+            return steps.eager_weight_step(self.cfg, self.graphdef, state, images, labels, lr, arch, used=used)
         return steps.weight_step(self.cfg, self.graphdef, state, images, labels, lr, arch, mode=mode, used=used)
 
     def rank(self, state, archs, ctx: EvalContext, mode="single"):

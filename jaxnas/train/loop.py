@@ -10,6 +10,7 @@ and keeps the last good checkpoint.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import pathlib
@@ -148,8 +149,10 @@ class SearchRun:
         self.ctx = self._eval_context(ds, a_idx)
         self.run_dir = prepare_run_dir(run, cfg, overwrite)  # only now that everything is valid
         self.ckpt = checkpoint.Checkpointer(self.run_dir / "checkpoints", keep=cfg.keep_checkpoints)
-        self._prepare = jax.jit(self._prepare_fn)
-        self._step = self._host_step if self.method.host_step else jax.jit(self._step_fn, donate_argnums=0)
+        if self.method.host_step:  # train_step runs outside jit (eager single path); batches and lr inside
+            self._step = functools.partial(self._step_fn, prepare=jax.jit(self._prepare_fn))
+        else:
+            self._step = jax.jit(self._step_fn, donate_argnums=0)
 
     # --- pieces -----------------------------------------------------------------------------
     def _eval_context(self, ds, a_idx) -> EvalContext:
@@ -184,14 +187,9 @@ class SearchRun:
         abatch = self._batch(state, adata, a_idx, KEY_AUGMENT_A) if self.method.uses_arch_batch else None
         return lr, wbatch, abatch
 
-    def _step_fn(self, state, wdata, adata, w_idx, a_idx):
-        lr, wbatch, abatch = self._prepare_fn(state, wdata, adata, w_idx, a_idx)
-        return _advance(*self.method.train_step(state, wbatch, abatch, lr), lr)
-
-    def _host_step(self, state, wdata, adata, w_idx, a_idx):
-        """The step of a method whose `train_step` runs outside jit (`method.host_step`: the eager
-        single path); batches and learning rate still come from one jitted call."""
-        lr, wbatch, abatch = self._prepare(state, wdata, adata, w_idx, a_idx)
+    def _step_fn(self, state, wdata, adata, w_idx, a_idx, prepare=None):
+        """One step; `prepare` (a jitted `_prepare_fn`) when `train_step` runs outside jit."""
+        lr, wbatch, abatch = (prepare or self._prepare_fn)(state, wdata, adata, w_idx, a_idx)
         return _advance(*self.method.train_step(state, wbatch, abatch, lr), lr)
 
     def _orders(self, state, epoch):

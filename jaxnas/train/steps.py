@@ -8,9 +8,6 @@ behaviour; the default (False) follows current PyTorch.
 """
 from __future__ import annotations
 
-import functools
-import types
-
 import jax
 import jax.numpy as jnp
 
@@ -88,8 +85,7 @@ def eager_weight_step(cfg, graphdef, state, images, labels, lr, arch, used=None)
     # placement of its state leaf or the update recompiles at almost every step.
     grads, used = (None if t is None else jax.device_put(t, _placement(state.params)) for t in (grads, used))
     stats = jax.device_put(stats, _placement(state.stats))
-    new, gnorm = _jitted_update(cfg.grad_clip, cfg.momentum, cfg.nesterov, cfg.weight_decay)(
-        state, grads, stats, lr, used)
+    new, gnorm = _jitted_update(cfg, state, grads, stats, lr, used)
     return new, {"loss": loss, "acc": acc, "grad_norm": gnorm}
 
 
@@ -109,7 +105,4 @@ def _placement(tree):
     return jax.tree.map(lambda x: x.sharding, tree)
 
 
-@functools.cache
-def _jitted_update(grad_clip, momentum, nesterov, weight_decay):
-    cfg = types.SimpleNamespace(grad_clip=grad_clip, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay)
-    return jax.jit(functools.partial(apply_gradients, cfg), donate_argnums=0)
+_jitted_update = jax.jit(apply_gradients, static_argnums=0, donate_argnums=1)  # Config is frozen, hashable
