@@ -47,7 +47,9 @@ def jax_fns(impl, C, N, batch):
         def step(st, arch, x, y):
             return steps.eager_weight_step(cfg, g, st, x, y, 0.025, np.asarray(arch),
                                            used=used_params(st.params, np.asarray(arch)))[0]
-        return state, jax.grad(loss), step
+        def fwd_bwd(params, stats, arch, x, y):
+            return eager.value_and_grad(g, params, stats, x, y, np.asarray(arch))[1]
+        return state, fwd_bwd, step
 
     def step(st, arch, x, y):
         return steps.weight_step(cfg, g, st, x, y, 0.025, arch, used=used_params(st.params, arch))[0]

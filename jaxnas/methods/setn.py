@@ -41,6 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxnas import cpu_kernels
 from jaxnas.evaluate import loss_and_accuracy
 from jaxnas.methods.base import KEY_METHOD, KEY_SAMPLE, SupernetMethod
 from jaxnas.nn import apply, eager
@@ -100,6 +101,10 @@ def _alpha_grads(arch, forward, labels):
     return jax.value_and_grad(loss_fn, has_aux=True)(arch)
 
 
+_softmax_vjp = cpu_kernels.jit(lambda alpha: jax.vjp(lambda a: jax.nn.softmax(a, axis=-1), alpha))
+_pull = cpu_kernels.jit(lambda pullback, g: pullback(g)[0])
+
+
 class SETN(SupernetMethod):
     name = "setn"
     uses_arch_batch = True
@@ -130,10 +135,10 @@ class SETN(SupernetMethod):
     def host_arch_step(self, state, images, labels):
         """`arch_step` outside jit (with the eager weight step, `host_step`): the weighted forward
         through `jaxnas.nn.eager`, then one jitted Adam update (state donated)."""
-        def forward(weights):
-            return eager.forward(self.graphdef, state.params, state.stats, images, weights, mode="weighted")
-
-        (loss, (acc, stats)), grads = _alpha_grads(state.arch, forward, labels)
+        weights, softmax_pullback = _softmax_vjp(state.arch["alpha"])
+        (loss, (acc, stats)), grad_w = eager.weights_value_and_grad(self.graphdef, state.params, state.stats,
+                                                                    images, labels, weights)
+        grads = {"alpha": _pull(softmax_pullback, grad_w)}
         return self._jitted_arch_update(state, grads, stats), {"arch_loss": loss, "arch_acc": acc}
 
     def _arch_update(self, state, grads, stats):

@@ -1,17 +1,21 @@
-"""Single-path loss and gradients with one compiled kernel per module, the architecture chosen in Python.
+"""Single-path and weighted supernet passes with one compiled kernel per module, the architecture
+chosen in Python, and the reverse pass driven from Python too.
 
 Why: on XLA:CPU, convolution gradients inside lax.switch / lax.cond / lax.scan are 10-20x slower
 than outside (jax issue #12868), and the branch-free `merged` supernet, unrolled over C=16, N=5,
 compiled for ~10 minutes and took 40-84 s per fwd+bwd at batch 64 where PyTorch takes ~1 s
 (benchmarks/BENCHMARKS.md, section 1). Here the architecture is a concrete host array: each cell
-runs only its chosen ops, every module call (stem, ReLU-conv-BN, ResNet block, head, pooling) is
-its own jitted kernel, compiled once per module structure and input shape (a handful per network,
-seconds in all), and JAX's autodiff differentiates through the Python composition, so the
-backward pass runs each kernel's own compiled gradient outside any control flow.
+runs only its chosen ops, and every module call (stem, ReLU-conv-BN, ResNet block, head, pooling;
+in weighted mode a whole mixed edge) is its own jitted kernel, compiled once per module structure
+and input shape (a handful per network, seconds in all). Each kernel returns its output and its
+pullback (jax.vjp inside jit: a pytree of residuals), a tape records them, and the backward pass
+runs the pullbacks in reverse order, the gradients going straight into the flat leaves of the
+parameter tree. An earlier version let jax.grad differentiate through the Python composition of
+the kernels; the explicit tape computes the same values without jax.grad's per-call tracing and
+partial evaluation outside jit (15% of the step). Kernels run with YNNPACK on CPU (cpu_kernels).
 
-The result equals the traced forward (single path: `impl` merged / switch / mask; weighted mode)
+Results equal the traced supernet (single path: `impl` merged / switch / mask; weighted mode)
 up to float rounding, including which BatchNorm running statistics move (only the ops that ran).
-Weighted mode (SETN's evaluator step) runs every op the same way, the mixing weights traced.
 """
 from __future__ import annotations
 
@@ -22,31 +26,204 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from jaxnas import cpu_kernels
 from jaxnas.nn.functional import apply
 from jaxnas.nn.ops import ResNetBlock, avg_pool_3x3
 from jaxnas.spaces import nb201
 
 
-@functools.partial(jax.jit, static_argnums=(0, 4))
-def _module_kernel(graphdef, params, stats, x, train):
-    """One module's forward, compiled per (structure, shapes): returns (y, new running stats)."""
-    return apply(graphdef, params, stats, x, train)
+# --- loss and gradients with an explicit tape -----------------------------------------------
+
+@cpu_kernels.jit(static_argnums=(0, 4, 5))
+def _module_vjp(graphdef, params, stats, x, train, param_grads):
+    """One module's forward and its pullback (a pytree of residuals, so it leaves jit); the
+    pullback gives (parameter grads, input grad), or the input grad alone."""
+    def f(p, h):
+        return apply(graphdef, p, stats, h, train)
+    if param_grads:
+        y, pullback, new_stats = jax.vjp(f, params, x, has_aux=True)
+    else:
+        y, pullback, new_stats = jax.vjp(lambda h: f(params, h), x, has_aux=True)
+    return y, new_stats, pullback
 
 
-_pool = jax.jit(avg_pool_3x3)
+@cpu_kernels.jit(static_argnums=(0, 5))
+def _mixed_edge_vjp(graphdef, params, stats, x, w, train):
+    """A weighted-mode edge, sum_k w[k] op_k(x) (as `_weighted_cell`), in one kernel; the pullback
+    gives (input grad, grad of the op weights w [5]). No weight gradients: nothing uses them."""
+    def f(h, w):
+        edge = nnx.merge(graphdef, params, stats, copy=True)
+        y = (w[nb201.SKIP] * h + w[nb201.CONV1] * edge.conv1(h, train)
+             + w[nb201.CONV3] * edge.conv3(h, train) + w[nb201.POOL] * avg_pool_3x3(h))
+        return y, nnx.as_pure(nnx.state(edge, nnx.BatchStat))
+    y, pullback, new_stats = jax.vjp(f, x, w, has_aux=True)
+    return y, new_stats, pullback
 
 
-def _run(module, x, train):
-    """Call `module(x, train)` through its compiled kernel and write its new statistics back."""
-    graphdef, params, stats = nnx.split(module, nnx.Param, nnx.BatchStat)
-    y, new_stats = _module_kernel(graphdef, nnx.as_pure(params), nnx.as_pure(stats), x, train)
-    nnx.update(module, new_stats)
-    return y
+_pool_vjp = cpu_kernels.jit(lambda x: jax.vjp(avg_pool_3x3, x))
+_pull = cpu_kernels.jit(lambda pullback, g: pullback(g))
+_add = cpu_kernels.jit(jnp.add)  # jitted calls dispatch asynchronously; eager jnp ops stalled the step
 
 
-def _single_cell(cell, x, arch, train):
-    """A search cell with a concrete single-path architecture: only the chosen op of each edge runs."""
-    nodes = [x]
+@cpu_kernels.jit
+def _loss_vjp(logits, labels):
+    from jaxnas.evaluate import loss_and_accuracy
+    (loss, acc), grad = jax.value_and_grad(loss_and_accuracy, has_aux=True)(logits, labels)
+    return loss, acc, grad
+
+
+@functools.lru_cache(maxsize=None)
+def _zeros(shape, dtype, sharding):
+    """A shared zero array (arrays are immutable): gradients of the ops that did not run."""
+    return jax.device_put(jnp.zeros(shape, dtype), sharding)
+
+
+def _like(x):
+    return x.shape, x.dtype, x.sharding
+
+
+def _keys(key_path):
+    return tuple(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k))) for k in key_path)
+
+
+class _Plan:
+    """Where each module of a supernet lives in the flat parameter / statistics leaves."""
+
+    def __init__(self, graphdef, params, stats):
+        model = nnx.merge(graphdef, params, stats, copy=True)
+        p_paths = [_keys(k) for k, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
+        s_paths = [_keys(k) for k, _ in jax.tree_util.tree_flatten_with_path(stats)[0]]
+        self.modules = {}  # path -> (graphdef, param leaf ids, param treedef, stat leaf ids, stat treedef)
+
+        def add(path, module):
+            g, p, s = nnx.split(module, nnx.Param, nnx.BatchStat)
+            p, s = nnx.as_pure(p), nnx.as_pure(s)
+            pick = lambda paths: [i for i, q in enumerate(paths) if q[:len(path)] == path]  # noqa: E731
+            self.modules[path] = (g, pick(p_paths), jax.tree.structure(p), pick(s_paths), jax.tree.structure(s))
+
+        add(("stem",), model.stem)
+        add(("head",), model.head)
+        self.resnet = set()
+        for i, cell in enumerate(model.cells):
+            if isinstance(cell, ResNetBlock):
+                self.resnet.add(i)
+                add(("cells", i), cell)
+                continue
+            for e in range(nb201.NUM_EDGES):
+                add(("cells", i, "edges", e), cell.edges[e])
+                add(("cells", i, "edges", e, "conv1"), cell.edges[e].conv1)
+                add(("cells", i, "edges", e, "conv3"), cell.edges[e].conv3)
+        self.num_cells = len(model.cells)
+
+
+_plans: dict = {}
+
+
+class _Tape:
+    """Runs kernels forward, records their pullbacks, and runs them backward (`backward`)."""
+
+    def __init__(self, graphdef, params, stats, train, param_grads):
+        key = (graphdef, jax.tree.structure(params), jax.tree.structure(stats))
+        if key not in _plans:
+            _plans[key] = _Plan(graphdef, params, stats)
+        self.plan, self.train, self.param_grads = _plans[key], train, param_grads
+        self.p_leaves, self.p_def = jax.tree.flatten(params)
+        s_leaves, self.s_def = jax.tree.flatten(stats)
+        self.s_leaves, self.new_stats = s_leaves, list(s_leaves)
+        self.values, self.records = [], []  # records: (output id, kind, input ids, pullback, key)
+
+    def value(self, v):
+        self.values.append(v)
+        return len(self.values) - 1
+
+    def _module_args(self, path):
+        g, pi, pdef, si, sdef = self.plan.modules[path]
+        return g, jax.tree.unflatten(pdef, [self.p_leaves[i] for i in pi]), \
+            jax.tree.unflatten(sdef, [self.s_leaves[i] for i in si])
+
+    def _keep_stats(self, path, stats):
+        for i, leaf in zip(self.plan.modules[path][3], jax.tree.leaves(stats)):
+            self.new_stats[i] = leaf
+
+    def module(self, path, h):
+        y, stats, pullback = _module_vjp(*self._module_args(path), self.values[h], self.train, self.param_grads)
+        self._keep_stats(path, stats)
+        out = self.value(y)
+        self.records.append((out, "module", (h,), pullback, path))
+        return out
+
+    def mixed_edge(self, path, h, weights, e):
+        y, stats, pullback = _mixed_edge_vjp(*self._module_args(path), self.values[h], weights[e], self.train)
+        self._keep_stats(path, stats)
+        out = self.value(y)
+        self.records.append((out, "edge", (h,), pullback, e))
+        return out
+
+    def pool(self, h):
+        y, pullback = _pool_vjp(self.values[h])
+        out = self.value(y)
+        self.records.append((out, "pool", (h,), pullback, None))
+        return out
+
+    def add(self, ids):
+        if len(ids) == 1:
+            return ids[0]
+        total = self.values[ids[0]]
+        for i in ids[1:]:
+            total = _add(total, self.values[i])
+        out = self.value(total)
+        self.records.append((out, "add", tuple(ids), None, None))
+        return out
+
+    def zeros_like(self, h):
+        return self.value(_zeros(*_like(self.values[h])))
+
+    def network(self, images, cell_fn):
+        """Stem, cells (`cell_fn(tape, cell index, input id)` for search cells), head: the logits id."""
+        h = self.module(("stem",), self.value(images))
+        for c in range(self.plan.num_cells):
+            h = self.module(("cells", c), h) if c in self.plan.resnet else cell_fn(self, c, h)
+        return self.module(("head",), h)
+
+    def backward(self, out, g_out):
+        """Cotangents from `out` back to the images: (param grad leaves or None, edge weight grads
+        by edge). Values that do not reach `out` get no cotangent (their gradients are zero)."""
+        cot = {out: g_out}
+        grad_leaves = [None] * len(self.p_leaves)
+        grad_w = {}
+
+        def accumulate(store, i, g):
+            store[i] = _add(store[i], g) if i in store else g
+
+        for out_id, kind, inputs, pullback, key in reversed(self.records):
+            if out_id not in cot:
+                continue
+            g = cot.pop(out_id)
+            if kind == "add":
+                for i in inputs:
+                    accumulate(cot, i, g)
+                continue
+            if kind == "pool":
+                (g_x,) = _pull(pullback, g)
+            elif kind == "edge":
+                g_x, g_w = _pull(pullback, g)
+                accumulate(grad_w, key, g_w)
+            elif self.param_grads:
+                g_params, g_x = _pull(pullback, g)
+                for i, leaf in zip(self.plan.modules[key][1], jax.tree.leaves(g_params)):
+                    grad_leaves[i] = leaf
+            else:
+                (g_x,) = _pull(pullback, g)
+            if inputs[0]:  # value 0 is the images
+                accumulate(cot, inputs[0], g_x)
+        return grad_leaves, grad_w
+
+    def stats(self):
+        return jax.tree.unflatten(self.s_def, self.new_stats)
+
+
+def _tape_single_cell(tape, c, h, arch):
+    nodes = [h]
     for i in range(1, nb201.NUM_NODES):
         terms = []
         for e, (to, j) in enumerate(nb201.EDGES):
@@ -56,53 +233,67 @@ def _single_cell(cell, x, arch, train):
             if op == nb201.SKIP:
                 terms.append(nodes[j])
             elif op == nb201.POOL:
-                terms.append(_pool(nodes[j]))
+                terms.append(tape.pool(nodes[j]))
             else:
-                edge = cell.edges[e]
-                terms.append(_run(edge.conv1 if op == nb201.CONV1 else edge.conv3, nodes[j], train))
-        nodes.append(sum(terms[1:], terms[0]) if terms else jnp.zeros_like(x))
+                terms.append(tape.module(("cells", c, "edges", e, "conv1" if op == nb201.CONV1 else "conv3"), nodes[j]))
+        nodes.append(tape.add(terms) if terms else tape.zeros_like(h))
     return nodes[-1]
 
 
-def _weighted_cell(cell, x, weights, train):
-    """A search cell in weighted ("joint") mode: every op of every edge runs, mixed by `weights`
-    [6, 5] (values may be traced, e.g. softmax(alpha) under jax.grad); none contributes zero."""
-    nodes = [x]
+def _tape_weighted_cell(tape, c, h, weights):
+    nodes = [h]
     for i in range(1, nb201.NUM_NODES):
-        acc = None
-        for e, (to, j) in enumerate(nb201.EDGES):
-            if to != i:
-                continue
-            edge, h, w = cell.edges[e], nodes[j], weights[e]
-            term = (w[nb201.SKIP] * h + w[nb201.CONV1] * _run(edge.conv1, h, train)
-                    + w[nb201.CONV3] * _run(edge.conv3, h, train) + w[nb201.POOL] * _pool(h))
-            acc = term if acc is None else acc + term
-        nodes.append(acc)
+        nodes.append(tape.add([tape.mixed_edge(("cells", c, "edges", e), nodes[j], weights, e)
+                               for e, (to, j) in enumerate(nb201.EDGES) if to == i]))
     return nodes[-1]
 
 
-def forward(graphdef, params, stats, images, arch, train: bool = True, mode: str = "single"):
-    """Logits of the supernet and the new BatchNorm statistics, differentiable with jax.grad outside jit.
-
-    mode "single": `arch` is a concrete host int array [6] (only the chosen ops run);
-    mode "weighted": `arch` is float [6, 5] op weights (may be traced; every op runs).
-    """
+def _run(graphdef, params, stats, images, arch, train, mode, param_grads):
+    """The forward pass on a tape: (tape, id of the logits). Checks the architecture argument."""
     if mode == "single":
         if isinstance(arch, jax.core.Tracer):
             raise ValueError("the eager single path needs a concrete architecture (a host array), not a traced one")
         arch = np.asarray(arch)
         if arch.shape != (nb201.NUM_EDGES,):
             raise ValueError(f"the eager single path takes one architecture of shape [6], got {arch.shape}")
-        cell_fn = _single_cell
+        cell = _tape_single_cell
     elif mode == "weighted":
         if tuple(arch.shape) != (nb201.NUM_EDGES, nb201.NUM_OPS):
             raise ValueError(f"weighted mode takes op weights of shape [6, 5], got {tuple(arch.shape)}")
-        cell_fn = _weighted_cell
+        cell = _tape_weighted_cell
     else:
-        raise ValueError(f"the eager forward supports modes 'single' and 'weighted', got {mode!r}")
-    model = nnx.merge(graphdef, params, stats, copy=True)
-    h = _run(model.stem, images, train)
-    for cell in model.cells:
-        h = _run(cell, h, train) if isinstance(cell, ResNetBlock) else cell_fn(cell, h, arch, train)
-    logits = _run(model.head, h, train)
-    return logits, nnx.as_pure(nnx.state(model, nnx.BatchStat))
+        raise ValueError(f"the eager passes support modes 'single' and 'weighted', got {mode!r}")
+    tape = _Tape(graphdef, params, stats, train, param_grads)
+    return tape, tape.network(images, lambda t, c, h: cell(t, c, h, arch))
+
+
+def forward(graphdef, params, stats, images, arch, train: bool = True, mode: str = "single"):
+    """Logits of the supernet and the new BatchNorm statistics. mode "single": `arch` is a concrete
+    host int array [6] (only the chosen ops run); "weighted": float [6, 5] op weights (every op runs).
+    Not for jax.grad: use `value_and_grad` / `weights_value_and_grad`."""
+    tape, out = _run(graphdef, params, stats, images, arch, train, mode, param_grads=False)
+    return tape.values[out], tape.stats()
+
+
+def value_and_grad(graphdef, params, stats, images, labels, arch, train: bool = True):
+    """((loss, (accuracy, new stats)), grads) of the mean cross-entropy of the single-path network
+    `arch` (a concrete host int array [6]): the same as jax.value_and_grad over the traced supernet."""
+    tape, out = _run(graphdef, params, stats, images, arch, train, "single", param_grads=True)
+    loss, acc, g_logits = _loss_vjp(tape.values[out], labels)
+    grad_leaves, _ = tape.backward(out, g_logits)
+    grad_leaves = [_zeros(*_like(p)) if g is None else g for g, p in zip(grad_leaves, tape.p_leaves)]
+    return (loss, (acc, tape.stats())), jax.tree.unflatten(tape.p_def, grad_leaves)
+
+
+def weights_value_and_grad(graphdef, params, stats, images, labels, weights, train: bool = True):
+    """((loss, (accuracy, new stats)), d loss / d weights) in weighted mode (`weights` float [6, 5],
+    every op of every edge mixed by it), as jax.value_and_grad over the traced supernet with
+    respect to the weights; no gradient of the network's parameters is computed."""
+    tape, out = _run(graphdef, params, stats, images, weights, train, "weighted", param_grads=False)
+    loss, acc, g_logits = _loss_vjp(tape.values[out], labels)
+    _, grad_w = tape.backward(out, g_logits)
+    rows = [grad_w[e] if e in grad_w else _zeros(*_like(weights[e])) for e in range(nb201.NUM_EDGES)]
+    return (loss, (acc, tape.stats())), _stack(rows)
+
+
+_stack = cpu_kernels.jit(jnp.stack)

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from jaxnas import cpu_kernels
 from jaxnas.evaluate import map_chunked
 from jaxnas.nn import NB201SuperNet, split, used_params
 from jaxnas.proxies import activation, gradient
@@ -80,7 +81,8 @@ class ProxyScorer:
                 fn = functools.partial(fn, das_weight=das_weight, impl="switch")
             fns.setdefault(PROXIES[name][0], fn)
         self._fns = list(fns.values())
-        self._run = jax.jit(self._score_all)
+        # YNNPACK for the convolutions and matmuls only: its elementwise fusions fail on the code kernel
+        self._run = cpu_kernels.jit(self._score_all, fusions=(cpu_kernels.DOT,))
 
     def init_params(self, key):
         """Fresh weights, distributed as PyTorch's defaults (and jaxnas.nn.ops): conv / linear

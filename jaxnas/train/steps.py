@@ -11,6 +11,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from jaxnas import cpu_kernels
+
 
 def cosine_lr(step, total_steps: int, lr: float, lr_min: float):
     """Cosine annealing from `lr` at step 0 to `lr_min` at `total_steps`, per step."""
@@ -76,10 +78,7 @@ def eager_weight_step(cfg, graphdef, state, images, labels, lr, arch, used=None)
     (state donated). Call it outside jit. Same result as `weight_step` up to float rounding."""
     from jaxnas.nn import eager
 
-    def forward(params):
-        return eager.forward(graphdef, params, state.stats, images, arch, train=True)
-
-    (loss, (acc, stats)), grads = _value_and_grad(forward, state.params, labels)
+    (loss, (acc, stats)), grads = eager.value_and_grad(graphdef, state.params, state.stats, images, labels, arch)
     # Gradients of ops that did not run are fresh zeros (uncommitted), and which ones those are
     # changes with the architecture; jit keys its cache on placement, so give every leaf the
     # placement of its state leaf or the update recompiles at almost every step.
@@ -105,4 +104,4 @@ def _placement(tree):
     return jax.tree.map(lambda x: x.sharding, tree)
 
 
-_jitted_update = jax.jit(apply_gradients, static_argnums=0, donate_argnums=1)  # Config is frozen, hashable
+_jitted_update = cpu_kernels.jit(apply_gradients, static_argnums=0, donate_argnums=1)  # Config is frozen, hashable
