@@ -12,8 +12,6 @@ BatchNorm during evaluation (`bn`):
 """
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import optax

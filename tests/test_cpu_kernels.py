@@ -11,8 +11,7 @@ import pytest
 from flax import nnx
 
 from jaxnas import cpu_kernels
-from jaxnas.nn import NB201SuperNet, split
-from jaxnas.nn import ops
+from jaxnas.nn import NB201SuperNet, ops, split
 from jaxnas.proxies import activation
 
 

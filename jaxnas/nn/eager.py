@@ -31,7 +31,6 @@ from jaxnas.nn.functional import apply
 from jaxnas.nn.ops import ResNetBlock, avg_pool_3x3
 from jaxnas.spaces import nb201
 
-
 # --- loss and gradients with an explicit tape -----------------------------------------------
 
 @cpu_kernels.jit(static_argnums=(0, 4, 5))
@@ -72,7 +71,7 @@ def _loss_vjp(logits, labels):
     return loss, acc, grad
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _zeros(shape, dtype, sharding):
     """A shared zero array (arrays are immutable): gradients of the ops that did not run."""
     return jax.device_put(jnp.zeros(shape, dtype), sharding)
@@ -98,7 +97,7 @@ class _Plan:
         def add(path, module):
             g, p, s = nnx.split(module, nnx.Param, nnx.BatchStat)
             p, s = nnx.as_pure(p), nnx.as_pure(s)
-            pick = lambda paths: [i for i, q in enumerate(paths) if q[:len(path)] == path]  # noqa: E731
+            pick = lambda paths: [i for i, q in enumerate(paths) if q[:len(path)] == path]
             self.modules[path] = (g, pick(p_paths), jax.tree.structure(p), pick(s_paths), jax.tree.structure(s))
 
         add(("stem",), model.stem)
