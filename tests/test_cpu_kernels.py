@@ -67,12 +67,13 @@ def test_ynn_can_be_switched_off(monkeypatch):
 
 @pytest.mark.parametrize("stride,padding,k", [(1, 1, 3), (1, 0, 1), (2, 1, 3)])
 def test_chunked_kernel_gradient_equals_xla(stride, padding, k):
-    """On CPU the convolution's kernel gradient is summed over 8-example chunks (batch 32: 4)."""
-    assert ops.wgrad_chunks(32) == 4 and ops.wgrad_chunks(12) == 1 and ops.wgrad_chunks(8) == 1
+    """On CPU the kernel gradient of a convolution on 32x32 inputs is summed over 8-example chunks."""
+    assert ops.wgrad_chunks(32, 1024) == 4
+    assert ops.wgrad_chunks(12, 1024) == ops.wgrad_chunks(8, 1024) == ops.wgrad_chunks(32, 256) == 1
     rng = np.random.default_rng(1)
-    x = jnp.asarray(rng.standard_normal((32, 10, 10, 6)), jnp.float32)
-    w = jnp.asarray(0.3 * rng.standard_normal((k, k, 6, 5)), jnp.float32)
-    g = jnp.asarray(rng.standard_normal((32, 10 // stride, 10 // stride, 5)), jnp.float32)
+    x = jnp.asarray(rng.standard_normal((32, 32, 32, 3)), jnp.float32)
+    w = jnp.asarray(0.3 * rng.standard_normal((k, k, 3, 4)), jnp.float32)
+    g = jnp.asarray(rng.standard_normal((32, 32 // stride, 32 // stride, 4)), jnp.float32)
 
     def xla(x, w):
         return jax.lax.conv_general_dilated(x, w, (stride, stride), ((padding, padding),) * 2,
@@ -81,5 +82,5 @@ def test_chunked_kernel_gradient_equals_xla(stride, padding, k):
     want_y, pull = jax.vjp(xla, x, w)
     got_y, pull_chunked = jax.vjp(lambda a, b: ops.conv2d(a, b, stride, padding), x, w)
     np.testing.assert_array_equal(got_y, want_y)
-    for got, want in zip(jax.jit(pull_chunked)(g), jax.jit(pull)(g)):  # float32 sums of 3200 terms
+    for got, want in zip(jax.jit(pull_chunked)(g), jax.jit(pull)(g)):  # float32 sums of 32768 terms
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * float(np.abs(want).max()))

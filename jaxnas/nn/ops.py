@@ -38,14 +38,20 @@ def _conv(x, kernel, stride: int, padding: int):
         dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 
-WGRAD_CHUNK = 8  # examples per chunk of the CPU weight gradient (benchmarks/BENCHMARKS.md, section 3)
+WGRAD_CHUNK = 8  # examples per chunk of the CPU kernel gradient (benchmarks/BENCHMARKS.md, section 1)
+WGRAD_MIN_PIXELS = 32 * 32  # inputs smaller than this keep XLA's kernel gradient
 
 
-def wgrad_chunks(batch: int) -> int:
-    """How many batch chunks the kernel gradient is summed over: XLA:CPU computes a convolution's
-    kernel gradient on one core and 2-3x slower at batch 64 than as a sum of 8-example chunks
-    (C=16, 32x32, 3x3: 23 ms vs 8.4 ms; 1x1 and the other stages gain less); other backends: 1."""
-    if jax.default_backend() != "cpu" or batch % WGRAD_CHUNK or batch <= WGRAD_CHUNK:
+def wgrad_chunks(batch: int, pixels: int) -> int:
+    """How many batch chunks a convolution's kernel gradient is summed over (1: XLA's own).
+
+    XLA:CPU computes the kernel gradient on one core; at batch 64 and 32x32 inputs (NB201's first
+    stage) the sum over 8-example chunks is 2.5x faster without YNNPACK (21.4 -> 9.2 ms) and 1.3x
+    with it (11.6 -> 8.7 ms). On 16x16 and 8x8 inputs YNNPACK's own kernel gradient is faster
+    (6.3 vs 10.5, 4.9 vs 7.9 ms), so only inputs of at least 32x32 pixels are chunked. Other
+    backends: 1 (`benchmarks/explore/conv_kernels.py`)."""
+    if (jax.default_backend() != "cpu" or pixels < WGRAD_MIN_PIXELS or batch % WGRAD_CHUNK
+            or batch <= WGRAD_CHUNK):
         return 1
     return batch // WGRAD_CHUNK
 
@@ -66,7 +72,7 @@ def _conv2d_fwd(x, kernel, stride, padding):
 def _conv2d_bwd(stride, padding, res, g):
     x, kernel = res
     grad_x = jax.vjp(lambda a: _conv(a, kernel, stride, padding), x)[1](g)[0]
-    k = wgrad_chunks(x.shape[0])
+    k = wgrad_chunks(x.shape[0], x.shape[1] * x.shape[2])
     if k == 1:
         return grad_x, jax.vjp(lambda w: _conv(x, w, stride, padding), kernel)[1](g)[0]
     n = x.shape[0] // k
