@@ -48,7 +48,7 @@ def _module_vjp(graphdef, params, stats, x, train, param_grads):
 
 @cpu_kernels.jit(static_argnums=(0, 5))
 def _mixed_edge_vjp(graphdef, params, stats, x, w, train):
-    """A weighted-mode edge, sum_k w[k] op_k(x) (as `_weighted_cell`), in one kernel; the pullback
+    """A weighted-mode edge, sum_k w[k] op_k(x) (none adds nothing), in one kernel; the pullback
     gives (input grad, grad of the op weights w [5]). No weight gradients: nothing uses them."""
     def f(h, w):
         edge = nnx.merge(graphdef, params, stats, copy=True)
