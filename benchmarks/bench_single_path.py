@@ -36,20 +36,18 @@ def jax_fns(impl, C, N, batch):
                                   single_path_impl="merged" if impl == "eager" else impl, rngs=nnx.Rngs(0)))
     state = state_lib.create(p, s, 0)
 
-    def loss(params, stats, arch, x, y):
-        if impl == "eager":
-            logits, _ = eager.forward(g, params, stats, x, arch, train=True)
-        else:
-            logits, _ = apply(g, params, stats, x, arch, train=True)
-        return loss_and_accuracy(logits, y)[0]
+    if impl == "eager":  # the tape's loss and gradients, then the jitted update
+        def fwd_bwd(params, stats, arch, x, y):
+            return eager.value_and_grad(g, params, stats, x, y, np.asarray(arch))[1]
 
-    if impl == "eager":
         def step(st, arch, x, y):
             return steps.eager_weight_step(cfg, g, st, x, y, 0.025, np.asarray(arch),
                                            used=used_params(st.params, np.asarray(arch)))[0]
-        def fwd_bwd(params, stats, arch, x, y):
-            return eager.value_and_grad(g, params, stats, x, y, np.asarray(arch))[1]
         return state, fwd_bwd, step
+
+    def loss(params, stats, arch, x, y):
+        logits, _ = apply(g, params, stats, x, arch, train=True)
+        return loss_and_accuracy(logits, y)[0]
 
     def step(st, arch, x, y):
         return steps.weight_step(cfg, g, st, x, y, 0.025, arch, used=used_params(st.params, arch))[0]
