@@ -198,6 +198,8 @@ class _Tape:
             if out_id not in cot:
                 continue
             g = cot.pop(out_id)
+            if kind == "module" and not inputs[0] and not self.param_grads:
+                continue  # the stem's pullback would give only the images' gradient, never used
             if kind == "add":
                 for i in inputs:
                     accumulate(cot, i, g)

@@ -72,9 +72,7 @@ def _conv2d_fwd(x, kernel, stride, padding):
 def _conv2d_bwd(stride, padding, res, g):
     x, kernel = res
     grad_x = jax.vjp(lambda a: _conv(a, kernel, stride, padding), x)[1](g)[0]
-    k = wgrad_chunks(x.shape[0], x.shape[1] * x.shape[2])
-    if k == 1:
-        return grad_x, jax.vjp(lambda w: _conv(x, w, stride, padding), kernel)[1](g)[0]
+    k = wgrad_chunks(x.shape[0], x.shape[1] * x.shape[2])  # 1: one chunk, XLA's own kernel gradient
     n = x.shape[0] // k
     grad_w = None
     for i in range(k):
