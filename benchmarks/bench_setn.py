@@ -10,7 +10,7 @@ iteration: one SETN step at batch 64: a uniformly sampled architecture's SGD wei
            `search_func` body.
 Both at C=16, N=5 (NB201's search network), CIFAR-10 shapes; medians; jaxnas compile reported apart.
 
-Usage: python benchmarks/bench_setn.py [--cands 100] [--reps 5] [--out FILE.json]
+Usage: python benchmarks/bench_setn.py [--cands 100] [--reps 5] [--chunk 0] [--torch-device cuda] [--out FILE.json]
 """
 from __future__ import annotations
 
@@ -30,9 +30,9 @@ from jaxnas.methods.setn import SETN
 from jaxnas.spaces import nb201
 
 
-def torch_setn(C, N):
+def torch_setn(C, N, device="cpu"):
     from xautodl.models.cell_searchs.search_model_setn import TinyNetworkSETN
-    net = TinyNetworkSETN(C, N, 4, 10, list(nb201.OPS), False, False)
+    net = TinyNetworkSETN(C, N, 4, 10, list(nb201.OPS), False, False).to(device)
     w_opt = torch.optim.SGD(net.get_weights(), lr=0.025, momentum=0.9, nesterov=True, weight_decay=5e-4)
     a_opt = torch.optim.Adam(net.get_alphas(), lr=3e-4, betas=(0.5, 0.999), weight_decay=1e-3)
     return net, w_opt, a_opt
@@ -67,6 +67,8 @@ def torch_iteration(net, w_opt, a_opt, arch, wx, wy, ax, ay):
     _, logits = net(ax)
     torch.nn.functional.cross_entropy(logits, ay).backward()
     a_opt.step()
+    if ax.is_cuda:
+        torch.cuda.synchronize()
 
 
 def main():
@@ -77,21 +79,25 @@ def main():
     ap.add_argument("--C", type=int, default=16)
     ap.add_argument("--N", type=int, default=5)
     ap.add_argument("--skip", default="", help="selection or iteration, to skip one")
+    ap.add_argument("--chunk", type=int, default=0, help="candidates per vmapped chunk (0: the backend's default)")
+    ap.add_argument("--torch-device", default="cpu", help="cpu, or cuda for the GPU peer")
     ap.add_argument("--out")
     a = ap.parse_args()
     rng = np.random.default_rng(0)
-    cfg = PRESETS["paper"].replace(method="setn", C=a.C, N=a.N, select_num=a.cands, eval_batch_size=a.eval_batch)
+    cfg = PRESETS["paper"].replace(method="setn", C=a.C, N=a.N, select_num=a.cands, eval_batch_size=a.eval_batch,
+                                      eval_chunk_size=a.chunk)
     method = SETN(cfg, 10)
     state = method.init_state()
-    net, w_opt, a_opt = torch_setn(a.C, a.N)
-    res = dict(machine_info(), C=a.C, N=a.N)
+    dev = a.torch_device
+    net, w_opt, a_opt = torch_setn(a.C, a.N, dev)
+    res = dict(machine_info(), C=a.C, N=a.N, torch_device=dev, chunk=a.chunk)
 
     if a.skip != "selection":
         archs = nb201.from_index(rng.choice(nb201.NUM_ARCHS, a.cands, replace=False))
         x = rng.standard_normal((a.eval_batch, 32, 32, 3)).astype(np.float32)
         y = rng.integers(0, 10, a.eval_batch).astype(np.int32)
         ctx = EvalContext(jnp.asarray(x), jnp.asarray(y))
-        xt, yt = torch.from_numpy(x.transpose(0, 3, 1, 2).copy()), torch.from_numpy(y).long()
+        xt, yt = torch.from_numpy(x.transpose(0, 3, 1, 2).copy()).to(dev), torch.from_numpy(y).long().to(dev)
         t_compile = timed(lambda: method.pick_best(state, archs[:2], ctx))  # compile (K=2 program)
         method.pick_best(state, archs, ctx)  # compile the K program, warm-up
         tj = [timed(lambda: method.pick_best(state, archs, ctx)) for _ in range(max(1, a.reps // 5))]
@@ -109,7 +115,8 @@ def main():
         batches = [(rng.standard_normal((b, 32, 32, 3)).astype(np.float32), rng.integers(0, 10, b).astype(np.int32))
                    for _ in range(2)]
         wb, ab = [(jnp.asarray(x), jnp.asarray(y)) for x, y in batches]
-        tb = [(torch.from_numpy(x.transpose(0, 3, 1, 2).copy()), torch.from_numpy(y).long()) for x, y in batches]
+        tb = [(torch.from_numpy(x.transpose(0, 3, 1, 2).copy()).to(dev), torch.from_numpy(y).long().to(dev))
+              for x, y in batches]
         t0 = time.perf_counter()
         state = jax.block_until_ready(step(state, wb, ab))
         compile_s = time.perf_counter() - t0

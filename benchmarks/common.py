@@ -19,4 +19,6 @@ def machine_info() -> dict:
     """Machine, thread count, versions, backend and date, recorded with every result."""
     return {"machine": platform.processor() or platform.machine(), "torch_threads": torch.get_num_threads(),
             "jax": jax.__version__, "torch": torch.__version__, "backend": jax.default_backend(),
+            "jax_device": jax.devices()[0].device_kind,
+            "torch_cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
             "date": time.strftime("%Y-%m-%d")}

@@ -45,8 +45,8 @@ class Config:
     # --- candidate selection
     select_num: int = 100              # candidates evaluated at the end
     eval_batch_size: int = 512         # images in the validation batch candidates are ranked on
-    eval_chunk_size: int = 0           # candidates vmapped at once (bounds memory); 0: 1 on CPU (vmapped
-                                       # per-candidate convolutions measured 4x slower there), 16 elsewhere
+    eval_chunk_size: int = 0           # candidates vmapped at once (bounds memory); 0: 1 for candidate
+                                       # evaluation; for proxies 1 on CPU, 16 on GPU (methods.base.eval_chunk_size)
     eval_bn: str = "batch"             # BN during evaluation: batch | running | recal
     setn_select: str = "topk"          # SETN candidates: topk (highest log-probability) | sample (from alpha)
     rank_probe: int = 0                # at the end, rank this many fixed architectures (same set for every

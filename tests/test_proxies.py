@@ -210,6 +210,18 @@ def test_synflow_identity_bn_trick_is_exact():
     np.testing.assert_array_equal(np.asarray(y), np.asarray(x))
 
 
+@pytest.mark.parametrize("d", [1, 45, 4096])
+def test_agreement_matrix_both_methods_count_exactly(d):
+    """The CPU popcount and the accelerator matmul give the same exact counts as a direct loop."""
+    from jaxnas.proxies.activation import agreement_matrix
+    bits = np.random.default_rng(d).random((12, d)) < 0.3
+    direct = np.array([[np.sum(bits[i] == bits[j]) for j in range(12)] for i in range(12)], np.float32)
+    for method in ("popcount", "matmul"):
+        np.testing.assert_array_equal(np.asarray(agreement_matrix(jnp.asarray(bits), method)), direct)
+    with pytest.raises(ValueError, match="popcount or matmul"):
+        agreement_matrix(jnp.asarray(bits), "float")
+
+
 def test_select_archs(tmp_path):
     assert select_archs("all", 0).shape == (15625, 6)
     a, b = select_archs("50", 1), select_archs("50", 1)

@@ -61,7 +61,9 @@ def search_sim(scores, truth, n, runs=500, seed=0):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", default="runs/fidelity")
-    ap.add_argument("--full", action="store_true", help="also use the all-15,625 run (must be scored)")
+    ap.add_argument("--full", action="store_true", help="also use the all-15,625 run (RUNS/all, scored here if needed)")
+    ap.add_argument("--full-run", help="a finished all-15,625 `jaxnas score` run to read instead of RUNS/all "
+                                       "(e.g. one scored on a GPU)")
     ap.add_argument("--grad-subset", type=int, default=0, help="score the gradient proxies on this many")
     a = ap.parse_args()
     from jaxnas.bench import load_table, rank_summary
@@ -99,25 +101,29 @@ def main():
 
     # 3. the whole space
     full = None
-    if a.full:
-        full = score(runs / "all", "all", "naswot")
+    if a.full or a.full_run:
+        full = score(pathlib.Path(a.full_run) if a.full_run else runs / "all", "all", "naswot")
+        if len(full) != 15625:
+            raise SystemExit(f"the all-15,625 run holds {len(full)} rows")
         full_truth = table.values([r["arch"] for r in full], "cifar10")
         table_rows.append(("NASWOT (jaxnas), all 15,625", rank_summary(col(full, "score"), full_truth)))
         table_rows.append((f"DAS (w={w_star}), all 15,625", rank_summary(das(full, w_star), full_truth)))
 
-    # 4. search simulation
-    sim_rows, sim_set = [], (full, full_truth) if full else (sub, sub_truth)
-    for name, s in (("NASWOT", col(sim_set[0], "score")), (f"DAS w={w_star}", das(sim_set[0], w_star))):
-        for n in (10, 100):
-            sim_rows.append((name, n, *search_sim(s, sim_set[1], n)))
-    sim_rows.append(("random architecture of the pool", 1, float(np.mean(sim_set[1])), float(np.std(sim_set[1]))))
+    # 4. search simulation, on each scored pool
+    sim_rows = []
+    pools = [("NASLib's 724 subset", sub, sub_truth)] + ([("all 15,625", full, full_truth)] if full else [])
+    for pool, rows_, truth in pools:
+        for name, s in (("NASWOT", col(rows_, "score")), (f"DAS w={w_star}", das(rows_, w_star))):
+            for n in (10, 100):
+                sim_rows.append((pool, name, n, *search_sim(s, truth, n)))
+        sim_rows.append((pool, "random architecture of the pool", 1, float(np.mean(truth)), float(np.std(truth))))
 
     results = {"w_star": w_star, "calibration_tau": dict(zip(map(float, grid), cal_tau)),
                "fidelity": {k: v for k, v in table_rows},
-               "search": [dict(zip(("method", "N", "mean", "std"), r)) for r in sim_rows],
-               "search_pool": "all 15,625" if full else "NASLib's 724 subset"}
+               "search": [dict(zip(("pool", "method", "N", "mean", "std"), r)) for r in sim_rows],
+               "full_run": str(a.full_run or runs / "all") if full else None}
     (HERE / "results.json").write_text(json.dumps(results, indent=2))
-    _plots(sub, sub_truth, w_star, grid, cal_tau)
+    _plots(sub, sub_truth, w_star, grid, cal_tau, (full, full_truth) if full else None)
     _markdown(results)
 
 
@@ -126,11 +132,19 @@ def _first_lines(src, dst, n):
     return dst
 
 
-def _plots(sub, truth, w_star, grid, cal_tau):
+def _plots(sub, truth, w_star, grid, cal_tau, full=None):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(1, 3, figsize=(15, 4.2))
+    fig, ax = plt.subplots(1, 4 if full else 3, figsize=(20 if full else 15, 4.2))
+    if full:
+        s, t = col(full[0], "score"), full[1]
+        ok = np.isfinite(s)
+        hb = ax[3].hexbin(s[ok], t[ok], gridsize=60, bins="log", mincnt=1, extent=(1050, 1700, 10, 95))
+        fig.colorbar(hb, ax=ax[3], label="architectures")
+        ax[3].set_xlabel("NASWOT score")
+        ax[3].set_ylabel("NB201 CIFAR-10 test accuracy (%)")
+        ax[3].set_title(f"NASWOT, all {ok.sum()} finite of {len(s)}")
     for a, (name, s) in zip(ax[:2], (("NASWOT", col(sub, "score")), (f"DAS (w={w_star})", das(sub, w_star)))):
         ok = np.isfinite(s)
         a.scatter(s[ok], truth[ok], s=5, alpha=0.5)
@@ -153,10 +167,10 @@ def _markdown(res):
     lines = ["| score | n | Spearman | Kendall tau |", "|---|---|---|---|"]
     for name, r in res["fidelity"].items():
         lines.append(f"| {name} | {r['n']} | {r['spearman']:.3f} | {r['kendall_tau']:.3f} |")
-    lines += ["", f"Search simulation (500 runs, pool: {res['search_pool']}): NB201 CIFAR-10 test accuracy of the pick", "",
-              "| method | N | mean | std |", "|---|---|---|---|"]
+    lines += ["", "Search simulation (500 runs per row): NB201 CIFAR-10 test accuracy of the pick", "",
+              "| pool | method | N | mean | std |", "|---|---|---|---|---|"]
     for r in res["search"]:
-        lines.append(f"| {r['method']} | {r['N']} | {r['mean']:.2f} | {r['std']:.2f} |")
+        lines.append(f"| {r['pool']} | {r['method']} | {r['N']} | {r['mean']:.2f} | {r['std']:.2f} |")
     (HERE / "table.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -52,11 +52,14 @@ def traced_impl(impl: str) -> str:
     return "merged" if impl == "eager" else impl
 
 
-def eval_chunk_size(cfg: Config) -> int:
-    """Candidates per vmapped chunk: cfg.eval_chunk_size, or 1 on CPU / 16 elsewhere when 0."""
+def eval_chunk_size(cfg: Config, accelerator_default: int = 1) -> int:
+    """Candidates per vmapped chunk: cfg.eval_chunk_size, or when 0: 1 on CPU, `accelerator_default`
+    elsewhere. On an H100 (BENCHMARKS.md section 8) SETN's selection (512 images per candidate) is
+    fastest one candidate at a time (0.70 s vs 0.98-1.09 s for chunks of 4-64: vmapped, `switch`
+    runs every op), while NASWOT at 128 images gains from chunks (16: 273 archs/s, 1: 188)."""
     if cfg.eval_chunk_size:
         return cfg.eval_chunk_size
-    return 1 if jax.default_backend() == "cpu" else 16
+    return 1 if jax.default_backend() == "cpu" else accelerator_default
 
 
 class SupernetMethod:

@@ -42,7 +42,7 @@ def code_kernel(graphdef, params, stats, arch, images, impl=None):
 
     def tap(x, count):
         d = x.size // b
-        agree = lambda: (d - hamming_matrix(pack_codes(x.reshape(b, -1) > 0))).astype(jnp.float32)  # noqa: E731
+        agree = lambda: agreement_matrix(x.reshape(b, -1) > 0)  # noqa: E731
         if isinstance(count, (int, float)):  # known at trace time (standalone network)
             kern = count * agree() if count else jnp.zeros((b, b), jnp.float32)
         else:  # traced: a real branch under lax.map / scan (a select under vmap)
@@ -52,6 +52,28 @@ def code_kernel(graphdef, params, stats, arch, images, impl=None):
     (_, (kernel, units)), _ = functional.apply(graphdef, params, stats, images, arch, mode="single", train=True,
                                                tap=tap, single_path_impl=impl, scan_cells=True)
     return kernel / units, units
+
+
+def agreement_matrix(bits, method=None):
+    """float32 [B, B]: on how many of the d units codes i and j agree (d - Hamming), exact integers.
+
+    method "popcount" (the CPU default): packed XOR + popcount, 2.6x faster than a float matmul on
+    XLA:CPU. "matmul" (default elsewhere): 2 s s^T - |s_i| - |s_j| + d with s in bfloat16 (0/1 are
+    exact) and float32 accumulation, exact while d < 2**24; the popcount's row loop is a while
+    loop, which on a GPU waits for the host at every row (BENCHMARKS.md section 8).
+    """
+    d = bits.shape[1]
+    method = method or ("popcount" if jax.default_backend() == "cpu" else "matmul")
+    if method == "popcount":
+        return (d - hamming_matrix(pack_codes(bits))).astype(jnp.float32)
+    if method != "matmul":
+        raise ValueError(f"method must be popcount or matmul, got {method!r}")
+    if d >= 2 ** 24:
+        raise ValueError(f"the matmul agreement count is exact below 2**24 units, got {d}")
+    s = bits.astype(jnp.bfloat16)
+    ones = jnp.dot(s, s.T, preferred_element_type=jnp.float32, precision=jax.lax.Precision.HIGHEST)
+    r = bits.sum(-1, dtype=jnp.float32)
+    return 2 * ones - r[:, None] - r[None, :] + d
 
 
 def pack_codes(bits):
