@@ -8,6 +8,14 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 if "--xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0").strip()
 
+# 8 emulated devices share 2 cores: a collective whose participants are slow to arrive (behind a
+# compile, say) must not abort the whole test process. XLA:CPU terminates a rendezvous that waits
+# past its timeout; one fresh-clone CI run (2026-11-23) died of an unexplained abort inside the
+# sharded RSPS search, which passed on reruns. Generous timeouts rule that cause out.
+for _flag in ("--xla_cpu_collective_call_terminate_timeout_seconds=1200", "--xla_cpu_collective_timeout_seconds=1200"):
+    if _flag.split("=")[0] not in os.environ["XLA_FLAGS"]:
+        os.environ["XLA_FLAGS"] += " " + _flag
+
 import jax  # noqa: E402
 
 jax.config.update("jax_num_cpu_devices", 8)
