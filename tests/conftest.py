@@ -8,13 +8,14 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 if "--xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0").strip()
 
-# 8 emulated devices share 2 cores: a collective whose participants are slow to arrive (behind a
-# compile, say) must not abort the whole test process. XLA:CPU terminates a rendezvous that waits
-# past its timeout; one fresh-clone CI run (2026-11-23) died of an unexplained abort inside the
-# sharded RSPS search, which passed on reruns. Generous timeouts rule that cause out.
-for _flag in ("--xla_cpu_collective_call_terminate_timeout_seconds=1200", "--xla_cpu_collective_timeout_seconds=1200"):
-    if _flag.split("=")[0] not in os.environ["XLA_FLAGS"]:
-        os.environ["XLA_FLAGS"] += " " + _flag
+# 8 emulated devices share 2 cores. With multi-threaded Eigen, an async convolution's completion
+# runs the rest of a device's program on a pool thread, where an all-reduce then blocks; twice in
+# fresh-clone CI runs (2026-11-23) the sharded eager RSPS search in test_loop stopped there, 5 of
+# 8 participants waiting for the others (gdb: AllReduceThunk rendezvous; once an abort at XLA's
+# rendezvous timeout, once a hang with the timeout raised). Each device's program runs on one
+# thread instead; the test programs are small, so little parallelism is lost.
+if "--xla_cpu_multi_thread_eigen" not in os.environ["XLA_FLAGS"]:
+    os.environ["XLA_FLAGS"] += " --xla_cpu_multi_thread_eigen=false"
 
 import jax  # noqa: E402
 
