@@ -297,10 +297,13 @@ def test_cli_usage_errors_are_one_line(image_folder, tmp_path, capsys):
         assert not (tmp_path / d).exists()
 
 
-def test_cli_train_writes_test_acc_and_overwrite(image_folder, tmp_path):
+def test_cli_train_writes_test_acc_and_overwrite(image_folder, tmp_path, capsys):
+    """In process (the CLI's subprocess behaviour is covered by the kill/resume test): the three
+    runs share compiled kernels, which a subprocess each would compile again."""
     out = tmp_path / "train"
     args = ["train", "--arch", TRAIN_ARCH, "--data", image_folder, "--out", out, "--preset", "tiny",
             "--no-progress", "C=4", "N=1", "epochs=1", "batch_size=16", "max_per_class=None"]
+    run_cli = lambda *argv: _main_in_process(argv, capsys)  # noqa: E731
     rc, stdout, err = run_cli(*args)
     assert rc == 0, err[-3000:]
     result = json.loads((out / "result.json").read_text())

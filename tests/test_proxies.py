@@ -6,8 +6,6 @@ autograd for the gradient proxies) is run on it one architecture at a time, in f
 """
 import csv
 import json
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -238,15 +236,27 @@ def test_select_archs(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------- CLI
-def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "jaxnas", *map(str, args)], capture_output=True, text=True,
-                          timeout=600)
+@pytest.fixture
+def _cli(capsys):
+    """`jaxnas ...` in process (returncode, stdout, stderr): the runs share compiled programs."""
+    from types import SimpleNamespace
+
+    from jaxnas import cli
+
+    def run(*args):
+        try:
+            rc = cli.main([str(a) for a in args])
+        except SystemExit as exit_:  # argparse errors
+            rc = exit_.code
+        out, err = capsys.readouterr()
+        return SimpleNamespace(returncode=rc, stdout=out, stderr=err)
+    return run
 
 
 SMALL = ["C=2", "N=1", "proxy_batch_size=16", "eval_chunk_size=4"]
 
 
-def test_cli_score_resumes_and_summarises(image_folder, nb201_table_path, tmp_path):
+def test_cli_score_resumes_and_summarises(image_folder, nb201_table_path, tmp_path, _cli):
     out = tmp_path / "score"
     args = ["score", "--proxy", "naswot,das", "--archs", "10", "--data", image_folder, "--out", out,
             "--bench-table", nb201_table_path, "--no-progress", *SMALL]
@@ -267,7 +277,7 @@ def test_cli_score_resumes_and_summarises(image_folder, nb201_table_path, tmp_pa
     assert list(csv.DictReader(open(out / "scores.csv"))) == rows
 
 
-def test_cli_naswot_search_and_errors(image_folder, nb201_table_path, tmp_path):
+def test_cli_naswot_search_and_errors(image_folder, nb201_table_path, tmp_path, _cli):
     out = tmp_path / "search"
     r = _cli("search", "--method", "naswot", "--data", image_folder, "--out", out, "--bench-table",
              nb201_table_path, "select_num=6", *SMALL)
