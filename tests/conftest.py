@@ -9,11 +9,11 @@ if "--xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0").strip()
 
 # 8 emulated devices share 2 cores. With multi-threaded Eigen, an async convolution's completion
-# runs the rest of a device's program on a pool thread, where an all-reduce then blocks; twice in
-# fresh-clone CI runs (2026-11-23) the sharded eager RSPS search in test_loop stopped there, 5 of
-# 8 participants waiting for the others (gdb: AllReduceThunk rendezvous; once an abort at XLA's
-# rendezvous timeout, once a hang with the timeout raised). Each device's program runs on one
-# thread instead; the test programs are small, so little parallelism is lost.
+# runs the rest of a device's program on a pool thread, where an all-reduce then blocks. Twice in
+# fresh-clone CI runs (2026-11-23) the sharded eager RSPS search in test_loop died: once an abort
+# (no message survived the capture), once a hang with XLA's collective timeouts raised, where gdb
+# showed 5 of 8 device programs waiting in an AllReduceThunk rendezvous. Each device's program
+# runs on one thread instead; the test programs are small, so little parallelism is lost.
 if "--xla_cpu_multi_thread_eigen" not in os.environ["XLA_FLAGS"]:
     os.environ["XLA_FLAGS"] += " --xla_cpu_multi_thread_eigen=false"
 
