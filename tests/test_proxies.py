@@ -241,14 +241,10 @@ def _cli(capsys):
     """`jaxnas ...` in process (returncode, stdout, stderr): the runs share compiled programs."""
     from types import SimpleNamespace
 
-    from jaxnas import cli
+    from test_loop import _main_in_process
 
     def run(*args):
-        try:
-            rc = cli.main([str(a) for a in args])
-        except SystemExit as exit_:  # argparse errors
-            rc = exit_.code
-        out, err = capsys.readouterr()
+        rc, out, err = _main_in_process(args, capsys)
         return SimpleNamespace(returncode=rc, stdout=out, stderr=err)
     return run
 

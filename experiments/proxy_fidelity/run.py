@@ -101,8 +101,9 @@ def main():
 
     # 3. the whole space
     full = None
+    full_dir = pathlib.Path(a.full_run) if a.full_run else runs / "all"
     if a.full or a.full_run:
-        full = score(pathlib.Path(a.full_run) if a.full_run else runs / "all", "all", "naswot")
+        full = score(full_dir, "all", "naswot")
         if len(full) != 15625:
             raise SystemExit(f"the all-15,625 run holds {len(full)} rows")
         full_truth = table.values([r["arch"] for r in full], "cifar10")
@@ -121,7 +122,7 @@ def main():
     results = {"w_star": w_star, "calibration_tau": dict(zip(map(float, grid), cal_tau)),
                "fidelity": {k: v for k, v in table_rows},
                "search": [dict(zip(("pool", "method", "N", "mean", "std"), r)) for r in sim_rows],
-               "full_run": str(a.full_run or runs / "all") if full else None}
+               "full_run": str(full_dir) if full else None}
     (HERE / "results.json").write_text(json.dumps(results, indent=2))
     _plots(sub, sub_truth, w_star, grid, cal_tau, (full, full_truth) if full else None)
     _markdown(results)
