@@ -103,7 +103,7 @@ def main():
     scorer(archs[a.block:2 * a.block], x, y)
     traced = time.perf_counter() - t
     jax.profiler.stop_trace()
-    ops = self_times(sorted(glob.glob(f"{a.trace_dir}/**/*.xplane.pb", recursive=True))[-1])
+    ops = self_times(max(glob.glob(f"{a.trace_dir}/**/*.xplane.pb", recursive=True)))
     total = sum(ops.values())
     print(f"jaxnas NASWOT: {wall / a.block:.3f} s / architecture ({traced / a.block:.3f} s traced); "
           f"self time summed over ops {total / 1e9 / a.block:.3f} s / architecture")

@@ -137,9 +137,14 @@ def _oracle_sweep(rows, truth):
     from jaxnas.bench import kendall_tau
     da, log_nau, naswot = col(rows, "da"), col(rows, "log_nau"), col(rows, "score")
     ok = np.isfinite(naswot)
-    tau = lambda s: kendall_tau(s[ok], truth[ok])  # noqa: E731
     from scipy.stats import rankdata  # average ranks: many architectures share a unit count
-    ranks = lambda v: rankdata(v[ok]) / ok.sum()  # noqa: E731
+
+    def tau(s):
+        return kendall_tau(s[ok], truth[ok])
+
+    def ranks(v):
+        return rankdata(v[ok]) / ok.sum()
+
     return {"n_finite": int(ok.sum()), "naswot": tau(naswot),
             "linear_w": {w: tau(da + w * B * log_nau) for w in (0.0, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0, 3.0, 5.0)},
             "rank_mix_a": {a: kendall_tau(a * ranks(da) + (1 - a) * ranks(log_nau), truth[ok])
@@ -192,8 +197,9 @@ def _markdown(res):
         lines.append(f"| {r['pool']} | {r['method']} | {r['N']} | {r['mean']:.2f} | {r['std']:.2f} |")
     if res.get("oracle_sweep_all"):
         o = res["oracle_sweep_all"]
-        lines += ["", f"Oracle sweep over all {o['n_finite']} finite scores (Kendall tau against the test accuracy "
-                  f"itself; NASWOT {o['naswot']:.4f})", "", "| rule | Kendall tau |", "|---|---|"]
+        title = (f"Oracle sweep over all {o['n_finite']} finite scores (Kendall tau against the test accuracy "
+                 f"itself; NASWOT {o['naswot']:.4f})")
+        lines += ["", title, "", "| rule | Kendall tau |", "|---|---|"]
         lines += [f"| DA + {w}·B·log NAU | {t:.4f} |" for w, t in o["linear_w"].items()]
         lines += [f"| {a}·rank(DA) + {1 - a}·rank(log NAU) | {t:.4f} |" for a, t in o["rank_mix_a"].items()]
     (HERE / "table.md").write_text("\n".join(lines) + "\n")
