@@ -51,21 +51,23 @@ def jit(fun=None, *, fusions=ALL_FUSIONS, **jit_kwargs):
         if not chosen:
             chosen.append(jax.jit(fun, compiler_options={YNN_OPTION: ",".join(fusions)}, **jit_kwargs)
                           if fusions and ynn_enabled() else plain)
-        if chosen[0] is plain or any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves((args, kwargs))):
+        if any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves((args, kwargs))):
             return plain(*args, **kwargs)
+        if chosen[0] is plain:
+            return _wait_if_multi_device(plain(*args, **kwargs))
         fast, before = chosen[0], chosen[0]._cache_size()
         try:
             out = fast(*args, **kwargs)
             if fast._cache_size() != before:  # a new program: YNNPACK errors surface when it first runs
                 jax.block_until_ready(out)
-            return out
+            return _wait_if_multi_device(out)
         except jax.errors.JaxRuntimeError as e:
             if "YNN" not in str(e):
                 raise
             warnings.warn(f"{getattr(fun, '__name__', fun)}: YNNPACK failed on it ({str(e).splitlines()[0]}); "
                           "using XLA's own kernels", RuntimeWarning, stacklevel=2)
             chosen[0] = plain
-            return plain(*args, **kwargs)
+            return _wait_if_multi_device(plain(*args, **kwargs))
 
     def cache_size() -> int:
         """Programs compiled so far for untraced calls, e.g. for tests that guard against recompiling."""
@@ -73,3 +75,20 @@ def jit(fun=None, *, fusions=ALL_FUSIONS, **jit_kwargs):
 
     call.cache_size = cache_size
     return call
+
+
+def _wait_if_multi_device(out):
+    """Wait for `out` when it spans several CPU devices, so that at most one such program is in flight.
+
+    XLA:CPU (jaxlib 0.10) can deadlock when many multi-device programs with all-reduces are queued:
+    the threads that run device programs fill up with later programs waiting for their inputs, the
+    last device of the earliest all-reduce never starts, and the rendezvous aborts the process after
+    40 s ("Expected 8 threads to join the rendezvous, but only 7 of them arrived"). Seen in fresh-clone
+    CI on 8 emulated devices and reproduced in 5-18 repeated small RSPS searches; none in 30 with this
+    wait. Single-device runs and other backends keep fully asynchronous dispatch.
+    """
+    leaves = jax.tree.leaves(out)
+    if leaves and isinstance(leaves[0], jax.Array) and len(leaves[0].sharding.device_set) > 1 \
+            and jax.default_backend() == "cpu":
+        jax.block_until_ready(out)
+    return out

@@ -14,6 +14,9 @@ if "--xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
 # (no message survived the capture), once a hang with XLA's collective timeouts raised, where gdb
 # showed 5 of 8 device programs waiting in an AllReduceThunk rendezvous. Each device's program
 # runs on one thread instead; the test programs are small, so little parallelism is lost.
+# A second deadlock (many multi-device programs queued, one device's share never started) showed up
+# in a fresh-clone run on 2026-11-23 despite this flag; jaxnas.cpu_kernels now waits for results
+# that span several CPU devices (`_wait_if_multi_device`).
 if "--xla_cpu_multi_thread_eigen" not in os.environ["XLA_FLAGS"]:
     os.environ["XLA_FLAGS"] += " --xla_cpu_multi_thread_eigen=false"
 

@@ -84,3 +84,16 @@ def test_chunked_kernel_gradient_equals_xla(stride, padding, k):
     np.testing.assert_array_equal(got_y, want_y)
     for got, want in zip(jax.jit(pull_chunked)(g), jax.jit(pull)(g)):  # float32 sums of 32768 terms
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * float(np.abs(want).max()))
+
+
+def test_programs_over_several_cpu_devices_return_finished():
+    """cpu_kernels.jit waits for a result that spans several CPU devices (XLA:CPU deadlocked with
+    many such programs queued, see `_wait_if_multi_device`): the call returns a ready array."""
+    mesh = jax.sharding.Mesh(np.array(jax.devices()), ("data",))
+    x = jax.device_put(jnp.ones((8 * 128, 1024), jnp.float32), jax.NamedSharding(mesh, jax.P("data")))
+    w = jnp.full((1024, 1024), 1e-3, jnp.float32)
+    heavy = cpu_kernels.jit(lambda x, w: jnp.tanh(jnp.tanh(x @ w) @ w).sum(0))  # ~4 GFLOP and an all-reduce
+    heavy(x, w).block_until_ready()  # compile outside the check
+    out = heavy(x, w)
+    assert len(out.sharding.device_set) == 8 and out.is_ready()
+    np.testing.assert_allclose(out[:3], np.full(3, 1024 * np.tanh(1.024 * np.tanh(1.024))), rtol=1e-5)
