@@ -46,6 +46,23 @@ def jit(fun=None, *, fusions=ALL_FUSIONS, **jit_kwargs):
     plain = jax.jit(fun, **jit_kwargs)
     chosen = []
 
+    def run(args, kwargs):
+        if chosen[0] is plain:
+            return plain(*args, **kwargs)
+        fast, before = chosen[0], chosen[0]._cache_size()
+        try:
+            out = fast(*args, **kwargs)
+            if fast._cache_size() != before:  # a new program: YNNPACK errors surface when it first runs
+                jax.block_until_ready(out)
+            return out
+        except jax.errors.JaxRuntimeError as e:
+            if "YNN" not in str(e):
+                raise
+            warnings.warn(f"{getattr(fun, '__name__', fun)}: YNNPACK failed on it ({str(e).splitlines()[0]}); "
+                          "using XLA's own kernels", RuntimeWarning, stacklevel=3)
+            chosen[0] = plain
+            return plain(*args, **kwargs)
+
     @functools.wraps(fun)
     def call(*args, **kwargs):
         if not chosen:
@@ -53,21 +70,7 @@ def jit(fun=None, *, fusions=ALL_FUSIONS, **jit_kwargs):
                           if fusions and ynn_enabled() else plain)
         if any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves((args, kwargs))):
             return plain(*args, **kwargs)
-        if chosen[0] is plain:
-            return _wait_if_multi_device(plain(*args, **kwargs))
-        fast, before = chosen[0], chosen[0]._cache_size()
-        try:
-            out = fast(*args, **kwargs)
-            if fast._cache_size() != before:  # a new program: YNNPACK errors surface when it first runs
-                jax.block_until_ready(out)
-            return _wait_if_multi_device(out)
-        except jax.errors.JaxRuntimeError as e:
-            if "YNN" not in str(e):
-                raise
-            warnings.warn(f"{getattr(fun, '__name__', fun)}: YNNPACK failed on it ({str(e).splitlines()[0]}); "
-                          "using XLA's own kernels", RuntimeWarning, stacklevel=2)
-            chosen[0] = plain
-            return _wait_if_multi_device(plain(*args, **kwargs))
+        return _wait_if_multi_device(run(args, kwargs))
 
     def cache_size() -> int:
         """Programs compiled so far for untraced calls, e.g. for tests that guard against recompiling."""

@@ -134,10 +134,11 @@ def main():
 
 def _oracle_sweep(rows, truth):
     """Kendall tau vs the judged accuracy itself, over the finite scores, for DAS rule families."""
+    from scipy.stats import rankdata  # average ranks: many architectures share a unit count
+
     from jaxnas.bench import kendall_tau
     da, log_nau, naswot = col(rows, "da"), col(rows, "log_nau"), col(rows, "score")
     ok = np.isfinite(naswot)
-    from scipy.stats import rankdata  # average ranks: many architectures share a unit count
 
     def tau(s):
         return kendall_tau(s[ok], truth[ok])
