@@ -42,13 +42,18 @@ def loss_and_accuracy(logits, labels):
     return loss, acc
 
 
-def _impl_kw(mode, impl):
-    """Forward-only keyword arguments: cells scanned (fast forward, never differentiated here)."""
-    return {"single_path_impl": impl, "scan_cells": True} if impl and mode == "single" else {"scan_cells": True}
+def _impl_kw(mode, impl, prune=False):
+    """Forward-only keyword arguments: cells scanned (fast forward, never differentiated here) and,
+    with `prune` in single mode, ops whose output nothing uses skipped (NB201SuperNet)."""
+    kw = {"scan_cells": True, "prune": prune and mode == "single"}
+    return {**kw, "single_path_impl": impl} if impl and mode == "single" else kw
 
 
-def recalibrate(graphdef, params, stats, arch, recal_images, mode="single", impl=None):
+def recalibrate(graphdef, params, stats, arch, recal_images, mode="single", impl=None, prune=False):
     """Per-candidate BN statistics: the average over batches of each batch's statistics.
+
+    With `prune` the BatchNorms of ops whose output nothing uses keep zero statistics: only for
+    forwards that prune the same way (as `evaluate` does).
 
     A training-mode forward from zero running statistics returns BN_MOMENTUM * (batch statistic)
     for every BN layer, since training mode normalises with batch statistics only; dividing by
@@ -57,7 +62,8 @@ def recalibrate(graphdef, params, stats, arch, recal_images, mode="single", impl
     zeros = jax.tree.map(jnp.zeros_like, stats)
 
     def one(images):
-        _, new = functional.apply(graphdef, params, zeros, images, arch, mode=mode, train=True, **_impl_kw(mode, impl))
+        _, new = functional.apply(graphdef, params, zeros, images, arch, mode=mode, train=True,
+                                **_impl_kw(mode, impl, prune))
         return jax.tree.map(lambda s: s / BN_MOMENTUM, new)
 
     per_batch = jax.lax.map(one, recal_images)
@@ -70,9 +76,9 @@ def _evaluate(graphdef, params, stats, archs, images, labels, recal_images, *, m
     def one(arch):
         s = stats
         if bn == "recal":
-            s = recalibrate(graphdef, params, stats, arch, recal_images, mode, impl)
+            s = recalibrate(graphdef, params, stats, arch, recal_images, mode, impl, prune=True)
         logits, _ = functional.apply(graphdef, params, s, images, arch, mode=mode, train=(bn == "batch"),
-                                     **_impl_kw(mode, impl))
+                                     **_impl_kw(mode, impl, prune=True))
         return loss_and_accuracy(logits, labels)
 
     loss, acc = map_chunked(one, archs, chunk_size)

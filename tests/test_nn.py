@@ -6,6 +6,8 @@ filled from numpy (no per-shape PRNG compiles), forwards run eagerly so every te
 per-primitive compiles (one channel width C=8 and 8x8 inputs throughout); only the one-compile test and
 the lax.switch path (which re-compiles on every eager call) are jitted.
 """
+import functools
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -673,3 +675,64 @@ def test_bad_input(supernet_state):
         NB201Network([0, 1, 2, 3, 4, 5], C, 1, rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match=r"op ids must be in \[0, 5\)"):
         extract(net, [0, 1, 2, 3, 4, 7])
+
+
+# ---------------------------------------------------------------------------- pruning unused ops
+def _reaches_output(arch, node):
+    """Whether a path of non-`none` edges leads from `node` to the cell's output (path enumeration)."""
+    last = nb201.NUM_NODES - 1
+    if node == last:
+        return True
+    return any(arch[e] != nb201.NONE and _reaches_output(arch, to) for e, (to, src) in enumerate(nb201.EDGES)
+               if src == node)
+
+
+def test_live_ops_prunes_exactly_the_unused_edges():
+    """live_ops over all 15,625 architectures against the definition by paths: an edge's output is
+    used iff its target reaches the output node or (with taps) a conv edge reads the target."""
+    from jaxnas.nn.nb201 import live_ops
+    archs = nb201.from_index(np.arange(nb201.NUM_ARCHS))
+    conv = np.isin(archs, (nb201.CONV1, nb201.CONV3))
+    for tapped in (False, True):
+        got = np.asarray(jax.jit(jax.vmap(lambda a, t=tapped: live_ops(a, t)))(jnp.asarray(archs)))
+        want = archs.copy()
+        for n, arch in enumerate(archs):
+            for e, (to, _) in enumerate(nb201.EDGES):
+                read_by_conv = any(conv[n, f] for f, (_, src) in enumerate(nb201.EDGES) if src == to)
+                if not (_reaches_output(arch, to) or (tapped and read_by_conv)):
+                    want[n, e] = nb201.NONE
+        np.testing.assert_array_equal(got, want)
+        pruned = (conv & (got == nb201.NONE)).sum() / conv.sum()
+        assert 0.05 < pruned < 0.1, pruned  # a real share of the convolutions is skipped
+
+
+# node 2 unused (3<-2 none); node 1 read only by a conv into node 2: kept for its tap only
+PRUNABLE = nb201.from_string("|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_1x1~1|+|skip_connect~0|none~1|none~2|")
+
+
+def test_pruned_cell_equals_full_cell(search_cell):
+    """prune=True gives the same cell output and the same tapped values (ReLU inputs, times their
+    count) as running every op, with and without taps, in train and eval mode."""
+    from jaxnas.nn.nb201 import live_ops
+    np.testing.assert_array_equal(np.asarray(live_ops(jnp.asarray(PRUNABLE), False)),
+                                  [nb201.NONE] * 3 + [nb201.SKIP, nb201.NONE, nb201.NONE])
+    np.testing.assert_array_equal(np.asarray(live_ops(jnp.asarray(PRUNABLE), True)),
+                                  [nb201.CONV3, nb201.NONE, nb201.NONE, nb201.SKIP, nb201.NONE, nb201.NONE])
+    graphdef, params, stats = split(search_cell)
+    x = _cell_input(7)
+
+    @functools.partial(jax.jit, static_argnums=(1, 2))
+    def run(arch, prune, train):
+        taps = []
+        y, _ = apply(graphdef, params, stats, x, arch, "single", train, "switch",
+                     lambda v, count: taps.append(count * v), prune)
+        return y, taps
+
+    archs = [PRUNABLE, MIXED, WITH_NONE] + list(nb201.from_index(np.random.default_rng(0).choice(15625, 5)))
+    for arch in archs:
+        for train in (True, False):
+            full, pruned = run(jnp.asarray(arch), False, train), run(jnp.asarray(arch), True, train)
+            assert_trees_close_scaled(pruned, full, 1e-6)
+    with pytest.raises(ValueError, match="prune applies to mode 'single' only"):
+        net = _supernet(nnx.split(build(lambda: NB201SuperNet(C, 1, 10, rngs=nnx.Rngs(0)), seed=11)))
+        net(jnp.asarray(images(1)), jnp.ones((6, 5)), mode="weighted", prune=True)

@@ -208,12 +208,13 @@ def test_synflow_identity_bn_trick_is_exact():
     np.testing.assert_array_equal(np.asarray(y), np.asarray(x))
 
 
-@pytest.mark.parametrize("d", [1, 45, 4096])
-def test_agreement_matrix_both_methods_count_exactly(d):
-    """The CPU popcount and the accelerator matmul give the same exact counts as a direct loop."""
+@pytest.mark.parametrize("b, d", [(12, 1), (12, 45), (12, 4096), (1, 33), (2, 70), (7, 100), (13, 64)])
+def test_agreement_matrix_both_methods_count_exactly(b, d):
+    """The CPU popcount (which counts each pair once, by offset) and the accelerator matmul give the
+    same exact counts as a direct loop, for odd and even batches."""
     from jaxnas.proxies.activation import agreement_matrix
-    bits = np.random.default_rng(d).random((12, d)) < 0.3
-    direct = np.array([[np.sum(bits[i] == bits[j]) for j in range(12)] for i in range(12)], np.float32)
+    bits = np.random.default_rng(d).random((b, d)) < 0.3
+    direct = np.array([[np.sum(bits[i] == bits[j]) for j in range(b)] for i in range(b)], np.float32)
     for method in ("popcount", "matmul"):
         np.testing.assert_array_equal(np.asarray(agreement_matrix(jnp.asarray(bits), method)), direct)
     with pytest.raises(ValueError, match="popcount or matmul"):

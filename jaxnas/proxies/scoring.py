@@ -81,8 +81,9 @@ class ProxyScorer:
                 fn = functools.partial(fn, das_weight=das_weight, impl="switch")
             fns.setdefault(PROXIES[name][0], fn)
         self._fns = list(fns.values())
-        # YNNPACK for the convolutions and matmuls only: its elementwise fusions fail on the code kernel
-        self._run = cpu_kernels.jit(self._score_all, fusions=(cpu_kernels.DOT,))
+        # YNNPACK for convolutions, matmuls and reductions (BatchNorm's statistics: +12 % NASWOT
+        # throughput on 2 cores); its elementwise fusions made the scorer slower (BENCHMARKS.md section 5)
+        self._run = cpu_kernels.jit(self._score_all, fusions=(cpu_kernels.DOT, cpu_kernels.REDUCE))
 
     def init_params(self, key):
         """Fresh weights, distributed as PyTorch's defaults (and jaxnas.nn.ops): conv / linear
