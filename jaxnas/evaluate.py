@@ -70,8 +70,10 @@ def recalibrate(graphdef, params, stats, arch, recal_images, mode="single", impl
     return jax.tree.map(lambda s: s.mean(0), per_batch)
 
 
-# YNNPACK for its convolutions and matmuls (cpu_kernels): 15-20% faster forward passes on CPU
-@cpu_kernels.jit(static_argnames=("graphdef", "mode", "bn", "chunk_size", "impl"), fusions=(cpu_kernels.DOT,))
+# YNNPACK for its convolutions and matmuls (cpu_kernels): 15-20% faster forward passes on CPU; and
+# for reductions (BatchNorm statistics): ~12 % more on SETN's selection (BENCHMARKS.md section 6)
+@cpu_kernels.jit(static_argnames=("graphdef", "mode", "bn", "chunk_size", "impl"),
+                 fusions=(cpu_kernels.DOT, cpu_kernels.REDUCE))
 def _evaluate(graphdef, params, stats, archs, images, labels, recal_images, *, mode, bn, chunk_size, impl):
     def one(arch):
         s = stats

@@ -687,25 +687,38 @@ def _reaches_output(arch, node):
                if src == node)
 
 
-def test_live_ops_prunes_exactly_the_unused_edges():
+def _reached_from_input(arch, node):
+    """Whether a path of non-`none` edges leads from the cell's input (node 0) to `node`."""
+    return node == 0 or any(arch[e] != nb201.NONE and _reached_from_input(arch, src)
+                            for e, (to, src) in enumerate(nb201.EDGES) if to == node)
+
+
+@pytest.mark.parametrize("zero_inputs", [False, True])
+def test_live_ops_prunes_exactly_the_unused_edges(zero_inputs):
     """live_ops over all 15,625 architectures against the definition by paths: an edge's output is
-    used iff its target reaches the output node or (with taps) a conv edge reads the target."""
+    used iff its target reaches the output node or (with taps) a conv edge reads the target; with
+    zero_inputs, also pruned when no path from the cell's input reaches its source."""
     from jaxnas.nn.nb201 import live_ops
     archs = nb201.from_index(np.arange(nb201.NUM_ARCHS))
     conv = np.isin(archs, (nb201.CONV1, nb201.CONV3))
     for tapped in (False, True):
-        got = np.asarray(jax.jit(jax.vmap(lambda a, t=tapped: live_ops(a, t)))(jnp.asarray(archs)))
+        got = np.asarray(jax.jit(jax.vmap(lambda a, t=tapped: live_ops(a, t, zero_inputs)))(jnp.asarray(archs)))
         want = archs.copy()
         for n, arch in enumerate(archs):
-            for e, (to, _) in enumerate(nb201.EDGES):
-                read_by_conv = any(conv[n, f] for f, (_, src) in enumerate(nb201.EDGES) if src == to)
+            for e, (to, src) in enumerate(nb201.EDGES):
+                read_by_conv = any(conv[n, f] for f, (_, s) in enumerate(nb201.EDGES) if s == to)
                 if not (_reaches_output(arch, to) or (tapped and read_by_conv)):
+                    want[n, e] = nb201.NONE
+                if zero_inputs and not _reached_from_input(arch, src):
                     want[n, e] = nb201.NONE
         np.testing.assert_array_equal(got, want)
         pruned = (conv & (got == nb201.NONE)).sum() / conv.sum()
-        assert 0.05 < pruned < 0.1, pruned  # a real share of the convolutions is skipped
+        low, high = (0.12, 0.18) if zero_inputs else (0.05, 0.1)
+        assert low < pruned < high, pruned  # a real share of the convolutions is skipped
 
 
+# node 1 all-zero (1<-0 none), so its conv into node 3 outputs BN(0)
+ZERO_FED = nb201.from_string("|none~0|+|skip_connect~0|nor_conv_3x3~1|+|avg_pool_3x3~0|nor_conv_1x1~1|none~2|")
 # node 2 unused (3<-2 none); node 1 read only by a conv into node 2: kept for its tap only
 PRUNABLE = nb201.from_string("|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_1x1~1|+|skip_connect~0|none~1|none~2|")
 
@@ -728,11 +741,14 @@ def test_pruned_cell_equals_full_cell(search_cell):
                      lambda v, count: taps.append(count * v), prune)
         return y, taps
 
-    archs = [PRUNABLE, MIXED, WITH_NONE] + list(nb201.from_index(np.random.default_rng(0).choice(15625, 5)))
+    archs = [PRUNABLE, MIXED, WITH_NONE, ZERO_FED] + list(nb201.from_index(np.random.default_rng(0).choice(15625, 5)))
     for arch in archs:
         for train in (True, False):
-            full, pruned = run(jnp.asarray(arch), False, train), run(jnp.asarray(arch), True, train)
-            assert_trees_close_scaled(pruned, full, 1e-6)
+            full = run(jnp.asarray(arch), False, train)
+            # "zero" is exact with batch statistics and zero BN bias (this cell's BNs have no affine)
+            for prune in (True, "zero") if train else (True,):
+                assert_trees_close_scaled(run(jnp.asarray(arch), prune, train), full, 1e-6)
+    assert np.asarray(live_ops(jnp.asarray(ZERO_FED), True, True))[2] == nb201.NONE
     with pytest.raises(ValueError, match="prune applies to mode 'single' only"):
         net = _supernet(nnx.split(build(lambda: NB201SuperNet(C, 1, 10, rngs=nnx.Rngs(0)), seed=11)))
         net(jnp.asarray(images(1)), jnp.ones((6, 5)), mode="weighted", prune=True)

@@ -28,7 +28,8 @@ C, N, B, H = 4, 1, 8, 8
 ARCHS = np.stack([
     nb201.from_string("|nor_conv_3x3~0|+|nor_conv_1x1~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|none~2|"),
     nb201.from_string("|nor_conv_1x1~0|+|none~0|nor_conv_3x3~1|+|avg_pool_3x3~0|skip_connect~1|nor_conv_3x3~2|"),
-    nb201.from_string("|skip_connect~0|+|nor_conv_3x3~0|skip_connect~1|+|nor_conv_1x1~0|avg_pool_3x3~1|skip_connect~2|"),
+    # node 1 all-zero (1<-0 none): the conv reading it is skipped by the scorer's "zero" pruning
+    nb201.from_string("|none~0|+|nor_conv_3x3~0|nor_conv_1x1~1|+|nor_conv_1x1~0|avg_pool_3x3~1|skip_connect~2|"),
 ])
 ALL = "naswot,das,grad_norm,snip,synflow,jacov"
 
@@ -198,6 +199,31 @@ def test_fast_training_equals_explicit_sgd_steps(batch):
     assert got == pytest.approx(ref, rel=1e-3)
     untrained = ProxyScorer("naswot", C=C, N=N, seed=3)(ARCHS[:1], *batch)["naswot"][0]
     assert abs(got - untrained) > 1e-3
+
+
+def test_per_architecture_init_draws_exactly_the_whole_draws_values(scorer):
+    """init_params(key, arch) (only the leaves the arch uses, drawn by counter) equals the whole
+    network's draw on those leaves, bit for bit, and is zero elsewhere; also under jit."""
+    from jaxnas.nn import used_params
+    from jaxnas.proxies.scoring import _uniform_slice
+    key = jax.random.fold_in(jax.random.key(5), 1234)
+    whole = np.asarray(jax.random.uniform(key, (5000,), jnp.float32, -1.0, 1.0))
+    for start, size in ((0, 1), (17, 333), (4321, 679)):
+        np.testing.assert_array_equal(np.asarray(_uniform_slice(key, start, size)), whole[start:start + size])
+    full = scorer.init_params(key)
+    by_arch = jax.jit(scorer.init_params)
+    for arch in ARCHS:
+        got = by_arch(key, jnp.asarray(arch))
+        used = jax.tree.leaves(used_params(scorer.params, jnp.asarray(arch)))
+        n_zero = 0
+        for (path, g), f, u in zip(jax.tree_util.tree_flatten_with_path(got)[0], jax.tree.leaves(full), used):
+            if bool(u) or getattr(path[-1], "key", None) != "kernel":  # used, or a BN constant
+                np.testing.assert_array_equal(np.asarray(g), np.asarray(f))
+            else:
+                assert not np.asarray(g).any()
+                n_zero += 1
+        n_conv = int(np.isin(arch, (nb201.CONV1, nb201.CONV3)).sum())
+        assert n_zero == 3 * N * (2 * nb201.NUM_EDGES - n_conv)  # the unused conv kernels of every cell
 
 
 def test_synflow_identity_bn_trick_is_exact():

@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 
 import jax
+import jax.extend.random
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
@@ -55,6 +56,29 @@ def _init_bound(path, x, params):
     return None
 
 
+def _uniform_slice(key, start: int, size: int):
+    """jax.random.uniform(key, (n,), float32, -1, 1)[start:start + size] for any n > start + size,
+    without drawing the rest. Threefry is counter-based: with jax_threefry_partitionable (JAX's
+    default) element i is threefry2x32(key, (0, i)) with its two words xor-ed, turned into a float
+    as jax.random.uniform does (23 random mantissa bits in [1, 2), minus 1, scaled). Exactly equal
+    (tests/test_proxies.py); `_slices_match_uniform` checks it at run time too."""
+    k1, k2 = jax.random.key_data(key)
+    count = jnp.arange(start, start + size, dtype=jnp.uint32)
+    b1, b2 = jax.extend.random.threefry2x32_p.bind(k1, k2, jnp.zeros_like(count), count)
+    mantissa = jax.lax.shift_right_logical(b1 ^ b2, jnp.uint32(9)) | jnp.uint32(0x3F800000)
+    unit = jax.lax.bitcast_convert_type(mantissa, jnp.float32) - 1.0
+    return jnp.maximum(-1.0, unit * 2.0 + -1.0)
+
+
+@functools.lru_cache(maxsize=1)
+def _slices_match_uniform() -> bool:
+    """Whether `_uniform_slice` reproduces this JAX's jax.random.uniform (else draw everything)."""
+    with jax.ensure_compile_time_eval():  # also when first called while a program is being traced
+        key = jax.random.key(7)
+        whole = np.asarray(jax.random.uniform(key, (300,), jnp.float32, -1.0, 1.0))
+        return bool(np.array_equal(np.asarray(_uniform_slice(key, 123, 77)), whole[123:200]))
+
+
 class ProxyScorer:
     """Scores NB201 architectures with `proxies` (names from PROXIES) at width C, depth N.
 
@@ -78,30 +102,47 @@ class ProxyScorer:
         for name in self.proxies:
             fn = PROXIES[name][0]
             if fn is activation.activation_scores:  # forward only: the chosen op alone (`switch`) is fastest
-                fn = functools.partial(fn, das_weight=das_weight, impl="switch")
+                # fresh weights have zero BN biases: convs of all-zero nodes output zeros, skip them
+                fn = functools.partial(fn, das_weight=das_weight, impl="switch",
+                                       prune=True if fast_train_steps else "zero")
             fns.setdefault(PROXIES[name][0], fn)
         self._fns = list(fns.values())
         # YNNPACK for convolutions, matmuls and reductions (BatchNorm's statistics: +12 % NASWOT
         # throughput on 2 cores); its elementwise fusions made the scorer slower (BENCHMARKS.md section 5)
         self._run = cpu_kernels.jit(self._score_all, fusions=(cpu_kernels.DOT, cpu_kernels.REDUCE))
 
-    def init_params(self, key):
+    def init_params(self, key, arch=None):
         """Fresh weights, distributed as PyTorch's defaults (and jaxnas.nn.ops): conv / linear
         kernels and the classifier bias ~ U(+-1/sqrt(fan_in)); BN scale 1, bias 0.
 
         One uniform draw for the whole network, cut into leaves: building the module under jit
         would emit one RNG op per leaf, and XLA:CPU compiles those slowly (minutes per program).
+        With `arch`, only the leaves that architecture uses are drawn (the others are zeros), with
+        the values the whole draw gives them (`_uniform_slice`): a candidate uses ~25 % of the
+        supernet's weights, and the draw was ~5 % of a NASWOT score's time on 2 CPU cores.
         """
         leaves, treedef = jax.tree_util.tree_flatten_with_path(self.params)
-        u = jax.random.uniform(key, (sum(x.size for _, x in leaves),), jnp.float32, -1.0, 1.0)
+        total = sum(x.size for _, x in leaves)
+        sliced = arch is not None and _slices_match_uniform()
+        used = jax.tree.leaves(used_params(self.params, arch)) if sliced else [True] * len(leaves)
+        u = None if sliced else jax.random.uniform(key, (total,), jnp.float32, -1.0, 1.0)
         out, at = [], 0
-        for path, x in leaves:
+        for (path, x), use in zip(leaves, used):
             bound = _init_bound(path, x, self.params)
             if bound is None:
                 out.append(x)  # BN scale / bias: constants
-            else:
+                continue
+            if not sliced:
                 out.append(u[at:at + x.size].reshape(x.shape) * bound)
-                at += x.size
+            else:
+                draw = functools.partial(_uniform_slice, key, at, x.size)
+                zeros = functools.partial(jnp.zeros, (x.size,), jnp.float32)
+                if isinstance(use, jax.core.Tracer):  # an edge's conv: drawn only if the arch uses it
+                    vals = jax.lax.cond(use, draw, zeros)
+                else:
+                    vals = draw() if use else zeros()
+                out.append(vals.reshape(x.shape) * bound)
+            at += x.size
         return jax.tree_util.tree_unflatten(treedef, out)
 
     def _fast_train(self, params, stats, arch, train_images, train_labels):
@@ -121,7 +162,7 @@ class ProxyScorer:
 
     def _score_one(self, params, stats, arch, index, images, labels, train_images, train_labels):
         if self.init == "per_arch":
-            params = self.init_params(jax.random.fold_in(jax.random.key(self.seed), index))
+            params = self.init_params(jax.random.fold_in(jax.random.key(self.seed), index), arch)
         if self.fast_train_steps:
             params, stats = self._fast_train(params, stats, arch, train_images, train_labels)
         out = {}
