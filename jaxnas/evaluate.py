@@ -70,6 +70,16 @@ def recalibrate(graphdef, params, stats, arch, recal_images, mode="single", impl
     return jax.tree.map(lambda s: s.mean(0), per_batch)
 
 
+def _forward_prune(params, bn):
+    """How far `evaluate`'s forward may prune (NB201SuperNet `prune`): ops whose output nothing uses
+    always; with batch statistics and search cells without BN bias (SETN's affine=False) also the
+    convs of all-zero nodes, whose BatchNorm then outputs exact zeros."""
+    paths = jax.tree_util.tree_flatten_with_path(params)[0]
+    cell_bias = any(any(getattr(k, "key", None) == "edges" for k in p) and getattr(p[-1], "key", None) == "bias"
+                    for p, _ in paths)
+    return "zero" if bn == "batch" and not cell_bias else True
+
+
 # YNNPACK for its convolutions and matmuls (cpu_kernels): 15-20% faster forward passes on CPU; and
 # for reductions (BatchNorm statistics): ~12 % more on SETN's selection (BENCHMARKS.md section 6)
 @cpu_kernels.jit(static_argnames=("graphdef", "mode", "bn", "chunk_size", "impl"),
@@ -80,7 +90,7 @@ def _evaluate(graphdef, params, stats, archs, images, labels, recal_images, *, m
         if bn == "recal":
             s = recalibrate(graphdef, params, stats, arch, recal_images, mode, impl, prune=True)
         logits, _ = functional.apply(graphdef, params, s, images, arch, mode=mode, train=(bn == "batch"),
-                                     **_impl_kw(mode, impl, prune=True))
+                                     **_impl_kw(mode, impl, prune=_forward_prune(params, bn)))
         return loss_and_accuracy(logits, labels)
 
     loss, acc = map_chunked(one, archs, chunk_size)

@@ -13,7 +13,7 @@ from jaxnas.evaluate import evaluate, recalibrate
 from jaxnas.nn import NB201SuperNet, apply, split
 from jaxnas.nn.ops import BN_MOMENTUM, conv2d
 from jaxnas.spaces import nb201
-from test_nn import build  # abstract build, weights and random BN statistics from numpy
+from test_nn import ZERO_FED, build  # abstract build, weights and random BN statistics from numpy
 
 C, H, B, K, CHUNK, R, RB = 4, 8, 8, 7, 3, 2, 4  # K candidates in chunks of 3 (3 + 3 + 1)
 TOL = {"rtol": 1e-5, "atol": 1e-5}
@@ -27,8 +27,9 @@ def setup():
         "images": jnp.asarray(rng.normal(size=(B, H, H, 3)), jnp.float32),
         "labels": jnp.asarray(rng.integers(0, 10, B), jnp.int32),
         "recal": jnp.asarray(rng.normal(0.3, 1.2, size=(R, RB, H, H, 3)), jnp.float32),  # other statistics
-        "single": jnp.asarray(np.concatenate([nb201.from_index([0, 1835]), rng.integers(0, 5, (K - 2, 6))]),
-                              jnp.int32),
+        # ZERO_FED: an all-zero node feeding convs (skipped under bn="batch": the cells have no BN bias)
+        "single": jnp.asarray(np.concatenate([nb201.from_index([0, 1835]), ZERO_FED[None],
+                                              rng.integers(0, 5, (K - 3, 6))]), jnp.int32),
         "weighted": jax.nn.softmax(jnp.asarray(2 * rng.normal(size=(K, 6, 5)), jnp.float32)),
     }
     return graphdef, params, stats, data
