@@ -45,7 +45,7 @@ def loss_and_accuracy(logits, labels):
 def _impl_kw(mode, impl, prune=False):
     """Forward-only keyword arguments: cells scanned (fast forward, never differentiated here) and,
     with `prune` in single mode, ops whose output nothing uses skipped (NB201SuperNet)."""
-    kw = {"scan_cells": True, "prune": prune and mode == "single"}
+    kw = {"scan_cells": True, "prune": prune if mode == "single" else False}
     return {**kw, "single_path_impl": impl} if impl and mode == "single" else kw
 
 

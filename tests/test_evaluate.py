@@ -88,6 +88,18 @@ def test_bn_modes_differ(setup):
         assert np.abs(res[a] - res[b]).max() > 1e-3, (a, b)
 
 
+def test_forward_prune_reaches_the_supernet(setup):
+    """evaluate's forward prunes zero-input convs exactly when BN uses batch statistics and the
+    search cells have no BN bias, and passes that choice on unchanged (single mode only)."""
+    from jaxnas.evaluate import _forward_prune, _impl_kw
+    _, params, _, _ = setup  # affine=False search cells
+    assert [_forward_prune(params, bn) for bn in ("batch", "running", "recal")] == ["zero", True, True]
+    _, affine_params, _ = split(build(lambda: NB201SuperNet(C, 1, 10, affine=True, rngs=nnx.Rngs(0)), seed=1))
+    assert _forward_prune(affine_params, "batch") is True
+    assert _impl_kw("single", "switch", "zero")["prune"] == "zero"
+    assert _impl_kw("weighted", None, "zero")["prune"] is False
+
+
 def test_recalibrate_stem_statistics(setup):
     """Recalibrated statistics, checked independently where they can be computed by hand: the stem's
     BN sees conv(images), so its statistics are the per-batch mean / unbiased variance, averaged."""
