@@ -271,9 +271,8 @@ def live_ops(arch, tapped: bool, zero_inputs: bool = False):
                                                       for e, (to, src) in enumerate(nb201.EDGES) if to == i])
     used = {nb201.NUM_NODES - 1: jnp.bool_(True)}
     for j in range(nb201.NUM_NODES - 2, 0, -1):
-        feeds = [(arch[e] != nb201.NONE) & (used[to] | (tapped & ((arch[e] == nb201.CONV1) | (arch[e] == nb201.CONV3))))
-                 for e, (to, src) in enumerate(nb201.EDGES) if src == j]
-        used[j] = functools.reduce(jnp.logical_or, feeds)
+        feeds = [(arch[e] != nb201.NONE) & used[to] for e, (to, src) in enumerate(nb201.EDGES) if src == j]
+        used[j] = functools.reduce(jnp.logical_or, feeds) | (tapped & (_conv_count(arch, j, "single") > 0))
     live = [used[to] & ~(zero[src] & zero_inputs) for to, src in nb201.EDGES]
     return jnp.stack([jnp.where(ok, arch[e], nb201.NONE) for e, ok in enumerate(live)])
 
