@@ -175,6 +175,7 @@ def test_vmapped_chunks_equal_one_at_a_time(scores, batch):
 
 
 def test_fast_training_equals_explicit_sgd_steps(batch):
+    """Traced (in the program) and host (eager) fast training both equal explicit SGD steps."""
     rng = np.random.default_rng(1)
     tx = rng.normal(size=(2, 4, H, H, 3)).astype(np.float32)
     ty = rng.integers(0, 10, (2, 4)).astype(np.int32)
@@ -199,6 +200,25 @@ def test_fast_training_equals_explicit_sgd_steps(batch):
     assert got == pytest.approx(ref, rel=1e-3)
     untrained = ProxyScorer("naswot", C=C, N=N, seed=3)(ARCHS[:1], *batch)["naswot"][0]
     assert abs(got - untrained) > 1e-3
+    # fast_train_host (the CPU default): the same steps through the eager kernels, on the host
+    host = ProxyScorer("naswot", C=C, N=N, seed=3, fast_train_steps=3, fast_train_lr=0.2, fast_train_host=True)
+    hp, hs = host.candidate_weights(ARCHS[0], tx, ty)
+    used = jax.tree.leaves(used_params(st.params, arch)) + [True] * len(jax.tree.leaves(st.stats))
+    for w, g, u in zip(jax.tree.leaves((st.params, st.stats)), jax.tree.leaves((hp, hs)), used):
+        if u:  # the leaves arch does not use are zeros in the scorer's draw, never read
+            np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=1e-4, atol=1e-5)
+    assert host(ARCHS[:1], *batch, tx, ty)["naswot"][0] == pytest.approx(float(want), rel=1e-4)
+
+
+def test_host_fast_training_keeps_the_shared_weights(batch):
+    """With shared weights the eager update (which donates its state) trains a copy."""
+    rng = np.random.default_rng(1)
+    tx, ty = rng.normal(size=(1, 4, H, H, 3)).astype(np.float32), rng.integers(0, 10, (1, 4)).astype(np.int32)
+    shared = ProxyScorer("naswot", C=C, N=N, seed=3, fast_train_steps=2, init="shared", fast_train_host=True)
+    before = jax.tree.map(np.array, shared.params)
+    params, _ = shared.candidate_weights(ARCHS[0], tx, ty)
+    jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.array, shared.params), before)
+    assert any(np.abs(np.asarray(p) - b).max() > 1e-4 for p, b in zip(jax.tree.leaves(params), jax.tree.leaves(before)))
 
 
 def test_per_architecture_init_draws_exactly_the_whole_draws_values(scorer):

@@ -67,11 +67,12 @@ def proxy_batches(ds, cfg: Config):
 
 
 def make_scorer(cfg: Config, proxies, num_classes: int) -> ProxyScorer:
-    from jaxnas.methods.base import eval_chunk_size, traced_impl
+    from jaxnas.methods.base import eval_chunk_size, resolve_impl, traced_impl
     return ProxyScorer(proxies, C=cfg.C, N=cfg.N, num_classes=num_classes, seed=cfg.seed, init=cfg.proxy_init,
                        chunk_size=eval_chunk_size(cfg, accelerator_default=16), das_weight=cfg.das_weight,
                        fast_train_steps=cfg.fast_train_steps, fast_train_lr=cfg.fast_train_lr,
-                       single_path_impl=traced_impl(cfg.single_path_impl))  # for gradient proxies
+                       single_path_impl=traced_impl(cfg.single_path_impl),  # for gradient proxies
+                       fast_train_host=resolve_impl(cfg.single_path_impl) == "eager")  # CPU: eager steps
 
 
 def _read_rows(path: pathlib.Path) -> list[dict]:

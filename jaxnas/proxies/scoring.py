@@ -7,7 +7,11 @@ never on which other candidates share the call. `init="shared"` instead gives ev
 same supernet weights (cheaper, not the reference protocol).
 
 The DAS fast-training strategy: before scoring, each candidate takes `fast_train_steps` SGD steps
-(momentum 0.9, Nesterov, weight decay 5e-4, lr `fast_train_lr`) on fixed training batches.
+(momentum 0.9, Nesterov, weight decay 5e-4, lr `fast_train_lr`) on fixed training batches. Inside
+the program by default; with `fast_train_host` (jaxnas's default on CPU) the steps run one
+candidate at a time through the eager kernels (jaxnas.nn.eager) instead, since on XLA:CPU the
+traced single-path gradient at C=16, N=5 compiles for minutes and runs ~50x slower than PyTorch
+(benchmarks/BENCHMARKS.md section 1). Both give the same weights up to float rounding.
 """
 from __future__ import annotations
 
@@ -87,7 +91,8 @@ class ProxyScorer:
     """
 
     def __init__(self, proxies, *, C=16, N=5, num_classes=10, seed=0, init="per_arch", chunk_size=1,
-                 das_weight=1.0, fast_train_steps=0, fast_train_lr=0.1, single_path_impl="merged"):
+                 das_weight=1.0, fast_train_steps=0, fast_train_lr=0.1, single_path_impl="merged",
+                 fast_train_host=False):
         if init not in INITS:
             raise ValueError(f"init must be one of {INITS}, got {init!r}")
         if chunk_size < 1 or fast_train_steps < 0:
@@ -95,6 +100,7 @@ class ProxyScorer:
         self.proxies = parse_proxies(proxies) if isinstance(proxies, str) else list(proxies)
         self.seed, self.init, self.chunk_size = seed, init, chunk_size
         self.fast_train_steps, self.fast_train_lr = fast_train_steps, fast_train_lr
+        self.fast_train_host = bool(fast_train_host and fast_train_steps)
         self._make = functools.partial(NB201SuperNet, C, N, num_classes, affine=True, track_running_stats=True,
                                        single_path_impl=single_path_impl)
         self.graphdef, self.params, self.stats = split(self._make(rngs=nnx.Rngs(seed)))
@@ -110,6 +116,9 @@ class ProxyScorer:
         # YNNPACK for convolutions, matmuls and reductions (BatchNorm's statistics: +12 % NASWOT
         # throughput on 2 cores); its elementwise fusions made the scorer slower (BENCHMARKS.md section 5)
         self._run = cpu_kernels.jit(self._score_all, fusions=(cpu_kernels.DOT, cpu_kernels.REDUCE))
+        # host fast training: one candidate's fresh weights, then its scores, each one program
+        self._prepare_one = jax.jit(self._prepare)
+        self._score_trained = cpu_kernels.jit(self._proxies, fusions=(cpu_kernels.DOT, cpu_kernels.REDUCE))
 
     def init_params(self, key, arch=None):
         """Fresh weights, distributed as PyTorch's defaults (and jaxnas.nn.ops): conv / linear
@@ -160,19 +169,62 @@ class ProxyScorer:
         state = jax.lax.fori_loop(0, self.fast_train_steps, step, create(params, stats, 0))
         return state.params, state.stats
 
-    def _score_one(self, params, stats, arch, index, images, labels, train_images, train_labels):
+    def _host_fast_train(self, params, stats, arch, train_images, train_labels):
+        """`_fast_train` through the eager kernels, `arch` a host array (called outside jit)."""
+        from jaxnas.config import Config
+        from jaxnas.train.state import create
+        cfg = Config(lr=self.fast_train_lr, grad_clip=0.0)
+        used = used_params(params, arch)
+        if self.init == "shared":  # the update donates the state: never hand it the scorer's own weights
+            params = jax.tree.map(jnp.copy, params)
+        state = create(params, stats, 0)
+        for t in range(self.fast_train_steps):
+            i = t % train_images.shape[0]
+            state = steps.eager_weight_step(cfg, self.graphdef, state, train_images[i], train_labels[i], cfg.lr,
+                                            arch, used=used)[0]
+        return state.params, state.stats
+
+    def _prepare(self, params, stats, arch, index, train_images, train_labels):
+        """The weights a candidate is scored with: fresh (per_arch) or shared, after the fast-training
+        steps unless those run on the host."""
         if self.init == "per_arch":
             params = self.init_params(jax.random.fold_in(jax.random.key(self.seed), index), arch)
-        if self.fast_train_steps:
+        if self.fast_train_steps and not self.fast_train_host:
             params, stats = self._fast_train(params, stats, arch, train_images, train_labels)
+        return params, stats
+
+    def _proxies(self, params, stats, arch, images, labels):
         out = {}
         for fn in self._fns:
             out.update(fn(self.graphdef, params, stats, arch, images, labels))
         return out
 
     def _score_all(self, params, stats, archs, indices, images, labels, train_images, train_labels):
-        one = lambda a_i: self._score_one(params, stats, *a_i, images, labels, train_images, train_labels)  # noqa: E731
+        def one(a_i):
+            p, s = self._prepare(params, stats, *a_i, train_images, train_labels)
+            return self._proxies(p, s, a_i[0], images, labels)
         return map_chunked(one, (archs, indices), min(self.chunk_size, archs.shape[0]))
+
+    def candidate_weights(self, arch, train_images=None, train_labels=None):
+        """(params, stats) one architecture (int32 [6]) is scored with: its fresh (or the shared)
+        weights after the fast-training steps, if any, on train_images [T, B, H, W, 3]."""
+        arch = np.asarray(nb201.validate(np.asarray(arch)), np.int32)
+        if arch.ndim != 1:
+            raise ValueError(f"candidate_weights takes one architecture of shape [6], got {arch.shape}")
+        train_images, train_labels = self._train_batches(train_images, train_labels, None)
+        index = np.int32(nb201.to_index(arch))
+        params, stats = self._prepare_one(self.params, self.stats, jnp.asarray(arch), index, train_images, train_labels)
+        if self.fast_train_host:
+            params, stats = self._host_fast_train(params, stats, arch, train_images, train_labels)
+        return params, stats
+
+    def _train_batches(self, train_images, train_labels, images):
+        if self.fast_train_steps and train_images is None:
+            raise ValueError("fast_train_steps > 0 needs train_images / train_labels")
+        if train_images is None:  # placeholders: the program's signature needs them
+            shape = (1, 1) + (tuple(images.shape[1:]) if images is not None else (1, 1, 3))
+            return jnp.zeros(shape, jnp.float32), jnp.zeros((1, 1), jnp.int32)
+        return train_images, train_labels
 
     def __call__(self, archs, images, labels, train_images=None, train_labels=None) -> dict:
         """Scores of `archs` (int32 [K, 6]) on one batch: {output name: float64 [K]} on the host.
@@ -183,11 +235,11 @@ class ProxyScorer:
         archs = nb201.validate(np.asarray(archs))
         if archs.ndim != 2:
             raise ValueError(f"archs must be [K, 6] op ids, got shape {archs.shape}")
-        if self.fast_train_steps and train_images is None:
-            raise ValueError("fast_train_steps > 0 needs train_images / train_labels")
-        if train_images is None:
-            train_images = jnp.zeros((1, 1) + tuple(images.shape[1:]), jnp.float32)
-            train_labels = jnp.zeros((1, 1), jnp.int32)
+        train_images, train_labels = self._train_batches(train_images, train_labels, images)
+        if self.fast_train_host:  # one candidate at a time: eager training steps, then its scores
+            rows = [jax.device_get(self._score_trained(*self.candidate_weights(a, train_images, train_labels),
+                                                       jnp.asarray(a, jnp.int32), images, labels)) for a in archs]
+            return {k: np.asarray([r[k] for r in rows], np.float64) for k in rows[0]}
         indices = np.asarray(nb201.to_index(archs), np.int32)
         out = self._run(self.params, self.stats, jnp.asarray(archs, jnp.int32), jnp.asarray(indices), images, labels,
                         train_images, train_labels)
