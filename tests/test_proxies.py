@@ -320,6 +320,26 @@ def test_cli_score_resumes_and_summarises(image_folder, nb201_table_path, tmp_pa
     assert list(csv.DictReader(open(out / "scores.csv"))) == rows
 
 
+def test_cli_score_with_host_fast_training(image_folder, tmp_path, _cli):
+    """On CPU `fast_train_steps` runs on the host (eager steps), written in unpadded blocks of
+    HOST_BLOCK candidates; a killed run resumes to the same rows."""
+    from jaxnas.config import PRESETS, apply_overrides
+    from jaxnas.proxies.run import HOST_BLOCK, make_scorer
+    fast = [*SMALL, "fast_train_steps=1", "fast_train_batch_size=8"]
+    assert make_scorer(apply_overrides(PRESETS["paper"], fast), ["naswot"], 10).fast_train_host
+    out, n = tmp_path / "fast", HOST_BLOCK + 2
+    args = ["score", "--proxy", "naswot", "--archs", str(n), "--data", image_folder, "--out", out, "--no-progress", *fast]
+    r = _cli(*args)
+    assert r.returncode == 0, r.stderr
+    rows = list(csv.DictReader(open(out / "scores.csv")))
+    assert len(rows) == n and len({r["arch"] for r in rows}) == n
+    lines = (out / "scores.csv").read_text().splitlines(keepends=True)
+    (out / "scores.csv").write_text("".join(lines[:4]))
+    (out / "summary.json").unlink()
+    assert _cli(*args).returncode == 0
+    assert list(csv.DictReader(open(out / "scores.csv"))) == rows
+
+
 def test_cli_naswot_search_and_errors(image_folder, nb201_table_path, tmp_path, _cli):
     out = tmp_path / "search"
     r = _cli("search", "--method", "naswot", "--data", image_folder, "--out", out, "--bench-table",

@@ -21,6 +21,9 @@ from jaxnas.spaces import nb201
 from jaxnas.train.loop import RunError, atomic_write, check_run_dir, prepare_run_dir, progress_bar, write_result
 
 
+HOST_BLOCK = 8  # candidates per written block when fast training runs on the host (seconds each)
+
+
 def select_archs(spec: str, seed: int) -> np.ndarray:
     """Candidates for `jaxnas score --archs`: "all" (index order), N (a seeded sample of N distinct
     architectures) or a file with one NB201 string per line."""
@@ -102,9 +105,12 @@ def score(cfg: Config, run_dir, *, overwrite=False, bench_table=None, progress=T
     columns = None
     prev = json.loads((run / "progress.json").read_text()) if (run / "progress.json").exists() else {}
     elapsed0 = float(prev.get("elapsed_s", 0.0)) if done else 0.0
+    if scorer.fast_train_host:  # one candidate at a time anyway: small blocks, nothing padded
+        block_size = min(block_size, HOST_BLOCK)
     for start in range(len(done), len(archs), block_size):
         block = archs[start:start + block_size]
-        pad = block_size - len(block)  # a fixed block shape: one compilation for every block
+        # a fixed block shape: one compilation for every block (host fast training: one candidate a program)
+        pad = 0 if scorer.fast_train_host else block_size - len(block)
         padded = np.concatenate([block, np.repeat(block[-1:], pad, 0)]) if pad else block
         res = scorer(padded, x, y, *train)
         columns = columns or _columns(proxies, res)
