@@ -45,7 +45,8 @@ def main():
     a = ap.parse_args()
     from jaxnas.bench import load_table
     runs = pathlib.Path(a.runs)
-    valid = {r["cellstr"]: float(r["valid_top1"]) for r in csv.DictReader(open(VALID))}
+    with open(VALID) as f:
+        valid = {r["cellstr"]: float(r["valid_top1"]) for r in csv.DictReader(f)}
     settings = [(0, 0.0)] + [(int(k), float(lr)) for k in a.steps.split(",") for lr in a.lrs.split(",")]
     calibration = {}
     for k, lr in settings:
@@ -75,9 +76,9 @@ def main():
 
 
 def _markdown(res):
-    lines = [f"Calibration: {res['calibration_archs']} seeded architectures, Kendall tau / Spearman against "
-             f"{res['judged_on']}.", "", "| setting | NASWOT | DAS (w={}) | DA |".format(res["das_weight"]),
-             "|---|---|---|---|"]
+    head = (f"Calibration: {res['calibration_archs']} seeded architectures, Kendall tau / Spearman against "
+            f"{res['judged_on']}.")
+    lines = [head, "", f"| setting | NASWOT | DAS (w={res['das_weight']}) | DA |", "|---|---|---|---|"]
     for s, v in res["calibration"].items():
         lines.append(f"| {s} | " + " | ".join(f"{m['kendall_tau']:.3f} / {m['spearman']:.3f}" for m in v.values()) + " |")
     lines += ["", f"Best DAS setting on the calibration set: {res['best_setting']}."]
