@@ -87,7 +87,9 @@ class ProxyScorer:
     """Scores NB201 architectures with `proxies` (names from PROXIES) at width C, depth N.
 
     The network is the standalone NB201 network's semantics (affine BN with running statistics,
-    PyTorch default initialisation) as the supernet's single path.
+    PyTorch default initialisation) as the supernet's single path. `fast_train_host`: run the
+    fast-training steps on the host through the eager kernels, one candidate at a time (for CPU;
+    `jaxnas score` sets it there), instead of inside the jitted, chunked program.
     """
 
     def __init__(self, proxies, *, C=16, N=5, num_classes=10, seed=0, init="per_arch", chunk_size=1,
