@@ -30,7 +30,7 @@ W = Config().das_weight  # the DAS weight chosen in run.py's calibration (1.75)
 
 def _summaries(rows, truth):
     from jaxnas.bench import rank_summary
-    named = {"NASWOT": col(rows, "naswot") if "naswot" in rows[0] else col(rows, "score"),
+    named = {"NASWOT": col(rows, "score"),  # `--proxy naswot,das`: the first proxy is the `score` column
              f"DAS (w={W})": das(rows, W), "DA": col(rows, "da")}
     return {k: rank_summary(v, truth) for k, v in named.items()}
 
@@ -67,7 +67,8 @@ def main():
         subset_file.write_text("".join(s + "\n" for s in load_naslib()))
         k, lr = (float(v.split("=")[1]) for v in best.split())
         subset = {}
-        for name, extra in (("untrained", []), (best, [f"fast_train_steps={int(k)}", f"fast_train_lr={lr}"] if k else [])):
+        trained = [(best, [f"fast_train_steps={int(k)}", f"fast_train_lr={lr}"])] if k else []  # else: untrained won
+        for name, extra in [("untrained", [])] + trained:
             rows = score(runs / f"subset_{name.replace(' ', '_').replace('=', '')}", str(subset_file), "naswot,das", extra)
             subset[name] = _summaries(rows, table.values([r["arch"] for r in rows], "cifar10"))
         results["naslib_subset_vs_test_acc"] = subset
@@ -75,19 +76,20 @@ def main():
     _markdown(results)
 
 
+def _row(setting, summaries):
+    return f"| {setting} | " + " | ".join(f"{m['kendall_tau']:.3f} / {m['spearman']:.3f}" for m in summaries.values()) + " |"
+
+
 def _markdown(res):
     head = (f"Calibration: {res['calibration_archs']} seeded architectures, Kendall tau / Spearman against "
             f"{res['judged_on']}.")
     lines = [head, "", f"| setting | NASWOT | DAS (w={res['das_weight']}) | DA |", "|---|---|---|---|"]
-    for s, v in res["calibration"].items():
-        lines.append(f"| {s} | " + " | ".join(f"{m['kendall_tau']:.3f} / {m['spearman']:.3f}" for m in v.values()) + " |")
+    lines += [_row(s, v) for s, v in res["calibration"].items()]
     lines += ["", f"Best DAS setting on the calibration set: {res['best_setting']}."]
     if "naslib_subset_vs_test_acc" in res:
         lines += ["", "NASLib's 724 subset, against NB201 CIFAR-10 test accuracy:", "",
                   "| setting | NASWOT | DAS | DA |", "|---|---|---|---|"]
-        for s, v in res["naslib_subset_vs_test_acc"].items():
-            lines.append(f"| {s} | " + " | ".join(f"{m['kendall_tau']:.3f} / {m['spearman']:.3f}"
-                                                   for m in v.values()) + " |")
+        lines += [_row(s, v) for s, v in res["naslib_subset_vs_test_acc"].items()]
     (HERE / "fast_training.md").write_text("\n".join(lines) + "\n")
 
 

@@ -156,34 +156,28 @@ class ProxyScorer:
             at += x.size
         return jax.tree_util.tree_unflatten(treedef, out)
 
-    def _fast_train(self, params, stats, arch, train_images, train_labels):
-        """`fast_train_steps` SGD steps of one candidate, cycling over fixed batches [T, B, H, W, 3]."""
+    def _fast_train(self, params, stats, arch, train_images, train_labels, host=False):
+        """`fast_train_steps` SGD steps of one candidate, cycling over fixed batches [T, B, H, W, 3]:
+        inside the program (`arch` traced), or with `host` through the eager kernels (`arch` a host
+        array, called outside jit)."""
         from jaxnas.config import Config
         from jaxnas.train.state import create
         cfg = Config(lr=self.fast_train_lr, grad_clip=0.0)
         used = used_params(params, arch)
+        weight_step = steps.eager_weight_step if host else steps.weight_step
 
         def step(t, state):
             i = t % train_images.shape[0]
-            return steps.weight_step(cfg, self.graphdef, state, train_images[i], train_labels[i], cfg.lr, arch,
-                                     used=used)[0]
+            return weight_step(cfg, self.graphdef, state, train_images[i], train_labels[i], cfg.lr, arch, used=used)[0]
 
-        state = jax.lax.fori_loop(0, self.fast_train_steps, step, create(params, stats, 0))
-        return state.params, state.stats
-
-    def _host_fast_train(self, params, stats, arch, train_images, train_labels):
-        """`_fast_train` through the eager kernels, `arch` a host array (called outside jit)."""
-        from jaxnas.config import Config
-        from jaxnas.train.state import create
-        cfg = Config(lr=self.fast_train_lr, grad_clip=0.0)
-        used = used_params(params, arch)
-        if self.init == "shared":  # the update donates the state: never hand it the scorer's own weights
+        if not host:
+            state = jax.lax.fori_loop(0, self.fast_train_steps, step, create(params, stats, 0))
+            return state.params, state.stats
+        if self.init == "shared":  # the eager update donates the state: never hand it the scorer's own weights
             params = jax.tree.map(jnp.copy, params)
         state = create(params, stats, 0)
         for t in range(self.fast_train_steps):
-            i = t % train_images.shape[0]
-            state = steps.eager_weight_step(cfg, self.graphdef, state, train_images[i], train_labels[i], cfg.lr,
-                                            arch, used=used)[0]
+            state = step(t, state)
         return state.params, state.stats
 
     def _prepare(self, params, stats, arch, index, train_images, train_labels):
@@ -213,11 +207,14 @@ class ProxyScorer:
         arch = np.asarray(nb201.validate(np.asarray(arch)), np.int32)
         if arch.ndim != 1:
             raise ValueError(f"candidate_weights takes one architecture of shape [6], got {arch.shape}")
-        train_images, train_labels = self._train_batches(train_images, train_labels, None)
+        return self._weights(arch, *self._train_batches(train_images, train_labels, None))
+
+    def _weights(self, arch, train_images, train_labels):
+        """candidate_weights for a validated int32 [6] host `arch` and resolved training batches."""
         index = np.int32(nb201.to_index(arch))
         params, stats = self._prepare_one(self.params, self.stats, jnp.asarray(arch), index, train_images, train_labels)
         if self.fast_train_host:
-            params, stats = self._host_fast_train(params, stats, arch, train_images, train_labels)
+            params, stats = self._fast_train(params, stats, arch, train_images, train_labels, host=True)
         return params, stats
 
     def _train_batches(self, train_images, train_labels, images):
@@ -239,8 +236,8 @@ class ProxyScorer:
             raise ValueError(f"archs must be [K, 6] op ids, got shape {archs.shape}")
         train_images, train_labels = self._train_batches(train_images, train_labels, images)
         if self.fast_train_host:  # one candidate at a time: eager training steps, then its scores
-            rows = [jax.device_get(self._score_trained(*self.candidate_weights(a, train_images, train_labels),
-                                                       jnp.asarray(a, jnp.int32), images, labels)) for a in archs]
+            rows = [jax.device_get(self._score_trained(*self._weights(a, train_images, train_labels),
+                                                       jnp.asarray(a), images, labels)) for a in archs.astype(np.int32)]
             return {k: np.asarray([r[k] for r in rows], np.float64) for k in rows[0]}
         indices = np.asarray(nb201.to_index(archs), np.int32)
         out = self._run(self.params, self.stats, jnp.asarray(archs, jnp.int32), jnp.asarray(indices), images, labels,
