@@ -56,8 +56,11 @@ class Config:
     proxy: str = "naswot"              # proxies to compute, comma-separated (score); the first ranks
     proxy_batch_size: int = 128        # images the proxies see (NASWOT paper: 128)
     proxy_init: str = "per_arch"       # per_arch: a fresh network per candidate (reference) | shared
-    das_weight: float = 1.75           # DAS = DA + das_weight * B * log(NAU); 1.0 is NASWOT. 1.75: best Kendall
-                                       # on a 200-arch calibration set (experiments/proxy_fidelity)
+    das_da: str = "logdet"             # DAS's distinguishing ability: logdet (log|S|) | min_dist (the closest
+                                       # pair of images' codes; ranks NB201 better, experiments/proxy_fidelity)
+    das_weight: Optional[float] = None  # DAS = DA + das_weight * B * log(NAU); 1.0 with logdet is NASWOT.
+                                       # None: the DA's weight chosen on a 200-arch calibration set
+                                       # (logdet 1.75, min_dist 1.33; experiments/proxy_fidelity)
     fast_train_steps: int = 0          # DAS fast training: SGD steps per candidate before scoring
     fast_train_lr: float = 0.1         # its learning rate
     fast_train_batch_size: int = 64    # its batch size
@@ -151,6 +154,8 @@ def validate(cfg: Config) -> Config:
         raise ValueError("eval_bn=running needs track_running_stats=true")
     if cfg.proxy_init not in ("per_arch", "shared"):
         raise ValueError(f"proxy_init must be per_arch or shared, got {cfg.proxy_init!r}")
+    if cfg.das_da not in ("logdet", "min_dist"):
+        raise ValueError(f"das_da must be logdet or min_dist, got {cfg.das_da!r}")
     if cfg.fast_train_steps < 0 or cfg.fast_train_lr <= 0:
         raise ValueError("fast_train_steps must be >= 0 and fast_train_lr > 0")
     if cfg.keep_checkpoints < 2:

@@ -283,6 +283,7 @@ def test_cli_usage_errors_are_one_line(image_folder, tmp_path, capsys):
     for name, args, message in [
         ("unknown field", [*base, "--out", tmp_path / "a", "bogus_field=1"], "unknown config field 'bogus_field'"),
         ("bad value", [*base, "--out", tmp_path / "b", "C=four"], "C takes an integer, got 'four'"),
+        ("bad choice", [*base, "--out", tmp_path / "f", "das_da=median"], "das_da must be logdet or min_dist"),
         ("unknown method", [*base, "--out", tmp_path / "c", "--method", "nope"], "unknown method 'nope'"),
         ("bad flag", [*base, "--out", tmp_path / "d", "--frobnicate"], "unrecognized arguments: --frobnicate"),
     ]:

@@ -82,7 +82,8 @@ def nchw(x):
 
 
 def reference_naswot(tnet, x):
-    """The reference procedure: hook every nn.ReLU's input, K += c c^T + (1-c)(1-c)^T, slogdet."""
+    """The reference procedure: hook every nn.ReLU's input, K += c c^T + (1-c)(1-c)^T, slogdet.
+    Returns (log|K|, N_A, K)."""
     k = np.zeros((B, B))
     units = [0]
 
@@ -97,7 +98,7 @@ def reference_naswot(tnet, x):
         tnet(nchw(x))
     for h in hooks:
         h.remove()
-    return np.linalg.slogdet(k)[1], units[0]
+    return np.linalg.slogdet(k)[1], units[0], k
 
 
 def weight_layers(tnet):
@@ -142,22 +143,47 @@ def reference_jacov(tnet, x):
 @pytest.mark.parametrize("i", range(len(ARCHS)))
 def test_naswot_and_das_match_relu_hooks(scorer, scores, batch, i):
     tnet = torch_twin(scorer, ARCHS[i])
-    ref, units = reference_naswot(tnet, batch[0])
+    ref, units, k = reference_naswot(tnet, batch[0])
     assert scores["naswot"][i] == pytest.approx(ref, rel=1e-4, abs=1e-3)
     # DAS's atomic metrics: NASWOT = B log NAU + DA exactly; DAS reweights the NAU term
     assert scores["log_nau"][i] == pytest.approx(np.log(units), rel=1e-6)
     assert scores["da"][i] <= 1e-4  # Hadamard: log det of a PSD matrix with unit diagonal
     assert scores["naswot"][i] == pytest.approx(B * scores["log_nau"][i] + scores["da"][i], rel=1e-5)
     assert scores["das"][i] == pytest.approx(scores["da"][i] + 0.5 * B * scores["log_nau"][i], rel=1e-5)
+    # the min_dist reading of DA: B log of the smallest normalised Hamming distance of two images
+    dist = 1.0 - k / units
+    assert scores["da_min"][i] == pytest.approx(B * np.log(dist[~np.eye(B, dtype=bool)].min()), rel=1e-5)
 
 
+def test_das_with_the_min_dist_distinguishing_ability(scores, batch):
+    got = ProxyScorer("das", C=C, N=N, seed=3, das_weight=1.33, das_da="min_dist")(ARCHS, *batch)
+    np.testing.assert_allclose(got["das"], scores["da_min"] + 1.33 * B * scores["log_nau"], rtol=1e-5)
+    with pytest.raises(ValueError, match="das_da"):
+        ProxyScorer("das", C=C, N=N, das_da="median")(ARCHS[:1], *batch)
+
+
+@pytest.fixture(scope="module")
+def host_scores(batch):
+    """host_gradients (the CPU default of `jaxnas score`): the gradient proxies through the eager
+    kernels, one candidate at a time; NASWOT / DAS still traced."""
+    host = ProxyScorer(ALL, C=C, N=N, seed=3, das_weight=0.5, host_gradients=True)
+    assert host.host and len(host._eager_fns) == 3
+    return host(ARCHS, *batch)
+
+
+@pytest.mark.parametrize("where", ["traced", "host"])
 @pytest.mark.parametrize("i", range(len(ARCHS)))
-def test_gradient_proxies_match_torch(scorer, scores, batch, i):
+def test_gradient_proxies_match_torch(scorer, scores, host_scores, batch, i, where):
+    s = scores if where == "traced" else host_scores
     gn, sn = reference_loss_grads(torch_twin(scorer, ARCHS[i]), *batch)
-    assert scores["grad_norm"][i] == pytest.approx(gn, rel=1e-4)
-    assert scores["snip"][i] == pytest.approx(sn, rel=1e-4)
-    assert scores["synflow"][i] == pytest.approx(reference_synflow(torch_twin(scorer, ARCHS[i])), rel=1e-5)
-    assert scores["jacov"][i] == pytest.approx(reference_jacov(torch_twin(scorer, ARCHS[i]), batch[0]), rel=1e-3)
+    assert s["grad_norm"][i] == pytest.approx(gn, rel=1e-4)
+    assert s["snip"][i] == pytest.approx(sn, rel=1e-4)
+    assert s["synflow"][i] == pytest.approx(reference_synflow(torch_twin(scorer, ARCHS[i])), rel=1e-5)
+    assert s["jacov"][i] == pytest.approx(reference_jacov(torch_twin(scorer, ARCHS[i]), batch[0]), rel=1e-3)
+    if where == "host":
+        assert set(s) == set(scores)
+        for k in ("naswot", "das", "da", "log_nau"):
+            assert s[k][i] == pytest.approx(scores[k][i], rel=1e-5)
 
 
 def test_scores_do_not_depend_on_the_other_candidates(scorer, scores, batch):
@@ -196,12 +222,12 @@ def test_fast_training_equals_explicit_sgd_steps(batch):
     want = score(st.params, st.stats, jnp.asarray(batch[0]))
     assert got == pytest.approx(float(want), rel=1e-4)
     # and the trained network's codes are those of PyTorch's network with the trained weights
-    ref, _ = reference_naswot(torch_twin(fast, ARCHS[0], st.params, st.stats), batch[0])
+    ref, _, _ = reference_naswot(torch_twin(fast, ARCHS[0], st.params, st.stats), batch[0])
     assert got == pytest.approx(ref, rel=1e-3)
     untrained = ProxyScorer("naswot", C=C, N=N, seed=3)(ARCHS[:1], *batch)["naswot"][0]
     assert abs(got - untrained) > 1e-3
-    # fast_train_host (the CPU default): the same steps through the eager kernels, on the host
-    host = ProxyScorer("naswot", C=C, N=N, seed=3, fast_train_steps=3, fast_train_lr=0.2, fast_train_host=True)
+    # host_gradients (the CPU default): the same steps through the eager kernels, on the host
+    host = ProxyScorer("naswot", C=C, N=N, seed=3, fast_train_steps=3, fast_train_lr=0.2, host_gradients=True)
     hp, hs = host.candidate_weights(ARCHS[0], tx, ty)
     used = jax.tree.leaves(used_params(st.params, arch)) + [True] * len(jax.tree.leaves(st.stats))
     for w, g, u in zip(jax.tree.leaves((st.params, st.stats)), jax.tree.leaves((hp, hs)), used):
@@ -214,7 +240,7 @@ def test_host_fast_training_keeps_the_shared_weights(batch):
     """With shared weights the eager update (which donates its state) trains a copy."""
     rng = np.random.default_rng(1)
     tx, ty = rng.normal(size=(1, 4, H, H, 3)).astype(np.float32), rng.integers(0, 10, (1, 4)).astype(np.int32)
-    shared = ProxyScorer("naswot", C=C, N=N, seed=3, fast_train_steps=2, init="shared", fast_train_host=True)
+    shared = ProxyScorer("naswot", C=C, N=N, seed=3, fast_train_steps=2, init="shared", host_gradients=True)
     before = jax.tree.map(np.array, shared.params)
     params, _ = shared.candidate_weights(ARCHS[0], tx, ty)
     jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.array, shared.params), before)
@@ -306,9 +332,9 @@ def test_cli_score_resumes_and_summarises(image_folder, nb201_table_path, tmp_pa
     r = _cli(*args)
     assert r.returncode == 0, r.stderr
     rows = list(csv.DictReader(open(out / "scores.csv")))
-    assert len(rows) == 10 and list(rows[0]) == ["index", "arch", "score", "das", "da", "log_nau"]
+    assert len(rows) == 10 and list(rows[0]) == ["index", "arch", "score", "das", "da", "da_min", "log_nau"]
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["n"] == 10 and set(summary["bench"]["correlation"]) == {"score", "das", "da", "log_nau"}
+    assert summary["n"] == 10 and set(summary["bench"]["correlation"]) == {"score", "das", "da", "da_min", "log_nau"}
     assert -1 <= summary["bench"]["correlation"]["score"]["kendall_tau"] <= 1
     # a finished run is not overwritten; a killed one (fewer rows, no summary) resumes to the same rows
     assert _cli(*args).returncode == 2
@@ -318,6 +344,12 @@ def test_cli_score_resumes_and_summarises(image_folder, nb201_table_path, tmp_pa
     r = _cli(*args)
     assert r.returncode == 0, r.stderr
     assert list(csv.DictReader(open(out / "scores.csv"))) == rows
+    # rows written with other columns (an older version) are not extended with misaligned ones
+    old = [",".join(x.rstrip("\n").split(",")[:5] + x.rstrip("\n").split(",")[6:]) + "\n" for x in lines[:4]]
+    (out / "scores.csv").write_text("".join(old))
+    (out / "summary.json").unlink()
+    r = _cli(*args)
+    assert r.returncode == 2 and "use --overwrite" in r.stderr, r.stderr
 
 
 def test_cli_score_with_host_fast_training(image_folder, tmp_path, _cli):
@@ -326,7 +358,9 @@ def test_cli_score_with_host_fast_training(image_folder, tmp_path, _cli):
     from jaxnas.config import PRESETS, apply_overrides
     from jaxnas.proxies.run import HOST_BLOCK, make_scorer
     fast = [*SMALL, "fast_train_steps=1", "fast_train_batch_size=8"]
-    assert make_scorer(apply_overrides(PRESETS["paper"], fast), ["naswot"], 10).fast_train_host
+    assert make_scorer(apply_overrides(PRESETS["paper"], fast), ["naswot"], 10).host
+    assert make_scorer(apply_overrides(PRESETS["paper"], SMALL), ["synflow"], 10).host  # gradient proxies too
+    assert not make_scorer(apply_overrides(PRESETS["paper"], SMALL), ["naswot"], 10).host  # forward only: traced
     out, n = tmp_path / "fast", HOST_BLOCK + 2
     args = ["score", "--proxy", "naswot", "--archs", str(n), "--data", image_folder, "--out", out, "--no-progress", *fast]
     r = _cli(*args)

@@ -4,7 +4,7 @@ DAS (arXiv 2212.12132) scores a candidate after a few training iterations; the p
 and learning rate could not be read here, so this sweeps them on a calibration set, judged against
 NB201 cifar10-valid *validation* accuracy (never the test accuracy of the fidelity table), as
 run.py's step 1 does for DAS's weight. Each setting is one resumable `jaxnas score` run (on CPU the
-steps run through the eager kernels, `fast_train_host`): SGD (momentum 0.9, Nesterov, weight decay
+steps run through the eager kernels, `host_gradients`): SGD (momentum 0.9, Nesterov, weight decay
 5e-4) at batch 64 on fixed training images disjoint from the 128 scored ones. Steps 0 = untrained.
 With `--subset`, the setting with the best DAS Kendall tau on the calibration set is then scored on
 NASLib's 724-architecture subset against test accuracy, next to the untrained scores.
@@ -23,9 +23,9 @@ import pathlib
 import numpy as np
 from run import HERE, TABLE, VALID, col, das, score
 
-from jaxnas.config import Config
+from jaxnas.proxies.activation import DAS_WEIGHTS
 
-W = Config().das_weight  # the DAS weight chosen in run.py's calibration (1.75)
+W = DAS_WEIGHTS["logdet"]  # the DAS weight chosen in run.py's calibration (1.75)
 
 
 def _summaries(rows, truth):

@@ -184,9 +184,10 @@ class _Tape:
             h = self.module(("cells", c), h) if c in self.plan.resnet else cell_fn(self, c, h)
         return self.module(("head",), h)
 
-    def backward(self, out, g_out):
+    def backward(self, out, g_out, input_grad=False):
         """Cotangents from `out` back to the images: (param grad leaves or None, edge weight grads
-        by edge). Values that do not reach `out` get no cotangent (their gradients are zero)."""
+        by edge, the images' gradient if `input_grad` else None). Values that do not reach `out` get
+        no cotangent (their gradients are zero)."""
         cot = {out: g_out}
         grad_leaves = [None] * len(self.p_leaves)
         grad_w = {}
@@ -198,8 +199,8 @@ class _Tape:
             if out_id not in cot:
                 continue
             g = cot.pop(out_id)
-            if kind == "module" and not inputs[0] and not self.param_grads:
-                continue  # the stem's pullback would give only the images' gradient, never used
+            if kind == "module" and not inputs[0] and not (self.param_grads or input_grad):
+                continue  # the stem's pullback would give only the images' gradient, not asked for
             if kind == "add":
                 for i in inputs:
                     accumulate(cot, i, g)
@@ -215,9 +216,9 @@ class _Tape:
                     grad_leaves[i] = leaf
             else:
                 (g_x,) = _pull(pullback, g)
-            if inputs[0]:  # value 0 is the images
+            if inputs[0] or input_grad:  # value 0 is the images
                 accumulate(cot, inputs[0], g_x)
-        return grad_leaves, grad_w
+        return grad_leaves, grad_w, cot.get(0)
 
     def stats(self):
         return jax.tree.unflatten(self.s_def, self.new_stats)
@@ -281,9 +282,25 @@ def value_and_grad(graphdef, params, stats, images, labels, arch, train: bool = 
     `arch` (a concrete host int array [6]): the same as jax.value_and_grad over the traced supernet."""
     tape, out = _run(graphdef, params, stats, images, arch, train, "single", param_grads=True)
     loss, acc, g_logits = _loss_vjp(tape.values[out], labels)
-    grad_leaves, _ = tape.backward(out, g_logits)
-    grad_leaves = [_zeros(*_like(p)) if g is None else g for g, p in zip(grad_leaves, tape.p_leaves)]
-    return (loss, (acc, tape.stats())), jax.tree.unflatten(tape.p_def, grad_leaves)
+    grad_leaves, _, _ = tape.backward(out, g_logits)
+    return (loss, (acc, tape.stats())), _grad_tree(tape, grad_leaves)
+
+
+def _grad_tree(tape, grad_leaves):
+    """The parameter gradients as a tree like the parameters (zeros for the ops that did not run)."""
+    return jax.tree.unflatten(tape.p_def, [_zeros(*_like(p)) if g is None else g
+                                           for g, p in zip(grad_leaves, tape.p_leaves)])
+
+
+def summed_logits_grad(graphdef, params, stats, images, arch, train: bool = True, wrt: str = "params"):
+    """d sum(logits) / d params (a tree like `params`) or / d images, for the single-path network
+    `arch` (a concrete host int array [6]): as jax.grad of the traced supernet's summed logits.
+    The gradients synflow (wrt params) and jacov (wrt images) are built from."""
+    if wrt not in ("params", "images"):
+        raise ValueError(f"wrt must be 'params' or 'images', got {wrt!r}")
+    tape, out = _run(graphdef, params, stats, images, arch, train, "single", param_grads=wrt == "params")
+    grad_leaves, _, g_images = tape.backward(out, _ones_like(tape.values[out]), input_grad=wrt == "images")
+    return _grad_tree(tape, grad_leaves) if wrt == "params" else g_images
 
 
 def weights_value_and_grad(graphdef, params, stats, images, labels, weights, train: bool = True):
@@ -292,9 +309,10 @@ def weights_value_and_grad(graphdef, params, stats, images, labels, weights, tra
     respect to the weights; no gradient of the network's parameters is computed."""
     tape, out = _run(graphdef, params, stats, images, weights, train, "weighted", param_grads=False)
     loss, acc, g_logits = _loss_vjp(tape.values[out], labels)
-    _, grad_w = tape.backward(out, g_logits)
+    _, grad_w, _ = tape.backward(out, g_logits)
     rows = [grad_w[e] if e in grad_w else _zeros(*_like(weights[e])) for e in range(nb201.NUM_EDGES)]
     return (loss, (acc, tape.stats())), _stack(rows)
 
 
 _stack = cpu_kernels.jit(jnp.stack)
+_ones_like = cpu_kernels.jit(jnp.ones_like)

@@ -16,12 +16,13 @@ import numpy as np
 
 from jaxnas import data as data_lib
 from jaxnas.config import Config
+from jaxnas.proxies.activation import DAS_WEIGHTS
 from jaxnas.proxies.scoring import PROXIES, ProxyScorer, parse_proxies
 from jaxnas.spaces import nb201
 from jaxnas.train.loop import RunError, atomic_write, check_run_dir, prepare_run_dir, progress_bar, write_result
 
 
-HOST_BLOCK = 8  # candidates per written block when fast training runs on the host (seconds each)
+HOST_BLOCK = 8  # candidates per written block when gradients run on the host (seconds each)
 
 
 def select_archs(spec: str, seed: int) -> np.ndarray:
@@ -69,13 +70,18 @@ def proxy_batches(ds, cfg: Config):
     return (x[:b], y[:b]), train
 
 
+def das_weight(cfg: Config) -> float:
+    """The configured DAS weight, or the calibrated one of the configured DA."""
+    return DAS_WEIGHTS[cfg.das_da] if cfg.das_weight is None else cfg.das_weight
+
+
 def make_scorer(cfg: Config, proxies, num_classes: int) -> ProxyScorer:
     from jaxnas.methods.base import eval_chunk_size, resolve_impl, traced_impl
     return ProxyScorer(proxies, C=cfg.C, N=cfg.N, num_classes=num_classes, seed=cfg.seed, init=cfg.proxy_init,
-                       chunk_size=eval_chunk_size(cfg, accelerator_default=16), das_weight=cfg.das_weight,
+                       chunk_size=eval_chunk_size(cfg, accelerator_default=16), das_weight=das_weight(cfg), das_da=cfg.das_da,
                        fast_train_steps=cfg.fast_train_steps, fast_train_lr=cfg.fast_train_lr,
                        single_path_impl=traced_impl(cfg.single_path_impl),  # for gradient proxies
-                       fast_train_host=resolve_impl(cfg.single_path_impl) == "eager")  # CPU: eager steps
+                       host_gradients=resolve_impl(cfg.single_path_impl) == "eager")  # CPU: eager gradients
 
 
 def _read_rows(path: pathlib.Path) -> list[dict]:
@@ -83,6 +89,11 @@ def _read_rows(path: pathlib.Path) -> list[dict]:
         return []
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
+
+
+def _header(path: pathlib.Path) -> list[str]:
+    with open(path, newline="") as f:
+        return next(csv.reader(f), [])
 
 
 def score(cfg: Config, run_dir, *, overwrite=False, bench_table=None, progress=True, block_size=64,
@@ -105,20 +116,24 @@ def score(cfg: Config, run_dir, *, overwrite=False, bench_table=None, progress=T
     columns = None
     prev = json.loads((run / "progress.json").read_text()) if (run / "progress.json").exists() else {}
     elapsed0 = float(prev.get("elapsed_s", 0.0)) if done else 0.0
-    if scorer.fast_train_host:  # one candidate at a time anyway: small blocks, nothing padded
+    if scorer.host:  # one candidate at a time anyway: small blocks, nothing padded
         block_size = min(block_size, HOST_BLOCK)
     for start in range(len(done), len(archs), block_size):
         block = archs[start:start + block_size]
         # a fixed block shape: one compilation for every block (host fast training: one candidate a program)
-        pad = 0 if scorer.fast_train_host else block_size - len(block)
+        pad = 0 if scorer.host else block_size - len(block)
         padded = np.concatenate([block, np.repeat(block[-1:], pad, 0)]) if pad else block
         res = scorer(padded, x, y, *train)
         columns = columns or _columns(proxies, res)
+        header = ["index", "arch"] + [h for h, _ in columns]
         new_file = not out_csv.exists()
+        if not new_file and _header(out_csv) != header:
+            raise RunError(f"{out_csv} has columns {_header(out_csv)}, this version writes {header}; "
+                           "use --overwrite (or a new --out)")
         with open(out_csv, "a", newline="") as f:
             w = csv.writer(f)
             if new_file:
-                w.writerow(["index", "arch"] + [h for h, _ in columns])
+                w.writerow(header)
             for i in range(start, start + len(block)):
                 w.writerow([int(indices[i]), strings[i]] + [repr(float(res[c][i - start])) for _, c in columns])
         atomic_write(run / "progress.json", json.dumps({"elapsed_s": elapsed0 + time.time() - t0}))

@@ -7,11 +7,13 @@ never on which other candidates share the call. `init="shared"` instead gives ev
 same supernet weights (cheaper, not the reference protocol).
 
 The DAS fast-training strategy: before scoring, each candidate takes `fast_train_steps` SGD steps
-(momentum 0.9, Nesterov, weight decay 5e-4, lr `fast_train_lr`) on fixed training batches. Inside
-the program by default; with `fast_train_host` (jaxnas's default on CPU) the steps run one
-candidate at a time through the eager kernels (jaxnas.nn.eager) instead, since on XLA:CPU the
-traced single-path gradient at C=16, N=5 compiles for minutes and runs ~50x slower than PyTorch
-(benchmarks/BENCHMARKS.md section 1). Both give the same weights up to float rounding.
+(momentum 0.9, Nesterov, weight decay 5e-4, lr `fast_train_lr`) on fixed training batches.
+
+Everything that differentiates the network (those steps, the gradient proxies) runs inside the
+program by default; with `host_gradients` (jaxnas's default on CPU) it runs one candidate at a time
+through the eager kernels (jaxnas.nn.eager) instead, since on XLA:CPU the traced single-path
+gradient at C=16, N=5 compiles for many minutes and runs ~50x slower than PyTorch
+(benchmarks/BENCHMARKS.md section 1). Both give the same weights and scores up to float rounding.
 """
 from __future__ import annotations
 
@@ -87,22 +89,24 @@ class ProxyScorer:
     """Scores NB201 architectures with `proxies` (names from PROXIES) at width C, depth N.
 
     The network is the standalone NB201 network's semantics (affine BN with running statistics,
-    PyTorch default initialisation) as the supernet's single path. `fast_train_host`: run the
-    fast-training steps on the host through the eager kernels, one candidate at a time (for CPU;
-    `jaxnas score` sets it there), instead of inside the jitted, chunked program.
+    PyTorch default initialisation) as the supernet's single path. `host_gradients`: run the
+    fast-training steps and the gradient proxies on the host through the eager kernels, one
+    candidate at a time (for CPU; `jaxnas score` sets it there), instead of inside the jitted,
+    chunked program. Without either it changes nothing.
     """
 
     def __init__(self, proxies, *, C=16, N=5, num_classes=10, seed=0, init="per_arch", chunk_size=1,
-                 das_weight=1.0, fast_train_steps=0, fast_train_lr=0.1, single_path_impl="merged",
-                 fast_train_host=False):
+                 das_weight=1.0, das_da="logdet", fast_train_steps=0, fast_train_lr=0.1, single_path_impl="merged",
+                 host_gradients=False):
         if init not in INITS:
             raise ValueError(f"init must be one of {INITS}, got {init!r}")
+        if das_da not in activation.DAS_DA:
+            raise ValueError(f"das_da must be one of {activation.DAS_DA}, got {das_da!r}")
         if chunk_size < 1 or fast_train_steps < 0:
             raise ValueError("chunk_size must be >= 1 and fast_train_steps >= 0")
         self.proxies = parse_proxies(proxies) if isinstance(proxies, str) else list(proxies)
         self.seed, self.init, self.chunk_size = seed, init, chunk_size
         self.fast_train_steps, self.fast_train_lr = fast_train_steps, fast_train_lr
-        self.fast_train_host = bool(fast_train_host and fast_train_steps)
         self._make = functools.partial(NB201SuperNet, C, N, num_classes, affine=True, track_running_stats=True,
                                        single_path_impl=single_path_impl)
         self.graphdef, self.params, self.stats = split(self._make(rngs=nnx.Rngs(seed)))
@@ -111,16 +115,19 @@ class ProxyScorer:
             fn = PROXIES[name][0]
             if fn is activation.activation_scores:  # forward only: the chosen op alone (`switch`) is fastest
                 # fresh weights have zero BN biases: convs of all-zero nodes output zeros, skip them
-                fn = functools.partial(fn, das_weight=das_weight, impl="switch",
+                fn = functools.partial(fn, das_weight=das_weight, das_da=das_da, impl="switch",
                                        prune=True if fast_train_steps else "zero")
             fns.setdefault(PROXIES[name][0], fn)
-        self._fns = list(fns.values())
+        gradient_fns = [f for f in fns if f in gradient.EAGER]
+        self.host = bool(host_gradients and (fast_train_steps or gradient_fns))
+        self._fns = [f for k, f in fns.items() if not (self.host and k in gradient.EAGER)]  # traced
+        self._eager_fns = [gradient.EAGER[k] for k in gradient_fns] if self.host else []
         # YNNPACK for convolutions, matmuls and reductions (BatchNorm's statistics: +12 % NASWOT
         # throughput on 2 cores); its elementwise fusions made the scorer slower (BENCHMARKS.md section 5)
         self._run = cpu_kernels.jit(self._score_all, fusions=(cpu_kernels.DOT, cpu_kernels.REDUCE))
-        # host fast training: one candidate's fresh weights, then its scores, each one program
+        # on the host: one candidate's fresh weights, then its traced scores, each one program
         self._prepare_one = jax.jit(self._prepare)
-        self._score_trained = cpu_kernels.jit(self._proxies, fusions=(cpu_kernels.DOT, cpu_kernels.REDUCE))
+        self._score_one = cpu_kernels.jit(self._proxies, fusions=(cpu_kernels.DOT, cpu_kernels.REDUCE))
 
     def init_params(self, key, arch=None):
         """Fresh weights, distributed as PyTorch's defaults (and jaxnas.nn.ops): conv / linear
@@ -185,7 +192,7 @@ class ProxyScorer:
         steps unless those run on the host."""
         if self.init == "per_arch":
             params = self.init_params(jax.random.fold_in(jax.random.key(self.seed), index), arch)
-        if self.fast_train_steps and not self.fast_train_host:
+        if self.fast_train_steps and not self.host:
             params, stats = self._fast_train(params, stats, arch, train_images, train_labels)
         return params, stats
 
@@ -213,9 +220,17 @@ class ProxyScorer:
         """candidate_weights for a validated int32 [6] host `arch` and resolved training batches."""
         index = np.int32(nb201.to_index(arch))
         params, stats = self._prepare_one(self.params, self.stats, jnp.asarray(arch), index, train_images, train_labels)
-        if self.fast_train_host:
+        if self.fast_train_steps and self.host:
             params, stats = self._fast_train(params, stats, arch, train_images, train_labels, host=True)
         return params, stats
+
+    def _score_host(self, arch, images, labels, train_images, train_labels):
+        """One candidate's scores, its gradients through the eager kernels (`arch` a host array)."""
+        params, stats = self._weights(arch, train_images, train_labels)
+        out = dict(self._score_one(params, stats, jnp.asarray(arch), images, labels)) if self._fns else {}
+        for fn in self._eager_fns:
+            out.update(fn(self.graphdef, params, stats, arch, images, labels))
+        return jax.device_get(out)
 
     def _train_batches(self, train_images, train_labels, images):
         if self.fast_train_steps and train_images is None:
@@ -235,9 +250,8 @@ class ProxyScorer:
         if archs.ndim != 2:
             raise ValueError(f"archs must be [K, 6] op ids, got shape {archs.shape}")
         train_images, train_labels = self._train_batches(train_images, train_labels, images)
-        if self.fast_train_host:  # one candidate at a time: eager training steps, then its scores
-            rows = [jax.device_get(self._score_trained(*self._weights(a, train_images, train_labels),
-                                                       jnp.asarray(a), images, labels)) for a in archs.astype(np.int32)]
+        if self.host:  # one candidate at a time, its gradients through the eager kernels
+            rows = [self._score_host(a, images, labels, train_images, train_labels) for a in archs.astype(np.int32)]
             return {k: np.asarray([r[k] for r in rows], np.float64) for k in rows[0]}
         indices = np.asarray(nb201.to_index(archs), np.int32)
         out = self._run(self.params, self.stats, jnp.asarray(archs, jnp.int32), jnp.asarray(indices), images, labels,
