@@ -272,6 +272,25 @@ def test_per_architecture_init_draws_exactly_the_whole_draws_values(scorer):
         assert n_zero == 3 * N * (2 * nb201.NUM_EDGES - n_conv)  # the unused conv kernels of every cell
 
 
+def test_synflow_computes_past_float32s_range(scorer, batch):
+    """Kernels 1e5x larger take the score past float32's e^88.7, as C=16, N=5 networks do on NB201;
+    in float64 (traced and eager alike) it still equals the double-precision reference."""
+    from jaxnas.proxies import gradient
+    arch = ARCHS[0]
+    big = jax.tree_util.tree_map_with_path(
+        lambda path, x: x * 1e5 if getattr(path[-1], "key", None) == "kernel" else x, candidate_params(scorer, arch))
+    ref = reference_synflow(torch_twin(scorer, arch, big))
+    assert ref > 100
+    with jax.enable_x64(True):
+        traced = jax.jit(lambda p, a: gradient.synflow(scorer.graphdef, p, scorer.stats, a, batch[0], None))(
+            big, jnp.asarray(arch))
+        host = gradient.eager_synflow(scorer.graphdef, big, scorer.stats, arch, batch[0], None)
+    assert float(traced["synflow"]) == pytest.approx(ref, rel=1e-6)
+    assert float(host["synflow"]) == pytest.approx(ref, rel=1e-6)
+    with pytest.raises(RuntimeError, match="enable_x64"):
+        gradient.synflow(scorer.graphdef, big, scorer.stats, jnp.asarray(arch), batch[0], None)
+
+
 def test_synflow_identity_bn_trick_is_exact():
     """Eval-mode BN with mean 0, var 1 - eps is the identity (synflow removes BatchNorm)."""
     x = jnp.linspace(-3, 3, 24).reshape(1, 2, 3, 4)

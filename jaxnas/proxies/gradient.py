@@ -8,7 +8,10 @@ sums over the weights of every convolution and linear layer (kernels only, no bi
   - snip:      sum of |W * d(loss)/dW| (Lee et al. 2019, connection sensitivity);
   - synflow:   all parameters replaced by |W|, BatchNorm removed, an all-ones input of one image,
                R = sum of the logits, score = sum of W * dR/dW (Tanaka et al. 2020). Returned as
-               log(score) so it stays readable; ranks are unchanged;
+               log(score) so it stays readable; ranks are unchanged. In float64, as the reference
+               (NASLib / zero-cost-nas call net.double()): at C=16, N=5 the score reaches e^115 on
+               NB201, past float32's e^88.7 (7 of NASLib's first 100 architectures gave inf / nan).
+               The caller must enable x64 (`jax.enable_x64(True)`; ProxyScorer does);
   - jacov:     Jacobians J_i = d(sum of logits)/d(x_i) for the batch, their correlation matrix C,
                score = -sum_k log(v_k + 1e-5) + 1/(v_k + 1e-5) over C's eigenvalues v (Mellor et
                al., arXiv 2006.04647v1). Computed in float32 (the reference uses float64 numpy).
@@ -53,18 +56,22 @@ def loss_gradient_scores(graphdef, params, stats, arch, images, labels):
     return _grad_norm_snip(params, _loss_grads(graphdef, params, stats, arch, images, labels))
 
 
-def _identity_stats(stats):
+def _identity_stats(stats, dtype=None):
     """Running statistics that make eval-mode BatchNorm the identity: mean 0, var 1 - eps
     (with affine scale 1 and bias 0, i.e. |W| of a fresh network, BN drops out exactly)."""
     def one(path, s):
         name = getattr(path[-1], "key", None)
-        return jnp.zeros_like(s) if name == "mean" else jnp.full_like(s, 1.0 - BN_EPS)
+        return jnp.zeros_like(s, dtype) if name == "mean" else jnp.full_like(s, 1.0 - BN_EPS, dtype)
     return jax.tree_util.tree_map_with_path(one, stats)
 
 
 def _synflow_inputs(params, stats, images):
-    """|W|, BatchNorm made the identity, one all-ones image."""
-    return jax.tree.map(jnp.abs, params), _identity_stats(stats), jnp.ones((1,) + images.shape[1:], images.dtype)
+    """|W| in float64, BatchNorm made the identity, one all-ones image (float64 needs x64 enabled)."""
+    if not jax.config.jax_enable_x64:
+        raise RuntimeError("synflow computes in float64: call it under jax.enable_x64(True)")
+    f64 = jnp.float64
+    return (jax.tree.map(lambda p: jnp.abs(p).astype(f64), params), _identity_stats(stats, f64),
+            jnp.ones((1,) + images.shape[1:], f64))
 
 
 def _synflow_from(pos, grads):

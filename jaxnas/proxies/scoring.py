@@ -17,6 +17,7 @@ gradient at C=16, N=5 compiles for many minutes and runs ~50x slower than PyTorc
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 
 import jax
@@ -53,12 +54,13 @@ def parse_proxies(spec: str) -> list[str]:
 
 
 def _init_bound(path, x, params):
-    """1/sqrt(fan_in) for leaves PyTorch initialises uniformly, None for BN's constant leaves."""
+    """1/sqrt(fan_in) for leaves PyTorch initialises uniformly, None for BN's constant leaves.
+    A Python float (weakly typed): the weights stay float32 under x64 (synflow enables it)."""
     names = [getattr(k, "key", None) for k in path]
     if names[-1] == "kernel":  # HWIO conv or [in, out] linear: fan_in = all but the last axis
-        return 1.0 / np.sqrt(np.prod(x.shape[:-1]))
+        return float(1.0 / np.sqrt(np.prod(x.shape[:-1])))
     if names[-2:] == ["classifier", "bias"]:
-        return 1.0 / np.sqrt(params["head"]["classifier"]["kernel"].shape[0])
+        return float(1.0 / np.sqrt(params["head"]["classifier"]["kernel"].shape[0]))
     return None
 
 
@@ -250,6 +252,11 @@ class ProxyScorer:
         if archs.ndim != 2:
             raise ValueError(f"archs must be [K, 6] op ids, got shape {archs.shape}")
         train_images, train_labels = self._train_batches(train_images, train_labels, images)
+        # synflow computes in float64 (gradient.py); the other proxies keep their explicit float32
+        with jax.enable_x64(True) if "synflow" in self.proxies else contextlib.nullcontext():
+            return self._score(archs, images, labels, train_images, train_labels)
+
+    def _score(self, archs, images, labels, train_images, train_labels):
         if self.host:  # one candidate at a time, its gradients through the eager kernels
             rows = [self._score_host(a, images, labels, train_images, train_labels) for a in archs.astype(np.int32)]
             return {k: np.asarray([r[k] for r in rows], np.float64) for k in rows[0]}
