@@ -78,7 +78,8 @@ def das_weight(cfg: Config) -> float:
 def make_scorer(cfg: Config, proxies, num_classes: int) -> ProxyScorer:
     from jaxnas.methods.base import eval_chunk_size, resolve_impl, traced_impl
     return ProxyScorer(proxies, C=cfg.C, N=cfg.N, num_classes=num_classes, seed=cfg.seed, init=cfg.proxy_init,
-                       chunk_size=eval_chunk_size(cfg, accelerator_default=16), das_weight=das_weight(cfg), das_da=cfg.das_da,
+                       chunk_size=eval_chunk_size(cfg, accelerator_default=16),
+                       das_weight=das_weight(cfg), das_da=cfg.das_da,
                        fast_train_steps=cfg.fast_train_steps, fast_train_lr=cfg.fast_train_lr,
                        single_path_impl=traced_impl(cfg.single_path_impl),  # for gradient proxies
                        host_gradients=resolve_impl(cfg.single_path_impl) == "eager")  # CPU: eager gradients
@@ -124,12 +125,14 @@ def score(cfg: Config, run_dir, *, overwrite=False, bench_table=None, progress=T
         pad = 0 if scorer.host else block_size - len(block)
         padded = np.concatenate([block, np.repeat(block[-1:], pad, 0)]) if pad else block
         res = scorer(padded, x, y, *train)
-        columns = columns or _columns(proxies, res)
-        header = ["index", "arch"] + [h for h, _ in columns]
+        if columns is None:  # the first block: rows already written must have these columns
+            columns = _columns(proxies, res)
+            header = ["index", "arch"] + [h for h, _ in columns]
+            found = _header(out_csv) if out_csv.exists() else header
+            if found != header:
+                raise RunError(f"{out_csv} has columns {found}, this version writes {header}; "
+                               "use --overwrite (or a new --out)")
         new_file = not out_csv.exists()
-        if not new_file and _header(out_csv) != header:
-            raise RunError(f"{out_csv} has columns {_header(out_csv)}, this version writes {header}; "
-                           "use --overwrite (or a new --out)")
         with open(out_csv, "a", newline="") as f:
             w = csv.writer(f)
             if new_file:
