@@ -1,7 +1,9 @@
-"""The `jaxnas` command line: search, train, score, demo.
+"""The `jaxnas` command line: search, train, score, plot, demo.
 
-Errors a user can cause (bad flags or values, missing data, a finished run directory) end with one
-line on stderr and a non-zero exit, never a traceback.
+Errors a user can cause (bad flags or values, missing data, a finished run directory, an
+unwritable --out) end with one line on stderr and a non-zero exit, never a traceback; Ctrl-C or
+SIGTERM anywhere exits 130 and says how to resume. `field=value` overrides may go anywhere after
+the command.
 """
 from __future__ import annotations
 
@@ -9,12 +11,28 @@ import argparse
 import json
 import os
 import pathlib
+import re
+import signal
 import sys
 
+import jaxnas
 from jaxnas.config import PRESETS, apply_overrides, validate
 
 EXIT_USAGE, EXIT_INTERRUPTED = 2, 130
-DEFAULT_TABLE = pathlib.Path(__file__).resolve().parents[2] / "shared/data/nb201/nats_tss_hp200_test_acc.csv"
+TABLE_NAME = "shared/data/nb201/nats_tss_hp200_test_acc.csv"
+DEMO_OUT = "runs/demo"
+OVERRIDE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
+# One line per method for `jaxnas search --help` (tests check it lists every registered method).
+METHOD_HELP = {
+    "rsps": "random sampling with parameter sharing: train a supernet on random paths, rank candidates",
+    "setn": "SETN: template network + learned evaluator; top-K candidates, best on a validation batch",
+    "naswot": "training-free: best of select_num random candidates by the NASWOT score",
+    "das": "training-free: best by DAS (distinguishing ability + log NAU; das_da=logdet|min_dist)",
+    "synflow": "training-free: best by synflow",
+    "snip": "training-free: best by snip",
+    "grad_norm": "training-free: best by the gradient norm",
+    "jacov": "training-free: best by the Jacobian covariance score",
+}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -22,28 +40,53 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"jaxnas: error: {message} (see `{self.prog} --help`)\n")
 
 
+def _count(minimum: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"takes an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
+    return parse
+
+
 def _common(p):
     p.add_argument("--data", default="cifar10", help="cifar10 | cifar100 | imagenet16-120 | image folder | .tar.gz")
     p.add_argument("--out", required=True, help="run directory (created; rerun the same command to resume)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_count(0), default=0)
     p.add_argument("--bench-table", help="NB201 table (CSV) to look the result up in")
-    p.add_argument("--overwrite", action="store_true", help="replace a finished run directory")
-    p.add_argument("--devices", type=int, help="number of local devices to shard over (default: all)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the jaxnas run in --out (only what jaxnas wrote there is removed)")
+    p.add_argument("--devices", type=_count(1),
+                   help="number of local devices to shard training over (default: all)")
     p.add_argument("--distributed", action="store_true", help="call jax.distributed.initialize() first")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("overrides", nargs="*", metavar="field=value", help="override any config field")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the resolved config and an estimate of steps and time, then exit")
+    p.add_argument("overrides", nargs="*", metavar="field=value",
+                   help="override any config field (see jaxnas/config.py), anywhere on the line")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="jaxnas", description="One-shot NAS in JAX: architectures are arrays.")
+    parser.add_argument("--version", action="version", version=f"jaxnas {jaxnas.__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    s = sub.add_parser("search", help="run an architecture search")
+    search_presets = [k for k in PRESETS if not k.startswith("train")]
+    methods = "\n".join(f"  {k:10s} {v}" for k, v in METHOD_HELP.items())
+    s = sub.add_parser("search", help="run an architecture search", formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog=f"methods:\n{methods}\n\npresets: paper (the published protocol; days on a CPU), "
+                              "tiny (minutes on 2 CPU cores)")
     s.add_argument("--space", default="nb201", choices=["nb201"])
-    s.add_argument("--method", default="rsps")
-    s.add_argument("--preset", default="paper", choices=[k for k in PRESETS if not k.startswith("train")])
+    s.add_argument("--method", default="rsps", help=f"{' | '.join(METHOD_HELP)} (listed below)")
+    s.add_argument("--preset", default="paper", choices=search_presets)
     _common(s)
     t = sub.add_parser("train", help="train one architecture from scratch (NB201 recipe)")
-    t.add_argument("--arch", required=True, help="NB201 string |op~0|+|op~0|op~1|+|op~0|op~1|op~2|")
+    arch = t.add_mutually_exclusive_group(required=True)
+    arch.add_argument("--arch", help="NB201 string |op~0|+|op~0|op~1|+|op~0|op~1|op~2|, or a finished run "
+                                     "directory / its result.json")
+    arch.add_argument("--arch-from", metavar="RUN", help="train the architecture a finished search found")
     t.add_argument("--preset", default="paper", choices=["paper", "tiny"])
     _common(t)
     c = sub.add_parser("score", help="score architectures with training-free proxies (NASWOT, DAS, ...)")
@@ -51,16 +94,70 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--proxy", default="naswot",
                    help="naswot | das | synflow | snip | grad_norm | jacov, or several, comma-separated")
     c.add_argument("--archs", default="all", help="all | N (a seeded sample of N) | file with one NB201 string per line")
-    c.add_argument("--preset", default="paper", choices=[k for k in PRESETS if not k.startswith("train")])
+    c.add_argument("--preset", default="paper", choices=search_presets)
     _common(c)
+    p = sub.add_parser("plot", help="plot a run: learning curves, or scores against the bench table (PNGs)")
+    p.add_argument("run", help="a run directory")
+    p.add_argument("--bench-table", help="NB201 table for a score run (default: the shared table if present)")
     d = sub.add_parser("demo", help="a short real search on CIFAR-10 (RSPS, tiny preset)")
-    d.add_argument("--out", default="runs/demo")
+    d.add_argument("--out", default=DEMO_OUT, help=f"run directory (default {DEMO_OUT}, replaced on every demo)")
+    d.add_argument("--overwrite", action="store_true", help="replace the jaxnas run in a --out of your choice")
+    parser.subcommands = sub.choices
     return parser
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    """Parse the command line; `field=value` overrides are collected wherever they stand."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    sub = parser.subcommands[args.command]
+    unknown = [x for x in extra if not OVERRIDE.match(x)]
+    if unknown:
+        sub.error(f"unrecognized arguments: {' '.join(unknown)}")
+    overrides = list(getattr(args, "overrides", []) or []) + [x for x in extra if OVERRIDE.match(x)]
+    if overrides and not hasattr(args, "overrides"):
+        sub.error(f"`jaxnas {args.command}` takes no field=value overrides, got {' '.join(overrides)}")
+    args.overrides = overrides
+    return args
+
+
+def find_shared(relative: str) -> pathlib.Path | None:
+    """`relative` under the source tree's ../shared, else under ./ or ../ of the working directory."""
+    here = pathlib.Path(__file__).resolve().parents[2]
+    for base in (here, pathlib.Path.cwd(), pathlib.Path.cwd().parent):
+        if (base / relative).exists():
+            return base / relative
+    return None
+
+
+def train_arch(args) -> str:
+    """The NB201 string `jaxnas train` trains: --arch (a string, run directory or result.json) or
+    --arch-from RUN."""
+    spec, flag = (args.arch_from, "--arch-from") if args.arch_from else (args.arch, "--arch")
+    path = pathlib.Path(spec).expanduser()
+    if args.arch_from or path.exists():
+        result = path / "result.json" if path.is_dir() else path
+        try:
+            arch = json.loads(result.read_text())["arch"]
+        except FileNotFoundError:
+            raise ValueError(f"{flag} {spec}: no {result} (has the search finished?)") from None
+        except (OSError, ValueError, KeyError, TypeError):
+            raise ValueError(f"{flag} {spec}: {result} is not a jaxnas result.json with an 'arch'") from None
+    else:
+        arch = spec
+    from jaxnas.spaces import nb201
+    try:
+        return nb201.to_string(nb201.from_string(arch))
+    except ValueError as err:
+        raise ValueError(f"{flag}: {err}") from None
 
 
 def _config(args):
     if args.command == "train":
-        cfg = PRESETS["train-" + args.preset].replace(arch=args.arch)
+        if any(o.startswith(("method=", "arch=")) for o in args.overrides):
+            raise ValueError("jaxnas train trains one architecture: method= and arch= overrides do not apply "
+                             "(give the architecture with --arch or --arch-from; search with jaxnas search)")
+        cfg = PRESETS["train-" + args.preset].replace(arch=train_arch(args))
     elif args.command == "score":
         from jaxnas.proxies import parse_proxies
         parse_proxies(args.proxy)
@@ -71,27 +168,85 @@ def _config(args):
     return apply_overrides(cfg, args.overrides)
 
 
+def _training_free(args, cfg) -> bool:
+    from jaxnas import methods
+    return args.command == "score" or cfg.method in methods.TRAINING_FREE
+
+
+def _candidates(args, cfg):
+    """The architectures a run may look up in the bench table (score: those it scores)."""
+    from jaxnas.spaces import nb201
+    if args.command == "score":
+        from jaxnas.proxies.run import select_archs
+        return select_archs(cfg.score_archs, cfg.seed), "architectures to score"
+    if args.command == "train":
+        return nb201.from_string(cfg.arch)[None], "architecture to train"
+    return nb201.enumerate_all(), "architectures of the NB201 space"
+
+
+def _estimate(args, cfg) -> dict:
+    from jaxnas.estimate import describe, estimate
+    n = len(_candidates(args, cfg)[0]) if args.command == "score" else None
+    est = estimate(cfg, args.command, n)
+    est["duration_2_core_cpu"] = describe(est["seconds"])
+    return est
+
+
+def _warn_if_long(args, cfg) -> None:
+    """On CPU, say before starting when a run will take long (the `paper` preset, `--archs all`)."""
+    import jax
+    if jax.default_backend() != "cpu":
+        return
+    est = _estimate(args, cfg)
+    if est["seconds"] is not None and est["seconds"] > 600:
+        size = f"{est['steps']} steps" if "steps" in est else f"{est['architectures']} architectures"
+        print(f"jaxnas: note: {size}, estimated {est['duration_2_core_cpu']} on 2 CPU cores (a rough model, "
+              "benchmarks/BENCHMARKS.md); --preset tiny or --archs N is CPU-sized; Ctrl-C stops, rerun resumes",
+              file=sys.stderr, flush=True)
+
+
 def _run(args) -> dict:
     from jaxnas import methods
     from jaxnas.train import sharding
-    from jaxnas.train.loop import SearchRun
 
+    cfg = _config(args)
+    if args.print_config:
+        print(json.dumps({"command": args.command, "config": json.loads(cfg.to_json()),
+                          "estimate": _estimate(args, cfg)}, indent=2))
+        return None
+    if args.devices is not None and _training_free(args, cfg):
+        raise ValueError("--devices: training-free scoring runs on one device (candidates are vmapped in "
+                         "chunks, eval_chunk_size=); leave --devices out")
+    from jaxnas.rundir import check_run_dir
+    check_run_dir(args.out, cfg, args.overwrite, "summary.json" if args.command == "score" else "result.json")
     if args.distributed:
         sharding.initialize_distributed()
-    cfg = _config(args)
     table = None
     if args.bench_table:
         from jaxnas.bench import load_table
         table = load_table(args.bench_table)
-    if args.command == "score" or cfg.method in methods.TRAINING_FREE:
+        table.check_covers(*_candidates(args, cfg))
+    _warn_if_long(args, cfg)
+    if _training_free(args, cfg):
         from jaxnas.proxies import run as proxy_run
         if args.command == "score":
             return proxy_run.score(cfg, args.out, overwrite=args.overwrite, bench_table=table,
                                    progress=not args.no_progress)
         return proxy_run.proxy_search(cfg, args.out, overwrite=args.overwrite, bench_table=table)
+    from jaxnas.train.loop import SearchRun
     run = SearchRun(cfg, args.out, method_cls=methods.get(cfg.method), overwrite=args.overwrite,
                     num_devices=args.devices, progress=not args.no_progress, bench_table=table)
     return run.run()
+
+
+def _plot(args) -> dict:
+    from jaxnas.plot import plot_run
+    table_path = args.bench_table or find_shared(TABLE_NAME)
+    table = None
+    if table_path is not None and (pathlib.Path(args.run) / "scores.csv").exists():
+        from jaxnas.bench import load_table
+        table = load_table(table_path)
+    return {"plots": [str(p) for p in plot_run(args.run, bench_table=table)]}
 
 
 def _print_result(result: dict) -> None:
@@ -100,10 +255,12 @@ def _print_result(result: dict) -> None:
 
 
 def _demo(args) -> dict:
-    table = str(DEFAULT_TABLE) if DEFAULT_TABLE.exists() else None
+    table = find_shared(TABLE_NAME)
+    # the demo replaces its own default folder on every run; a folder the user names only with --overwrite
+    overwrite = args.overwrite or os.path.normpath(args.out) == os.path.normpath(DEMO_OUT)
     ns = argparse.Namespace(command="search", method="rsps", space="nb201", preset="tiny", data="cifar10",
-                            out=args.out, seed=0, bench_table=table, overwrite=True, devices=None,
-                            distributed=False, no_progress=False, overrides=[])
+                            out=args.out, seed=0, bench_table=str(table) if table else None, overwrite=overwrite,
+                            devices=None, distributed=False, no_progress=False, overrides=[], print_config=False)
     from jaxnas.data import resolve
     print(f"jaxnas demo: RSPS search, tiny preset, data {resolve('cifar10')}, run dir {args.out}", flush=True)
     return _run(ns)
@@ -119,23 +276,44 @@ def enable_compilation_cache() -> None:
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
 
 
+def _sigterm(signum, frame):
+    raise KeyboardInterrupt  # outside the loops' own handlers: stop like Ctrl-C
+
+
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    enable_compilation_cache()
+    args = parse_args(argv)
     from jaxnas.data import DataError
-    from jaxnas.train.loop import Interrupted, RunError
+    from jaxnas.rundir import Interrupted, RunError, threading_main
+    old_term = signal.signal(signal.SIGTERM, _sigterm) if threading_main() else None
     try:
-        result = _demo(args) if args.command == "demo" else _run(args)
+        if args.command == "plot":
+            result = _plot(args)
+        else:
+            enable_compilation_cache()
+            result = _demo(args) if args.command == "demo" else _run(args)
     except Interrupted as err:
         print(f"jaxnas: interrupted: {err}", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except (ValueError, DataError, RunError, FileNotFoundError, FileExistsError) as err:
+    except KeyboardInterrupt:
+        print("jaxnas: interrupted; rerun the same command to resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (ValueError, DataError, RunError, OSError) as err:
         if os.environ.get("JAXNAS_DEBUG"):
             raise
-        print(f"jaxnas: error: {err}", file=sys.stderr)
+        print(f"jaxnas: error: {_one_line(err)}", file=sys.stderr)
         return EXIT_USAGE
-    _print_result(result)
+    finally:
+        if old_term is not None:
+            signal.signal(signal.SIGTERM, old_term)
+    if result is not None:
+        _print_result(result)
     return 0
+
+
+def _one_line(err: Exception) -> str:
+    if isinstance(err, OSError) and err.strerror:
+        return f"{err.strerror}: {err.filename}" if err.filename else err.strerror
+    return " ".join(str(err).split())
 
 
 if __name__ == "__main__":

@@ -7,7 +7,9 @@ benchmark protocol (Dong & Yang, ICLR 2020, and xautodl's exps/NAS-Bench-201-alg
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
+import math
 from typing import Optional
 
 
@@ -107,7 +109,7 @@ def _parse_value(field: dataclasses.Field, text: str):
         if "int" in kind:
             return int(text)
         if "float" in kind:
-            return float(text)
+            return float(text)  # validate() rejects nan / inf
     except ValueError:
         raise ValueError(f"{field.name} takes {'an integer' if 'int' in kind else 'a number'}, got {text!r}") from None
     return text
@@ -122,13 +124,21 @@ def apply_overrides(cfg: Config, overrides) -> Config:
             raise ValueError(f"expected field=value, got {item!r}")
         name, text = item.split("=", 1)
         if name not in fields:
-            raise ValueError(f"unknown config field {name!r}; fields: {', '.join(sorted(fields))}")
+            close = difflib.get_close_matches(name, fields, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise ValueError(f"unknown config field {name!r}; {hint}fields: {', '.join(sorted(fields))}")
         kw[name] = _parse_value(fields[name], text)
     return validate(cfg.replace(**kw))
 
 
 def validate(cfg: Config) -> Config:
     """Check value ranges; raise ValueError naming the field."""
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{f.name} must be a finite number, got {value}")
+    if cfg.seed < 0:
+        raise ValueError(f"seed must be >= 0, got {cfg.seed}")
     positive = ("C", "N", "epochs", "batch_size", "select_num", "eval_batch_size", "log_every", "keep_checkpoints",
                 "proxy_batch_size", "fast_train_batch_size")
     for name in positive:

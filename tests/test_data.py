@@ -1,5 +1,6 @@
 """jaxnas.data: loading image folders / archives / TFDS, the cache, errors, splits and augmentation."""
 import os
+import socket
 import sys
 import tarfile
 import types
@@ -144,6 +145,7 @@ def test_cache_hit_skips_decoding(folder, cache, monkeypatch):
     assert_matches(second, expected)
     assert second.class_names == first.class_names and second.name == first.name
     np.testing.assert_array_equal(second.mean, first.mean)
+    assert second.norm_source == first.norm_source == "computed from the 9 training images"
     with pytest.raises(AssertionError, match="despite the cache"):
         load(root, cache_dir=cache, max_per_class=2)  # a different key misses
 
@@ -239,7 +241,7 @@ def test_bad_specs_raise(tmp_path, cache, monkeypatch):
 
 def test_resolve(tmp_path, monkeypatch, cifar10_tgz):
     monkeypatch.delenv("JAXNAS_DATA", raising=False)
-    assert resolve("cifar10") == str(cifar10_tgz.resolve()) == str(sources.SHARED_CIFAR10)
+    assert resolve("cifar10") == str(cifar10_tgz.resolve()) == str(sources.SHARED_CIFAR10.resolve())
     assert resolve("cifar100") == "tfds:cifar100"
     assert resolve("imagenet16-120") == "tfds:imagenet_resized/16x16"
     monkeypatch.setenv("JAXNAS_DATA", str(tmp_path))
@@ -249,6 +251,86 @@ def test_resolve(tmp_path, monkeypatch, cifar10_tgz):
     monkeypatch.setattr(sources, "SHARED_CIFAR10", tmp_path / "absent.tar.gz")
     monkeypatch.delenv("JAXNAS_DATA")
     assert resolve("cifar10") == "tfds:cifar10"
+
+
+def test_resolve_cifar10_from_working_directory(tmp_path, monkeypatch):
+    """An installed jaxnas has no ../shared beside its source: look in ./shared, then ../shared."""
+    monkeypatch.delenv("JAXNAS_DATA", raising=False)
+    monkeypatch.setattr(sources, "SHARED_CIFAR10", tmp_path / "absent.tar.gz")
+    archive = tmp_path / "project" / sources.CWD_CIFAR10[0]
+    archive.parent.mkdir(parents=True)
+    archive.write_bytes(b"")
+    (tmp_path / "project" / "sub").mkdir()
+    monkeypatch.chdir(tmp_path / "project")
+    assert resolve("cifar10") == str(archive.resolve())
+    monkeypatch.chdir(tmp_path / "project" / "sub")
+    assert resolve("cifar10") == str(archive.resolve())  # ../shared
+    own = tmp_path / "project" / "sub" / sources.CWD_CIFAR10[0]
+    own.parent.mkdir(parents=True)
+    own.write_bytes(b"")
+    assert resolve("cifar10") == str(own.resolve())  # ./shared before ../shared
+    monkeypatch.setattr(sources, "SHARED_CIFAR10", archive)
+    assert resolve("cifar10") == str(archive.resolve())  # the source tree's before the working directory's
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sources, "SHARED_CIFAR10", tmp_path / "absent.tar.gz")
+    assert resolve("cifar10") == "tfds:cifar10"
+
+
+def make_cifar_folder(root, classes, size=32, per_class=(2, 1)):
+    """train/ and test/ folders of random size x size PNGs, one folder per class name."""
+    for split, n in zip(("train", "test"), per_class):
+        for c in classes:
+            (root / split / c).mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray(_image(zlib.crc32(f"{split}/{c}/{i}".encode()), size, size)).save(
+                    root / split / c / f"{i}.png")
+    return root
+
+
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+
+
+def test_normalisation_follows_the_data_not_the_spec(tmp_path, cache):
+    """CIFAR-10's class names at 32x32 get the published stats by any path; other data its own stats."""
+    ds = load(make_cifar_folder(tmp_path / "mine", CIFAR10_CLASSES), cache_dir=cache)
+    assert ds.name == "cifar10" and ds.class_names == CIFAR10_CLASSES
+    np.testing.assert_array_equal(ds.mean, np.float32([0.4914, 0.4822, 0.4465]))
+    np.testing.assert_array_equal(ds.std, np.float32([0.2470, 0.2435, 0.2616]))
+    assert ds.norm_source == "published cifar10 mean/std (xautodl)"
+    assert load(tmp_path / "mine", cache_dir=cache).norm_source == ds.norm_source  # through the cache
+    for other, classes, size in (("renamed", ("aeroplane", *CIFAR10_CLASSES[1:]), 32),
+                                 ("small", CIFAR10_CLASSES, 16)):
+        ds = load(make_cifar_folder(tmp_path / other, classes, size), cache_dir=cache)
+        x = ds.train_images.reshape(-1, 3) / 255.0
+        assert ds.name == other and ds.norm_source == "computed from the 20 training images"
+        np.testing.assert_allclose(ds.mean, x.mean(0), rtol=1e-5)
+        np.testing.assert_allclose(ds.std, x.std(0), rtol=1e-5)
+
+
+def test_cifar100_detected_by_its_class_names(tmp_path, cache):
+    classes = sources._CIFAR_CLASSES["cifar100"]
+    assert len(set(classes)) == 100 and list(classes) == sorted(classes)
+    ds = load(make_cifar_folder(tmp_path / "c100", classes, per_class=(1, 1)), cache_dir=cache)
+    assert ds.name == "cifar100" and ds.num_classes == 100
+    np.testing.assert_array_equal(ds.mean, np.float32([0.5071, 0.4865, 0.4409]))
+    assert ds.norm_source == "published cifar100 mean/std (xautodl)"
+
+
+def test_cifar10_by_name_or_by_path_is_one_dataset(tmp_path, cache, monkeypatch):
+    """--data cifar10 and --data <the archive it resolves to> give identical data, stats and cache."""
+    folder = make_cifar_folder(tmp_path / "cifar10-jpeg", CIFAR10_CLASSES)
+    archive = make_tgz(folder, tmp_path / "cifar10-jpeg.tar.gz")
+    monkeypatch.delenv("JAXNAS_DATA", raising=False)
+    monkeypatch.setattr(sources, "SHARED_CIFAR10", archive)
+    for spec in (archive, folder):
+        if spec == folder:
+            monkeypatch.setenv("JAXNAS_DATA", str(folder))
+        by_name = load("cifar10", cache_dir=cache, max_per_class=1)
+        by_path = load(spec, cache_dir=cache, max_per_class=1)
+        assert by_name.name == by_path.name == "cifar10" and by_name.norm_source == by_path.norm_source
+        for field in ("train_images", "train_labels", "test_images", "test_labels", "mean", "std"):
+            np.testing.assert_array_equal(getattr(by_name, field), getattr(by_path, field))
+    assert len(list(cache.iterdir())) == 2  # one cache file per source, whatever the spelling
 
 
 def _fake_tfds(monkeypatch, calls, error=None):
@@ -280,6 +362,7 @@ def test_tfds_imagenet16_120_keeps_first_120_classes(monkeypatch, cache):
     assert len(ds.test_labels) == 240
     np.testing.assert_array_equal(ds.train_images[:, 0, 0, 0], ds.train_labels)  # images follow labels
     np.testing.assert_allclose(ds.mean, [0.4811, 0.4575, 0.4078])
+    assert ds.norm_source == "published imagenet16-120 mean/std (xautodl)"
     assert load("imagenet16-120", cache_dir=cache, max_per_class=2).num_classes == 120
     assert len(calls) == 1  # second load came from the cache
 
@@ -288,6 +371,39 @@ def test_tfds_failure_is_a_data_error(monkeypatch, cache):
     _fake_tfds(monkeypatch, [], error=ImportError("No module named 'tensorflow'"))
     with pytest.raises(DataError, match="cifar100.*No module named 'tensorflow'.*pip install jaxnas\\[tfds\\]"):
         load("cifar100", cache_dir=cache)
+
+
+def test_tfds_missing_module_is_named(monkeypatch, cache, tmp_path):
+    """A module TFDS imports lazily is named with its pip install, not blamed on TensorFlow/network."""
+    missing = ModuleNotFoundError("No module named 'importlib_resources'", name="importlib_resources")
+    _fake_tfds(monkeypatch, [], error=missing)
+    with pytest.raises(DataError, match="module 'importlib_resources' is missing.*pip install importlib_resources$"):
+        load("cifar100", cache_dir=cache)
+    _fake_tfds(monkeypatch, [], error=ModuleNotFoundError("No module named 'tensorflow'", name="tensorflow"))
+    with pytest.raises(DataError, match="module 'tensorflow' is missing.*pip install jaxnas\\[tfds\\]$"):
+        load("cifar100", cache_dir=cache)
+    monkeypatch.delenv("JAXNAS_DATA", raising=False)
+    monkeypatch.setattr(sources, "SHARED_CIFAR10", tmp_path / "absent.tar.gz")
+    monkeypatch.chdir(tmp_path)
+    _fake_tfds(monkeypatch, [], error=OSError("network unreachable"))
+    with pytest.raises(DataError, match="no CIFAR-10 archive in \\$JAXNAS_DATA, at .*absent.tar.gz, or at "
+                                        "shared/data/.* or \\.\\./shared/data/.* from the working directory.*"
+                                        "network unreachable.*needs TensorFlow and network access"):
+        load("cifar10", cache_dir=cache)
+
+
+def test_tfds_imports_what_load_needs(tmp_path, monkeypatch):
+    """tensorflow_datasets' lazily imported modules are installed, and a builder is made offline."""
+    import importlib_resources  # noqa: F401 -- imported lazily by tfds' dataset_builder
+    import tensorflow_datasets as tfds
+    import termcolor  # noqa: F401
+
+    def no_network(*args):
+        raise OSError("no network in this test")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    builder = tfds.builder("cifar10", data_dir=tmp_path)
+    assert builder.name == "cifar10" and builder.info.features["label"].num_classes == 10
 
 
 @pytest.mark.slow

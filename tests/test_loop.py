@@ -318,9 +318,10 @@ def test_cli_train_writes_test_acc_and_overwrite(image_folder, tmp_path, capsys)
     assert err.startswith("jaxnas: error: ") and "already holds a finished run" in err and "--overwrite" in err
     assert json.loads((out / "result.json").read_text()) == result
 
-    (out / "marker").write_text("old run")
-    rc, stdout, err = run_cli(*args, "--overwrite")  # replaced by a fresh, identical run
+    (out / "marker").write_text("a file jaxnas did not write")
+    with pytest.warns(UserWarning, match="kept 1 entries .* marker"):
+        rc, stdout, err = run_cli(*args, "--overwrite")  # replaced by a fresh, identical run
     assert rc == 0, err[-3000:]
-    assert not (out / "marker").exists()
+    assert (out / "marker").read_text() == "a file jaxnas did not write"  # never deleted
     again = json.loads((out / "result.json").read_text())
     assert again["test_acc"] == result["test_acc"] and again["arch"] == TRAIN_ARCH

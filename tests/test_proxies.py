@@ -351,10 +351,10 @@ def test_cli_score_resumes_and_summarises(image_folder, nb201_table_path, tmp_pa
     r = _cli(*args)
     assert r.returncode == 0, r.stderr
     rows = list(csv.DictReader(open(out / "scores.csv")))
-    assert len(rows) == 10 and list(rows[0]) == ["index", "arch", "score", "das", "da", "da_min", "log_nau"]
+    assert len(rows) == 10 and list(rows[0]) == ["index", "arch", "naswot", "das", "da", "da_min", "log_nau"]
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["n"] == 10 and set(summary["bench"]["correlation"]) == {"score", "das", "da", "da_min", "log_nau"}
-    assert -1 <= summary["bench"]["correlation"]["score"]["kendall_tau"] <= 1
+    assert summary["n"] == 10 and set(summary["bench"]["correlation"]) == {"naswot", "das", "da", "da_min", "log_nau"}
+    assert -1 <= summary["bench"]["correlation"]["naswot"]["kendall_tau"] <= 1
     # a finished run is not overwritten; a killed one (fewer rows, no summary) resumes to the same rows
     assert _cli(*args).returncode == 2
     lines = (out / "scores.csv").read_text().splitlines(keepends=True)

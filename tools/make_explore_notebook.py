@@ -1,5 +1,6 @@
 """Writes notebooks/explore_candidates.ipynb (edit here, rerun, commit both)."""
 import nbformat as nbf
+
 nb = nbf.v4.new_notebook()
 cells = []
 cells.append(nbf.v4.new_markdown_cell("""# Exploring a batch of candidate architectures
@@ -9,44 +10,78 @@ Sample NAS-Bench-201 candidates, score them three ways and compare with the benc
 1. **NASWOT** and **synflow**: training-free proxies, every candidate a freshly initialised network (`jaxnas.proxies`);
 2. **a briefly trained supernet**: RSPS weight sharing for a short while, then each candidate's accuracy on one validation batch with the shared weights (`jaxnas.evaluate`).
 
-Every score is a jitted program over the whole batch of candidates. Set `JAXNAS_NOTEBOOK_TINY=1` for a seconds-sized version (the test suite runs it that way)."""))
+NASWOT is one jitted program over the whole batch of candidates. synflow differentiates the network: on CPU it runs one candidate at a time through jaxnas's eager kernels (the policy of `jaxnas score`, `make_scorer`), since the traced gradient program compiles for many minutes there; on a GPU it is jitted like NASWOT.
+
+The notebook finds the NB201 table from the jaxnas checkout it belongs to (`<repo>/../shared/data/nb201/`, whether Jupyter starts it in `notebooks/` or at the repository root); `JAXNAS_NOTEBOOK_TABLE` overrides that. Set `JAXNAS_NOTEBOOK_TINY=1` for a seconds-sized version (the stored outputs and the test suite run it that way)."""))
 cells.append(nbf.v4.new_code_cell("""import os, pathlib
 import numpy as np
 import jax, jax.numpy as jnp
 import matplotlib.pyplot as plt
 
+import jaxnas
 from jaxnas import data as data_lib
 from jaxnas.bench import load_table, kendall_tau
 from jaxnas.config import PRESETS
 from jaxnas.methods import RSPS
-from jaxnas.proxies import ProxyScorer
-from jaxnas.proxies.run import proxy_batches
+from jaxnas.proxies.run import make_scorer, proxy_batches
 from jaxnas.spaces import nb201
 from jaxnas.train.loop import SearchRun
 
+
+def find_repo_root():
+    \"\"\"The jaxnas checkout: the first folder from the working directory up (Jupyter starts kernels in
+    notebooks/, scripts and CI often at the root) holding this notebook and jaxnas's pyproject.toml;
+    else the checkout jaxnas is imported from; None if neither is one.\"\"\"
+    cwd = pathlib.Path.cwd().resolve()
+    for d in (cwd, *cwd.parents, pathlib.Path(jaxnas.__file__).resolve().parents[1]):
+        toml = d / "pyproject.toml"
+        if (d / "notebooks/explore_candidates.ipynb").is_file() and toml.is_file() \\
+                and 'name = "jaxnas"' in toml.read_text():
+            return d
+    return None
+
+
+def shown(path):
+    \"\"\"A path as printed: relative to the repository root if beside it (../shared/...), else its name.\"\"\"
+    if str(path).startswith("tfds:"):
+        return str(path)
+    rel = os.path.relpath(pathlib.Path(path).resolve(), ROOT) if ROOT else None
+    return rel if rel and not rel.startswith(os.path.join("..", "..")) else pathlib.Path(path).name
+
+
+ROOT = find_repo_root()
 TINY = os.environ.get("JAXNAS_NOTEBOOK_TINY") == "1"
 DATA = os.environ.get("JAXNAS_NOTEBOOK_DATA", "cifar10")   # cifar10: $JAXNAS_DATA, ../shared/data, else TFDS
-TABLE = os.environ.get("JAXNAS_NOTEBOOK_TABLE", str(pathlib.Path.cwd().parents[1] / "shared/data/nb201/nats_tss_hp200_test_acc.csv"))
+TABLE = (os.environ.get("JAXNAS_NOTEBOOK_TABLE")                    # else found from the repository's layout
+         or ROOT and ROOT.parent / "shared/data/nb201/nats_tss_hp200_test_acc.csv")
+if not TABLE or not pathlib.Path(TABLE).is_file():
+    raise FileNotFoundError(
+        f"NB201 table not found ({TABLE or 'no jaxnas checkout at or above ' + str(pathlib.Path.cwd())}): "
+        "expected <jaxnas repo>/../shared/data/nb201/nats_tss_hp200_test_acc.csv; "
+        "set JAXNAS_NOTEBOOK_TABLE to its path")
 K = 8 if TINY else 64                                      # candidates
 PROXY_NET = dict(C=4, N=1) if TINY else dict(C=16, N=5)    # the network the proxies score (NB201: C=16, N=5)
 cfg = PRESETS["tiny"].replace(data=DATA, seed=0, proxy_batch_size=16 if TINY else 128)
-if TINY:
-    cfg = cfg.replace(C=2, epochs=1, batch_size=16, eval_batch_size=32, max_per_class=None)
-print("data:", data_lib.resolve(DATA), "| candidates:", K, "| proxy network:", PROXY_NET)"""))
+if TINY:  # 20 images a class: 200 training images of CIFAR-10, decoded in seconds
+    cfg = cfg.replace(C=2, epochs=1, batch_size=16, eval_batch_size=32, max_per_class=20)
+print("data:", shown(data_lib.resolve(DATA)), "| table:", shown(TABLE))
+print("candidates:", K, "| proxy network:", PROXY_NET, "| backend:", jax.default_backend())"""))
 cells.append(nbf.v4.new_code_cell("""dataset = data_lib.load(cfg.data, max_per_class=cfg.max_per_class)
 table = load_table(TABLE)
 archs = np.asarray(nb201.sample(jax.random.key(cfg.seed), K))
 truth = table.values(archs, "cifar10")          # NB201 CIFAR-10 test accuracy (%) of each candidate
 print(dataset, "\\nfirst candidate:", nb201.to_string(archs[0]), f"-> {truth[0]:.2f}%")"""))
-cells.append(nbf.v4.new_markdown_cell("## Training-free scores (one jitted call for all candidates)"))
+cells.append(nbf.v4.new_markdown_cell("## Training-free scores (a fresh network per candidate)"))
 cells.append(nbf.v4.new_code_cell("""(x, y), _ = proxy_batches(dataset, cfg)
-scorer = ProxyScorer("naswot,synflow", **PROXY_NET, num_classes=dataset.num_classes, seed=cfg.seed)
+# jaxnas score's policy: on CPU synflow's gradients run on the host (eager kernels), elsewhere in the program
+scorer = make_scorer(cfg.replace(**PROXY_NET), ["naswot", "synflow"], dataset.num_classes)
 proxy = scorer(archs, x, y)
 for name in ("naswot", "synflow"):
     print(f"{name:8s} Kendall tau vs NB201: {kendall_tau(proxy[name], truth):+.3f}")"""))
 cells.append(nbf.v4.new_markdown_cell("## A briefly trained supernet (RSPS, the search loop of `jaxnas search`)"))
 cells.append(nbf.v4.new_code_cell("""import tempfile
-run = SearchRun(cfg.replace(method="rsps"), tempfile.mkdtemp(), method_cls=RSPS, dataset=dataset, progress=not TINY)
+run = SearchRun(cfg.replace(method="rsps"), tempfile.mkdtemp(), method_cls=RSPS, dataset=dataset,
+                progress=not TINY)                # tiny: no progress bars in the stored outputs
 result = run.run()                                # trains (checkpointed), picks its own best
 ranked = jax.device_get(run.method.rank(run.state, jnp.asarray(archs), run.ctx))
 supernet_acc = np.asarray(ranked["acc"])

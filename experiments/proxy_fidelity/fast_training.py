@@ -30,7 +30,7 @@ W = DAS_WEIGHTS["logdet"]  # the DAS weight chosen in run.py's calibration (1.75
 
 def _summaries(rows, truth):
     from jaxnas.bench import rank_summary
-    named = {"NASWOT": col(rows, "score"),  # `--proxy naswot,das`: the first proxy is the `score` column
+    named = {"NASWOT": col(rows, "naswot"),  # `--proxy naswot,das`: one column per proxy
              f"DAS (w={W})": das(rows, W), "DA": col(rows, "da")}
     return {k: rank_summary(v, truth) for k, v in named.items()}
 

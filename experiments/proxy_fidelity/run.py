@@ -88,7 +88,7 @@ def main():
     subset_file.write_text("".join(s + "\n" for s in naslib))
     sub = score(runs / "naslib_subset", str(subset_file), "naswot")
     sub_truth = table.values([r["arch"] for r in sub], "cifar10")
-    rows = {"NASWOT (jaxnas)": col(sub, "score"), f"DAS (jaxnas, w={w_star})": das(sub, w_star),
+    rows = {"NASWOT (jaxnas)": col(sub, "naswot"), f"DAS (jaxnas, w={w_star})": das(sub, w_star),
             "DA alone": col(sub, "da"), "log NAU alone": col(sub, "log_nau")}
     for k in ("nwot", "synflow", "snip", "grad_norm", "jacov"):
         rows[f"NASLib {k} (reference)"] = np.array([naslib[r["arch"]][k] for r in sub])
@@ -97,7 +97,7 @@ def main():
         g = score(runs / "naslib_grad", str(_first_lines(subset_file, runs / "grad_subset.txt", a.grad_subset)),
                   "synflow,snip,grad_norm,jacov")
         g_truth = table.values([r["arch"] for r in g], "cifar10")
-        for name, c in (("synflow", "score"), ("snip", "snip"), ("grad_norm", "grad_norm"), ("jacov", "jacov")):
+        for name, c in (("synflow", "synflow"), ("snip", "snip"), ("grad_norm", "grad_norm"), ("jacov", "jacov")):
             table_rows.append((f"{name} (jaxnas, first {a.grad_subset})", rank_summary(col(g, c), g_truth)))
             ref = np.array([naslib[r["arch"]][name] for r in g])
             table_rows.append((f"NASLib {name} (same {a.grad_subset})", rank_summary(ref, g_truth)))
@@ -110,14 +110,14 @@ def main():
         if len(full) != 15625:
             raise SystemExit(f"the all-15,625 run holds {len(full)} rows")
         full_truth = table.values([r["arch"] for r in full], "cifar10")
-        table_rows.append(("NASWOT (jaxnas), all 15,625", rank_summary(col(full, "score"), full_truth)))
+        table_rows.append(("NASWOT (jaxnas), all 15,625", rank_summary(col(full, "naswot"), full_truth)))
         table_rows.append((f"DAS (w={w_star}), all 15,625", rank_summary(das(full, w_star), full_truth)))
 
     # 4. search simulation, on each scored pool
     sim_rows = []
     pools = [("NASLib's 724 subset", sub, sub_truth)] + ([("all 15,625", full, full_truth)] if full else [])
     for pool, rows_, truth in pools:
-        for name, s in (("NASWOT", col(rows_, "score")), (f"DAS w={w_star}", das(rows_, w_star))):
+        for name, s in (("NASWOT", col(rows_, "naswot")), (f"DAS w={w_star}", das(rows_, w_star))):
             for n in (10, 100):
                 sim_rows.append((pool, name, n, *search_sim(s, truth, n)))
         sim_rows.append((pool, "random architecture of the pool", 1, float(np.mean(truth)), float(np.std(truth))))
@@ -137,7 +137,7 @@ def _oracle_sweep(rows, truth):
     from scipy.stats import rankdata  # average ranks: many architectures share a unit count
 
     from jaxnas.bench import kendall_tau
-    da, log_nau, naswot = col(rows, "da"), col(rows, "log_nau"), col(rows, "score")
+    da, log_nau, naswot = col(rows, "da"), col(rows, "log_nau"), col(rows, "naswot")
     ok = np.isfinite(naswot)
 
     def tau(s):
@@ -163,14 +163,14 @@ def _plots(sub, truth, w_star, grid, cal_tau, full=None):
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(1, 4 if full else 3, figsize=(20 if full else 15, 4.2))
     if full:
-        s, t = col(full[0], "score"), full[1]
+        s, t = col(full[0], "naswot"), full[1]
         ok = np.isfinite(s)
         hb = ax[3].hexbin(s[ok], t[ok], gridsize=60, bins="log", mincnt=1, extent=(1050, 1700, 10, 95))
         fig.colorbar(hb, ax=ax[3], label="architectures")
         ax[3].set_xlabel("NASWOT score")
         ax[3].set_ylabel("NB201 CIFAR-10 test accuracy (%)")
         ax[3].set_title(f"NASWOT, all {ok.sum()} finite of {len(s)}")
-    for a, (name, s) in zip(ax[:2], (("NASWOT", col(sub, "score")), (f"DAS (w={w_star})", das(sub, w_star)))):
+    for a, (name, s) in zip(ax[:2], (("NASWOT", col(sub, "naswot")), (f"DAS (w={w_star})", das(sub, w_star)))):
         ok = np.isfinite(s)
         a.scatter(s[ok], truth[ok], s=5, alpha=0.5)
         a.set_xlabel(f"{name} score")

@@ -9,6 +9,7 @@ import csv
 import dataclasses
 import math
 import os
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -79,6 +80,14 @@ class BenchTable:
                 f"({np.count_nonzero(missing)} of {missing.size} queried are missing)"
             )
         return rows
+
+    def check_covers(self, archs, what: str = "the architectures asked for") -> None:
+        """ValueError, before any work is done, when the table lacks some of `archs` (int32[K, 6])."""
+        missing = self._row_of_code[nb201.encode(nb201.validate(np.asarray(archs)))] < 0
+        if np.any(missing):
+            first = nb201.to_string(np.asarray(archs)[missing][0])
+            raise ValueError(f"--bench-table {self.path} lacks {np.count_nonzero(missing)} of {missing.size} "
+                             f"{what} (e.g. {first}); give a complete NB201 table or leave --bench-table out")
 
     def lookup(self, arch) -> dict[str, float]:
         """All numeric columns of one architecture (NB201 string or int32[6]) as {column: float}."""
@@ -157,12 +166,20 @@ def _float(cell: str) -> float:
     return float(cell)
 
 
+def _is_number(cell: str) -> bool:
+    try:
+        _float(cell)
+    except ValueError:
+        return False
+    return True
+
+
 def load_table(path: str | os.PathLike) -> BenchTable:
     """Read an NB201-style CSV: a header, an architecture-string column, numeric accuracy columns.
 
     The architecture column is the first of `ARCH_COLUMNS` present; numeric columns are those whose
-    every non-empty cell parses as a float (empty/'nan' cells become NaN). Other columns are
-    ignored. Raises FileNotFoundError for a missing file and ValueError for a file without an
+    every non-empty cell parses as a float (empty/'nan' cells become NaN). Text columns are ignored;
+    a column with some numbers and a cell that is not one is dropped with a warning naming it. Raises FileNotFoundError for a missing file and ValueError for a file without an
     architecture column, without numeric columns, with an unparsable or repeated architecture.
     """
     path = os.fspath(path)
@@ -203,8 +220,12 @@ def load_table(path: str | os.PathLike) -> BenchTable:
             continue
         try:
             vals = _numeric(cols[j])
-        except ValueError:
-            continue  # a non-numeric column (e.g. UniqueString)
+        except ValueError:  # a text column (e.g. UniqueString), or numbers with a stray cell
+            bad = [i for i, c in enumerate(cols[j]) if not _is_number(c)]
+            if len(bad) < len(cols[j]):  # some cells are numbers: a damaged numeric column
+                warnings.warn(f"{path}: column {name!r} dropped: line {bad[0] + 2} holds {cols[j][bad[0]]!r}, "
+                              f"not a number ({len(bad)} such cells)", stacklevel=2)
+            continue
         if np.all(np.isnan(vals)):
             continue
         names.append(name)

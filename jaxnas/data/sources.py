@@ -5,6 +5,15 @@ source is decoded once -- in a process pool when cores are idle, since decoding 
 is Python-bound -- and cached as an uncompressed .npz keyed by the source's path, size and mtime;
 later loads only read that file. TFDS (and the TensorFlow it needs to prepare data) is imported only when a TFDS
 name is asked for: the offline image-folder path needs nothing but Pillow.
+
+`cifar10` is read from the first of: $JAXNAS_DATA; the source tree's ../shared/data/cifar10-jpeg/
+cifar10-jpeg.tar.gz; shared/data/... and then ../shared/data/... from the working directory (an
+installed wheel run from a project folder); else TFDS.
+
+Normalisation follows the data, not the spec's spelling, so one archive gives one dataset however it
+is named: 32x32 images in exactly CIFAR-10's (CIFAR-100's) classes are that dataset, named so and
+given xautodl's published mean/std; anything else gets its training images' own statistics.
+`Dataset.norm_source` says which.
 """
 from __future__ import annotations
 
@@ -16,6 +25,7 @@ import io
 import json
 import multiprocessing
 import os
+import signal
 import tarfile
 import tempfile
 import warnings
@@ -40,12 +50,32 @@ _STATS = {
     "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
     "imagenet16-120": ((0.4811, 0.4575, 0.4078), (0.2605, 0.2533, 0.2683)),
 }
-SHARED_CIFAR10 = Path(jaxnas.__file__).resolve().parents[2] / "shared/data/cifar10-jpeg/cifar10-jpeg.tar.gz"
+_CIFAR10_ARCHIVE = Path("shared/data/cifar10-jpeg/cifar10-jpeg.tar.gz")
+SHARED_CIFAR10 = Path(jaxnas.__file__).resolve().parents[2] / _CIFAR10_ARCHIVE  # beside the source tree
+CWD_CIFAR10 = (_CIFAR10_ARCHIVE, ".." / _CIFAR10_ARCHIVE)  # relative to the working directory
+# Class folder names (sorted) that identify CIFAR data; the images must also be 32x32.
+_CIFAR_CLASSES = {
+    "cifar10": ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
+    "cifar100": (
+        "apple", "aquarium_fish", "baby", "bear", "beaver", "bed", "bee", "beetle", "bicycle",
+        "bottle", "bowl", "boy", "bridge", "bus", "butterfly", "camel", "can", "castle",
+        "caterpillar", "cattle", "chair", "chimpanzee", "clock", "cloud", "cockroach", "couch",
+        "crab", "crocodile", "cup", "dinosaur", "dolphin", "elephant", "flatfish", "forest", "fox",
+        "girl", "hamster", "house", "kangaroo", "keyboard", "lamp", "lawn_mower", "leopard", "lion",
+        "lizard", "lobster", "man", "maple_tree", "motorcycle", "mountain", "mouse", "mushroom",
+        "oak_tree", "orange", "orchid", "otter", "palm_tree", "pear", "pickup_truck", "pine_tree",
+        "plain", "plate", "poppy", "porcupine", "possum", "rabbit", "raccoon", "ray", "road",
+        "rocket", "rose", "sea", "seal", "shark", "shrew", "skunk", "skyscraper", "snail", "snake",
+        "spider", "squirrel", "streetcar", "sunflower", "sweet_pepper", "table", "tank", "telephone",
+        "television", "tiger", "tractor", "train", "trout", "tulip", "turtle", "wardrobe", "whale",
+        "willow_tree", "wolf", "woman", "worm",
+    ),
+}
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
 SPLITS = ("train", "test")
 _LAYOUT = "expected train/<class>/*.jpg and test/<class>/*.jpg (or .png)"
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2  # 2: norm_source; stats and name from the data, not the spec
 _POOL_MIN_IMAGES = 2048  # below this, decoding in-process beats starting worker processes
 _CHUNK = 1000  # images per worker task
 
@@ -67,6 +97,7 @@ class Dataset:
     class_names: tuple[str, ...]
     mean: np.ndarray  # float32[3], per channel, [0, 1] units
     std: np.ndarray  # float32[3]
+    norm_source: str  # where mean/std came from: published values or the training images
 
     def __repr__(self):
         return (f"Dataset({self.name!r}, train={self.train_images.shape}, test={self.test_images.shape}, "
@@ -83,8 +114,9 @@ def resolve(spec) -> str:
             if not p.exists():
                 raise DataError(f"JAXNAS_DATA={env} does not exist: expected an image folder or .tar.gz; {_LAYOUT}")
             return str(p.resolve())
-        if SHARED_CIFAR10.exists():
-            return str(SHARED_CIFAR10)
+        for p in (SHARED_CIFAR10, *CWD_CIFAR10):
+            if p.exists():
+                return str(p.resolve())
     if s in _TFDS:
         return "tfds:" + _TFDS[s][0]
     p = Path(s).expanduser()
@@ -101,25 +133,29 @@ def load(spec, cache_dir=None, max_per_class=None) -> Dataset:
     if max_per_class is not None and max_per_class < 1:
         raise DataError(f"max_per_class must be a positive integer or None, got {max_per_class}")
     source = resolve(spec)
-    name = os.fspath(spec)
-    if name not in NAMES:
-        base = Path(source).name
-        name = next((base[: -len(s)] for s in ARCHIVE_SUFFIXES if base.endswith(s)), base)
-    if source.startswith("tfds:"):
-        key = {"tfds": source, "data_dir": os.environ.get("TFDS_DATA_DIR", "")}
+    tfds_name = os.fspath(spec) if source.startswith("tfds:") else None
+    # The key holds only what the content depends on (not the spec's spelling), so "cifar10" and the
+    # archive's path share one cache file.
+    if tfds_name:
+        key, label = {"tfds": source, "data_dir": os.environ.get("TFDS_DATA_DIR", "")}, tfds_name
     else:
-        key = {"path": source, **_fingerprint(Path(source))}
-    key.update(name=name, max_per_class=max_per_class, version=_CACHE_VERSION)
+        key, label = {"path": source, **_fingerprint(Path(source))}, _stem(Path(source).name)
+    key.update(max_per_class=max_per_class, version=_CACHE_VERSION)
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-    cache = _cache_dir(cache_dir) / f"{name.replace('/', '_')}-{max_per_class or 'all'}-{digest}.npz"
+    cache = _cache_dir(cache_dir) / f"{label}-{max_per_class or 'all'}-{digest}.npz"
     ds = _read_cache(cache)
     if ds is None:
-        if source.startswith("tfds:"):
-            ds = _load_tfds(name, max_per_class)
+        if tfds_name:
+            ds = _load_tfds(tfds_name, max_per_class)
         else:
-            ds = _load_images(name, Path(source), max_per_class)
+            ds = _load_images(label, Path(source), max_per_class)
         _write_cache(cache, ds)
     return ds
+
+
+def _stem(base: str) -> str:
+    """A file or folder name less any archive suffix: the dataset name of an unrecognised source."""
+    return next((base[: -len(s)] for s in ARCHIVE_SUFFIXES if base.endswith(s)), base)
 
 
 # ----------------------------------------------------------------------------------------- cache
@@ -151,7 +187,7 @@ def _read_cache(path: Path) -> Dataset | None:
         with np.load(path) as z:
             names = tuple(str(c) for c in z["class_names"])
             return Dataset(str(z["name"]), z["train_images"], z["train_labels"], z["test_images"],
-                           z["test_labels"], len(names), names, z["mean"], z["std"])
+                           z["test_labels"], len(names), names, z["mean"], z["std"], str(z["norm_source"]))
     except FileNotFoundError:
         return None
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:  # rebuilt, never trusted
@@ -167,7 +203,8 @@ def _write_cache(path: Path, ds: Dataset) -> None:
             tmp = f.name
             np.savez(f, name=np.array(ds.name), train_images=ds.train_images, train_labels=ds.train_labels,
                      test_images=ds.test_images, test_labels=ds.test_labels,
-                     class_names=np.array(ds.class_names, dtype=str), mean=ds.mean, std=ds.std)
+                     class_names=np.array(ds.class_names, dtype=str), mean=ds.mean, std=ds.std,
+                     norm_source=np.array(ds.norm_source))
         os.replace(tmp, path)
     except OSError as e:
         warnings.warn(f"could not write dataset cache {path}: {e}")
@@ -179,7 +216,11 @@ def _write_cache(path: Path, ds: Dataset) -> None:
 
 
 def _load_images(name: str, path: Path, max_per_class) -> Dataset:
-    """Decode an image folder or tar archive laid out train/<class>/*, test/<class>/*."""
+    """Decode an image folder or tar archive laid out train/<class>/*, test/<class>/*.
+
+    `name` is used unless the data is CIFAR-10/100 (its class names, 32x32), which also decides the
+    normalisation: published statistics for CIFAR, else the training images' own.
+    """
     tree = _scan_archive(path) if path.is_file() else _scan_folder(path)
     classes = _check_tree(tree, path)
     splits = {}
@@ -190,12 +231,23 @@ def _load_images(name: str, path: Path, max_per_class) -> Dataset:
     arrays = _decode_all(splits["train"][0] + splits["test"][0], path)
     n_train = len(splits["train"][1])
     train, test = arrays[:n_train], arrays[n_train:]
-    if name in _STATS:
-        mean, std = _STATS[name]
+    # CIFAR has at most 50,000 / 10,000 images in its splits; CINIC-10 shares CIFAR-10's classes and
+    # size but is larger, so its images are not normalised with CIFAR's statistics
+    full = {split: sum(len(tree[split][c]) for c in classes) for split in SPLITS}
+    known = next((k for k, names in _CIFAR_CLASSES.items()
+                  if tuple(classes) == names and arrays.shape[1:3] == (32, 32)
+                  and full["train"] <= 50000 and full["test"] <= 10000), None)
+    if known:
+        name, (mean, std), source = known, _STATS[known], _published(known)
     else:
-        mean, std = _channel_stats(train)
+        (mean, std), source = _channel_stats(train), f"computed from the {n_train} training images"
     return Dataset(name, train, splits["train"][1], test, splits["test"][1], len(classes), tuple(classes),
-                   np.asarray(mean, np.float32), np.asarray(std, np.float32))
+                   np.asarray(mean, np.float32), np.asarray(std, np.float32), source)
+
+
+def _published(name: str) -> str:
+    """The norm_source of xautodl's published statistics for `name`."""
+    return f"published {name} mean/std (xautodl)"
 
 
 def _scan_folder(path: Path) -> dict:
@@ -263,7 +315,7 @@ def _decode_all(items: list, where: Path) -> np.ndarray:
         # (or from stdin) the pool breaks and decoding falls back to this process.
         ctx = multiprocessing.get_context("spawn")
         try:
-            with concurrent.futures.ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+            with concurrent.futures.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_ignore_sigint) as pool:
                 images = [a for chunk in pool.map(_decode_chunk, chunks) for a in chunk]
         except concurrent.futures.process.BrokenProcessPool as e:
             warnings.warn(f"image decoding workers failed ({e}); decoding in this process")
@@ -275,6 +327,11 @@ def _decode_all(items: list, where: Path) -> np.ndarray:
             raise DataError(f"{name} in {where} is {a.shape[0]}x{a.shape[1]}, expected {first[0]}x{first[1]} "
                             f"like {items[0][0]}: all images must have the same size")
     return np.stack(images)
+
+
+def _ignore_sigint() -> None:
+    """Workers leave Ctrl-C to the parent (which stops with one line), instead of each printing a traceback."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _num_workers() -> int:
@@ -327,8 +384,15 @@ def _load_tfds(name: str, max_per_class) -> Dataset:
         train, test = tfds.as_numpy(train), tfds.as_numpy(test)
         class_names = tuple(info.features["label"].names)
     except Exception as e:
-        raise DataError(f"TFDS could not prepare {tfds_name!r} for {name!r} ({type(e).__name__}: {e}); TFDS "
-                        f"needs TensorFlow and network access: pip install jaxnas[tfds], or point "
+        looked = (f" (no CIFAR-10 archive in $JAXNAS_DATA, at {SHARED_CIFAR10}, or at {CWD_CIFAR10[0]} or "
+                  f"{CWD_CIFAR10[1]} from the working directory)" if name == "cifar10" else "")
+        if isinstance(e, ModuleNotFoundError) and e.name:
+            module = e.name.split(".")[0]
+            fix = "jaxnas[tfds]" if module == "tensorflow" else module
+            raise DataError(f"TFDS could not load {tfds_name!r} for {name!r}{looked}: module {module!r} is "
+                            f"missing ({e}): pip install {fix}") from e
+        raise DataError(f"TFDS could not prepare {tfds_name!r} for {name!r}{looked} ({type(e).__name__}: {e}); "
+                        f"TFDS needs TensorFlow and network access: pip install jaxnas[tfds], or point "
                         f"JAXNAS_DATA / the spec at an image folder or .tar.gz ({_LAYOUT})") from e
     if keep is not None:
         class_names = class_names[:keep]
@@ -339,7 +403,7 @@ def _load_tfds(name: str, max_per_class) -> Dataset:
         splits += [np.ascontiguousarray(np.asarray(images, np.uint8)[idx]), labels[idx]]
     mean, std = _STATS[name]
     return Dataset(name, *splits, len(class_names), class_names,
-                   np.asarray(mean, np.float32), np.asarray(std, np.float32))
+                   np.asarray(mean, np.float32), np.asarray(std, np.float32), _published(name))
 
 
 def _first_per_class(labels: np.ndarray, num_classes: int, n) -> np.ndarray:

@@ -108,9 +108,10 @@ class SupernetMethod:
                                    impl=resolve_impl(self.cfg.single_path_impl, forward_only=True))
 
     def pick_best(self, state, archs, ctx: EvalContext) -> dict:
-        """Evaluate `archs` and return the most accurate (ties: lower loss, then first)."""
+        """Evaluate `archs` and return the most accurate (ties: lower loss, then first); accuracies
+        in percent, as everywhere jaxnas writes them."""
         res = jax.device_get(self.rank(state, jnp.asarray(archs), ctx))
-        acc, loss = np.asarray(res["acc"]), np.asarray(res["loss"])
+        acc, loss = 100 * np.asarray(res["acc"], np.float64), np.asarray(res["loss"])
         order = np.lexsort((np.arange(len(acc)), loss, -acc))
         best = int(order[0])
         return {"arch": np.asarray(archs[best]), "valid_acc": float(acc[best]), "valid_loss": float(loss[best]),

@@ -1,12 +1,14 @@
 """`jaxnas score` and the training-free searches (`jaxnas search --method naswot|das|...`).
 
 Scoring writes RUN/scores.csv block by block (a block = `block_size` candidates, one jitted call),
-so a killed run loses at most one block: the same command resumes after the last written row.
-With a benchmark table, RUN/summary.json gives each output's Kendall tau / Spearman against it.
+so a killed run loses at most one block: the same command resumes after the last complete row (a
+row torn by a kill mid-write is dropped and computed again). SIGINT/SIGTERM stop the run between
+blocks. With a benchmark table, RUN/summary.json gives each output's Kendall tau / Spearman against it.
 """
 from __future__ import annotations
 
 import csv
+import io
 import json
 import pathlib
 import time
@@ -18,9 +20,18 @@ from jaxnas import data as data_lib
 from jaxnas.config import Config
 from jaxnas.proxies.activation import DAS_WEIGHTS
 from jaxnas.proxies.scoring import PROXIES, ProxyScorer, parse_proxies
+from jaxnas.rundir import (
+    Interrupted,
+    RunError,
+    append_text,
+    atomic_write,
+    check_run_dir,
+    prepare_run_dir,
+    read_scores,
+    stop_on_signals,
+)
 from jaxnas.spaces import nb201
-from jaxnas.train.loop import RunError, atomic_write, check_run_dir, prepare_run_dir, progress_bar, write_result
-
+from jaxnas.train.loop import normalization, progress_bar, write_result
 
 HOST_BLOCK = 8  # candidates per written block when gradients run on the host (seconds each)
 
@@ -38,10 +49,16 @@ def select_archs(spec: str, seed: int) -> np.ndarray:
         idx = np.sort(np.random.default_rng(seed).choice(nb201.NUM_ARCHS, n, replace=False))
         return nb201.from_index(idx)
     path = pathlib.Path(spec)
+    if path.is_dir():
+        raise ValueError(f"--archs {spec} is a directory; expected a file with one NB201 string per line")
     if not path.is_file():
         raise FileNotFoundError(f"--archs takes all, a number or a file of NB201 strings; {spec!r} is none")
+    try:
+        text = path.read_text(encoding="utf-8-sig")  # -sig: a byte-order mark is not part of line 1
+    except UnicodeDecodeError:
+        raise ValueError(f"--archs {spec} is not a UTF-8 text file; expected one NB201 string per line") from None
     archs = []
-    for i, line in enumerate(path.read_text().splitlines(), 1):
+    for i, line in enumerate(text.splitlines(), 1):
         if line.strip() and not line.lstrip().startswith("#"):
             try:
                 archs.append(nb201.from_string(line.strip()))
@@ -85,18 +102,6 @@ def make_scorer(cfg: Config, proxies, num_classes: int) -> ProxyScorer:
                        host_gradients=resolve_impl(cfg.single_path_impl) == "eager")  # CPU: eager gradients
 
 
-def _read_rows(path: pathlib.Path) -> list[dict]:
-    if not path.exists():
-        return []
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def _header(path: pathlib.Path) -> list[str]:
-    with open(path, newline="") as f:
-        return next(csv.reader(f), [])
-
-
 def score(cfg: Config, run_dir, *, overwrite=False, bench_table=None, progress=True, block_size=64,
           dataset=None) -> dict:
     """Score the architectures `cfg.score_archs` with the proxies `cfg.proxy`; resumable."""
@@ -108,7 +113,7 @@ def score(cfg: Config, run_dir, *, overwrite=False, bench_table=None, progress=T
     scorer = make_scorer(cfg, proxies, ds.num_classes)
     run = prepare_run_dir(run, cfg, overwrite)
     out_csv = run / "scores.csv"
-    done = _read_rows(out_csv)
+    done = read_scores(out_csv, repair=True)
     strings = [nb201.to_string(a) for a in archs]
     indices = np.asarray(nb201.to_index(archs))
     if [r["arch"] for r in done] != strings[:len(done)]:
@@ -119,40 +124,41 @@ def score(cfg: Config, run_dir, *, overwrite=False, bench_table=None, progress=T
     elapsed0 = float(prev.get("elapsed_s", 0.0)) if done else 0.0
     if scorer.host:  # one candidate at a time anyway: small blocks, nothing padded
         block_size = min(block_size, HOST_BLOCK)
-    for start in range(len(done), len(archs), block_size):
-        block = archs[start:start + block_size]
-        # a fixed block shape: one compilation for every block (host fast training: one candidate a program)
-        pad = 0 if scorer.host else block_size - len(block)
-        padded = np.concatenate([block, np.repeat(block[-1:], pad, 0)]) if pad else block
-        res = scorer(padded, x, y, *train)
-        if columns is None:  # the first block: rows already written must have these columns
-            columns = _columns(proxies, res)
-            header = ["index", "arch"] + [h for h, _ in columns]
-            found = _header(out_csv) if out_csv.exists() else header
-            if found != header:
-                raise RunError(f"{out_csv} has columns {found}, this version writes {header}; "
-                               "use --overwrite (or a new --out)")
-        new_file = not out_csv.exists()
-        with open(out_csv, "a", newline="") as f:
-            w = csv.writer(f)
-            if new_file:
-                w.writerow(header)
-            for i in range(start, start + len(block)):
-                w.writerow([int(indices[i]), strings[i]] + [repr(float(res[c][i - start])) for _, c in columns])
-        atomic_write(run / "progress.json", json.dumps({"elapsed_s": elapsed0 + time.time() - t0}))
-        bar.update(len(block))
-        bar.set_postfix(arch_s=f"{(start + len(block) - len(done)) / max(time.time() - t0, 1e-9):.2f}")
+    with stop_on_signals() as stop:
+        for start in range(len(done), len(archs), block_size):
+            block = archs[start:start + block_size]
+            # a fixed block shape: one compilation for every block (host fast training: one candidate a program)
+            pad = 0 if scorer.host else block_size - len(block)
+            padded = np.concatenate([block, np.repeat(block[-1:], pad, 0)]) if pad else block
+            res = scorer(padded, x, y, *train)
+            if columns is None:  # the first block: rows already written must have these columns
+                columns = _columns(proxies, res)
+                header = ["index", "arch"] + columns
+                if out_csv.exists() and out_csv.stat().st_size:
+                    read_scores(out_csv, header, repair=True)
+                else:
+                    append_text(out_csv, _csv_line(header))
+            append_text(out_csv, "".join(_csv_line([int(indices[i]), strings[i]]
+                                                   + [repr(float(res[c][i - start])) for c in columns])
+                                         for i in range(start, start + len(block))))
+            atomic_write(run / "progress.json", json.dumps({"elapsed_s": elapsed0 + time.time() - t0}))
+            bar.update(len(block))
+            bar.set_postfix(arch_s=f"{(start + len(block) - len(done)) / max(time.time() - t0, 1e-9):.2f}")
+            if stop["stop"] and start + block_size < len(archs):
+                bar.close()
+                raise Interrupted(f"{stop['stop']} after {start + len(block)} of {len(archs)} architectures; "
+                                  f"scores so far are in {out_csv}; run the same command to resume")
     bar.close()
-    rows = _read_rows(out_csv)
+    rows = read_scores(out_csv)
     wall = elapsed0 + time.time() - t0
     summary = {"n": len(rows), "proxies": proxies, "wall_time_s": round(wall, 2),
                "archs_per_s": round(len(rows) / max(wall, 1e-9), 3), "data": data_lib.resolve(cfg.data),
-               "seed": cfg.seed}
+               "normalization": normalization(ds), "seed": cfg.seed}
     if bench_table is not None:
         from jaxnas.bench import dataset_column, rank_summary
         column = dataset_column(ds.num_classes) or cfg.data
         truth = bench_table.values([r["arch"] for r in rows], column)
-        summary["bench"] = {"table": str(bench_table.path), "correlation": {}}
+        summary["bench"] = {"table": str(bench_table.path), "column": bench_table.resolve(column), "correlation": {}}
         for c in [k for k in rows[0] if k not in ("index", "arch")]:
             s = np.array([float(r[c]) for r in rows])
             summary["bench"]["correlation"][c] = rank_summary(s, truth)
@@ -160,12 +166,17 @@ def score(cfg: Config, run_dir, *, overwrite=False, bench_table=None, progress=T
     return summary
 
 
-def _columns(proxies, res) -> list[tuple[str, str]]:
-    """(header, output) pairs: the requested proxies first (the first is headed `score`), then any
-    other outputs computed on the way (DAS's atomic metrics)."""
+def _columns(proxies, res) -> list[str]:
+    """Output columns, each named after its output: the requested proxies first, then any other
+    outputs computed on the way (DAS's atomic metrics)."""
     keys = [PROXIES[p][1] for p in proxies]
-    keys += sorted(k for k in res if k not in keys)
-    return [("score" if i == 0 else k, k) for i, k in enumerate(keys)]
+    return keys + sorted(k for k in res if k not in keys)
+
+
+def _csv_line(fields) -> str:
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerow(fields)
+    return buf.getvalue()
 
 
 def proxy_search(cfg: Config, run_dir, *, overwrite=False, bench_table=None, dataset=None) -> dict:
@@ -183,4 +194,4 @@ def proxy_search(cfg: Config, run_dir, *, overwrite=False, bench_table=None, dat
     best = int(np.lexsort((np.arange(len(s)), -np.nan_to_num(s, nan=-np.inf)))[0])
     cands = [{"arch": nb201.to_string(a), "score": float(v)} for a, v in zip(archs, s)]
     return write_result(run, cfg, archs[best], {"score": float(s[best]), "candidates": cands},
-                        time.time() - t0, bench_table, steps=0)
+                        time.time() - t0, bench_table, steps=0, dataset=ds)

@@ -9,116 +9,36 @@ and keeps the last good checkpoint.
 """
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
-import os
 import pathlib
-import platform
-import shutil
-import signal
-import sys
-import threading
 import time
+import warnings
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-import jaxnas
-from jaxnas import checkpoint, data as data_lib
-from jaxnas.config import Config, from_json
+from jaxnas import checkpoint
+from jaxnas import data as data_lib
+from jaxnas.config import Config
 from jaxnas.methods.base import KEY_AUGMENT_A, KEY_AUGMENT_W, EvalContext
+from jaxnas.rundir import (
+    Interrupted,
+    RunError,
+    append_text,
+    atomic_write,
+    check_run_dir,
+    prepare_run_dir,
+    stop_on_signals,
+    truncate_jsonl,
+)
 from jaxnas.spaces import nb201
 from jaxnas.train import sharding
 from jaxnas.train.state import step_key
 from jaxnas.train.steps import cosine_lr
 
-
 RANK_PROBE_SEED = 2019  # the rank probe's architectures: one fixed set for every run
-
-
-class RunError(RuntimeError):
-    """A run cannot start or continue (bad run directory, NaN loss); the message says why."""
-
-
-class Interrupted(RuntimeError):
-    """SIGINT/SIGTERM arrived; the state was checkpointed and the run can be resumed."""
-
-
-def versions() -> dict:
-    import flax
-    import optax
-    import orbax.checkpoint as ocp
-    return {"jaxnas": jaxnas.__version__, "jax": jax.__version__, "flax": flax.__version__,
-            "optax": optax.__version__, "orbax": ocp.__version__, "python": platform.python_version(),
-            "backend": jax.default_backend(), "devices": jax.device_count()}
-
-
-def atomic_write(path: pathlib.Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def check_run_dir(run_dir, cfg: Config, overwrite: bool, finished_file: str = "result.json") -> pathlib.Path:
-    """Refuse to clobber a finished run or mix configs; writes nothing."""
-    run = pathlib.Path(run_dir)
-    if overwrite:
-        return run
-    if (run / finished_file).exists():
-        raise RunError(f"{run} already holds a finished run ({finished_file}); pass --overwrite to replace it")
-    cfg_file = run / "config.json"
-    if cfg_file.exists():
-        saved = from_json(json.dumps(json.loads(cfg_file.read_text())["config"]))
-        if saved != cfg:
-            diff = {k: (getattr(saved, k), getattr(cfg, k)) for k in cfg.__dataclass_fields__
-                    if getattr(saved, k) != getattr(cfg, k)}
-            raise RunError(f"{run} holds a run with a different config {diff} (saved, now); "
-                           "use another --out or --overwrite")
-    elif run.exists() and any(run.iterdir()):
-        raise RunError(f"{run} exists, is not empty and holds no jaxnas run; choose another --out")
-    return run
-
-
-def prepare_run_dir(run: pathlib.Path, cfg: Config, overwrite: bool) -> pathlib.Path:
-    """Create (or, with `overwrite`, recreate) the run directory and record config and versions."""
-    if overwrite and run.exists():
-        shutil.rmtree(run)
-    run.mkdir(parents=True, exist_ok=True)
-    cfg_file = run / "config.json"
-    if not cfg_file.exists():
-        record = {"config": json.loads(cfg.to_json()), "versions": versions(), "argv": sys.argv}
-        atomic_write(cfg_file, json.dumps(record, indent=2))
-    return run
-
-
-@contextlib.contextmanager
-def _stop_on_signals():
-    """Turn SIGINT/SIGTERM into a flag the loop checks between steps (so saves are consistent)."""
-    flag = {"stop": None}
-    if threading_main():
-        def handler(signum, _):
-            flag["stop"] = signal.Signals(signum).name
-        old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield flag
-    finally:
-        if threading_main():
-            for s, h in old.items():
-                signal.signal(s, h)
-
-
-def threading_main() -> bool:
-    return threading.current_thread() is threading.main_thread()
-
-
-def _truncate_metrics(path: pathlib.Path, step: int) -> None:
-    """Drop metric rows written after the checkpoint we resume from."""
-    if not path.exists():
-        return
-    rows = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= step]
-    atomic_write(path, "".join(r + "\n" for r in rows))
 
 
 class SearchRun:
@@ -149,6 +69,7 @@ class SearchRun:
         self.ctx = self._eval_context(ds, a_idx)
         self.run_dir = prepare_run_dir(run, cfg, overwrite)  # only now that everything is valid
         self.ckpt = checkpoint.Checkpointer(self.run_dir / "checkpoints", keep=cfg.keep_checkpoints)
+        self.resumed_from = None  # the checkpoint step this process resumed from
         if self.method.host_step:  # train_step runs outside jit (eager single path); batches and lr inside
             self._step = functools.partial(self._step_fn, prepare=jax.jit(self._prepare_fn))
         else:
@@ -199,9 +120,9 @@ class SearchRun:
         return np.asarray(w), np.asarray(a)
 
     def _save(self, state, elapsed):
-        if not _all_finite(state.params):
-            raise RunError(f"the weights hold NaN/inf at step {int(state.step)} (the loss was still finite); "
-                           f"not saved. The last good checkpoint in {self.ckpt.directory} is kept; lower lr=")
+        if not _all_finite(state):  # restores reject a state with non-finite floats, so never save one
+            raise RunError(f"the state holds NaN/inf at step {int(state.step)} (the loss was still finite); "
+                           f"not saved. {self._stopped_note()}; lower lr=")
         state = self._place(state.replace(elapsed=jnp.float32(elapsed)))
         self.ckpt.save(int(state.step), state)
         return state
@@ -211,17 +132,33 @@ class SearchRun:
         return jax.device_put(state, sharding.replicated(self.mesh))
 
     def _log(self, row: dict) -> None:
-        with open(self.run_dir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(row) + "\n")
+        append_text(self.run_dir / "metrics.jsonl", json.dumps(row) + "\n")
 
     # --- the loop -----------------------------------------------------------------------------
     def restore_or_init(self):
+        """The newest checkpoint that verifies, else a fresh state; metrics.jsonl cut to match."""
         state = self.method.init_state()
+        saved = self.ckpt.steps()
         restored = self.ckpt.restore_latest(state)
+        self.resumed_from = self.ckpt.restored_step if restored is not None else None
         if restored is not None:
             state = restored
-            _truncate_metrics(self.run_dir / "metrics.jsonl", int(state.step))
+        elif saved:
+            warnings.warn(f"NONE of the {len(saved)} checkpoints in {self.ckpt.directory} (steps {saved}) "
+                          "could be restored: the run starts again from step 0 and metrics.jsonl is reset",
+                          stacklevel=2)
+        truncate_jsonl(self.run_dir / "metrics.jsonl", int(state.step))
         return self._place(state)
+
+    def _stopped_note(self) -> str:
+        """What a NaN stop leaves behind: the checkpoint kept, and the one this process resumed from."""
+        steps = self.ckpt.steps()
+        note = (f"The last good checkpoint (step {steps[-1]}) in {self.ckpt.directory} is kept"
+                if steps else "No checkpoint had been written yet")
+        if self.resumed_from is not None:
+            note += (f"; this run resumed from checkpoint {self.resumed_from}: if every rerun stops here, "
+                     f"remove {self.ckpt.directory / str(self.resumed_from)} to fall back to an earlier one")
+        return note
 
     def run(self) -> dict:
         cfg = self.cfg
@@ -230,7 +167,7 @@ class SearchRun:
         resumed_at = int(state.step)
         bar = progress_bar(self.total_steps, resumed_at, self.progress, f"{self.method.name} {self.run_dir.name}")
         data_sh = sharding.data_sharded(self.mesh)
-        with _stop_on_signals() as stop:
+        with stop_on_signals() as stop:
             while int(state.epoch) < cfg.epochs:
                 epoch = int(state.epoch)
                 w_order, a_order = self._orders(state, epoch)
@@ -254,8 +191,7 @@ class SearchRun:
                             bar.close()
                             raise RunError(
                                 f"loss became {row['loss']} at epoch {epoch} step {int(state.step)}; stopped. "
-                                f"The last good checkpoint in {self.ckpt.directory} is kept; "
-                                "lower lr= or check the data")
+                                f"{self._stopped_note()}; lower lr= or check the data")
                         row["images_per_s"] = n_win / max(time.time() - t_win, 1e-9)
                         bar.update(len(window))
                         bar.set_postfix(epoch=epoch, loss=f"{row['loss']:.3f}", acc=f"{row['acc']:.3f}",
@@ -287,7 +223,7 @@ class SearchRun:
                                                                      replace=False))
         archs = nb201.from_index(idx)
         res = jax.device_get(self.method.rank(state, jnp.asarray(archs), self.ctx))
-        out = {"index": idx.tolist(), "valid_acc": np.asarray(res["acc"]).tolist()}
+        out = {"index": idx.tolist(), "valid_acc": (100 * np.asarray(res["acc"])).tolist()}  # percent
         from jaxnas.bench import dataset_column, rank_summary
         column = dataset_column(self.dataset.num_classes)
         if self.bench_table is not None and column:
@@ -296,22 +232,31 @@ class SearchRun:
 
     def _write_result(self, state, result: dict, wall: float) -> dict:
         out = write_result(self.run_dir, self.cfg, result.pop("arch"), result, wall, self.bench_table,
-                           steps=int(state.step))
+                           steps=int(state.step), dataset=self.dataset)
         self.ckpt.close()
         return out
 
 
-def write_result(run_dir, cfg: Config, arch, extra: dict, wall: float, bench_table=None, steps: int = 0) -> dict:
-    """result.json of any search: the architecture, its NB201 index, run facts, method extras and,
-    with a benchmark table, the table's values for the architecture."""
+def write_result(run_dir, cfg: Config, arch, extra: dict, wall: float, bench_table=None, steps: int = 0,
+                 dataset=None) -> dict:
+    """result.json of any search: the architecture, its NB201 index, run facts (the data and its
+    normalisation), method extras and, with a benchmark table, the table's values for the architecture."""
     arch = np.asarray(arch)
     out = {"arch": nb201.to_string(arch), "index": int(nb201.to_index(arch)), "method": cfg.method,
            "seed": cfg.seed, "wall_time_s": round(wall, 2), "steps": steps, "data": data_lib.resolve(cfg.data)}
+    if dataset is not None:
+        out["normalization"] = normalization(dataset)
     out.update(_jsonable(extra))
     if bench_table is not None:
         out["bench"] = bench_table.lookup(out["arch"])
     atomic_write(pathlib.Path(run_dir) / "result.json", json.dumps(out, indent=2))
     return out
+
+
+def normalization(dataset) -> dict:
+    """How the images were normalised: per-channel mean/std in [0, 1] units and where they came from."""
+    return {"mean": np.round(np.asarray(dataset.mean, np.float64), 6).tolist(),
+            "std": np.round(np.asarray(dataset.std, np.float64), 6).tolist(), "source": dataset.norm_source}
 
 
 def _advance(new, metrics, lr):
@@ -324,8 +269,9 @@ def _all_finite(tree) -> bool:
 
 
 def _mean_metrics(window) -> dict:
+    """Means over the logging window; accuracies (fractions inside the steps) written in percent."""
     host = jax.device_get(window)
-    return {k: float(np.mean([m[k] for m in host])) for k in host[0]}
+    return {k: float(np.mean([m[k] for m in host])) * (100 if k.endswith("acc") else 1) for k in host[0]}
 
 
 def _jsonable(obj):

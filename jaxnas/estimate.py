@@ -1,0 +1,104 @@
+"""Rough size and duration of a run before it starts (`--print-config`, and the warning a long
+CPU run prints): steps from the dataset's size, seconds from a per-step cost model.
+
+The cost model is fitted to 2-core CPU measurements (benchmarks/BENCHMARKS.md: the eager weight
+step at C=16, N=5, batch 64; NASWOT at 128 images; SETN's selection) and scales with batch x cells
+x channels²; it is meant to tell minutes from days, not to time a run. There is no GPU model.
+"""
+from __future__ import annotations
+
+import os
+import pathlib
+import tarfile
+import zlib
+
+from jaxnas.config import Config
+from jaxnas.data.sources import IMAGE_SUFFIXES
+
+# (training images, classes) of the named datasets
+KNOWN_SIZES = {"cifar10": (50000, 10), "cifar100": (50000, 100), "imagenet16-120": (151700, 120)}
+# 2-core CPU, C=16, N=5 (BENCHMARKS.md sections 1, 3, 5, 6)
+WEIGHT_STEP_S = 1.2        # one eager single-path weight step, batch 64
+SETN_EXTRA_STEP_S = 1.2    # SETN's architecture step on top of it
+CANDIDATE_S = 1.2          # ranking one candidate on 512 validation images
+FORWARD_PROXY_S = 0.25     # NASWOT / DAS, one candidate, 128 images
+GRADIENT_PROXY_S = 1.5     # synflow / snip / grad_norm / jacov through the eager kernels
+FAST_TRAIN_STEP_S = 0.6    # one fast-training step of one candidate, batch 64
+MAX_LISTED_ARCHIVE = 1 << 30  # list archives up to 1 GiB to count their images
+
+
+def train_images(cfg: Config) -> int | None:
+    """Training images the run will load (None when that needs decoding the data first)."""
+    spec = os.fspath(cfg.data)
+    if spec in KNOWN_SIZES:
+        n, classes = KNOWN_SIZES[spec]
+        return n if cfg.max_per_class is None else min(n, cfg.max_per_class * classes)
+    per_class = _count_per_class(pathlib.Path(spec).expanduser())
+    if per_class is None:
+        return None
+    return sum(c if cfg.max_per_class is None else min(c, cfg.max_per_class) for c in per_class.values())
+
+
+def _count_per_class(path: pathlib.Path) -> dict | None:
+    counts = {}
+    if path.is_dir():
+        for cls in (path / "train").glob("*"):
+            if cls.is_dir():
+                counts[cls.name] = sum(1 for f in cls.iterdir() if f.name.lower().endswith(IMAGE_SUFFIXES))
+        return counts or None
+    if path.is_file() and path.stat().st_size <= MAX_LISTED_ARCHIVE:
+        try:
+            with tarfile.open(path) as tf:
+                for m in tf:
+                    parts = [p for p in m.name.split("/") if p not in ("", ".")]
+                    if "train" in parts[:-2] and m.isfile() and m.name.lower().endswith(IMAGE_SUFFIXES):
+                        cls = parts[parts.index("train") + 1]
+                        counts[cls] = counts.get(cls, 0) + 1
+        except (OSError, EOFError, tarfile.TarError, zlib.error):  # the loader reports damage
+            return None
+        return counts or None
+    return None
+
+
+def _size(cfg: Config) -> float:
+    """Cost of a network relative to C=16, N=5 (with a floor for per-call overhead)."""
+    return max(0.05, (cfg.N / 5) * (cfg.C / 16) ** 2)
+
+
+def search_steps(cfg: Config, n_train: int) -> int:
+    weights = n_train if cfg.method == "train" else n_train // 2  # NB201 search split: half for weights
+    per_epoch = weights // cfg.batch_size
+    if cfg.steps_per_epoch:
+        per_epoch = min(per_epoch, cfg.steps_per_epoch)
+    return per_epoch * cfg.epochs
+
+
+def estimate(cfg: Config, command: str, n_archs: int | None = None) -> dict:
+    """{"steps", "seconds", "basis"} for `jaxnas search|train|score` (None where unknown)."""
+    from jaxnas import methods  # the method registry, for training-free names
+    if command == "score" or cfg.method in methods.TRAINING_FREE:
+        from jaxnas.proxies.scoring import parse_proxies
+        n = n_archs if n_archs is not None else cfg.select_num
+        names = parse_proxies(cfg.proxy if command == "score" else cfg.method)
+        per = (FORWARD_PROXY_S if {"naswot", "das"} & set(names) else 0.0)
+        per += GRADIENT_PROXY_S * len(set(names) - {"naswot", "das"})
+        per += FAST_TRAIN_STEP_S * cfg.fast_train_steps * cfg.fast_train_batch_size / 64
+        per *= _size(cfg) * cfg.proxy_batch_size / 128
+        return {"architectures": n, "seconds": n * per, "basis": "per candidate"}
+    n_train = train_images(cfg)
+    if n_train is None:
+        return {"steps": None, "seconds": None, "basis": "the dataset's size is known once it is decoded"}
+    steps = search_steps(cfg, n_train)
+    per_step = (WEIGHT_STEP_S + (SETN_EXTRA_STEP_S if cfg.method == "setn" else 0.0)) * _size(cfg) * cfg.batch_size / 64
+    selections = cfg.epochs + 1 if cfg.method == "setn" else (0 if cfg.method == "train" else 1)
+    select = selections * cfg.select_num * CANDIDATE_S * _size(cfg) * cfg.eval_batch_size / 512
+    return {"steps": steps, "train_images": n_train, "seconds": steps * per_step + select, "basis": "per step"}
+
+
+def describe(seconds: float | None) -> str:
+    if seconds is None:
+        return "unknown"
+    for unit, size in (("days", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"~{seconds / size:.1f} {unit}"
+    return f"~{seconds:.0f} s"

@@ -1,0 +1,270 @@
+"""Run directories: what jaxnas writes into `--out`, and the rules that keep a user's files safe.
+
+- A run directory is marked as jaxnas's by the `config.json` jaxnas writes first (it records the
+  jaxnas version); `--overwrite` replaces only a marked directory, only the entries jaxnas writes
+  (`OWNED`), and never the working directory, one of its ancestors, the home folder or `/`.
+- Appended files survive a crash mid-write: a torn last line of `metrics.jsonl` is dropped with a
+  warning naming the file; appends are written in one call and flushed to disk.
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import os
+import pathlib
+import platform
+import shutil
+import signal
+import sys
+import threading
+import warnings
+
+import jaxnas
+from jaxnas.config import Config, from_json
+
+# Everything jaxnas may write into a run directory; --overwrite removes only these.
+OWNED = ("config.json", "metrics.jsonl", "result.json", "checkpoints", "scores.csv", "progress.json",
+         "summary.json", "plots")
+MARKER = "config.json"
+
+
+class RunError(RuntimeError):
+    """A run cannot start or continue (bad run directory, NaN loss); the message says why."""
+
+
+class Interrupted(RuntimeError):
+    """SIGINT/SIGTERM (or Ctrl-C) arrived; whatever was saved can be resumed by rerunning."""
+
+
+def versions() -> dict:
+    import flax
+    import jax
+    import optax
+    import orbax.checkpoint as ocp
+    return {"jaxnas": jaxnas.__version__, "jax": jax.__version__, "flax": flax.__version__,
+            "optax": optax.__version__, "orbax": ocp.__version__, "python": platform.python_version(),
+            "backend": jax.default_backend(), "devices": jax.device_count()}
+
+
+def atomic_write(path: pathlib.Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def append_text(path: pathlib.Path, text: str) -> None:
+    """Append in one write and flush it to disk, so a crash tears at most the text being written."""
+    with open(path, "a", newline="") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def is_jaxnas_run(path: pathlib.Path) -> bool:
+    """Whether `path` holds the config.json jaxnas writes first into every run directory."""
+    try:
+        record = json.loads((path / MARKER).read_text())
+    except (OSError, ValueError):
+        return False
+    return (isinstance(record, dict) and isinstance(record.get("config"), dict)
+            and isinstance(record.get("versions"), dict) and "jaxnas" in record["versions"])
+
+
+def _protected(path: pathlib.Path) -> str | None:
+    """Why `path` may never be removed (None when it may)."""
+    p, cwd = path.resolve(), pathlib.Path.cwd().resolve()
+    if p == pathlib.Path(p.anchor):
+        return "it is the file-system root"
+    if p == pathlib.Path.home().resolve():
+        return "it is the home folder"
+    if p == cwd:
+        return "it is the working directory"
+    if cwd.is_relative_to(p):
+        return "it contains the working directory"
+    return None
+
+
+def check_out(run_dir) -> pathlib.Path:
+    """`--out` must name a directory jaxnas can create or write; RunError saying why not."""
+    if not os.fspath(run_dir).strip():
+        raise RunError("--out is empty; name a run directory, e.g. --out runs/search0")
+    run = pathlib.Path(run_dir)
+    if run.exists() and not run.is_dir():
+        raise RunError(f"--out {run} is a file, not a directory; choose another --out")
+    existing = run
+    while not existing.exists():  # the nearest ancestor that exists must be a writable folder
+        existing = existing.parent
+    if not existing.is_dir():
+        raise RunError(f"--out {run}: {existing} is a file, not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise RunError(f"--out {run}: no permission to write in {existing}")
+    return run
+
+
+def check_run_dir(run_dir, cfg: Config, overwrite: bool, finished_file: str = "result.json") -> pathlib.Path:
+    """Refuse to clobber a finished run, mix configs or (with `overwrite`) remove what jaxnas did not
+    write; writes nothing."""
+    run = check_out(run_dir)
+    if overwrite:
+        _check_removable(run)
+        return run
+    if (run / finished_file).exists():
+        raise RunError(f"{run} already holds a finished run ({finished_file}); pass --overwrite to replace it")
+    cfg_file = run / MARKER
+    if cfg_file.exists():
+        saved = _saved_config(cfg_file)
+        if saved != cfg:
+            diff = {k: (getattr(saved, k), getattr(cfg, k)) for k in cfg.__dataclass_fields__
+                    if getattr(saved, k) != getattr(cfg, k)}
+            raise RunError(f"{run} holds a run with a different config {diff} (saved, now); "
+                           "use another --out or --overwrite")
+    elif run.exists() and any(run.iterdir()):
+        raise RunError(f"{run} exists, is not empty and holds no jaxnas run; choose another --out")
+    return run
+
+
+def _saved_config(cfg_file: pathlib.Path) -> Config:
+    try:
+        return from_json(json.dumps(json.loads(cfg_file.read_text())["config"]))
+    except (ValueError, KeyError, TypeError) as err:
+        raise RunError(f"{cfg_file} is not a jaxnas config.json ({err}); choose another --out") from None
+
+
+def _check_removable(run: pathlib.Path) -> None:
+    if not run.exists():
+        return
+    why = _protected(run)
+    if why:
+        raise RunError(f"refusing to --overwrite {run}: {why}")
+    if any(run.iterdir()) and not is_jaxnas_run(run):
+        raise RunError(f"refusing to --overwrite {run}: it holds no jaxnas run (no {MARKER} written by "
+                       "jaxnas); remove it yourself or choose another --out")
+
+
+def remove_run(run: pathlib.Path) -> None:
+    """Remove what jaxnas wrote into the run directory `run`; keep (and name) anything else."""
+    _check_removable(run)
+    if not run.exists():
+        return
+    kept = []
+    # the marker goes last: a kill midway leaves a folder that is still recognisably jaxnas's
+    for entry in sorted(run.iterdir(), key=lambda e: e.name == MARKER):
+        name = entry.name.removesuffix(".tmp")
+        if name not in OWNED:
+            kept.append(entry.name)
+        elif entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+    if kept:
+        warnings.warn(f"--overwrite kept {len(kept)} entries of {run} that jaxnas did not write: "
+                      f"{', '.join(kept[:5])}{' ...' if len(kept) > 5 else ''}", stacklevel=2)
+
+
+def prepare_run_dir(run: pathlib.Path, cfg: Config, overwrite: bool) -> pathlib.Path:
+    """Create (or, with `overwrite`, clear) the run directory and record config and versions."""
+    try:
+        if overwrite:
+            remove_run(run)
+        run.mkdir(parents=True, exist_ok=True)
+        cfg_file = run / MARKER
+        if not cfg_file.exists():
+            record = {"config": json.loads(cfg.to_json()), "versions": versions(), "argv": sys.argv}
+            atomic_write(cfg_file, json.dumps(record, indent=2))
+    except OSError as err:
+        raise RunError(f"cannot write the run directory {run}: {err.strerror or err}") from None
+    return run
+
+
+def read_jsonl(path: pathlib.Path) -> list[dict]:
+    """The rows of a JSON-lines file; a torn (unparsable) last line is dropped with a warning, an
+    unparsable line before it is an error naming `file:line`."""
+    if not path.exists():
+        return []
+    lines = path.read_text().splitlines()
+    rows = []
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            if i == len(lines):
+                warnings.warn(f"{path}:{i}: dropped a torn last line (the run was killed mid-write)", stacklevel=2)
+                break
+            raise RunError(f"{path}:{i}: not a JSON row; the file is damaged (remove the line to resume)") from None
+    return rows
+
+
+def truncate_jsonl(path: pathlib.Path, step: int) -> None:
+    """Keep only the rows of `path` at or before `step` (rows written after the checkpoint resumed)."""
+    if path.exists():
+        rows = [r for r in read_jsonl(path) if r.get("step", 0) <= step]
+        atomic_write(path, "".join(json.dumps(r) + "\n" for r in rows))
+
+
+def read_scores(path: pathlib.Path, header: list[str] | None = None, repair: bool = False) -> list[dict]:
+    """The complete rows of scores.csv (`index,arch,<one column per output>`). A last row torn by a
+    kill mid-write (no newline, missing fields or a half-written number) is skipped with a warning
+    and, with `repair`, cut from the file so it is computed again; a malformed row before it is an
+    error naming `file:line`. With `header`, the file must have it."""
+    if not path.exists():
+        return []
+    text = path.read_text()
+    lines = text.splitlines(keepends=True)
+    if not text or (len(lines) == 1 and not text.endswith("\n")):  # killed before the header was whole
+        if repair and text:
+            atomic_write(path, "")
+        return []
+    found = next(csv.reader(lines[:1]), [])
+    if header is not None and found != header:
+        raise RunError(f"{path} has columns {found}, this version writes {header}; "
+                       "use --overwrite (or a new --out)")
+    rows, good_end = [], len(lines[0]) if lines else 0
+    for i, line in enumerate(lines[1:], 2):
+        fields = next(csv.reader([line]), [])
+        if line.endswith("\n") and _row_ok(fields, found):
+            rows.append(dict(zip(found, fields)))
+            good_end += len(line)
+        elif i == len(lines):
+            warnings.warn(f"{path}:{i}: dropped a torn last row (the run was killed mid-write)"
+                          + ("; it is computed again" if repair else ""), stacklevel=2)
+            if repair:
+                atomic_write(path, text[:good_end])
+        else:
+            raise RunError(f"{path}:{i}: malformed row; the file is damaged (remove the row to resume)")
+    return rows
+
+
+def _row_ok(fields: list[str], header: list[str]) -> bool:
+    if len(fields) != len(header) or not fields[0].isdigit():
+        return False
+    try:
+        [float(v) for v in fields[2:]]
+    except ValueError:
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def stop_on_signals():
+    """Turn SIGINT/SIGTERM into a flag a loop checks between steps or blocks (so saves are consistent);
+    a second signal raises KeyboardInterrupt at once."""
+    flag = {"stop": None}
+    if threading_main():
+        def handler(signum, _):
+            if flag["stop"]:  # asked twice (the current step or block is slow): stop now
+                raise KeyboardInterrupt
+            flag["stop"] = signal.Signals(signum).name
+        old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield flag
+    finally:
+        if threading_main():
+            for s, h in old.items():
+                signal.signal(s, h)
+
+
+def threading_main() -> bool:
+    return threading.current_thread() is threading.main_thread()
