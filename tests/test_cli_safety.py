@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from jaxnas import cli, rundir
-from jaxnas.checkpoint import CorruptCheckpoint, Checkpointer, _check_contents
+from jaxnas.checkpoint import Checkpointer, CorruptCheckpoint, _check_contents
 from jaxnas.config import Config
 from jaxnas.rundir import RunError
 from jaxnas.spaces import nb201
@@ -189,7 +189,8 @@ def test_score_stops_between_blocks_on_a_signal_and_resumes(image_folder, tmp_pa
     with pytest.raises(rundir.Interrupted, match=f"{name} after 8 of 20"):
         score_run(monkeypatch, StandInScorer(signum), image_folder, out)
     assert {s: signal.getsignal(s) for s in before} == before
-    assert len(list(csv.DictReader(open(out / "scores.csv")))) == 8
+    with open(out / "scores.csv") as f:
+        assert len(list(csv.DictReader(f))) == 8
     summary = score_run(monkeypatch, StandInScorer(), image_folder, out)
     assert summary["n"] == 20
 
