@@ -121,15 +121,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def find_shared(relative: str) -> pathlib.Path | None:
-    """`relative` under the source tree's ../shared, else under ./ or ../ of the working directory."""
-    here = pathlib.Path(__file__).resolve().parents[2]
-    for base in (here, pathlib.Path.cwd(), pathlib.Path.cwd().parent):
-        if (base / relative).exists():
-            return base / relative
-    return None
-
-
 def train_arch(args) -> str:
     """The NB201 string `jaxnas train` trains: --arch (a string, run directory or result.json) or
     --arch-from RUN."""
@@ -184,21 +175,22 @@ def _candidates(args, cfg):
     return nb201.enumerate_all(), "architectures of the NB201 space"
 
 
-def _estimate(args, cfg) -> dict:
+def _estimate(args, cfg, candidates) -> dict:
     from jaxnas.estimate import describe, estimate
-    n = len(_candidates(args, cfg)[0]) if args.command == "score" else None
-    est = estimate(cfg, args.command, n)
+    if not _training_free(args, cfg):
+        est = estimate(cfg)
+    else:
+        from jaxnas.proxies import parse_proxies
+        proxies = parse_proxies(cfg.proxy if args.command == "score" else cfg.method)
+        est = estimate(cfg, proxies, len(candidates[0]) if args.command == "score" else cfg.select_num)
     est["duration_2_core_cpu"] = describe(est["seconds"])
     return est
 
 
-def _warn_if_long(args, cfg) -> None:
+def _warn_if_long(est: dict) -> None:
     """On CPU, say before starting when a run will take long (the `paper` preset, `--archs all`)."""
     import jax
-    if jax.default_backend() != "cpu":
-        return
-    est = _estimate(args, cfg)
-    if est["seconds"] is not None and est["seconds"] > 600:
+    if jax.default_backend() == "cpu" and est["seconds"] is not None and est["seconds"] > 600:
         size = f"{est['steps']} steps" if "steps" in est else f"{est['architectures']} architectures"
         print(f"jaxnas: note: {size}, estimated {est['duration_2_core_cpu']} on 2 CPU cores (a rough model, "
               "benchmarks/BENCHMARKS.md); --preset tiny or --archs N is CPU-sized; Ctrl-C stops, rerun resumes",
@@ -210,9 +202,11 @@ def _run(args) -> dict:
     from jaxnas.train import sharding
 
     cfg = _config(args)
+    # read once: what the bench table must cover, and what a score run scores
+    candidates = _candidates(args, cfg) if args.bench_table or args.command == "score" else None
     if args.print_config:
         print(json.dumps({"command": args.command, "config": json.loads(cfg.to_json()),
-                          "estimate": _estimate(args, cfg)}, indent=2))
+                          "estimate": _estimate(args, cfg, candidates)}, indent=2))
         return None
     if args.devices is not None and _training_free(args, cfg):
         raise ValueError("--devices: training-free scoring runs on one device (candidates are vmapped in "
@@ -225,8 +219,8 @@ def _run(args) -> dict:
     if args.bench_table:
         from jaxnas.bench import load_table
         table = load_table(args.bench_table)
-        table.check_covers(*_candidates(args, cfg))
-    _warn_if_long(args, cfg)
+        table.check_covers(*candidates)
+    _warn_if_long(_estimate(args, cfg, candidates))
     if _training_free(args, cfg):
         from jaxnas.proxies import run as proxy_run
         if args.command == "score":
@@ -240,6 +234,7 @@ def _run(args) -> dict:
 
 
 def _plot(args) -> dict:
+    from jaxnas.data import find_shared
     from jaxnas.plot import plot_run
     table_path = args.bench_table or find_shared(TABLE_NAME)
     table = None
@@ -255,13 +250,13 @@ def _print_result(result: dict) -> None:
 
 
 def _demo(args) -> dict:
+    from jaxnas.data import find_shared, resolve
     table = find_shared(TABLE_NAME)
     # the demo replaces its own default folder on every run; a folder the user names only with --overwrite
     overwrite = args.overwrite or os.path.normpath(args.out) == os.path.normpath(DEMO_OUT)
     ns = argparse.Namespace(command="search", method="rsps", space="nb201", preset="tiny", data="cifar10",
                             out=args.out, seed=0, bench_table=str(table) if table else None, overwrite=overwrite,
                             devices=None, distributed=False, no_progress=False, overrides=[], print_config=False)
-    from jaxnas.data import resolve
     print(f"jaxnas demo: RSPS search, tiny preset, data {resolve('cifar10')}, run dir {args.out}", flush=True)
     return _run(ns)
 

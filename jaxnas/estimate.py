@@ -73,18 +73,15 @@ def search_steps(cfg: Config, n_train: int) -> int:
     return per_epoch * cfg.epochs
 
 
-def estimate(cfg: Config, command: str, n_archs: int | None = None) -> dict:
-    """{"steps", "seconds", "basis"} for `jaxnas search|train|score` (None where unknown)."""
-    from jaxnas import methods  # the method registry, for training-free names
-    if command == "score" or cfg.method in methods.TRAINING_FREE:
-        from jaxnas.proxies.scoring import parse_proxies
-        n = n_archs if n_archs is not None else cfg.select_num
-        names = parse_proxies(cfg.proxy if command == "score" else cfg.method)
-        per = (FORWARD_PROXY_S if {"naswot", "das"} & set(names) else 0.0)
-        per += GRADIENT_PROXY_S * len(set(names) - {"naswot", "das"})
+def estimate(cfg: Config, proxies: list[str] | None = None, n_archs: int | None = None) -> dict:
+    """Size and seconds of a run: a training run (`steps`), or with `proxies` the training-free
+    scoring of `n_archs` candidates (`architectures`); `seconds` None where the size is unknown."""
+    if proxies is not None:
+        per = FORWARD_PROXY_S if {"naswot", "das"} & set(proxies) else 0.0
+        per += GRADIENT_PROXY_S * len(set(proxies) - {"naswot", "das"})
         per += FAST_TRAIN_STEP_S * cfg.fast_train_steps * cfg.fast_train_batch_size / 64
         per *= _size(cfg) * cfg.proxy_batch_size / 128
-        return {"architectures": n, "seconds": n * per, "basis": "per candidate"}
+        return {"architectures": n_archs, "seconds": n_archs * per, "basis": "per candidate"}
     n_train = train_images(cfg)
     if n_train is None:
         return {"steps": None, "seconds": None, "basis": "the dataset's size is known once it is decoded"}

@@ -9,7 +9,6 @@ notebook's backend alone.
 """
 from __future__ import annotations
 
-import csv
 import json
 import math
 import os
@@ -111,11 +110,9 @@ def read_scores(path: pathlib.Path) -> tuple[list[str], list[str], np.ndarray]:
     """(proxy columns, NB201 strings, float64[rows, columns]) of scores.csv (`rundir.read_scores`:
     a torn last row is skipped, the file is left as it is)."""
     try:
-        rows = rundir.read_scores(path)
+        header, rows = rundir.read_scores(path)
     except RunError as err:
         raise PlotError(str(err)) from None
-    with open(path, newline="") as f:
-        header = next(csv.reader(f), [])
     if header[:2] != ["index", "arch"] or len(header) < 3:
         raise PlotError(f"{path}: expected a header index,arch,<proxy columns...>")
     if not rows:

@@ -204,28 +204,25 @@ def truncate_jsonl(path: pathlib.Path, step: int) -> None:
         atomic_write(path, "".join(json.dumps(r) + "\n" for r in rows))
 
 
-def read_scores(path: pathlib.Path, header: list[str] | None = None, repair: bool = False) -> list[dict]:
-    """The complete rows of scores.csv (`index,arch,<one column per output>`). A last row torn by a
-    kill mid-write (no newline, missing fields or a half-written number) is skipped with a warning
-    and, with `repair`, cut from the file so it is computed again; a malformed row before it is an
-    error naming `file:line`. With `header`, the file must have it."""
+def read_scores(path: pathlib.Path, repair: bool = False) -> tuple[list[str], list[dict]]:
+    """(header, complete rows) of scores.csv (`index,arch,<one column per output>`); ([], []) while
+    it has no whole header. A last row torn by a kill mid-write (no newline, missing fields or a
+    half-written number) is skipped with a warning and, with `repair`, cut from the file so it is
+    computed again; a malformed row before it is an error naming `file:line`."""
     if not path.exists():
-        return []
+        return [], []
     text = path.read_text()
     lines = text.splitlines(keepends=True)
     if not text or (len(lines) == 1 and not text.endswith("\n")):  # killed before the header was whole
         if repair and text:
             atomic_write(path, "")
-        return []
-    found = next(csv.reader(lines[:1]), [])
-    if header is not None and found != header:
-        raise RunError(f"{path} has columns {found}, this version writes {header}; "
-                       "use --overwrite (or a new --out)")
-    rows, good_end = [], len(lines[0]) if lines else 0
+        return [], []
+    header = next(csv.reader(lines[:1]), [])
+    rows, good_end = [], len(lines[0])
     for i, line in enumerate(lines[1:], 2):
         fields = next(csv.reader([line]), [])
-        if line.endswith("\n") and _row_ok(fields, found):
-            rows.append(dict(zip(found, fields)))
+        if line.endswith("\n") and _row_ok(fields, header):
+            rows.append(dict(zip(header, fields)))
             good_end += len(line)
         elif i == len(lines):
             warnings.warn(f"{path}:{i}: dropped a torn last row (the run was killed mid-write)"
@@ -234,7 +231,7 @@ def read_scores(path: pathlib.Path, header: list[str] | None = None, repair: boo
                 atomic_write(path, text[:good_end])
         else:
             raise RunError(f"{path}:{i}: malformed row; the file is damaged (remove the row to resume)")
-    return rows
+    return header, rows
 
 
 def _row_ok(fields: list[str], header: list[str]) -> bool:

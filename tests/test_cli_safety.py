@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from test_loop import _main_in_process
 
 from jaxnas import cli, rundir
 from jaxnas.checkpoint import Checkpointer, CorruptCheckpoint, _check_contents
@@ -30,12 +31,7 @@ ARCH = "|nor_conv_3x3~0|+|skip_connect~0|nor_conv_1x1~1|+|avg_pool_3x3~0|none~1|
 
 def run_cli(capsys, *argv):
     """`jaxnas ...` in process: (returncode, stdout, stderr)."""
-    try:
-        rc = cli.main([str(a) for a in argv])
-    except SystemExit as exit_:  # argparse
-        rc = exit_.code
-    out, err = capsys.readouterr()
-    return rc, out, err
+    return _main_in_process(argv, capsys)
 
 
 def one_line_error(rc, err, *, code=2):
@@ -287,7 +283,7 @@ def test_torn_scores_row_is_recomputed_not_glued(image_folder, tmp_path, monkeyp
 
 
 def test_malformed_scores_row_in_the_middle_names_the_line(tmp_path):
-    from jaxnas.proxies.run import read_scores
+    from jaxnas.rundir import read_scores
     f = tmp_path / "scores.csv"
     f.write_text("index,arch,naswot\n1,a,0.5\n2,b,zz\n3,c,0.1\n")
     with pytest.raises(RunError, match=r"scores.csv:3: malformed row"):

@@ -3,11 +3,11 @@
 The pipeline names are imported on first use, so that image-decoding worker processes (which
 import jaxnas.data.sources) never pay for importing JAX.
 """
-from jaxnas.data.sources import NAMES, DataError, Dataset, load, resolve
+from jaxnas.data.sources import NAMES, DataError, Dataset, find_shared, load, resolve
 
 _PIPELINE = ("DeviceData", "augment", "epoch_order", "normalize", "search_split")
-__all__ = ["NAMES", "DataError", "Dataset", "DeviceData", "augment", "epoch_order", "load", "normalize",
-           "resolve", "search_split"]
+__all__ = ["NAMES", "DataError", "Dataset", "DeviceData", "augment", "epoch_order", "find_shared", "load",
+           "normalize", "resolve", "search_split"]
 
 
 def __getattr__(name):

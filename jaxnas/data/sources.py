@@ -50,9 +50,21 @@ _STATS = {
     "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
     "imagenet16-120": ((0.4811, 0.4575, 0.4078), (0.2605, 0.2533, 0.2683)),
 }
-_CIFAR10_ARCHIVE = Path("shared/data/cifar10-jpeg/cifar10-jpeg.tar.gz")
-SHARED_CIFAR10 = Path(jaxnas.__file__).resolve().parents[2] / _CIFAR10_ARCHIVE  # beside the source tree
-CWD_CIFAR10 = (_CIFAR10_ARCHIVE, ".." / _CIFAR10_ARCHIVE)  # relative to the working directory
+
+
+def shared_paths(relative) -> tuple[Path, ...]:
+    """Where a file of the shared data folder (`shared/data/...`) may be: beside the source tree,
+    then under the working directory, then under its parent (an installed wheel run from a project)."""
+    return (Path(jaxnas.__file__).resolve().parents[2] / relative, Path(relative), ".." / Path(relative))
+
+
+def find_shared(relative) -> Path | None:
+    """The first of `shared_paths(relative)` that exists, or None."""
+    return next((p for p in shared_paths(relative) if p.exists()), None)
+
+
+_CIFAR10_PATHS = shared_paths("shared/data/cifar10-jpeg/cifar10-jpeg.tar.gz")
+SHARED_CIFAR10, CWD_CIFAR10 = _CIFAR10_PATHS[0], _CIFAR10_PATHS[1:]  # beside the source tree; from the cwd
 # Class folder names (sorted) that identify CIFAR data; the images must also be 32x32.
 _CIFAR_CLASSES = {
     "cifar10": ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),

@@ -113,7 +113,7 @@ def score(cfg: Config, run_dir, *, overwrite=False, bench_table=None, progress=T
     scorer = make_scorer(cfg, proxies, ds.num_classes)
     run = prepare_run_dir(run, cfg, overwrite)
     out_csv = run / "scores.csv"
-    done = read_scores(out_csv, repair=True)
+    found, done = read_scores(out_csv, repair=True)
     strings = [nb201.to_string(a) for a in archs]
     indices = np.asarray(nb201.to_index(archs))
     if [r["arch"] for r in done] != strings[:len(done)]:
@@ -134,9 +134,10 @@ def score(cfg: Config, run_dir, *, overwrite=False, bench_table=None, progress=T
             if columns is None:  # the first block: rows already written must have these columns
                 columns = _columns(proxies, res)
                 header = ["index", "arch"] + columns
-                if out_csv.exists() and out_csv.stat().st_size:
-                    read_scores(out_csv, header, repair=True)
-                else:
+                if found and found != header:
+                    raise RunError(f"{out_csv} has columns {found}, this version writes {header}; "
+                                   "use --overwrite (or a new --out)")
+                if not found:
                     append_text(out_csv, _csv_line(header))
             append_text(out_csv, "".join(_csv_line([int(indices[i]), strings[i]]
                                                    + [repr(float(res[c][i - start])) for c in columns])
@@ -149,7 +150,7 @@ def score(cfg: Config, run_dir, *, overwrite=False, bench_table=None, progress=T
                 raise Interrupted(f"{stop['stop']} after {start + len(block)} of {len(archs)} architectures; "
                                   f"scores so far are in {out_csv}; run the same command to resume")
     bar.close()
-    rows = read_scores(out_csv)
+    _, rows = read_scores(out_csv)
     wall = elapsed0 + time.time() - t0
     summary = {"n": len(rows), "proxies": proxies, "wall_time_s": round(wall, 2),
                "archs_per_s": round(len(rows) / max(wall, 1e-9), 3), "data": data_lib.resolve(cfg.data),
