@@ -6,7 +6,7 @@ selection: K candidates (default 100) ranked on one validation batch of 512 imag
            (exps/NAS-Bench-201-algos/SETN.py, `get_best_arch`), BN with batch statistics in both.
 iteration: one SETN step at batch 64: a uniformly sampled architecture's SGD weight step (dynamic
            mode) then one Adam step of alpha on the architecture batch (joint mode). jaxnas:
-           `SETN.train_step` (on CPU the eager path, jaxnas.nn.eager; else jitted); peer: SETN.py's
+           `SETN.train_step` (on CPU the eager path, jaxnas.spaces.nb201.eager; else jitted); peer: SETN.py's
            `search_func` body.
 Both at C=16, N=5 (NB201's search network), CIFAR-10 shapes; medians; jaxnas compile reported apart.
 

@@ -23,14 +23,16 @@ from common import machine_info, timed
 from flax import nnx
 
 from jaxnas.config import Config
-from jaxnas.evaluate import loss_and_accuracy
-from jaxnas.nn import NB201SuperNet, apply, eager, split, used_params
+from jaxnas.nn import loss_and_accuracy
+from jaxnas.nn import apply, split
+from jaxnas.spaces.nb201 import eager
+from jaxnas.spaces.nb201.networks import NB201SuperNet, used_params
 from jaxnas.spaces import nb201
 from jaxnas.train import state as state_lib, steps
 
 
 def jax_fns(impl, C, N, batch):
-    """(state, fwd_bwd, step) for one formulation; `eager` runs outside jit (jaxnas.nn.eager)."""
+    """(state, fwd_bwd, step) for one formulation; `eager` runs outside jit (jaxnas.spaces.nb201.eager)."""
     cfg = Config(C=C, N=N)
     g, p, s = split(NB201SuperNet(C, N, 10, affine=False, track_running_stats=False,
                                   single_path_impl="merged" if impl == "eager" else impl, rngs=nnx.Rngs(0)))

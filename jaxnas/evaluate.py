@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import optax
-
 from jaxnas import cpu_kernels
 from jaxnas.nn import functional
+from jaxnas.nn.functional import loss_and_accuracy
 from jaxnas.nn.ops import BN_MOMENTUM
 
 BN_MODES = ("running", "batch", "recal")
@@ -33,13 +32,6 @@ def map_chunked(fn, xs, chunk_size: int):
     if chunk_size == 1:
         return jax.lax.map(fn, xs)
     return jax.lax.map(fn, xs, batch_size=chunk_size)
-
-
-def loss_and_accuracy(logits, labels):
-    """Mean cross-entropy and top-1 accuracy (fraction) of a batch."""
-    loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
-    acc = (logits.argmax(-1) == labels).mean()
-    return loss, acc
 
 
 def _impl_kw(mode, impl, prune=False):

@@ -11,7 +11,8 @@ import pytest
 from flax import nnx
 
 from jaxnas import cpu_kernels
-from jaxnas.nn import NB201SuperNet, ops, split
+from jaxnas.nn import ops, split
+from jaxnas.spaces.nb201.networks import NB201SuperNet
 from jaxnas.proxies import activation
 
 

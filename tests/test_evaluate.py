@@ -10,7 +10,8 @@ import pytest
 from flax import nnx
 
 from jaxnas.evaluate import evaluate, recalibrate
-from jaxnas.nn import NB201SuperNet, apply, split
+from jaxnas.nn import apply, split
+from jaxnas.spaces.nb201.networks import NB201SuperNet
 from jaxnas.nn.ops import BN_MOMENTUM, conv2d
 from jaxnas.spaces import nb201
 from test_nn import ZERO_FED, build  # abstract build, weights and random BN statistics from numpy

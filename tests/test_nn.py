@@ -24,8 +24,10 @@ from xautodl.models.cell_searchs.genotypes import Structure
 from xautodl.models.cell_searchs.search_cells import NAS201SearchCell
 from xautodl.models.cell_searchs.search_model_setn import TinyNetworkSETN
 
-from jaxnas.nn import NB201Network, NB201SuperNet, apply, count_params, eager, extract, ops, split
-from jaxnas.nn.nb201 import InferCell, SearchCell
+from jaxnas.nn import apply, count_params, ops, split
+from jaxnas.spaces.nb201 import eager
+from jaxnas.spaces.nb201.networks import NB201Network, NB201SuperNet, extract
+from jaxnas.spaces.nb201.networks import InferCell, SearchCell
 from jaxnas.nn.ops import ResNetBlock
 from jaxnas.spaces import nb201
 
@@ -351,7 +353,7 @@ def test_supernet_single_matches_setn_dynamic(setn_pair, arch, impl):
 
 @pytest.mark.parametrize("arch", [MIXED, WITH_NONE], ids=["mixed", "with_none"])
 def test_eager_single_path_matches_setn_and_traced_gradients(setn_pair, arch):
-    """jaxnas.nn.eager (host architecture, one kernel per module; the CPU weight step): logits and
+    """jaxnas.spaces.nb201.eager (host architecture, one kernel per module; the CPU weight step): logits and
     BN statistics equal xautodl's dynamic mode, loss and gradients equal the traced `merged` pass."""
     tnet, net = _fresh_setn(setn_pair)
     tnet.set_cal_mode("dynamic", Structure.str2structure(nb201.to_string(arch)))
@@ -707,7 +709,7 @@ def test_live_ops_prunes_exactly_the_unused_edges(zero_inputs):
     """live_ops over all 15,625 architectures against the definition by paths: an edge's output is
     used iff its target reaches the output node or (with taps) a conv edge reads the target; with
     zero_inputs, also pruned when no path from the cell's input reaches its source."""
-    from jaxnas.nn.nb201 import live_ops
+    from jaxnas.spaces.nb201.networks import live_ops
     archs = nb201.from_index(np.arange(nb201.NUM_ARCHS))
     conv = np.isin(archs, (nb201.CONV1, nb201.CONV3))
     for tapped in (False, True):
@@ -735,7 +737,7 @@ PRUNABLE = nb201.from_string("|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_1x1~1|+|
 def test_pruned_cell_equals_full_cell(search_cell):
     """prune=True gives the same cell output and the same tapped values (ReLU inputs, times their
     count) as running every op, with and without taps, in train and eval mode."""
-    from jaxnas.nn.nb201 import live_ops
+    from jaxnas.spaces.nb201.networks import live_ops
     np.testing.assert_array_equal(np.asarray(live_ops(jnp.asarray(PRUNABLE), False)),
                                   [nb201.NONE] * 3 + [nb201.SKIP, nb201.NONE, nb201.NONE])
     np.testing.assert_array_equal(np.asarray(live_ops(jnp.asarray(PRUNABLE), True)),

@@ -16,7 +16,7 @@ from flax import nnx
 from xautodl.models.cell_infers.tiny_network import TinyNetwork
 from xautodl.models.cell_searchs.genotypes import Structure
 
-from jaxnas.nn import extract
+from jaxnas.spaces.nb201.networks import extract
 from jaxnas.nn.ops import BN_EPS
 from jaxnas.proxies import ProxyScorer, activation_scores
 from jaxnas.proxies.run import select_archs
@@ -209,7 +209,7 @@ def test_fast_training_equals_explicit_sgd_steps(batch):
     got = fast(ARCHS[:1], *batch, tx, ty)["naswot"][0]
     # by hand: three single-path SGD steps (batches cycle), then the activation score
     from jaxnas.config import Config
-    from jaxnas.nn import used_params
+    from jaxnas.spaces.nb201.networks import used_params
     params = candidate_params(fast, ARCHS[0])
     st = state_lib.create(params, fast.stats, 0)
     cfg = Config(lr=0.2, grad_clip=0.0)
@@ -250,7 +250,7 @@ def test_host_fast_training_keeps_the_shared_weights(batch):
 def test_per_architecture_init_draws_exactly_the_whole_draws_values(scorer):
     """init_params(key, arch) (only the leaves the arch uses, drawn by counter) equals the whole
     network's draw on those leaves, bit for bit, and is zero elsewhere; also under jit."""
-    from jaxnas.nn import used_params
+    from jaxnas.spaces.nb201.networks import used_params
     from jaxnas.proxies.scoring import _uniform_slice
     key = jax.random.fold_in(jax.random.key(5), 1234)
     whole = np.asarray(jax.random.uniform(key, (5000,), jnp.float32, -1.0, 1.0))

@@ -17,7 +17,7 @@ import pytest
 from jaxnas.bench import load_table, rank_summary
 from jaxnas.checkpoint import Checkpointer
 from jaxnas.config import Config
-from jaxnas.evaluate import loss_and_accuracy
+from jaxnas.nn import loss_and_accuracy
 from jaxnas.methods import SETN, get
 from jaxnas.methods.base import EvalContext
 from jaxnas.methods.setn import adam_l2, log_prob, sample, top_k
@@ -185,7 +185,7 @@ def test_evaluator_moves_alpha_toward_the_op_with_lower_loss():
 
 
 def test_host_train_step_equals_the_traced_one():
-    """The CPU default (`eager`: weight step and evaluator step outside jit, jaxnas.nn.eager) gives
+    """The CPU default (`eager`: weight step and evaluator step outside jit, jaxnas.spaces.nb201.eager) gives
     the state of the traced step (`merged`, one jitted train_step): weights, BN statistics, momentum,
     alpha and its Adam state, and the metrics."""
     x = jax.random.normal(jax.random.key(7), (2, 16, 8, 8, 3))

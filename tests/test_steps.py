@@ -14,7 +14,7 @@ import torch
 from jaxnas.config import Config
 from jaxnas.methods import RSPS
 from jaxnas.methods import base as base_module
-from jaxnas.nn import used_params
+from jaxnas.spaces.nb201.networks import used_params
 from jaxnas.spaces import nb201
 from jaxnas.train import steps
 from jaxnas.train.steps import clip_grad_norm, cosine_lr, sgd

@@ -1,4 +1,4 @@
-"""Regenerate jaxnas/spaces/nb201_index.npy from an NB201 table.
+"""Regenerate jaxnas/spaces/nb201/index.npy from an NB201 table.
 
 The NB201 index of an architecture is its position in the benchmark's own (random-looking) order;
 no formula gives it, so we store the order once: entry k is the base-5 code of index k

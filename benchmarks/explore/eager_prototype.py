@@ -1,4 +1,4 @@
-"""Prototype behind jaxnas.nn.eager (2026-11-23): single-path fwd+bwd at C=16, N=5, batch 64 three ways.
+"""Prototype behind jaxnas.spaces.nb201.eager (2026-11-23): single-path fwd+bwd at C=16, N=5, batch 64 three ways.
 
   eager:     its own pure-function network, one jitted kernel per op, Python control flow on a concrete arch;
   torch:     xautodl TinyNetworkSETN, dynamic mode;
@@ -10,8 +10,9 @@ import sys, time, jax, jax.numpy as jnp, numpy as np, torch
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
 from jaxnas.nn.ops import conv2d, avg_pool_3x3, avg_pool_2x2
 from jaxnas.spaces import nb201
-from jaxnas.nn import NB201Network, split, apply
-from jaxnas.evaluate import loss_and_accuracy
+from jaxnas.nn import split, apply
+from jaxnas.spaces.nb201.networks import NB201Network
+from jaxnas.nn import loss_and_accuracy
 from flax import nnx
 C, N, B = 16, int(sys.argv[1]) if len(sys.argv) > 1 else 5, 64
 EPS = 1e-5

@@ -13,7 +13,8 @@ os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
 import time, jax, jax.numpy as jnp, numpy as np
 from flax import nnx
 from jaxnas.config import Config
-from jaxnas.nn import NB201SuperNet, split, used_params
+from jaxnas.nn import split
+from jaxnas.spaces.nb201.networks import NB201SuperNet, used_params
 from jaxnas.train import state as state_lib, steps, sharding
 cfg = Config(C=16, N=5)
 g, p, s = split(NB201SuperNet(16, 5, 10, affine=False, track_running_stats=False, rngs=nnx.Rngs(0)))

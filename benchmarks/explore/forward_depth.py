@@ -2,7 +2,8 @@
 Usage: python benchmarks/explore/forward_depth.py merged|switch|fixed N"""
 import sys, time, numpy as np, jax, jax.numpy as jnp
 from flax import nnx
-from jaxnas.nn import NB201SuperNet, NB201Network, split, apply
+from jaxnas.nn import split, apply
+from jaxnas.spaces.nb201.networks import NB201SuperNet, NB201Network
 impl = sys.argv[1]; N = int(sys.argv[2]); B = 128
 arch = jnp.array([3, 2, 1, 4, 3, 0])
 x = jnp.asarray(np.random.default_rng(0).normal(size=(B, 32, 32, 3)).astype(np.float32))

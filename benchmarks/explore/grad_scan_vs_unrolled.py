@@ -2,9 +2,10 @@
 Usage: python benchmarks/explore/grad_scan_vs_unrolled.py unrolled|scan N merged|switch"""
 import sys, time, numpy as np, jax, jax.numpy as jnp
 from flax import nnx
-from jaxnas.nn import NB201SuperNet, split, apply
-from jaxnas.nn import nb201 as nbmod
-from jaxnas.evaluate import loss_and_accuracy
+from jaxnas.nn import split, apply
+from jaxnas.spaces.nb201.networks import NB201SuperNet
+from jaxnas.spaces.nb201 import networks as nbmod
+from jaxnas.nn import loss_and_accuracy
 mode, N, impl = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 if mode == "unrolled":
     def _scan(cells, h, cell_fn, tap):

@@ -16,7 +16,8 @@ from flax import nnx
 
 from jaxnas import evaluate as evaluation
 from jaxnas.config import Config
-from jaxnas.nn import NB201SuperNet, split, used_params
+from jaxnas.nn import split
+from jaxnas.spaces.nb201.networks import NB201SuperNet, used_params
 from jaxnas.spaces import nb201
 from jaxnas.train import state as state_lib
 from jaxnas.train import steps
@@ -36,7 +37,7 @@ class EvalContext:
 
 def resolve_impl(impl: str, forward_only: bool = False) -> str:
     """The single-path formulation to use (benchmarks/BENCHMARKS.md). `auto`: `switch` on GPU and
-    for forward-only passes everywhere; `eager` (jaxnas.nn.eager) for gradients on CPU, where
+    for forward-only passes everywhere; `eager` (jaxnas.spaces.nb201.eager) for gradients on CPU, where
     convolution gradients inside traced control flow are 10-20x slower and the branch-free `merged`
     program at C=16, N=5 compiles for minutes and runs ~50x slower than PyTorch. `eager` needs a
     concrete architecture, so forward-only passes (vmapped candidates) use `switch` instead."""
@@ -82,7 +83,7 @@ class SupernetMethod:
     @property
     def host_step(self) -> bool:
         """Whether `train_step` runs outside jit: with the eager single path (CPU default) the
-        weight step needs the sampled architecture on the host (`jaxnas.nn.eager`)."""
+        weight step needs the sampled architecture on the host (`jaxnas.spaces.nb201.eager`)."""
         return resolve_impl(self.cfg.single_path_impl) == "eager"
 
     def init_state(self) -> state_lib.SearchState:

@@ -42,9 +42,10 @@ import numpy as np
 import optax
 
 from jaxnas import cpu_kernels
-from jaxnas.evaluate import loss_and_accuracy
+from jaxnas.nn import loss_and_accuracy
 from jaxnas.methods.base import KEY_METHOD, KEY_SAMPLE, SupernetMethod
-from jaxnas.nn import apply, eager
+from jaxnas.nn import apply
+from jaxnas.spaces.nb201 import eager
 from jaxnas.spaces import nb201
 from jaxnas.train import state as state_lib
 from jaxnas.train.state import step_key
@@ -134,7 +135,7 @@ class SETN(SupernetMethod):
 
     def host_arch_step(self, state, images, labels):
         """`arch_step` outside jit (with the eager weight step, `host_step`): the weighted forward
-        through `jaxnas.nn.eager`, then one jitted Adam update (state donated)."""
+        through `jaxnas.spaces.nb201.eager`, then one jitted Adam update (state donated)."""
         weights, softmax_pullback = _softmax_vjp(state.arch["alpha"])
         (loss, (acc, stats)), grad_w = eager.weights_value_and_grad(self.graphdef, state.params, state.stats,
                                                                     images, labels, weights)

@@ -12,7 +12,8 @@ import numpy as np
 from flax import nnx
 
 from jaxnas.methods.base import SupernetMethod
-from jaxnas.nn import NB201Network, apply
+from jaxnas.nn import apply
+from jaxnas.spaces.nb201.networks import NB201Network
 from jaxnas.spaces import nb201
 from jaxnas.train import steps
 

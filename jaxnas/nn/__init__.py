@@ -1,5 +1,5 @@
-"""Networks: NB201 ops, the standalone network of one architecture, and the supernet."""
-from jaxnas.nn.functional import apply, count_params, split
-from jaxnas.nn.nb201 import MODES, SINGLE_PATH_IMPLS, NB201Network, NB201SuperNet, extract, used_params
+"""Generic network pieces: PyTorch-exact layers (`ops`) and the functional split/apply of NNX modules.
+Networks of a particular space live with the space (e.g. `jaxnas.spaces.nb201.networks`)."""
+from jaxnas.nn.functional import apply, count_params, loss_and_accuracy, split
 
-__all__ = ["apply", "count_params", "split", "MODES", "SINGLE_PATH_IMPLS", "NB201Network", "NB201SuperNet", "extract", "used_params"]
+__all__ = ["apply", "count_params", "loss_and_accuracy", "split"]

@@ -6,6 +6,8 @@ own statistics (BN recalibration) and optimizers only ever see `params`.
 """
 from __future__ import annotations
 
+import jax
+import optax
 from flax import nnx
 
 
@@ -24,5 +26,11 @@ def apply(graphdef, params, stats, *args, **kwargs):
 
 def count_params(params) -> int:
     """Number of trainable scalars in a params state."""
-    import jax
     return sum(x.size for x in jax.tree.leaves(params))
+
+
+def loss_and_accuracy(logits, labels):
+    """Mean cross-entropy and top-1 accuracy (fraction) of a batch."""
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+    acc = (logits.argmax(-1) == labels).mean()
+    return loss, acc

@@ -19,7 +19,7 @@ sums over the weights of every convolution and linear layer (kernels only, no bi
 Every function is pure in (params, stats, arch, batch) and vmaps over candidates. Parameters of
 ops the architecture does not use receive zero gradient and so add nothing. `EAGER` maps each to
 its twin for a concrete host architecture, which takes the gradients through the eager kernels
-(jaxnas.nn.eager): on XLA:CPU the traced single-path gradient of a C=16, N=5 network compiles for
+(jaxnas.spaces.nb201.eager): on XLA:CPU the traced single-path gradient of a C=16, N=5 network compiles for
 many minutes; both share the reductions below, so they compute the same scores.
 """
 from __future__ import annotations
@@ -27,8 +27,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxnas.evaluate import loss_and_accuracy
-from jaxnas.nn import eager, functional
+from jaxnas.nn import loss_and_accuracy
+from jaxnas.nn import functional
+from jaxnas.spaces.nb201 import eager
 from jaxnas.nn.ops import BN_EPS
 
 

@@ -11,7 +11,7 @@ The DAS fast-training strategy: before scoring, each candidate takes `fast_train
 
 Everything that differentiates the network (those steps, the gradient proxies) runs inside the
 program by default; with `host_gradients` (jaxnas's default on CPU) it runs one candidate at a time
-through the eager kernels (jaxnas.nn.eager) instead, since on XLA:CPU the traced single-path
+through the eager kernels (jaxnas.spaces.nb201.eager) instead, since on XLA:CPU the traced single-path
 gradient at C=16, N=5 compiles for many minutes and runs ~50x slower than PyTorch
 (benchmarks/BENCHMARKS.md section 1). Both give the same weights and scores up to float rounding.
 """
@@ -28,7 +28,8 @@ from flax import nnx
 
 from jaxnas import cpu_kernels
 from jaxnas.evaluate import map_chunked
-from jaxnas.nn import NB201SuperNet, split, used_params
+from jaxnas.nn import split
+from jaxnas.spaces.nb201.networks import NB201SuperNet, used_params
 from jaxnas.proxies import activation, gradient
 from jaxnas.spaces import nb201
 from jaxnas.train import steps

@@ -73,10 +73,10 @@ def weight_step(cfg, graphdef, state, images, labels, lr, *forward_args, used=No
 
 
 def eager_weight_step(cfg, graphdef, state, images, labels, lr, arch, used=None):
-    """`weight_step` of a supernet for a concrete single-path `arch`, through `jaxnas.nn.eager`:
+    """`weight_step` of a supernet for a concrete single-path `arch`, through `jaxnas.spaces.nb201.eager`:
     one compiled kernel per module and a tape for the reverse pass (fast convolution gradients on
     XLA:CPU), then a jitted update (state donated). Call it outside jit. Same result as `weight_step` up to float rounding."""
-    from jaxnas.nn import eager
+    from jaxnas.spaces.nb201 import eager
 
     (loss, (acc, stats)), grads = eager.value_and_grad(graphdef, state.params, state.stats, images, labels, arch)
     # Which leaves hold real gradients and which shared zeros changes with the architecture; jit
@@ -90,7 +90,7 @@ def eager_weight_step(cfg, graphdef, state, images, labels, lr, arch, used=None)
 
 def _value_and_grad(forward, params, labels):
     """((loss, (acc, new stats)), grads) of the cross-entropy of `forward(params)` -> (logits, stats)."""
-    from jaxnas.evaluate import loss_and_accuracy
+    from jaxnas.nn import loss_and_accuracy
 
     def loss_fn(p):
         logits, stats = forward(p)

@@ -15,6 +15,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxnas.spaces.base import Space
+
 OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 NONE, SKIP, CONV1, CONV3, POOL = range(5)
 NUM_OPS = len(OPS)
@@ -22,7 +24,11 @@ EDGES = ((1, 0), (2, 0), (2, 1), (3, 0), (3, 1), (3, 2))  # (to_node, from_node)
 NUM_EDGES = len(EDGES)
 NUM_NODES = 4
 NUM_ARCHS = NUM_OPS**NUM_EDGES  # 15,625
-INDEX_FILE = os.path.join(os.path.dirname(__file__), "nb201_index.npy")
+INDEX_FILE = os.path.join(os.path.dirname(__file__), "index.npy")
+# The cell plan every walk of the cell shares: node i's incoming edges (e, source node) and
+# node j's outgoing edges (e, target node), in edge order.
+NODE_INPUTS = {i: tuple((e, j) for e, (to, j) in enumerate(EDGES) if to == i) for i in range(1, NUM_NODES)}
+NODE_OUTPUTS = {j: tuple((e, to) for e, (to, src) in enumerate(EDGES) if src == j) for j in range(NUM_NODES - 1)}
 
 _TOKEN = re.compile(r"^([a-z0-9_]+)~(\d+)$")
 
@@ -48,7 +54,7 @@ def to_string(arch) -> str:
         raise ValueError(f"to_string takes one architecture of shape [6], got {a.shape}")
     nodes = []
     for i in range(1, NUM_NODES):
-        toks = [f"{OPS[a[e]]}~{j}" for e, (t, j) in enumerate(EDGES) if t == i]
+        toks = [f"{OPS[a[e]]}~{j}" for e, j in NODE_INPUTS[i]]
         nodes.append("|" + "|".join(toks) + "|")
     return "+".join(nodes)
 
@@ -137,12 +143,75 @@ def enumerate_all() -> np.ndarray:
     return from_index(np.arange(NUM_ARCHS))
 
 
-def sample(key, k: int) -> jnp.ndarray:
-    """K architectures drawn uniformly (each edge's op independently), int32[k, 6]."""
-    return jax.random.randint(key, (k, NUM_EDGES), 0, NUM_OPS, dtype=jnp.int32)
+def sample(key, k: int, allowed=None) -> jnp.ndarray:
+    """K architectures drawn uniformly (each edge's op independently), int32[k, 6].
+
+    `allowed` (bool[6, 5] or None): the ops each edge may take (a shrunk space); each edge's op is
+    uniform over its allowed ones. The draw is the r-th allowed op for r ~ randint(0, count), so a
+    full mask draws exactly what `allowed=None` draws. Traceable."""
+    if allowed is None:
+        return jax.random.randint(key, (k, NUM_EDGES), 0, NUM_OPS, dtype=jnp.int32)
+    allowed = jnp.asarray(allowed, bool)
+    count = allowed.sum(-1).astype(jnp.int32)
+    r = jax.random.randint(key, (k, NUM_EDGES), 0, count, dtype=jnp.int32)
+    position = jnp.cumsum(allowed, -1, dtype=jnp.int32)  # [6, 5]: allowed ops up to and including op
+    return jnp.argmax((position[None] > r[..., None]) & allowed[None], -1).astype(jnp.int32)
 
 
 def count_ops(arch) -> np.ndarray:
     """Per-op counts, int[..., 5]."""
     a = validate(arch)
     return np.stack([(a == o).sum(-1) for o in range(NUM_OPS)], -1)
+
+
+class NB201Space(Space):
+    """NB201 as a `Space`: an architecture is `int32[6]`, its hash the NB201 index, its relaxed
+    form `float[6, 5]` op weights. The space state is `{"ops": bool[6, 5]}`, the ops each edge may
+    still take (all at first; ABS shrinks it)."""
+
+    name = "nb201"
+    size = NUM_ARCHS
+    relaxed_spec = jax.ShapeDtypeStruct((NUM_EDGES, NUM_OPS), jnp.float32)
+
+    @property
+    def spec(self):
+        return jax.ShapeDtypeStruct((NUM_EDGES,), jnp.int32)
+
+    def sample(self, key, k, state=None):
+        return sample(key, k, None if state is None else state["ops"])
+
+    def validate(self, arch):
+        return validate(arch)
+
+    def to_string(self, arch):
+        return to_string(arch)
+
+    def from_string(self, text):
+        return from_string(text)
+
+    def hash(self, arch):
+        return to_index(arch)
+
+    def enumerate(self):
+        return enumerate_all()
+
+    def bench_index(self, arch):
+        return to_index(arch)
+
+    def init_state(self):
+        return {"ops": jnp.ones((NUM_EDGES, NUM_OPS), bool)}
+
+    def cost(self, arch, C: int = 16, N: int = 5, num_classes: int = 10, image_size: int = 32) -> dict:
+        """Traceable {"params", "flops"} of the standalone network of `arch` (`cost`, NB201's table
+        conventions)."""
+        from jaxnas.spaces.nb201 import cost  # cost imports this module: bound at first use, not hidden
+        return {"params": cost.params(arch, C, N, num_classes), "flops": cost.flops(arch, C, N, num_classes, image_size)}
+
+    def allows(self, arch, state) -> np.ndarray:
+        """bool[...]: whether each architecture uses only ops `state` allows."""
+        a = validate(arch)
+        return np.take_along_axis(np.asarray(state["ops"])[None], a.reshape(-1, NUM_EDGES)[..., None],
+                                  -1)[..., 0].all(-1).reshape(a.shape[:-1])
+
+
+SPACE = NB201Space()

@@ -27,7 +27,7 @@ import numpy as np
 from flax import nnx
 
 from jaxnas import cpu_kernels
-from jaxnas.nn.functional import apply
+from jaxnas.nn.functional import apply, loss_and_accuracy
 from jaxnas.nn.ops import ResNetBlock, avg_pool_3x3
 from jaxnas.spaces import nb201
 
@@ -66,7 +66,6 @@ _add = cpu_kernels.jit(jnp.add)  # jitted calls dispatch asynchronously; eager j
 
 @cpu_kernels.jit
 def _loss_vjp(logits, labels):
-    from jaxnas.evaluate import loss_and_accuracy
     (loss, acc), grad = jax.value_and_grad(loss_and_accuracy, has_aux=True)(logits, labels)
     return loss, acc, grad
 
@@ -228,9 +227,9 @@ def _tape_single_cell(tape, c, h, arch):
     nodes = [h]
     for i in range(1, nb201.NUM_NODES):
         terms = []
-        for e, (to, j) in enumerate(nb201.EDGES):
+        for e, j in nb201.NODE_INPUTS[i]:
             op = int(arch[e])
-            if to != i or op == nb201.NONE:
+            if op == nb201.NONE:
                 continue
             if op == nb201.SKIP:
                 terms.append(nodes[j])
@@ -246,7 +245,7 @@ def _tape_weighted_cell(tape, c, h, weights):
     nodes = [h]
     for i in range(1, nb201.NUM_NODES):
         nodes.append(tape.add([tape.mixed_edge(("cells", c, "edges", e), nodes[j], weights, e)
-                               for e, (to, j) in enumerate(nb201.EDGES) if to == i]))
+                               for e, j in nb201.NODE_INPUTS[i]]))
     return nodes[-1]
 
 

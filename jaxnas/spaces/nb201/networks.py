@@ -129,9 +129,7 @@ class InferCell(nnx.Module):
             if tap:  # every node, even one no conv reads (count 0), so each cell reports to the tap
                 tap(nodes[i - 1], float(_conv_count(np.asarray(self.arch), i - 1, "single")))
             terms = []
-            for e, (to, j) in enumerate(nb201.EDGES):
-                if to != i:
-                    continue
+            for e, j in nb201.NODE_INPUTS[i]:
                 op = self.arch[e]
                 if op == nb201.SKIP:
                     terms.append(nodes[j])
@@ -239,7 +237,7 @@ class SearchEdge(nnx.Module):
 
 def _conv_count(arch, node, mode):
     """How many conv ops (each with its own ReLU) read `node`: conv edges leaving it."""
-    out = [e for e, (_, j) in enumerate(nb201.EDGES) if j == node]
+    out = [e for e, _ in nb201.NODE_OUTPUTS[node]]
     if mode == "single":
         return sum(((arch[e] == nb201.CONV1) | (arch[e] == nb201.CONV3)).astype(jnp.float32) for e in out)
     # weighted / multihot: every op with a non-zero weight runs
@@ -268,10 +266,10 @@ def live_ops(arch, tapped: bool, zero_inputs: bool = False):
     zero = {0: jnp.bool_(False)}
     for i in range(1, nb201.NUM_NODES):
         zero[i] = functools.reduce(jnp.logical_and, [(arch[e] == nb201.NONE) | zero[src]
-                                                      for e, (to, src) in enumerate(nb201.EDGES) if to == i])
+                                                      for e, src in nb201.NODE_INPUTS[i]])
     used = {nb201.NUM_NODES - 1: jnp.bool_(True)}
     for j in range(nb201.NUM_NODES - 2, 0, -1):
-        feeds = [(arch[e] != nb201.NONE) & used[to] for e, (to, src) in enumerate(nb201.EDGES) if src == j]
+        feeds = [(arch[e] != nb201.NONE) & used[to] for e, to in nb201.NODE_OUTPUTS[j]]
         used[j] = functools.reduce(jnp.logical_or, feeds) | (tapped & (_conv_count(arch, j, "single") > 0))
     live = [used[to] & ~(zero[src] & zero_inputs) for to, src in nb201.EDGES]
     return jnp.stack([jnp.where(ok, arch[e], nb201.NONE) for e, ok in enumerate(live)])
@@ -290,9 +288,7 @@ class SearchCell(nnx.Module):
             if tap:  # the tap counts every conv edge of `arch`, pruned or not
                 tap(nodes[i - 1], _conv_count(arch, i - 1, mode))
             acc = None if mode == "single" else 0.0
-            for e, (to, j) in enumerate(nb201.EDGES):
-                if to != i:
-                    continue
+            for e, j in nb201.NODE_INPUTS[i]:
                 edge = self.edges[e]
                 if mode == "single":
                     acc = edge.single(nodes[j], ops[e], train, impl, acc)

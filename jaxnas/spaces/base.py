@@ -1,0 +1,62 @@
+"""The search-space interface every space implements.
+
+An architecture is a pytree of fixed-shape arrays (NB201: `int32[6]`); a batch of K candidates has
+a leading K axis on every leaf, so `vmap`, `lax.map` and candidate evaluation work unchanged for
+every space. A space that shrinks or evolves during a run (ABS, NSE) keeps that in a *space state*:
+fixed-shape masks over a pool, never arrays that change shape, so checkpoints restore against the
+initial template and compiled steps stay valid.
+
+Required: `spec` (shapes and dtypes of one architecture), `sample`, `validate`, `to_string` /
+`from_string` and `hash`. Optional capabilities, which callers check with `has(space, name)`:
+`size` / `enumerate` (a finite space listed in full), `bench_index` (row of a ground-truth table),
+`relaxed_spec` (a continuous form, e.g. NB201's `[6, 5]` op weights), `encode` (the float features
+a hypernetwork reads), `cost` (traceable FLOPs / parameters) and `init_state` (a space state).
+"""
+from __future__ import annotations
+
+import abc
+
+import jax
+
+CAPABILITIES = ("size", "enumerate", "bench_index", "relaxed_spec", "encode", "cost", "init_state")
+
+
+class Space(abc.ABC):
+    """Abstract: a family of architectures, each a pytree of fixed-shape arrays."""
+
+    name: str = ""
+
+    @property
+    @abc.abstractmethod
+    def spec(self):
+        """One architecture's pytree of jax.ShapeDtypeStruct."""
+
+    @abc.abstractmethod
+    def sample(self, key: jax.Array, k: int, state=None):
+        """K architectures (leading K axis on every leaf), drawn from what `state` allows (every
+        architecture when None). Traceable."""
+
+    @abc.abstractmethod
+    def validate(self, arch):
+        """`arch` (one, or a batch) as host arrays of the spec's dtypes, or ValueError naming the fault."""
+
+    @abc.abstractmethod
+    def to_string(self, arch) -> str:
+        """One architecture as a readable string that `from_string` turns back into it."""
+
+    @abc.abstractmethod
+    def from_string(self, text: str):
+        """Inverse of `to_string`; ValueError naming the offending part."""
+
+    @abc.abstractmethod
+    def hash(self, arch):
+        """A stable integer identity of each architecture (host int64, batch shape): seeds that
+        belong to an architecture (per-candidate initialisation) are derived from it."""
+
+
+def has(space: Space, capability: str) -> bool:
+    """Whether `space` offers an optional capability (one of CAPABILITIES)."""
+    if capability not in CAPABILITIES:
+        raise ValueError(f"unknown capability {capability!r}; capabilities: {', '.join(CAPABILITIES)}")
+    return callable(getattr(space, capability, None)) or (
+        capability in ("size", "relaxed_spec") and getattr(space, capability, None) is not None)

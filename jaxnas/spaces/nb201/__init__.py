@@ -1,0 +1,41 @@
+"""NAS-Bench-201: the cell space (`space`), its networks (`networks`), the CPU eager passes
+(`eager`) and the ground-truth table reader (`table`).
+
+`from jaxnas.spaces import nb201` gives the space's functions (`nb201.to_string`, `nb201.sample`,
+...) and `nb201.SPACE`, the `Space` object; the networks are in `jaxnas.spaces.nb201.networks`.
+"""
+from jaxnas.spaces.nb201.space import (
+    CONV1,
+    CONV3,
+    EDGES,
+    INDEX_FILE,
+    NODE_INPUTS,
+    NODE_OUTPUTS,
+    NONE,
+    NUM_ARCHS,
+    NUM_EDGES,
+    NUM_NODES,
+    NUM_OPS,
+    OPS,
+    POOL,
+    SKIP,
+    SPACE,
+    NB201Space,
+    count_ops,
+    decode,
+    encode,
+    enumerate_all,
+    from_index,
+    from_mask,
+    from_string,
+    sample,
+    to_index,
+    to_mask,
+    to_string,
+    validate,
+)
+
+__all__ = ["CONV1", "CONV3", "EDGES", "INDEX_FILE", "NODE_INPUTS", "NODE_OUTPUTS", "NONE", "NUM_ARCHS",
+           "NUM_EDGES", "NUM_NODES", "NUM_OPS", "OPS", "POOL", "SKIP", "SPACE", "NB201Space", "count_ops",
+           "decode", "encode", "enumerate_all", "from_index", "from_mask", "from_string", "sample", "to_index",
+           "to_mask", "to_string", "validate"]
