@@ -25,7 +25,7 @@ import torch
 from common import machine_info, timed
 
 from jaxnas.config import PRESETS
-from jaxnas.methods.base import EvalContext
+from jaxnas.evaluate import Evaluator
 from jaxnas.methods.setn import SETN
 from jaxnas.spaces import nb201
 
@@ -86,8 +86,8 @@ def main():
     rng = np.random.default_rng(0)
     cfg = PRESETS["paper"].replace(method="setn", C=a.C, N=a.N, select_num=a.cands, eval_batch_size=a.eval_batch,
                                       eval_chunk_size=a.chunk)
-    method = SETN(cfg, 10)
-    state = method.init_state()
+    method = SETN(cfg, nb201.SPACE, 10)
+    state = method.init()
     dev = a.torch_device
     net, w_opt, a_opt = torch_setn(a.C, a.N, dev)
     res = dict(machine_info(), C=a.C, N=a.N, torch_device=dev, chunk=a.chunk)
@@ -96,7 +96,7 @@ def main():
         archs = nb201.from_index(rng.choice(nb201.NUM_ARCHS, a.cands, replace=False))
         x = rng.standard_normal((a.eval_batch, 32, 32, 3)).astype(np.float32)
         y = rng.integers(0, 10, a.eval_batch).astype(np.int32)
-        ctx = EvalContext(jnp.asarray(x), jnp.asarray(y))
+        ctx = Evaluator(jnp.asarray(x), jnp.asarray(y), impl="switch")
         xt, yt = torch.from_numpy(x.transpose(0, 3, 1, 2).copy()).to(dev), torch.from_numpy(y).long().to(dev)
         t_compile = timed(lambda: method.pick_best(state, archs[:2], ctx))  # compile (K=2 program)
         method.pick_best(state, archs, ctx)  # compile the K program, warm-up

@@ -22,29 +22,30 @@ import torch
 from common import machine_info, timed
 from flax import nnx
 
-from jaxnas.config import Config
-from jaxnas.nn import loss_and_accuracy
-from jaxnas.nn import apply, split
+from jaxnas.nn import apply, loss_and_accuracy, split
+from jaxnas.spaces import nb201
 from jaxnas.spaces.nb201 import eager
 from jaxnas.spaces.nb201.networks import NB201SuperNet, used_params
-from jaxnas.spaces import nb201
-from jaxnas.train import state as state_lib, steps
+from jaxnas.train import optim, steps
+from jaxnas.train import state as state_lib
+
+SGD = optim.sgd(0.025, 0.9, True, 5e-4)  # the NB201 search protocol's SGD (config defaults)
+GRAD_CLIP = 5.0
 
 
 def jax_fns(impl, C, N, batch):
     """(state, fwd_bwd, step) for one formulation; `eager` runs outside jit (jaxnas.spaces.nb201.eager)."""
-    cfg = Config(C=C, N=N)
     g, p, s = split(NB201SuperNet(C, N, 10, affine=False, track_running_stats=False,
                                   single_path_impl="merged" if impl == "eager" else impl, rngs=nnx.Rngs(0)))
-    state = state_lib.create(p, s, 0)
+    state = state_lib.create(p, s, 0, SGD.init(p))
 
     if impl == "eager":  # the tape's loss and gradients, then the jitted update
         def fwd_bwd(params, stats, arch, x, y):
             return eager.value_and_grad(g, params, stats, x, y, np.asarray(arch))[1]
 
         def step(st, arch, x, y):
-            return steps.eager_weight_step(cfg, g, st, x, y, 0.025, np.asarray(arch),
-                                           used=used_params(st.params, np.asarray(arch)))[0]
+            return steps.weight_step(SGD, GRAD_CLIP, g, st, x, y, 0.025, np.asarray(arch),
+                                     used=used_params(st.params, np.asarray(arch)), host=eager)[0]
         return state, fwd_bwd, step
 
     def loss(params, stats, arch, x, y):
@@ -52,7 +53,7 @@ def jax_fns(impl, C, N, batch):
         return loss_and_accuracy(logits, y)[0]
 
     def step(st, arch, x, y):
-        return steps.weight_step(cfg, g, st, x, y, 0.025, arch, used=used_params(st.params, arch))[0]
+        return steps.weight_step(SGD, GRAD_CLIP, g, st, x, y, 0.025, arch, used=used_params(st.params, arch))[0]
 
     return state, jax.jit(jax.grad(loss)), jax.jit(step, donate_argnums=0)
 

@@ -28,7 +28,8 @@ class Config:
     track_running_stats: bool = False  # running BN statistics in the search cells (NB201 scripts: BN=0)
     single_path_impl: str = "auto"     # eager | merged | switch | mask | auto (fastest exact one per backend)
     # --- weight training
-    epochs: int = 250                  # passes over the weights half of the search split
+    epochs: int = 250                  # passes over the weights half of the search split (per round)
+    rounds: int = 1                    # rounds of `epochs` epochs (methods that evolve their space per round)
     batch_size: int = 64               # global batch, sharded over devices
     lr: float = 0.025                  # peak SGD learning rate (cosine schedule per step)
     lr_min: float = 0.001              # final learning rate
@@ -139,7 +140,7 @@ def validate(cfg: Config) -> Config:
             raise ValueError(f"{f.name} must be a finite number, got {value}")
     if cfg.seed < 0:
         raise ValueError(f"seed must be >= 0, got {cfg.seed}")
-    positive = ("C", "N", "epochs", "batch_size", "select_num", "eval_batch_size", "log_every", "keep_checkpoints",
+    positive = ("C", "N", "epochs", "rounds", "batch_size", "select_num", "eval_batch_size", "log_every", "keep_checkpoints",
                 "proxy_batch_size", "fast_train_batch_size")
     for name in positive:
         if getattr(cfg, name) < 1:

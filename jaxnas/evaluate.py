@@ -12,8 +12,12 @@ BatchNorm during evaluation (`bn`):
 """
 from __future__ import annotations
 
+import dataclasses
+from typing import Any
+
 import jax
 import jax.numpy as jnp
+
 from jaxnas import cpu_kernels
 from jaxnas.nn import functional
 from jaxnas.nn.functional import loss_and_accuracy
@@ -110,3 +114,21 @@ def evaluate(graphdef, params, stats, archs, images, labels, *, mode: str = "sin
         raise ValueError(f"archs must carry a leading candidate axis, got shape {archs.shape}")
     return _evaluate(graphdef, params, stats, archs, images, labels, recal_images,
                      mode=mode, bn=bn, chunk_size=min(chunk_size, archs.shape[0]), impl=impl)
+
+
+@dataclasses.dataclass
+class Evaluator:
+    """Candidate evaluation as methods receive it: a fixed (normalised) validation batch, the
+    recalibration batches for bn="recal", the BN mode, the chunk size and the forward-only
+    formulation (`jaxnas.backend.resolve_impl(..., forward_only=True)`). Calling it evaluates
+    K candidates with given weights: {"loss": float32[K], "acc": float32[K]}."""
+    images: Any
+    labels: Any
+    recal_images: Any = None
+    bn: str = "batch"
+    chunk_size: int = 1
+    impl: Any = None
+
+    def __call__(self, graphdef, params, stats, archs, mode: str = "single") -> dict:
+        return evaluate(graphdef, params, stats, archs, self.images, self.labels, mode=mode, bn=self.bn,
+                        chunk_size=self.chunk_size, recal_images=self.recal_images, impl=self.impl)

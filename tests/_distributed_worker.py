@@ -3,7 +3,7 @@
 Usage: python _distributed_worker.py <coordinator host:port> <process_id> <out.npz>
 
 Each process owns 2 CPU devices and its own shard of the data (seeded by process id); the global
-mesh spans all 4 devices of both processes. A few SGD steps (jaxnas.train.steps.sgd) of a linear
+mesh spans all 4 devices of both processes. A few SGD steps (jaxnas.train.optim.sgd) of a linear
 least-squares model run under jax.jit with the batch sharded over `data` and the weights
 replicated, so the gradient mean is a cross-process all-reduce. The final weights go to out.npz.
 """
@@ -38,10 +38,11 @@ def main(coordinator: str, process_id: int, out: str) -> None:
     jax.distributed.initialize(coordinator_address=coordinator, num_processes=2, process_id=process_id,
                                initialization_timeout=120)
     import jax.numpy as jnp
+    import optax
     from jax.sharding import NamedSharding
     from jax.sharding import PartitionSpec as P
 
-    from jaxnas.train.steps import sgd
+    from jaxnas.train import optim
 
     mesh = jax.make_mesh((jax.device_count(),), ("data",), devices=jax.devices())
     data_sh, rep = NamedSharding(mesh, P("data")), NamedSharding(mesh, P())
@@ -49,7 +50,8 @@ def main(coordinator: str, process_id: int, out: str) -> None:
     x = jax.make_array_from_process_local_data(data_sh, x_local)
     t = jax.make_array_from_process_local_data(data_sh, t_local)
     params = jax.device_put(init_params(), rep)
-    momentum = jax.device_put({k: np.zeros_like(v) for k, v in init_params().items()}, rep)
+    tx = optim.sgd(LR, MU, True, WD)
+    momentum = jax.device_put(tx.init(init_params()), rep)  # the optimizer state: momentum buffers
 
     @jax.jit
     def step(params, momentum, x, t):
@@ -57,7 +59,8 @@ def main(coordinator: str, process_id: int, out: str) -> None:
             return jnp.mean(jnp.sum((x @ p["w"] + p["b"] - t) ** 2, axis=-1))
 
         loss, grads = jax.value_and_grad(loss_fn)(params)
-        params, momentum = sgd(params, momentum, grads, LR, mu=MU, nesterov=True, weight_decay=WD)
+        updates, momentum = tx.update(grads, momentum, params)
+        params = optax.apply_updates(params, updates)
         return params, momentum, loss
 
     for _ in range(STEPS):

@@ -243,7 +243,7 @@ def small_search_run(image_folder, tmp_path):
 
 def test_no_restorable_checkpoint_is_loud_and_resets_metrics(small_search_run):
     run = small_search_run
-    state = run.method.init_state()
+    state = run.method.init()
     run.ckpt.save(3, state.replace(step=jnp.int32(3)))
     run.ckpt.save(6, state.replace(step=jnp.int32(6)))
     for f in run.ckpt.directory.rglob("*"):
@@ -259,7 +259,7 @@ def test_no_restorable_checkpoint_is_loud_and_resets_metrics(small_search_run):
 def test_nan_stop_names_the_checkpoint_it_resumed_from(small_search_run):
     run = small_search_run
     assert "No checkpoint had been written yet" in run._stopped_note()
-    run.ckpt.save(3, run.method.init_state().replace(step=jnp.int32(3)))
+    run.ckpt.save(3, run.method.init().replace(step=jnp.int32(3)))
     run.restore_or_init()
     assert run.resumed_from == 3
     note = run._stopped_note()

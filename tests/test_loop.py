@@ -66,7 +66,7 @@ _TEMPLATES = {}
 def restore_state(run_dir, cfg, method_cls=RSPS):
     """The newest checkpoint of a run, restored with a template from the method's init_state."""
     if cfg not in _TEMPLATES:
-        _TEMPLATES[cfg] = method_cls(cfg, NUM_CLASSES).init_state()
+        _TEMPLATES[cfg] = method_cls(cfg, nb201.SPACE, NUM_CLASSES).init()
     ckpt = Checkpointer(pathlib.Path(run_dir) / "checkpoints")
     try:
         state = ckpt.restore_latest(_TEMPLATES[cfg])
@@ -116,7 +116,7 @@ def test_search_run_writes_run_directory(ref_run, search_cfg):
     assert ckpt.steps() == [3, 6]  # epoch ends; keep_checkpoints=2
     ckpt.close()
     assert int(ref_run.state.step) == 6 and int(ref_run.state.epoch) == 2
-    init = RSPS(search_cfg, NUM_CLASSES).init_state()
+    init = RSPS(search_cfg, nb201.SPACE, NUM_CLASSES).init()
     assert not np.array_equal(ref_run.state.params["head"]["classifier"]["kernel"],
                               init.params["head"]["classifier"]["kernel"])
 
@@ -175,7 +175,7 @@ def test_nan_loss_stops_and_keeps_a_good_checkpoint(image_folder, tmp_path):
     assert not (tmp_path / "run" / "result.json").exists()
     state = restore_state(tmp_path / "run", cfg, TrainArch)
     assert 1 <= int(state.step) < bad_step
-    leaves = jax.tree.leaves((state.params, state.stats, state.momentum))
+    leaves = jax.tree.leaves((state.params, state.stats, state.opt_state))
     assert all(np.isfinite(x).all() for x in leaves), "the kept checkpoint holds non-finite values"
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert all(np.isfinite(r["loss"]) for r in rows)
@@ -304,7 +304,7 @@ def test_cli_train_writes_test_acc_and_overwrite(image_folder, tmp_path, capsys)
     out = tmp_path / "train"
     args = ["train", "--arch", TRAIN_ARCH, "--data", image_folder, "--out", out, "--preset", "tiny",
             "--no-progress", "C=4", "N=1", "epochs=1", "batch_size=16", "max_per_class=None"]
-    run_cli = lambda *argv: _main_in_process(argv, capsys)  # noqa: E731
+    run_cli = lambda *argv: _main_in_process(argv, capsys)
     rc, stdout, err = run_cli(*args)
     assert rc == 0, err[-3000:]
     result = json.loads((out / "result.json").read_text())

@@ -208,13 +208,13 @@ def test_fast_training_equals_explicit_sgd_steps(batch):
     fast = ProxyScorer("naswot", C=C, N=N, seed=3, fast_train_steps=3, fast_train_lr=0.2)
     got = fast(ARCHS[:1], *batch, tx, ty)["naswot"][0]
     # by hand: three single-path SGD steps (batches cycle), then the activation score
-    from jaxnas.config import Config
     from jaxnas.spaces.nb201.networks import used_params
+    from jaxnas.train import optim
     params = candidate_params(fast, ARCHS[0])
-    st = state_lib.create(params, fast.stats, 0)
-    cfg = Config(lr=0.2, grad_clip=0.0)
+    sgd = optim.sgd(0.2, 0.9, True, 5e-4)  # DAS fast training: Nesterov SGD, no clipping
+    st = state_lib.create(params, fast.stats, 0, sgd.init(params))
     arch = jnp.asarray(ARCHS[0])
-    one_step = jax.jit(lambda st, x, y: steps.weight_step(cfg, fast.graphdef, st, x, y, 0.2, arch,
+    one_step = jax.jit(lambda st, x, y: steps.weight_step(sgd, 0.0, fast.graphdef, st, x, y, 0.2, arch,
                                                           used=used_params(st.params, arch))[0])
     for t in range(3):
         st = one_step(st, tx[t % 2], ty[t % 2])

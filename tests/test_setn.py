@@ -17,13 +17,16 @@ import pytest
 from jaxnas.bench import load_table, rank_summary
 from jaxnas.checkpoint import Checkpointer
 from jaxnas.config import Config
-from jaxnas.nn import loss_and_accuracy
+from jaxnas.evaluate import Evaluator
 from jaxnas.methods import SETN, get
-from jaxnas.methods.base import EvalContext
-from jaxnas.methods.setn import adam_l2, log_prob, sample, top_k
-from jaxnas.nn import apply
+from jaxnas.methods.setn import log_prob, sample, top_k
+from jaxnas.nn import apply, loss_and_accuracy
 from jaxnas.spaces import nb201
 from jaxnas.train.loop import RANK_PROBE_SEED, SearchRun
+from jaxnas.train.optim import adam_l2
+from jaxnas.train.state import select_key
+
+SPACE = nb201.SPACE
 
 NUM_CLASSES = 10
 SMALL = {"method": "setn", "C": 4, "N": 1, "batch_size": 16, "select_num": 4, "eval_batch_size": 16}
@@ -61,11 +64,10 @@ def test_adam_l2_equals_torch_adam():
 
 
 def test_config_hyperparameters_reach_the_optimizer():
-    m = SETN(Config(**SMALL, arch_lr=0.01, arch_weight_decay=0.0), NUM_CLASSES)
-    st = m.init_state()
-    g = {"alpha": jnp.ones((6, 5))}
-    updates, _ = m.arch_tx.update(g, st.arch_opt, st.arch)
-    np.testing.assert_allclose(np.asarray(updates["alpha"]), -0.01, rtol=1e-5)  # Adam's first step: -lr*sign
+    m = SETN(Config(**SMALL, arch_lr=0.01, arch_weight_decay=0.0), SPACE, NUM_CLASSES)
+    st = m.init()
+    updates, _ = m.arch_tx.update(jnp.ones((6, 5)), st.method["alpha_opt"], st.method["alpha"])
+    np.testing.assert_allclose(np.asarray(updates), -0.01, rtol=1e-5)  # Adam's first step: -lr*sign
 
 
 # ------------------------------------------------------------------------------- log-prob and top-K
@@ -107,18 +109,18 @@ def test_sample_follows_the_evaluator_distribution():
 
 
 def test_init_state_holds_alpha_and_its_adam_state():
-    m = SETN(Config(**SMALL, seed=3), NUM_CLASSES)
-    st = m.init_state()
-    alpha = np.asarray(st.arch["alpha"])
+    m = SETN(Config(**SMALL, seed=3), SPACE, NUM_CLASSES)
+    st = m.init()
+    alpha = np.asarray(st.method["alpha"])
     assert alpha.shape == (6, 5) and 0 < np.abs(alpha).max() < 5e-3  # 1e-3 * N(0, 1)
-    again = SETN(Config(**SMALL, seed=3), NUM_CLASSES).init_state().arch["alpha"]
-    other = SETN(Config(**SMALL, seed=4), NUM_CLASSES).init_state().arch["alpha"]
+    again = SETN(Config(**SMALL, seed=3), SPACE, NUM_CLASSES).init().method["alpha"]
+    other = SETN(Config(**SMALL, seed=4), SPACE, NUM_CLASSES).init().method["alpha"]
     np.testing.assert_array_equal(alpha, np.asarray(again))
     assert not np.array_equal(alpha, np.asarray(other))
-    assert len(jax.tree.leaves(st.arch_opt)) == 3  # count, mu, nu
+    assert len(jax.tree.leaves(st.method["alpha_opt"])) == 3  # count, mu, nu
     assert get("setn") is SETN
     with pytest.raises(ValueError, match="setn_select"):
-        SETN(Config(**SMALL, setn_select="best"), NUM_CLASSES)
+        SETN(Config(**SMALL, setn_select="best"), SPACE, NUM_CLASSES)
 
 
 # ----------------------------------------------------------------------- the evaluator's update
@@ -133,7 +135,7 @@ def _known_answer_state(method):
     its scale, so only the *shape* of that filter matters. The classifier is scaled up so the
     teacher's labels are confident.
     """
-    st = method.init_state()
+    st = method.init()
 
     def edit(path, v):
         keys = [getattr(k, "key", None) for k in path]
@@ -151,7 +153,7 @@ def test_evaluator_moves_alpha_toward_the_op_with_lower_loss():
     the mixture starts near uniform. Known answer: with all-skip labels the smoothing op must lose
     probability; with all-pool labels it must gain it, on every edge. Same weights, same images:
     only the labels decide which way alpha moves."""
-    m = SETN(Config(**SMALL), NUM_CLASSES)
+    m = SETN(Config(**SMALL), SPACE, NUM_CLASSES)
     st = _known_answer_state(m)
     x = jax.random.normal(jax.random.key(100), (32, 8, 8, 3))
     teacher_logits = jax.jit(lambda p, s, w: apply(m.graphdef, p, s, x, w, mode="weighted", train=True)[0])
@@ -168,7 +170,7 @@ def test_evaluator_moves_alpha_toward_the_op_with_lower_loss():
         # the shared weights and their optimizer are untouched by the evaluator step
         for a, b in zip(jax.tree.leaves(st.params), jax.tree.leaves(s.params)):
             np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-        moved[op] = np.asarray(jax.nn.softmax(s.arch["alpha"], -1) - jax.nn.softmax(st.arch["alpha"], -1))
+        moved[op] = np.asarray(jax.nn.softmax(s.method["alpha"], -1) - jax.nn.softmax(st.method["alpha"], -1))
 
     skip_run, pool_run = moved[nb201.SKIP], moved[nb201.POOL]
     POOL, SKIP = nb201.POOL, nb201.SKIP
@@ -192,17 +194,17 @@ def test_host_train_step_equals_the_traced_one():
     y = jnp.asarray(np.arange(32).reshape(2, 16) % NUM_CLASSES)
     out = {}
     for impl in ("eager", "merged"):
-        m = SETN(Config(**SMALL, single_path_impl=impl), NUM_CLASSES)
+        m = SETN(Config(**SMALL, single_path_impl=impl), SPACE, NUM_CLASSES)
         assert m.host_step == (impl == "eager")
-        step = lambda s: m.train_step(s, (x[0], y[0]), (x[1], y[1]), 0.05)  # noqa: E731
-        s, metrics = step(m.init_state().replace(step=jnp.int32(3))) if m.host_step else jax.jit(step)(
-            m.init_state().replace(step=jnp.int32(3)))
-        out[impl] = jax.device_get((s.params, s.stats, s.momentum, s.arch, s.arch_opt, metrics))
+        step = lambda s: m.train_step(s, (x[0], y[0]), (x[1], y[1]), 0.05)
+        s, metrics = step(m.init().replace(step=jnp.int32(3))) if m.host_step else jax.jit(step)(
+            m.init().replace(step=jnp.int32(3)))
+        out[impl] = jax.device_get((s.params, s.stats, s.opt_state, s.method, metrics))
     leaves_e, leaves_t = jax.tree.leaves(out["eager"]), jax.tree.leaves(out["merged"])
     assert len(leaves_e) == len(leaves_t)
     for a, b in zip(leaves_e, leaves_t):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
-    assert not np.allclose(out["eager"][3]["alpha"], SETN(Config(**SMALL), NUM_CLASSES).init_state().arch["alpha"])
+    assert not np.allclose(out["eager"][3]["alpha"], SETN(Config(**SMALL), SPACE, NUM_CLASSES).init().method["alpha"])
 
 
 # -------------------------------------------------------------------------------------- selection
@@ -210,16 +212,17 @@ def test_host_train_step_equals_the_traced_one():
 
 def _eval_context(seed=0):
     kx, ky = jax.random.split(jax.random.key(seed))
-    return EvalContext(jax.random.normal(kx, (16, 32, 32, 3)), jax.random.randint(ky, (16,), 0, NUM_CLASSES))
+    return Evaluator(jax.random.normal(kx, (16, 32, 32, 3)), jax.random.randint(ky, (16,), 0, NUM_CLASSES),
+                     impl="switch")
 
 
 @pytest.mark.parametrize("mode", ["topk", "sample"])
 def test_selection_equals_a_python_loop(mode):
-    m = SETN(Config(**SMALL, setn_select=mode), NUM_CLASSES)
-    st = m.init_state()
-    st = st.replace(arch={"alpha": jax.random.normal(jax.random.key(5), (6, 5))})
+    m = SETN(Config(**SMALL, setn_select=mode), SPACE, NUM_CLASSES)
+    st = m.init()
+    st = st.replace(method={**st.method, "alpha": jax.random.normal(jax.random.key(5), (6, 5))})
     ctx = _eval_context()
-    alpha = st.arch["alpha"]
+    alpha = st.method["alpha"]
 
     archs = m.candidates(st)
     if mode == "topk":
@@ -227,7 +230,7 @@ def test_selection_equals_a_python_loop(mode):
         ref = loop_log_prob(alpha, every)
         np.testing.assert_array_equal(archs, every[np.argsort(-ref, kind="stable")[:4]])
     else:
-        np.testing.assert_array_equal(archs, np.asarray(sample(m.select_key(st), alpha, 4)))
+        np.testing.assert_array_equal(archs, np.asarray(sample(select_key(st), alpha, 4)))
 
     best = m.select(st, ctx)
     fwd = jax.jit(lambda p, s, x, a: apply(m.graphdef, p, s, x, a, mode="single", train=True)[0])
@@ -245,7 +248,8 @@ def test_selection_equals_a_python_loop(mode):
     assert best["valid_loss"] == pytest.approx(loop[want][1], rel=1e-5)
     assert best["log_prob"] == pytest.approx(float(loop_log_prob(alpha, [archs[want]])[0]), abs=1e-5)
 
-    row = m.epoch_end(st, ctx)
+    same, row = m.epoch_end(st, ctx)
+    assert same is st  # selection leaves the state alone
     assert row["selected_arch"] == nb201.to_string(best["arch"])
     assert row["selected_valid_acc"] == pytest.approx(best["valid_acc"])
 
@@ -258,7 +262,7 @@ def test_search_end_to_end(image_folder, nb201_table_path, tmp_path, monkeypatch
     cfg = Config(**SMALL, data=str(image_folder), epochs=1, max_per_class=12, rank_probe=6)
     table = load_table(nb201_table_path)
     run = SearchRun(cfg, tmp_path / "run", method_cls=SETN, progress=False, bench_table=table)
-    start = jax.device_get(run.method.init_state())
+    start = jax.device_get(run.method.init())
     result = run.run()
 
     saved = json.loads((tmp_path / "run" / "result.json").read_text())
@@ -280,17 +284,17 @@ def test_search_end_to_end(image_folder, nb201_table_path, tmp_path, monkeypatch
         state = jax.device_get(ckpt.restore_latest(start))
     finally:
         ckpt.close()
-    assert int(state.step) == 3 and int(state.arch_opt[1].count) == 3
-    moved = np.abs(np.asarray(state.arch["alpha"]) - np.asarray(start.arch["alpha"]))
+    assert int(state.step) == 3 and int(state.method["alpha_opt"][1].count) == 3
+    moved = np.abs(np.asarray(state.method["alpha"]) - np.asarray(start.method["alpha"]))
     assert 1e-4 < moved.max() <= 3 * 3e-4 * 1.2  # Adam's |step| <= ~lr
-    probs = np.asarray(jax.nn.softmax(state.arch["alpha"], -1))
+    probs = np.asarray(jax.nn.softmax(state.method["alpha"], -1))
     np.testing.assert_allclose(saved["arch_probs"], probs, atol=1e-6)
 
     # rank_probe: the same 6 seeded architectures for every run, ranked with the final shared weights
     probe = saved["rank_probe"]
     idx = np.sort(np.random.default_rng(RANK_PROBE_SEED).choice(nb201.NUM_ARCHS, 6, replace=False))
     assert probe["index"] == idx.tolist() and probe["column"] == "cifar10"
-    again = jax.device_get(run.method.rank(run.state, jnp.asarray(nb201.from_index(idx)), run.ctx))
+    again = jax.device_get(run.method.rank(run.state, jnp.asarray(nb201.from_index(idx)), run.evaluator))
     np.testing.assert_allclose(probe["valid_acc"], 100 * np.asarray(again["acc"]), rtol=1e-6)  # percent
     want = rank_summary(np.asarray(again["acc"]), table.values(nb201.from_index(idx), "cifar10"))
     assert probe["n"] == 6 and probe["kendall_tau"] == pytest.approx(want["kendall_tau"], nan_ok=True)

@@ -13,6 +13,7 @@ import pytest
 
 from jaxnas.config import Config
 from jaxnas.methods import RSPS
+from jaxnas.spaces import nb201
 from jaxnas.train import sharding
 
 HERE = pathlib.Path(__file__).resolve().parent
@@ -35,15 +36,15 @@ def test_mesh_helpers():
 def test_rsps_step_same_on_1_and_8_devices(impl):
     """Traced (`merged`, one jitted step) and host-side (`eager`, CPU default) weight steps."""
     cfg = Config(C=4, N=1, batch_size=16, single_path_impl=impl)
-    method = RSPS(cfg, 10)
-    state = method.init_state()
+    method = RSPS(cfg, nb201.SPACE, 10)
+    state = method.init()
     rng = np.random.default_rng(0)
     images = rng.standard_normal((16, 16, 16, 3)).astype(np.float32)
     labels = (np.arange(16) % 10).astype(np.int32)
     # state.step=5 so the sampled architecture is a fixed function of (seed, step)
     state = state.replace(step=np.int32(5))
 
-    step = lambda s, x, y: method.train_step(s, (x, y), None, 0.05)  # noqa: E731
+    step = lambda s, x, y: method.train_step(s, (x, y), None, 0.05)
     if not method.host_step:
         step = jax.jit(step, compiler_options=FAST_COMPILE)
     outs = {}
@@ -58,8 +59,8 @@ def test_rsps_step_same_on_1_and_8_devices(impl):
         assert len(new.params["stem"]["conv"]["kernel"].sharding.device_set) == n
         outs[n] = jax.device_get((new, metrics))
     (new1, m1), (new8, m8) = outs[1], outs[8]
-    for a, b in zip(jax.tree.leaves((new1.params, new1.stats, new1.momentum)),
-                    jax.tree.leaves((new8.params, new8.stats, new8.momentum))):
+    for a, b in zip(jax.tree.leaves((new1.params, new1.stats, new1.opt_state)),
+                    jax.tree.leaves((new8.params, new8.stats, new8.opt_state))):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
     for k in ("loss", "acc", "grad_norm"):
         np.testing.assert_allclose(m1[k], m8[k], rtol=1e-5, atol=1e-6)

@@ -8,7 +8,7 @@ import pytest
 
 from jaxnas.data import find_shared
 from jaxnas.spaces.nb201 import cost
-from jaxnas.spaces.nb201 import space as nb
+from jaxnas.spaces.nb201 import cell as nb
 
 TABLE = "shared/data/nb201/naswot_v1_cifar10_arch_score_acc.csv"
 

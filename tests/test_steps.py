@@ -8,16 +8,16 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 import torch
 
 from jaxnas.config import Config
 from jaxnas.methods import RSPS
-from jaxnas.methods import base as base_module
-from jaxnas.spaces.nb201.networks import used_params
 from jaxnas.spaces import nb201
-from jaxnas.train import steps
-from jaxnas.train.steps import clip_grad_norm, cosine_lr, sgd
+from jaxnas.spaces.nb201.networks import used_params
+from jaxnas.train import optim, steps
+from jaxnas.train.steps import clip_grad_norm, cosine_lr
 
 LR, MU, WD = 0.1, 0.9, 5e-4
 SHAPES = {"a": (3, 4), "b": (5,), "c": (2, 3, 3)}
@@ -29,10 +29,20 @@ def _random_tree(rng, scale=1.0):
     return {k: (scale * rng.standard_normal(s)).astype(np.float32) for k, s in SHAPES.items()}
 
 
+TX = optim.sgd(LR, MU, True, WD)
+
+
+def momentum(state):
+    """The SGD momentum buffers of a search state (or of an optimizer state)."""
+    opt_state = getattr(state, "opt_state", state)
+    return opt_state.inner_state.momentum
+
+
 @functools.partial(jax.jit, static_argnames="with_used")
-def _sgd(params, momentum, grads, lr, used, with_used):
-    return sgd(params, momentum, grads, lr, mu=MU, nesterov=True, weight_decay=WD,
-               used=used if with_used else None)
+def _sgd(params, opt_state, grads, lr, used, with_used):
+    updates, opt_state = TX.update(grads, optim.with_learning_rate(opt_state, lr), params,
+                                   used=used if with_used else None)
+    return optax.apply_updates(params, updates), opt_state
 
 
 def _torch_sgd_run(params, grads_per_step, lrs, none_grad=()):
@@ -52,11 +62,11 @@ def _torch_sgd_run(params, grads_per_step, lrs, none_grad=()):
 
 def _jax_sgd_run(params, grads_per_step, lrs, used_per_step=None):
     p = {k: jnp.asarray(v) for k, v in params.items()}
-    m = jax.tree.map(jnp.zeros_like, p)
+    m = TX.init(p)
     for t, (grads, lr) in enumerate(zip(grads_per_step, lrs)):
         used = None if used_per_step is None else {k: jnp.bool_(u) for k, u in used_per_step[t].items()}
         p, m = _sgd(p, m, grads, jnp.float32(lr), used, with_used=used is not None)
-    return jax.device_get(p), jax.device_get(m)
+    return jax.device_get(p), jax.device_get(momentum(m))
 
 
 @pytest.fixture
@@ -165,21 +175,22 @@ def _edge_kernels(params, cell, edge, op):
     return np.asarray(params["cells"][cell]["edges"][edge][op]["conv"]["kernel"])
 
 
-@pytest.mark.parametrize("impl,step_fn", [("merged", "weight_step"), ("eager", "eager_weight_step")])
-def test_rsps_weight_step_masks_unsampled_ops_only_without_decay_unsampled(monkeypatch, impl, step_fn):
+@pytest.mark.parametrize("impl", ["merged", "eager"])
+def test_rsps_weight_step_masks_unsampled_ops_only_without_decay_unsampled(monkeypatch, impl):
     """RSPS.weight_step hands the weight step (traced or eager) the used_params mask of the sampled
     architecture when decay_unsampled=False and no mask (used=None) when True (without compiling)."""
     seen = {}
 
-    def spy(cfg, graphdef, state, images, labels, lr, *args, used=None, **kw):
-        seen["used"], seen["args"] = used, args
+    def spy(tx, grad_clip, graphdef, state, images, labels, lr, *args, used=None, host=None, **kw):
+        seen["used"], seen["args"], seen["host"] = used, args, host
         return state, {}
 
-    monkeypatch.setattr(base_module.steps, step_fn, spy)
+    monkeypatch.setattr(steps, "weight_step", spy)
     cfg = Config(C=4, N=1, single_path_impl=impl)
     arch = jnp.asarray([3, 2, 0, 1, 4, 3], jnp.int32)
-    state = RSPS(cfg, 10).init_state()
-    RSPS(cfg, 10).weight_step(state, None, None, arch, 0.1)
+    state = RSPS(cfg, nb201.SPACE, 10).init()
+    RSPS(cfg, nb201.SPACE, 10).weight_step(state, None, None, arch, 0.1)
+    assert (seen["host"] is not None) == (impl == "eager")  # the host passes only on the eager path
     want = used_params(state.params, arch)
     assert jax.tree.structure(seen["used"]) == jax.tree.structure(want)
     assert all(bool(a) == bool(b) for a, b in zip(jax.tree.leaves(seen["used"]), jax.tree.leaves(want)))
@@ -188,7 +199,7 @@ def test_rsps_weight_step_masks_unsampled_ops_only_without_decay_unsampled(monke
     edge0 = seen["used"]["cells"][0]["edges"][0]
     assert bool(edge0["conv3"]["conv"]["kernel"]) and not bool(edge0["conv1"]["conv"]["kernel"])
     assert bool(seen["used"]["stem"]["conv"]["kernel"])
-    RSPS(cfg.replace(decay_unsampled=True), 10).weight_step(state, None, None, arch, 0.1)
+    RSPS(cfg.replace(decay_unsampled=True), nb201.SPACE, 10).weight_step(state, None, None, arch, 0.1)
     assert seen["used"] is None
 
 
@@ -197,8 +208,8 @@ def test_decay_unsampled_semantics_on_the_supernet():
     (decay_unsampled=False) unsampled kernels keep weights and momentum; without it (True, used=None;
     an all-True mask here so both share one compiled program) they move by decay and momentum."""
     cfg = Config(C=4, N=1, batch_size=8)
-    method = RSPS(cfg, 10)
-    state = method.init_state()
+    method = RSPS(cfg, nb201.SPACE, 10)
+    state = method.init()
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.standard_normal((8, 16, 16, 3)), jnp.float32)
     y = jnp.asarray(np.arange(8) % 10, jnp.int32)
@@ -206,7 +217,7 @@ def test_decay_unsampled_semantics_on_the_supernet():
 
     @functools.partial(jax.jit, compiler_options=FAST_COMPILE)
     def step(s, arch, used):
-        return steps.weight_step(cfg, method.graphdef, s, x, y, lr, arch, mode="single", used=used)[0]
+        return steps.weight_step(method.tx, cfg.grad_clip, method.graphdef, s, x, y, lr, arch, used=used)[0]
 
     conv3 = jnp.full((6,), nb201.OPS.index("nor_conv_3x3"), jnp.int32)
     conv1 = jnp.full((6,), nb201.OPS.index("nor_conv_1x1"), jnp.int32)
@@ -225,15 +236,15 @@ def test_decay_unsampled_semantics_on_the_supernet():
             assert not np.array_equal(k(skip2.params, op="conv1"), k(skip1.params, op="conv1"))
             # decay_unsampled=False: unsampled weights and momentum are left exactly as they were
             assert np.array_equal(k(skip1.params, op="conv1"), k(init.params, op="conv1"))
-            assert not np.any(k(skip1.momentum, op="conv1"))
+            assert not np.any(k(momentum(skip1), op="conv1"))
             assert np.array_equal(k(skip2.params, op="conv3"), k(skip1.params, op="conv3"))
-            assert np.array_equal(k(skip2.momentum, op="conv3"), k(skip1.momentum, op="conv3"))
+            assert np.array_equal(k(momentum(skip2), op="conv3"), k(momentum(skip1), op="conv3"))
             # decay_unsampled=True: the unsampled 3x3 conv of step 2 moves by decay + momentum exactly
-            p1, buf1 = k(decay1.params, op="conv3"), k(decay1.momentum, op="conv3")
+            p1, buf1 = k(decay1.params, op="conv3"), k(momentum(decay1), op="conv3")
             assert np.any(buf1)  # momentum exists after step 1
             d = cfg.weight_decay * p1  # its gradient is zero
             buf2 = cfg.momentum * buf1 + d
-            np.testing.assert_allclose(k(decay2.momentum, op="conv3"), buf2, rtol=1e-5, atol=1e-9)
+            np.testing.assert_allclose(k(momentum(decay2), op="conv3"), buf2, rtol=1e-5, atol=1e-9)
             np.testing.assert_allclose(k(decay2.params, op="conv3"), p1 - lr * (d + cfg.momentum * buf2),
                                        rtol=1e-5, atol=1e-9)
             assert not np.array_equal(k(decay2.params, op="conv3"), p1)
@@ -249,21 +260,21 @@ def test_eager_weight_step_compiles_its_update_once_and_equals_the_traced_step()
     compiles once (the zero gradients of ops that did not run must not change its cache key), and
     each step equals the traced `weight_step` on the same state."""
     cfg = Config(C=4, N=1, batch_size=8, single_path_impl="eager")
-    method = RSPS(cfg, 10)
+    method = RSPS(cfg, nb201.SPACE, 10)
     rng = np.random.default_rng(1)
     x = jnp.asarray(rng.standard_normal((8, 16, 16, 3)), jnp.float32)
     y = jnp.asarray(np.arange(8) % 10, jnp.int32)
-    traced = jax.jit(lambda s, a: steps.weight_step(cfg, method.graphdef, s, x, y, 0.1, a,
+    traced = jax.jit(lambda s, a: steps.weight_step(method.tx, cfg.grad_clip, method.graphdef, s, x, y, 0.1, a,
                                                     used=used_params(s.params, a))[0],
                      compiler_options=FAST_COMPILE)
     update = steps._jitted_update
-    state, sizes = method.init_state(), []
+    state, sizes = method.init(), []
     for arch in ([3, 3, 3, 3, 3, 3], [2, 0, 1, 4, 2, 0], [1, 1, 1, 1, 1, 1], [4, 3, 2, 1, 0, 3]):
         arch = np.asarray(arch, np.int32)
         want = jax.device_get(traced(state, jnp.asarray(arch)))
         state = method.weight_step(state, x, y, arch, 0.1)[0]
-        for a, b in zip(jax.tree.leaves(jax.device_get((state.params, state.stats, state.momentum))),
-                        jax.tree.leaves((want.params, want.stats, want.momentum))):
+        for a, b in zip(jax.tree.leaves(jax.device_get((state.params, state.stats, momentum(state)))),
+                        jax.tree.leaves((want.params, want.stats, momentum(want)))):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
         sizes.append(update.cache_size())
     # after the first step (the fresh state's placement differs from a jitted output's), no recompiles

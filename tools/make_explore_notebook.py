@@ -83,7 +83,7 @@ cells.append(nbf.v4.new_code_cell("""import tempfile
 run = SearchRun(cfg.replace(method="rsps"), tempfile.mkdtemp(), method_cls=RSPS, dataset=dataset,
                 progress=not TINY)                # tiny: no progress bars in the stored outputs
 result = run.run()                                # trains (checkpointed), picks its own best
-ranked = jax.device_get(run.method.rank(run.state, jnp.asarray(archs), run.ctx))
+ranked = jax.device_get(run.method.rank(run.state, jnp.asarray(archs), run.evaluator))
 supernet_acc = np.asarray(ranked["acc"])
 print(f"supernet one-batch accuracy Kendall tau vs NB201: {kendall_tau(supernet_acc, truth):+.3f}")"""))
 cells.append(nbf.v4.new_markdown_cell("## Scores against the ground truth"))

@@ -9,7 +9,7 @@ Each training step does two updates, as `search_func` there:
     with the network in weighted ("joint") mode, every edge mixing its ops by softmax(alpha).
     Only alpha moves (the weights' gradients of this step are dropped, as the reference's
     `a_optimizer` holds only alpha). Adam is PyTorch's: lr 3e-4, betas (0.5, 0.999) and weight
-    decay 1e-3 added to the gradient (L2, not decoupled AdamW) -- `adam_l2`.
+    decay 1e-3 added to the gradient (L2, not decoupled AdamW) -- `jaxnas.train.optim.adam_l2`.
 
 The forward of the evaluator step is in training mode (batch statistics), like the reference's
 `network.train()` joint forward, and its BatchNorm running statistics are KEPT: in PyTorch the
@@ -42,22 +42,14 @@ import numpy as np
 import optax
 
 from jaxnas import cpu_kernels
-from jaxnas.nn import loss_and_accuracy
-from jaxnas.methods.base import KEY_METHOD, KEY_SAMPLE, SupernetMethod
-from jaxnas.nn import apply
-from jaxnas.spaces.nb201 import eager
+from jaxnas.methods.base import SupernetMethod
 from jaxnas.spaces import nb201
-from jaxnas.train import state as state_lib
-from jaxnas.train.state import step_key
+from jaxnas.train import steps
+from jaxnas.train.optim import adam_l2
+from jaxnas.train.state import KEY_METHOD, KEY_SAMPLE, select_key, step_key
 
 SELECT_MODES = ("topk", "sample")
 ALPHA_INIT_STEP = -2  # alpha's initial draw uses this "step", apart from training and selection
-
-
-def adam_l2(lr: float, b1: float, b2: float, weight_decay: float) -> optax.GradientTransformation:
-    """torch.optim.Adam(lr, betas=(b1, b2), eps=1e-8, weight_decay): L2 added to the gradient."""
-    return optax.chain(optax.add_decayed_weights(weight_decay), optax.scale_by_adam(b1, b2, eps=1e-8),
-                       optax.scale(-lr))
 
 
 def log_prob(alpha, archs):
@@ -92,16 +84,6 @@ def sample(key, alpha, k: int):
     return jax.random.categorical(key, alpha, axis=-1, shape=(k, nb201.NUM_EDGES)).astype(jnp.int32)
 
 
-def _alpha_grads(arch, forward, labels):
-    """((loss, (acc, new stats)), grads w.r.t. alpha) of the cross-entropy of forward(softmax(alpha))."""
-    def loss_fn(arch):
-        logits, stats = forward(jax.nn.softmax(arch["alpha"], axis=-1))
-        loss, acc = loss_and_accuracy(logits, labels)
-        return loss, (acc, stats)
-
-    return jax.value_and_grad(loss_fn, has_aux=True)(arch)
-
-
 _softmax_vjp = cpu_kernels.jit(lambda alpha: jax.vjp(lambda a: jax.nn.softmax(a, axis=-1), alpha))
 _pull = cpu_kernels.jit(lambda pullback, g: pullback(g)[0])
 
@@ -110,70 +92,61 @@ class SETN(SupernetMethod):
     name = "setn"
     uses_arch_batch = True
 
-    def __init__(self, cfg, num_classes: int):
+    def __init__(self, cfg, space, num_classes: int):
         if cfg.setn_select not in SELECT_MODES:
             raise ValueError(f"setn_select must be one of {SELECT_MODES}, got {cfg.setn_select!r}")
-        super().__init__(cfg, num_classes)
+        super().__init__(cfg, space, num_classes)
         self.arch_tx = adam_l2(cfg.arch_lr, cfg.arch_beta1, cfg.arch_beta2, cfg.arch_weight_decay)
-        self._jitted_arch_update = jax.jit(self._arch_update, donate_argnums=0)  # for host (eager) steps
+        self._jitted_arch_update = jax.jit(self._arch_update, donate_argnums=0)  # for host steps
 
-    def init_state(self) -> state_lib.SearchState:
+    def init(self):
         """Shared weights as every supernet method; alpha = 1e-3 * N(0, 1) from the seed; its Adam state."""
-        state = super().init_state()
+        state = super().init()
         key = step_key(state.replace(step=jnp.int32(ALPHA_INIT_STEP)), KEY_METHOD)
-        arch = {"alpha": 1e-3 * jax.random.normal(key, (nb201.NUM_EDGES, nb201.NUM_OPS), jnp.float32)}
-        return state.replace(arch=arch, arch_opt=self.arch_tx.init(arch))
+        alpha = 1e-3 * jax.random.normal(key, (nb201.NUM_EDGES, nb201.NUM_OPS), jnp.float32)
+        return state.replace(method={"alpha": alpha, "alpha_opt": self.arch_tx.init(alpha)})
 
     # --- the two updates of a step -----------------------------------------------------------
     def arch_step(self, state, images, labels):
-        """One Adam step of alpha on a batch, the network mixing every edge's ops by softmax(alpha)."""
-        def forward(weights):
-            return apply(self.graphdef, state.params, state.stats, images, weights, mode="weighted", train=True)
-
-        (loss, (acc, stats)), grads = _alpha_grads(state.arch, forward, labels)
-        return self._arch_update(state, grads, stats), {"arch_loss": loss, "arch_acc": acc}
-
-    def host_arch_step(self, state, images, labels):
-        """`arch_step` outside jit (with the eager weight step, `host_step`): the weighted forward
-        through `jaxnas.spaces.nb201.eager`, then one jitted Adam update (state donated)."""
-        weights, softmax_pullback = _softmax_vjp(state.arch["alpha"])
-        (loss, (acc, stats)), grad_w = eager.weights_value_and_grad(self.graphdef, state.params, state.stats,
-                                                                    images, labels, weights)
-        grads = {"alpha": _pull(softmax_pullback, grad_w)}
-        return self._jitted_arch_update(state, grads, stats), {"arch_loss": loss, "arch_acc": acc}
+        """One Adam step of alpha on a batch, the network mixing every edge's ops by softmax(alpha).
+        Only alpha moves; the BatchNorm statistics of the forward are kept (see the module doc)."""
+        weights, softmax_pullback = _softmax_vjp(state.method["alpha"])
+        (loss, (acc, stats)), grad_w = steps.loss_and_grads(self.graphdef, state.params, state.stats, images,
+                                                            labels, weights, mode="weighted", wrt="arch",
+                                                            host=self.host)
+        update = self._arch_update if self.host is None else self._jitted_arch_update
+        return update(state, _pull(softmax_pullback, grad_w), stats), {"arch_loss": loss, "arch_acc": acc}
 
     def _arch_update(self, state, grads, stats):
-        updates, arch_opt = self.arch_tx.update(grads, state.arch_opt, state.arch)
-        return state.replace(arch=optax.apply_updates(state.arch, updates), arch_opt=arch_opt, stats=stats)
+        alpha, opt = state.method["alpha"], state.method["alpha_opt"]
+        updates, opt = self.arch_tx.update(grads, opt, alpha)
+        return state.replace(method={"alpha": optax.apply_updates(alpha, updates), "alpha_opt": opt}, stats=stats)
 
     def train_step(self, state, wbatch, abatch, lr):
-        arch = nb201.sample(step_key(state, KEY_SAMPLE), 1)[0]
+        arch = self.space.sample(step_key(state, KEY_SAMPLE), 1, state.space)[0]
         state, wmetrics = self.weight_step(state, *wbatch, arch, lr)
-        state, ametrics = (self.host_arch_step if self.host_step else self.arch_step)(state, *abatch)
+        state, ametrics = self.arch_step(state, *abatch)
         return state, {**wmetrics, **ametrics}
 
     # --- selection ---------------------------------------------------------------------------
     def candidates(self, state) -> np.ndarray:
         """The `select_num` candidates: top log-probability (topk) or drawn from alpha (sample)."""
-        alpha = state.arch["alpha"]
+        alpha = state.method["alpha"]
         k = min(self.cfg.select_num, nb201.NUM_ARCHS)
         if self.cfg.setn_select == "sample":
-            return np.asarray(sample(self.select_key(state), alpha, k))
+            return np.asarray(sample(select_key(state), alpha, k))
         return np.asarray(top_k(alpha, k)[0])
 
-    def select(self, state, ctx) -> dict:
+    def select(self, state, evaluator) -> dict:
         """The most accurate candidate on the validation batch (base `pick_best`), with alpha's view."""
         archs = self.candidates(state)
-        best = self.pick_best(state, archs, ctx)
-        alpha = state.arch["alpha"]
+        best = self.pick_best(state, archs, evaluator)
+        alpha = state.method["alpha"]
         best["log_prob"] = float(log_prob(alpha, jnp.asarray(best["arch"])))
         best["arch_probs"] = np.asarray(jax.nn.softmax(alpha, axis=-1)).round(6).tolist()
         return best
 
-    def epoch_end(self, state, ctx) -> dict:
-        best = self.select(state, ctx)
-        return {"selected_arch": nb201.to_string(best["arch"]), "selected_valid_acc": best["valid_acc"],
-                "selected_valid_loss": best["valid_loss"]}
-
-    def finish(self, state, ctx) -> dict:
-        return self.select(state, ctx)
+    def epoch_end(self, state, evaluator):
+        best = self.select(state, evaluator)
+        return state, {"selected_arch": self.space.to_string(best["arch"]), "selected_valid_acc": best["valid_acc"],
+                       "selected_valid_loss": best["valid_loss"]}

@@ -2,8 +2,9 @@
 
 NB201 (Dong & Yang, ICLR 2020, Sec. 3 / xautodl configs/nas-benchmark/hyper-opts/200E.config):
 SGD with Nesterov momentum 0.9, lr 0.1 cosine to 0, weight decay 5e-4, batch 256, 200 epochs,
-on the whole training set; test accuracy of the final weights. The network is the standalone
-NB201 network (affine BN, running statistics), trained in the shared search loop.
+on the whole training set; test accuracy of the final weights. The network is the space's
+standalone network of the architecture (affine BN, running statistics), trained in the one loop.
+Its step is a plain traced program, jitted on every backend.
 """
 from __future__ import annotations
 
@@ -11,34 +12,33 @@ import jax
 import numpy as np
 from flax import nnx
 
-from jaxnas.methods.base import SupernetMethod
-from jaxnas.nn import apply
-from jaxnas.spaces.nb201.networks import NB201Network
-from jaxnas.spaces import nb201
-from jaxnas.train import steps
+from jaxnas.methods.base import Method
+from jaxnas.nn import apply, split
+from jaxnas.train import optim, steps
+from jaxnas.train import state as state_lib
 
 
-class TrainArch(SupernetMethod):
+class TrainArch(Method):
     name = "train"
     split = "full"
 
-    def build_model(self, num_classes):
-        if not self.cfg.arch:
-            raise ValueError("jaxnas train needs --arch '<NB201 string>'")
-        self.arch = nb201.from_string(self.cfg.arch)
-        return NB201Network(self.arch, self.cfg.C, self.cfg.N, num_classes, rngs=nnx.Rngs(self.cfg.seed))
+    def __init__(self, cfg, space, num_classes):
+        super().__init__(cfg, space, num_classes)
+        if not cfg.arch:
+            raise ValueError("jaxnas train needs --arch '<architecture string>'")
+        self.arch = space.from_string(cfg.arch)
+        net = space.network(self.arch, cfg.C, cfg.N, num_classes, rngs=nnx.Rngs(cfg.seed))
+        self.graphdef, self._params, self._stats = split(net)
+        self.tx = optim.sgd(cfg.lr, cfg.momentum, cfg.nesterov, cfg.weight_decay)
 
-    # The standalone network's step is a plain traced program: jitted on every backend. (The base
-    # class's host step is for the supernet's eager single path; inherited here, it ran this step
-    # op by op outside jit on CPU: ~100 images/s, and an XLA:CPU all-reduce abort under 8 devices.)
-    host_step = False
+    def init(self):
+        return state_lib.create(self._params, self._stats, self.cfg.seed, self.tx.init(self._params))
 
     def train_step(self, state, wbatch, abatch, lr):
-        return steps.weight_step(self.cfg, self.graphdef, state, *wbatch, lr)
+        return steps.weight_step(self.tx, self.cfg.grad_clip, self.graphdef, state, *wbatch, lr)
 
-    def finish(self, state, ctx):
-        acc = self.test_accuracy(state, ctx.images, ctx.labels)
-        return {"arch": self.arch, "test_acc": acc}
+    def select(self, state, evaluator):
+        return {"arch": self.arch, "test_acc": self.test_accuracy(state, evaluator.images, evaluator.labels)}
 
     def test_accuracy(self, state, images, labels, batch: int = 500) -> float:
         """Top-1 accuracy (%) on normalised `images` in eval mode (running BN statistics)."""

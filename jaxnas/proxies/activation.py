@@ -53,7 +53,7 @@ def code_kernel(graphdef, params, stats, arch, images, impl=None, prune=True):
 
     def tap(x, count):
         d = x.size // b
-        agree = lambda: agreement_matrix(x.reshape(b, -1) > 0)  # noqa: E731
+        agree = lambda: agreement_matrix(x.reshape(b, -1) > 0)
         if isinstance(count, (int, float)):  # known at trace time (standalone network)
             kern = count * agree() if count else jnp.zeros((b, b), jnp.float32)
         else:  # traced: a real branch under lax.map / scan (a select under vmap)

@@ -27,10 +27,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxnas.nn import loss_and_accuracy
-from jaxnas.nn import functional
-from jaxnas.spaces.nb201 import eager
+from jaxnas.nn import functional, loss_and_accuracy
 from jaxnas.nn.ops import BN_EPS
+from jaxnas.spaces.nb201 import eager
 
 
 def _kernels(tree):

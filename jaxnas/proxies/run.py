@@ -16,10 +16,13 @@ import time
 import jax
 import numpy as np
 
+from jaxnas import backend
 from jaxnas import data as data_lib
+from jaxnas.bench import dataset_column, rank_summary
 from jaxnas.config import Config
 from jaxnas.proxies.activation import DAS_WEIGHTS
 from jaxnas.proxies.scoring import PROXIES, ProxyScorer, parse_proxies
+from jaxnas.report import normalization, progress_bar, write_result
 from jaxnas.rundir import (
     Interrupted,
     RunError,
@@ -31,7 +34,6 @@ from jaxnas.rundir import (
     stop_on_signals,
 )
 from jaxnas.spaces import nb201
-from jaxnas.train.loop import normalization, progress_bar, write_result
 
 HOST_BLOCK = 8  # candidates per written block when gradients run on the host (seconds each)
 
@@ -93,13 +95,12 @@ def das_weight(cfg: Config) -> float:
 
 
 def make_scorer(cfg: Config, proxies, num_classes: int) -> ProxyScorer:
-    from jaxnas.methods.base import eval_chunk_size, resolve_impl, traced_impl
     return ProxyScorer(proxies, C=cfg.C, N=cfg.N, num_classes=num_classes, seed=cfg.seed, init=cfg.proxy_init,
-                       chunk_size=eval_chunk_size(cfg, accelerator_default=16),
+                       chunk_size=backend.eval_chunk_size(cfg.eval_chunk_size, accelerator_default=16),
                        das_weight=das_weight(cfg), das_da=cfg.das_da,
                        fast_train_steps=cfg.fast_train_steps, fast_train_lr=cfg.fast_train_lr,
-                       single_path_impl=traced_impl(cfg.single_path_impl),  # for gradient proxies
-                       host_gradients=resolve_impl(cfg.single_path_impl) == "eager")  # CPU: eager gradients
+                       single_path_impl=backend.traced_impl(cfg.single_path_impl),  # for gradient proxies
+                       host_gradients=backend.host_path(cfg.single_path_impl))  # CPU: eager gradients
 
 
 def score(cfg: Config, run_dir, *, overwrite=False, bench_table=None, progress=True, block_size=64,
@@ -156,7 +157,6 @@ def score(cfg: Config, run_dir, *, overwrite=False, bench_table=None, progress=T
                "archs_per_s": round(len(rows) / max(wall, 1e-9), 3), "data": data_lib.resolve(cfg.data),
                "normalization": normalization(ds), "seed": cfg.seed}
     if bench_table is not None:
-        from jaxnas.bench import dataset_column, rank_summary
         column = dataset_column(ds.num_classes) or cfg.data
         truth = bench_table.values([r["arch"] for r in rows], column)
         summary["bench"] = {"table": str(bench_table.path), "column": bench_table.resolve(column), "correlation": {}}
@@ -194,5 +194,5 @@ def proxy_search(cfg: Config, run_dir, *, overwrite=False, bench_table=None, dat
     s = res[PROXIES[proxy][1]]
     best = int(np.lexsort((np.arange(len(s)), -np.nan_to_num(s, nan=-np.inf)))[0])
     cands = [{"arch": nb201.to_string(a), "score": float(v)} for a, v in zip(archs, s)]
-    return write_result(run, cfg, archs[best], {"score": float(s[best]), "candidates": cands},
+    return write_result(run, cfg, nb201.SPACE, archs[best], {"score": float(s[best]), "candidates": cands},
                         time.time() - t0, bench_table, steps=0, dataset=ds)

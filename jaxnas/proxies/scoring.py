@@ -29,10 +29,12 @@ from flax import nnx
 from jaxnas import cpu_kernels
 from jaxnas.evaluate import map_chunked
 from jaxnas.nn import split
-from jaxnas.spaces.nb201.networks import NB201SuperNet, used_params
 from jaxnas.proxies import activation, gradient
 from jaxnas.spaces import nb201
-from jaxnas.train import steps
+from jaxnas.spaces.nb201 import eager
+from jaxnas.spaces.nb201.networks import NB201SuperNet, used_params
+from jaxnas.train import optim, steps
+from jaxnas.train.state import create
 
 # proxy name -> (function producing it, the output it is read from)
 PROXIES = {
@@ -44,6 +46,7 @@ PROXIES = {
     "jacov": (gradient.jacov, "jacov"),
 }
 INITS = ("per_arch", "shared")
+FAST_TRAIN_MOMENTUM, FAST_TRAIN_WEIGHT_DECAY = 0.9, 5e-4  # DAS fast training: Nesterov SGD
 
 
 def parse_proxies(spec: str) -> list[str]:
@@ -170,22 +173,20 @@ class ProxyScorer:
         """`fast_train_steps` SGD steps of one candidate, cycling over fixed batches [T, B, H, W, 3]:
         inside the program (`arch` traced), or with `host` through the eager kernels (`arch` a host
         array, called outside jit)."""
-        from jaxnas.config import Config
-        from jaxnas.train.state import create
-        cfg = Config(lr=self.fast_train_lr, grad_clip=0.0)
+        tx = optim.sgd(self.fast_train_lr, FAST_TRAIN_MOMENTUM, True, FAST_TRAIN_WEIGHT_DECAY)
         used = used_params(params, arch)
-        weight_step = steps.eager_weight_step if host else steps.weight_step
 
         def step(t, state):
             i = t % train_images.shape[0]
-            return weight_step(cfg, self.graphdef, state, train_images[i], train_labels[i], cfg.lr, arch, used=used)[0]
+            return steps.weight_step(tx, 0.0, self.graphdef, state, train_images[i], train_labels[i],
+                                     self.fast_train_lr, arch, used=used, host=eager if host else None)[0]
 
         if not host:
-            state = jax.lax.fori_loop(0, self.fast_train_steps, step, create(params, stats, 0))
+            state = jax.lax.fori_loop(0, self.fast_train_steps, step, create(params, stats, 0, tx.init(params)))
             return state.params, state.stats
         if self.init == "shared":  # the eager update donates the state: never hand it the scorer's own weights
             params = jax.tree.map(jnp.copy, params)
-        state = create(params, stats, 0)
+        state = create(params, stats, 0, tx.init(params))
         for t in range(self.fast_train_steps):
             state = step(t, state)
         return state.params, state.stats

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import json
-import pathlib
 import time
 import warnings
 
@@ -19,23 +18,24 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxnas import checkpoint
+from jaxnas import backend, checkpoint, spaces
 from jaxnas import data as data_lib
+from jaxnas.bench import dataset_column, rank_summary
 from jaxnas.config import Config
-from jaxnas.methods.base import KEY_AUGMENT_A, KEY_AUGMENT_W, EvalContext
+from jaxnas.evaluate import Evaluator
+from jaxnas.report import jsonable, progress_bar, write_result
 from jaxnas.rundir import (
     Interrupted,
     RunError,
     append_text,
-    atomic_write,
     check_run_dir,
     prepare_run_dir,
     stop_on_signals,
     truncate_jsonl,
 )
-from jaxnas.spaces import nb201
+from jaxnas.spaces.base import has
 from jaxnas.train import sharding
-from jaxnas.train.state import step_key
+from jaxnas.train.state import KEY_AUGMENT_A, KEY_AUGMENT_W, step_key
 from jaxnas.train.steps import cosine_lr
 
 RANK_PROBE_SEED = 2019  # the rank probe's architectures: one fixed set for every run
@@ -52,7 +52,8 @@ class SearchRun:
         sharding.check_divisible(cfg.batch_size, self.mesh)
         ds = dataset or data_lib.load(cfg.data, max_per_class=cfg.max_per_class)
         self.dataset = ds
-        self.method = method_cls(cfg, ds.num_classes)
+        self.space = spaces.get(cfg.space)
+        self.method = method_cls(cfg, self.space, ds.num_classes)
         rep = sharding.replicated(self.mesh)
         if self.method.split == "search":
             w_idx, a_idx = data_lib.search_split(len(ds.train_labels), cfg.seed)
@@ -65,8 +66,8 @@ class SearchRun:
             raise RunError(f"batch_size={cfg.batch_size} exceeds the {len(w_idx)} training images")
         if cfg.steps_per_epoch:
             self.steps_per_epoch = min(self.steps_per_epoch, cfg.steps_per_epoch)
-        self.total_steps = self.steps_per_epoch * cfg.epochs
-        self.ctx = self._eval_context(ds, a_idx)
+        self.total_steps = self.steps_per_epoch * cfg.epochs * cfg.rounds
+        self.evaluator = self._evaluator(ds, a_idx)
         self.run_dir = prepare_run_dir(run, cfg, overwrite)  # only now that everything is valid
         self.ckpt = checkpoint.Checkpointer(self.run_dir / "checkpoints", keep=cfg.keep_checkpoints)
         self.resumed_from = None  # the checkpoint step this process resumed from
@@ -76,8 +77,8 @@ class SearchRun:
             self._step = jax.jit(self._step_fn, donate_argnums=0)
 
     # --- pieces -----------------------------------------------------------------------------
-    def _eval_context(self, ds, a_idx) -> EvalContext:
-        """A fixed validation batch for ranking candidates: from the arch half of the search split,
+    def _evaluator(self, ds, a_idx) -> Evaluator:
+        """Candidate evaluation on a fixed validation batch: from the arch half of the search split,
         or the test set when the method trains on the full training set."""
         rng = np.random.default_rng(self.cfg.seed + 1)
         if self.method.split == "search":
@@ -93,7 +94,9 @@ class SearchRun:
             r = rng.permutation(len(self.wdata))[: 4 * self.cfg.batch_size]
             recal = data_lib.normalize(np.asarray(self.wdata.images)[r], ds.mean, ds.std)
             recal = recal.reshape(4, self.cfg.batch_size, *recal.shape[1:])
-        return EvalContext(x, jnp.asarray(labels[pick]), recal)
+        return Evaluator(x, jnp.asarray(labels[pick]), recal, bn=self.cfg.eval_bn,
+                         chunk_size=backend.eval_chunk_size(self.cfg.eval_chunk_size),
+                         impl=backend.resolve_impl(self.cfg.single_path_impl, forward_only=True))
 
     def _batch(self, state, data, idx, tag):
         x, y = jax.lax.with_sharding_constraint(data.batch(idx), sharding.data_sharded(self.mesh))
@@ -137,7 +140,7 @@ class SearchRun:
     # --- the loop -----------------------------------------------------------------------------
     def restore_or_init(self):
         """The newest checkpoint that verifies, else a fresh state; metrics.jsonl cut to match."""
-        state = self.method.init_state()
+        state = self.method.init()
         saved = self.ckpt.steps()
         restored = self.ckpt.restore_latest(state)
         self.resumed_from = self.ckpt.restored_step if restored is not None else None
@@ -168,8 +171,9 @@ class SearchRun:
         bar = progress_bar(self.total_steps, resumed_at, self.progress, f"{self.method.name} {self.run_dir.name}")
         data_sh = sharding.data_sharded(self.mesh)
         with stop_on_signals() as stop:
-            while int(state.epoch) < cfg.epochs:
-                epoch = int(state.epoch)
+            while int(state.epoch) < cfg.epochs * cfg.rounds:
+                epoch, round_ = int(state.epoch), int(state.round)
+                where = {"epoch": epoch} if cfg.rounds == 1 else {"round": round_, "epoch": epoch}
                 w_order, a_order = self._orders(state, epoch)
                 window, t_win, n_win = [], time.time(), 0
                 while int(state.epoch_step) < self.steps_per_epoch:
@@ -196,7 +200,7 @@ class SearchRun:
                         bar.update(len(window))
                         bar.set_postfix(epoch=epoch, loss=f"{row['loss']:.3f}", acc=f"{row['acc']:.3f}",
                                         img_s=f"{row['images_per_s']:.0f}")
-                        self._log(dict(row, epoch=epoch, step=int(state.step)))
+                        self._log(dict(row, **where, step=int(state.step)))
                         window, t_win, n_win = [], time.time(), 0
                     if stopping:
                         state = self._save(state, elapsed0 + time.time() - t0)
@@ -205,58 +209,42 @@ class SearchRun:
                                           f"state saved in {self.ckpt.directory}; run the same command to resume")
                     if due:
                         state = self._save(state, elapsed0 + time.time() - t0)
-                extra = self.method.epoch_end(state, self.ctx)
+                state, extra = self.method.epoch_end(state, self.evaluator)
                 state = self._place(state.replace(epoch=state.epoch + 1, epoch_step=jnp.int32(0)))
                 if extra:
-                    self._log(dict(_jsonable(extra), epoch=epoch, step=int(state.step), kind="epoch_end"))
+                    self._log(dict(jsonable(extra), **where, step=int(state.step), kind="epoch_end"))
+                if int(state.epoch) % cfg.epochs == 0:  # the round's last epoch
+                    state, extra = self.method.round_end(state, self.evaluator)
+                    state = self._place(state.replace(round=state.round + 1))
+                    if extra:
+                        self._log(dict(jsonable(extra), round=round_, step=int(state.step), kind="round_end"))
                 state = self._save(state, elapsed0 + time.time() - t0)
         bar.close()
         self.state = state  # the final state, for callers that go on from it (notebooks)
-        result = self.method.finish(state, self.ctx)
+        result = self.method.select(state, self.evaluator)
         if cfg.rank_probe and self.method.split == "search":
             result["rank_probe"] = self._rank_probe(state)
         return self._write_result(state, result, elapsed0 + time.time() - t0)
 
     def _rank_probe(self, state) -> dict:
         """How well the shared weights rank a fixed set of architectures (one validation batch)."""
-        idx = np.sort(np.random.default_rng(RANK_PROBE_SEED).choice(nb201.NUM_ARCHS, self.cfg.rank_probe,
+        if not has(self.space, "enumerate"):
+            raise RunError(f"rank_probe needs a space that lists its architectures; {self.space.name} does not")
+        idx = np.sort(np.random.default_rng(RANK_PROBE_SEED).choice(self.space.size, self.cfg.rank_probe,
                                                                      replace=False))
-        archs = nb201.from_index(idx)
-        res = jax.device_get(self.method.rank(state, jnp.asarray(archs), self.ctx))
+        archs = jax.tree.map(lambda a: a[idx], self.space.enumerate())
+        res = jax.device_get(self.method.rank(state, jax.tree.map(jnp.asarray, archs), self.evaluator))
         out = {"index": idx.tolist(), "valid_acc": (100 * np.asarray(res["acc"])).tolist()}  # percent
-        from jaxnas.bench import dataset_column, rank_summary
         column = dataset_column(self.dataset.num_classes)
         if self.bench_table is not None and column:
             out.update(rank_summary(res["acc"], self.bench_table.values(archs, column)), column=column)
         return out
 
     def _write_result(self, state, result: dict, wall: float) -> dict:
-        out = write_result(self.run_dir, self.cfg, result.pop("arch"), result, wall, self.bench_table,
+        out = write_result(self.run_dir, self.cfg, self.space, result.pop("arch"), result, wall, self.bench_table,
                            steps=int(state.step), dataset=self.dataset)
         self.ckpt.close()
         return out
-
-
-def write_result(run_dir, cfg: Config, arch, extra: dict, wall: float, bench_table=None, steps: int = 0,
-                 dataset=None) -> dict:
-    """result.json of any search: the architecture, its NB201 index, run facts (the data and its
-    normalisation), method extras and, with a benchmark table, the table's values for the architecture."""
-    arch = np.asarray(arch)
-    out = {"arch": nb201.to_string(arch), "index": int(nb201.to_index(arch)), "method": cfg.method,
-           "seed": cfg.seed, "wall_time_s": round(wall, 2), "steps": steps, "data": data_lib.resolve(cfg.data)}
-    if dataset is not None:
-        out["normalization"] = normalization(dataset)
-    out.update(_jsonable(extra))
-    if bench_table is not None:
-        out["bench"] = bench_table.lookup(out["arch"])
-    atomic_write(pathlib.Path(run_dir) / "result.json", json.dumps(out, indent=2))
-    return out
-
-
-def normalization(dataset) -> dict:
-    """How the images were normalised: per-channel mean/std in [0, 1] units and where they came from."""
-    return {"mean": np.round(np.asarray(dataset.mean, np.float64), 6).tolist(),
-            "std": np.round(np.asarray(dataset.std, np.float64), 6).tolist(), "source": dataset.norm_source}
 
 
 def _advance(new, metrics, lr):
@@ -272,35 +260,3 @@ def _mean_metrics(window) -> dict:
     """Means over the logging window; accuracies (fractions inside the steps) written in percent."""
     host = jax.device_get(window)
     return {k: float(np.mean([m[k] for m in host])) * (100 if k.endswith("acc") else 1) for k in host[0]}
-
-
-def _jsonable(obj):
-    if isinstance(obj, dict):
-        return {k: _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, (np.ndarray, jax.Array)):
-        a = np.asarray(obj)
-        return a.item() if a.ndim == 0 else a.tolist()
-    if isinstance(obj, np.generic):
-        return obj.item()
-    return obj
-
-
-class _NoBar:
-    def update(self, n):
-        pass
-
-    def set_postfix(self, **kw):
-        pass
-
-    def close(self):
-        pass
-
-
-def progress_bar(total, initial, enabled, desc, unit="step"):
-    """A tqdm bar, or a silent stand-in when progress is off."""
-    if not enabled:
-        return _NoBar()
-    from tqdm import tqdm
-    return tqdm(total=total, initial=initial, desc=desc, unit=unit, dynamic_ncols=True)

@@ -6,7 +6,8 @@ BatchNorm batch statistics over the global batch), so 1 and 8 devices compute th
 from __future__ import annotations
 
 import jax
-from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
+from jax.sharding import AxisType, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 
 def make_mesh(num_devices: int | None = None) -> jax.sharding.Mesh:

@@ -1,17 +1,20 @@
-"""Pure pieces of a weight step: PyTorch-exact SGD, gradient clipping, cosine learning rate.
+"""Pure pieces of a training step: loss and gradients, gradient clipping, the optimizer update,
+the cosine learning rate.
 
-SGD follows torch.optim.SGD (weight decay added to the gradient, momentum buffer without dampening,
-Nesterov). Parameters of ops not sampled in a step: since PyTorch 2.0, `zero_grad()` sets
-gradients to None and SGD skips such parameters entirely (no momentum, no decay); before 2.0 it
-zeroed them, so they still moved by momentum and decay. `decay_unsampled` selects the old
-behaviour; the default (False) follows current PyTorch.
+`loss_and_grads` is the one place that picks traced or host execution: a network with host
+passes (`host`, e.g. `jaxnas.spaces.nb201.eager` on CPU) computes its single-path and relaxed
+gradients outside jit, one compiled kernel per module; otherwise `jax.value_and_grad` traces the
+forward. Methods never branch on it.
 """
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import optax
 
 from jaxnas import cpu_kernels
+from jaxnas.nn import apply, loss_and_accuracy
+from jaxnas.train.optim import with_learning_rate
 
 
 def cosine_lr(step, total_steps: int, lr: float, lr_min: float):
@@ -29,79 +32,60 @@ def clip_grad_norm(grads, max_norm: float):
     return jax.tree.map(lambda g: g * coef, grads), norm
 
 
-def sgd(params, momentum, grads, lr, *, mu: float, nesterov: bool, weight_decay: float, used=None):
-    """One torch.optim.SGD step. `used` (bool tree or None) marks parameters that took part;
-    the others keep their value and momentum buffer (PyTorch >= 2.0 with gradients set to None)."""
-    def one(p, buf, g, u):
-        d = g + weight_decay * p
-        new_buf = mu * buf + d
-        step = d + mu * new_buf if nesterov else new_buf
-        new_p = p - lr * step
-        if u is None:
-            return new_p, new_buf
-        return jnp.where(u, new_p, p), jnp.where(u, new_buf, buf)
+def loss_and_grads(graphdef, params, stats, images, labels, arch=None, *, mode: str = "single", wrt="params",
+                   host=None):
+    """((loss, (accuracy, new stats)), grads) of the mean cross-entropy.
 
-    used = jax.tree.map(lambda _: None, params) if used is None else used
-    out = jax.tree.map(one, params, momentum, grads, used, is_leaf=lambda x: x is None)
-    new_params = jax.tree.map(lambda _, o: o[0], params, out)
-    new_momentum = jax.tree.map(lambda _, o: o[1], params, out)
-    return new_params, new_momentum
-
-
-def apply_gradients(cfg, state, grads, stats, lr, used=None):
-    """Clip, SGD, and the new BatchNorm statistics: the update half of a weight step."""
-    grads, gnorm = clip_grad_norm(grads, cfg.grad_clip)
-    params, momentum = sgd(state.params, state.momentum, grads, lr, mu=cfg.momentum, nesterov=cfg.nesterov,
-                           weight_decay=cfg.weight_decay, used=used)
-    return state.replace(params=params, stats=stats, momentum=momentum), gnorm
-
-
-def weight_step(cfg, graphdef, state, images, labels, lr, *forward_args, used=None, **forward_kw):
-    """One training step of the weights: cross-entropy, gradient clip, SGD; BN statistics updated.
-
-    `forward_args` / `forward_kw` go to the network after the images (e.g. the architecture and mode
-    of a supernet). Returns (new_state, metrics).
+    `arch` (None for a network of one fixed architecture) goes to the forward with `mode`; grads
+    are w.r.t. the parameters (`wrt="params"`) or the relaxed architecture `arch` (`wrt="arch"`,
+    e.g. op weights in mode "weighted"). `host`: the network's host passes, used outside jit with a
+    concrete `arch`.
     """
-    from jaxnas.nn import apply
-
-    def forward(params):
-        return apply(graphdef, params, state.stats, images, *forward_args, train=True, **forward_kw)
-
-    (loss, (acc, stats)), grads = _value_and_grad(forward, state.params, labels)
-    new, gnorm = apply_gradients(cfg, state, grads, stats, lr, used)
-    return new, {"loss": loss, "acc": acc, "grad_norm": gnorm}
-
-
-def eager_weight_step(cfg, graphdef, state, images, labels, lr, arch, used=None):
-    """`weight_step` of a supernet for a concrete single-path `arch`, through `jaxnas.spaces.nb201.eager`:
-    one compiled kernel per module and a tape for the reverse pass (fast convolution gradients on
-    XLA:CPU), then a jitted update (state donated). Call it outside jit. Same result as `weight_step` up to float rounding."""
-    from jaxnas.spaces.nb201 import eager
-
-    (loss, (acc, stats)), grads = eager.value_and_grad(graphdef, state.params, state.stats, images, labels, arch)
-    # Which leaves hold real gradients and which shared zeros changes with the architecture; jit
-    # keys its cache on placement, so give every leaf the placement of its state leaf or the
-    # update recompiles at almost every step (session 3: the demo took 3 min 41 s instead of 52 s).
-    grads, used = (None if t is None else jax.device_put(t, _placement(state.params)) for t in (grads, used))
-    stats = jax.device_put(stats, _placement(state.stats))
-    new, gnorm = _jitted_update(cfg, state, grads, stats, lr, used)
-    return new, {"loss": loss, "acc": acc, "grad_norm": gnorm}
-
-
-def _value_and_grad(forward, params, labels):
-    """((loss, (acc, new stats)), grads) of the cross-entropy of `forward(params)` -> (logits, stats)."""
-    from jaxnas.nn import loss_and_accuracy
-
-    def loss_fn(p):
-        logits, stats = forward(p)
+    if host is not None:
+        if wrt == "params":
+            return host.value_and_grad(graphdef, params, stats, images, labels, arch)
+        return host.weights_value_and_grad(graphdef, params, stats, images, labels, arch)
+    def loss_fn(p, a):
+        args, kw = ((), {}) if a is None else ((a,), {"mode": mode})
+        logits, new_stats = apply(graphdef, p, stats, images, *args, train=True, **kw)
         loss, acc = loss_and_accuracy(logits, labels)
-        return loss, (acc, stats)
+        return loss, (acc, new_stats)
 
-    return jax.value_and_grad(loss_fn, has_aux=True)(params)
+    if wrt == "params":
+        return jax.value_and_grad(lambda p: loss_fn(p, arch), has_aux=True)(params)
+    return jax.value_and_grad(lambda a: loss_fn(params, a), has_aux=True)(arch)
+
+
+def apply_gradients(tx, grad_clip: float, state, grads, stats, lr, used=None):
+    """Clip, the optimizer's update at learning rate `lr`, and the new BatchNorm statistics."""
+    grads, gnorm = clip_grad_norm(grads, grad_clip)
+    updates, opt_state = tx.update(grads, with_learning_rate(state.opt_state, lr), state.params, used=used)
+    params = optax.apply_updates(state.params, updates)
+    return state.replace(params=params, stats=stats, opt_state=opt_state), gnorm
+
+
+def weight_step(tx, grad_clip: float, graphdef, state, images, labels, lr, arch=None, *, mode="single",
+                used=None, host=None):
+    """One training step of the weights: cross-entropy, gradient clip, optimizer; BN statistics
+    updated. With `host` (call it outside jit) the update is one jitted call with the state
+    donated. Returns (new_state, metrics)."""
+    (loss, (acc, stats)), grads = loss_and_grads(graphdef, state.params, state.stats, images, labels, arch,
+                                                 mode=mode, host=host)
+    if host is None:
+        new, gnorm = apply_gradients(tx, grad_clip, state, grads, stats, lr, used)
+    else:
+        # Which leaves hold real gradients and which shared zeros changes with the architecture; jit
+        # keys its cache on placement, so give every leaf the placement of its state leaf or the
+        # update recompiles at almost every step (session 3: the demo took 3 min 41 s instead of 52 s).
+        grads, used = (None if t is None else jax.device_put(t, _placement(state.params)) for t in (grads, used))
+        stats = jax.device_put(stats, _placement(state.stats))
+        new, gnorm = _jitted_update(tx, grad_clip, state, grads, stats, lr, used)
+    return new, {"loss": loss, "acc": acc, "grad_norm": gnorm}
 
 
 def _placement(tree):
     return jax.tree.map(lambda x: x.sharding, tree)
 
 
-_jitted_update = cpu_kernels.jit(apply_gradients, static_argnums=0, donate_argnums=1)  # Config is frozen, hashable
+# tx (optim.sgd's cached objects) and grad_clip are hashable: one compilation per setting
+_jitted_update = cpu_kernels.jit(apply_gradients, static_argnums=(0, 1), donate_argnums=2)

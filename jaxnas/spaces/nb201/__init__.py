@@ -1,10 +1,11 @@
-"""NAS-Bench-201: the cell space (`space`), its networks (`networks`), the CPU eager passes
-(`eager`) and the ground-truth table reader (`table`).
+"""NAS-Bench-201: the cell encoding (`cell`), its networks (`networks`), the CPU eager passes
+(`eager`), the cost model (`cost`), the ground-truth table reader (`table`), and all of them
+behind the `Space` interface (`space.SPACE`).
 
 `from jaxnas.spaces import nb201` gives the space's functions (`nb201.to_string`, `nb201.sample`,
 ...) and `nb201.SPACE`, the `Space` object; the networks are in `jaxnas.spaces.nb201.networks`.
 """
-from jaxnas.spaces.nb201.space import (
+from jaxnas.spaces.nb201.cell import (
     CONV1,
     CONV3,
     EDGES,
@@ -19,8 +20,6 @@ from jaxnas.spaces.nb201.space import (
     OPS,
     POOL,
     SKIP,
-    SPACE,
-    NB201Space,
     count_ops,
     decode,
     encode,
@@ -34,6 +33,7 @@ from jaxnas.spaces.nb201.space import (
     to_string,
     validate,
 )
+from jaxnas.spaces.nb201.space import SPACE, NB201Space
 
 __all__ = ["CONV1", "CONV3", "EDGES", "INDEX_FILE", "NODE_INPUTS", "NODE_OUTPUTS", "NONE", "NUM_ARCHS",
            "NUM_EDGES", "NUM_NODES", "NUM_OPS", "OPS", "POOL", "SKIP", "SPACE", "NB201Space", "count_ops",

@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxnas.spaces.nb201 import space as nb
+from jaxnas.spaces.nb201 import cell as nb
 
 _INT32_MAX = 2**31 - 1
 

@@ -29,7 +29,7 @@ from flax import nnx
 from jaxnas import cpu_kernels
 from jaxnas.nn.functional import apply, loss_and_accuracy
 from jaxnas.nn.ops import ResNetBlock, avg_pool_3x3
-from jaxnas.spaces import nb201
+from jaxnas.spaces.nb201 import cell as nb
 
 # --- loss and gradients with an explicit tape -----------------------------------------------
 
@@ -52,8 +52,8 @@ def _mixed_edge_vjp(graphdef, params, stats, x, w, train):
     gives (input grad, grad of the op weights w [5]). No weight gradients: nothing uses them."""
     def f(h, w):
         edge = nnx.merge(graphdef, params, stats, copy=True)
-        y = (w[nb201.SKIP] * h + w[nb201.CONV1] * edge.conv1(h, train)
-             + w[nb201.CONV3] * edge.conv3(h, train) + w[nb201.POOL] * avg_pool_3x3(h))
+        y = (w[nb.SKIP] * h + w[nb.CONV1] * edge.conv1(h, train)
+             + w[nb.CONV3] * edge.conv3(h, train) + w[nb.POOL] * avg_pool_3x3(h))
         return y, nnx.as_pure(nnx.state(edge, nnx.BatchStat))
     y, pullback, new_stats = jax.vjp(f, x, w, has_aux=True)
     return y, new_stats, pullback
@@ -107,7 +107,7 @@ class _Plan:
                 self.resnet.add(i)
                 add(("cells", i), cell)
                 continue
-            for e in range(nb201.NUM_EDGES):
+            for e in range(nb.NUM_EDGES):
                 add(("cells", i, "edges", e), cell.edges[e])
                 add(("cells", i, "edges", e, "conv1"), cell.edges[e].conv1)
                 add(("cells", i, "edges", e, "conv3"), cell.edges[e].conv3)
@@ -225,27 +225,27 @@ class _Tape:
 
 def _tape_single_cell(tape, c, h, arch):
     nodes = [h]
-    for i in range(1, nb201.NUM_NODES):
+    for i in range(1, nb.NUM_NODES):
         terms = []
-        for e, j in nb201.NODE_INPUTS[i]:
+        for e, j in nb.NODE_INPUTS[i]:
             op = int(arch[e])
-            if op == nb201.NONE:
+            if op == nb.NONE:
                 continue
-            if op == nb201.SKIP:
+            if op == nb.SKIP:
                 terms.append(nodes[j])
-            elif op == nb201.POOL:
+            elif op == nb.POOL:
                 terms.append(tape.pool(nodes[j]))
             else:
-                terms.append(tape.module(("cells", c, "edges", e, "conv1" if op == nb201.CONV1 else "conv3"), nodes[j]))
+                terms.append(tape.module(("cells", c, "edges", e, "conv1" if op == nb.CONV1 else "conv3"), nodes[j]))
         nodes.append(tape.add(terms) if terms else tape.zeros_like(h))
     return nodes[-1]
 
 
 def _tape_weighted_cell(tape, c, h, weights):
     nodes = [h]
-    for i in range(1, nb201.NUM_NODES):
+    for i in range(1, nb.NUM_NODES):
         nodes.append(tape.add([tape.mixed_edge(("cells", c, "edges", e), nodes[j], weights, e)
-                               for e, j in nb201.NODE_INPUTS[i]]))
+                               for e, j in nb.NODE_INPUTS[i]]))
     return nodes[-1]
 
 
@@ -255,11 +255,11 @@ def _run(graphdef, params, stats, images, arch, train, mode, param_grads):
         if isinstance(arch, jax.core.Tracer):
             raise ValueError("the eager single path needs a concrete architecture (a host array), not a traced one")
         arch = np.asarray(arch)
-        if arch.shape != (nb201.NUM_EDGES,):
+        if arch.shape != (nb.NUM_EDGES,):
             raise ValueError(f"the eager single path takes one architecture of shape [6], got {arch.shape}")
         cell = _tape_single_cell
     elif mode == "weighted":
-        if tuple(arch.shape) != (nb201.NUM_EDGES, nb201.NUM_OPS):
+        if tuple(arch.shape) != (nb.NUM_EDGES, nb.NUM_OPS):
             raise ValueError(f"weighted mode takes op weights of shape [6, 5], got {tuple(arch.shape)}")
         cell = _tape_weighted_cell
     else:
@@ -309,7 +309,7 @@ def weights_value_and_grad(graphdef, params, stats, images, labels, weights, tra
     tape, out = _run(graphdef, params, stats, images, weights, train, "weighted", param_grads=False)
     loss, acc, g_logits = _loss_vjp(tape.values[out], labels)
     _, grad_w, _ = tape.backward(out, g_logits)
-    rows = [grad_w[e] if e in grad_w else _zeros(*_like(weights[e])) for e in range(nb201.NUM_EDGES)]
+    rows = [grad_w[e] if e in grad_w else _zeros(*_like(weights[e])) for e in range(nb.NUM_EDGES)]
     return (loss, (acc, tape.stats())), _stack(rows)
 
 

@@ -31,8 +31,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jaxnas.nn.ops import ReLUConvBN, ResNetBlock, Stem, Head, avg_pool_3x3, batch_norm, conv2d
-from jaxnas.spaces import nb201
+from jaxnas.nn.ops import Head, ReLUConvBN, ResNetBlock, Stem, avg_pool_3x3, batch_norm, conv2d
+from jaxnas.spaces.nb201 import cell as nb
 
 MODES = ("single", "weighted", "multihot")
 SINGLE_PATH_IMPLS = ("merged", "switch", "mask")
@@ -110,7 +110,7 @@ def _run_cells(cells, h, cell_fn, tap, scan):
 
     h, (new, contribs) = jax.lax.scan(body, h, stacked, length=len(cells))
     for k, cell in enumerate(cells):
-        nnx.update(cell, jax.tree.map(lambda x: x[k], new))
+        nnx.update(cell, jax.tree.map(lambda x, k=k: x[k], new))
     return h, (jax.tree.map(lambda x: x.sum(0), contribs) if tap else None)
 
 
@@ -120,22 +120,22 @@ class InferCell(nnx.Module):
     def __init__(self, arch, C, *, rngs):
         self.arch = tuple(int(o) for o in arch)
         self.convs = nnx.Dict({
-            str(e): ReLUConvBN(C, C, 1 if o == nb201.CONV1 else 3, 1, 0 if o == nb201.CONV1 else 1, rngs=rngs)
-            for e, o in enumerate(self.arch) if o in (nb201.CONV1, nb201.CONV3)})
+            str(e): ReLUConvBN(C, C, 1 if o == nb.CONV1 else 3, 1, 0 if o == nb.CONV1 else 1, rngs=rngs)
+            for e, o in enumerate(self.arch) if o in (nb.CONV1, nb.CONV3)})
 
     def __call__(self, x, train: bool, tap=None):
         nodes = [x]
-        for i in range(1, nb201.NUM_NODES):
+        for i in range(1, nb.NUM_NODES):
             if tap:  # every node, even one no conv reads (count 0), so each cell reports to the tap
                 tap(nodes[i - 1], float(_conv_count(np.asarray(self.arch), i - 1, "single")))
             terms = []
-            for e, j in nb201.NODE_INPUTS[i]:
+            for e, j in nb.NODE_INPUTS[i]:
                 op = self.arch[e]
-                if op == nb201.SKIP:
+                if op == nb.SKIP:
                     terms.append(nodes[j])
-                elif op == nb201.POOL:
+                elif op == nb.POOL:
                     terms.append(avg_pool_3x3(nodes[j]))
-                elif op in (nb201.CONV1, nb201.CONV3):
+                elif op in (nb.CONV1, nb.CONV3):
                     terms.append(self.convs[str(e)](nodes[j], train))
             nodes.append(sum(terms) if terms else jnp.zeros_like(x))
         return nodes[-1]
@@ -145,7 +145,7 @@ class NB201Network(_Macro):
     """The standalone NB201 network of one architecture (xautodl's TinyNetwork)."""
 
     def __init__(self, arch, C: int = 16, N: int = 5, num_classes: int = 10, *, rngs: nnx.Rngs):
-        arch = nb201.validate(arch)
+        arch = nb.validate(arch)
         if arch.ndim != 1:
             raise ValueError(f"NB201Network takes one architecture of shape [6], got {arch.shape}")
         super().__init__(C, N, num_classes, lambda c: InferCell(arch, c, rngs=rngs), rngs=rngs)
@@ -183,21 +183,21 @@ class SearchEdge(nnx.Module):
         """Keep the running statistics of the op that ran; the others stay as they were."""
         if not self.conv1.bn.track:
             return
-        self.conv1.bn.set_stats(tuple(jnp.where(op == nb201.CONV1, n, o) for n, o in zip(new1, old1)))
-        self.conv3.bn.set_stats(tuple(jnp.where(op == nb201.CONV3, n, o) for n, o in zip(new3, old3)))
+        self.conv1.bn.set_stats(tuple(jnp.where(op == nb.CONV1, n, o) for n, o in zip(new1, old1)))
+        self.conv3.bn.set_stats(tuple(jnp.where(op == nb.CONV3, n, o) for n, o in zip(new3, old3)))
 
     def _single_merged(self, x, op, train):
         """One convolution per edge: nor_conv_1x1 is a 3x3 kernel with a zero ring (exact)."""
-        is3 = op == nb201.CONV3
+        is3 = op == nb.CONV3
         k1 = jnp.pad(self.conv1.conv.kernel[...], ((1, 1), (1, 1), (0, 0), (0, 0)))
         kernel = jnp.where(is3, self.conv3.conv.kernel[...], k1)
         bn = tuple(None if a is None else jnp.where(is3, b, a)
                    for a, b in zip(self.conv1.bn.params(), self.conv3.bn.params()))
         y, stats = self._conv_bn(x, kernel, bn, 1, train)
         self._commit_stats(op, stats, stats, *self._stats())
-        is_conv = is3 | (op == nb201.CONV1)
-        return (jnp.where(is_conv, y, 0.0) + jnp.where(op == nb201.SKIP, x, 0.0)
-                + jnp.where(op == nb201.POOL, avg_pool_3x3(x), 0.0))
+        is_conv = is3 | (op == nb.CONV1)
+        return (jnp.where(is_conv, y, 0.0) + jnp.where(op == nb.SKIP, x, 0.0)
+                + jnp.where(op == nb.POOL, avg_pool_3x3(x), 0.0))
 
     def _single_switch(self, x, op, train, acc=None):
         """lax.switch per edge: only the chosen op runs (fast on GPU; slow conv grads on XLA:CPU).
@@ -231,17 +231,17 @@ class SearchEdge(nnx.Module):
         old1, old3 = self._stats()
         outs = self.all_ops(x, train)
         self._commit_stats(op, *self._stats(), old1, old3)
-        mask = jax.nn.one_hot(op, nb201.NUM_OPS, dtype=x.dtype)
+        mask = jax.nn.one_hot(op, nb.NUM_OPS, dtype=x.dtype)
         return sum(m * o for m, o in zip(mask, outs))
 
 
 def _conv_count(arch, node, mode):
     """How many conv ops (each with its own ReLU) read `node`: conv edges leaving it."""
-    out = [e for e, _ in nb201.NODE_OUTPUTS[node]]
+    out = [e for e, _ in nb.NODE_OUTPUTS[node]]
     if mode == "single":
-        return sum(((arch[e] == nb201.CONV1) | (arch[e] == nb201.CONV3)).astype(jnp.float32) for e in out)
+        return sum(((arch[e] == nb.CONV1) | (arch[e] == nb.CONV3)).astype(jnp.float32) for e in out)
     # weighted / multihot: every op with a non-zero weight runs
-    return sum((arch[e, nb201.CONV1] != 0).astype(jnp.float32) + (arch[e, nb201.CONV3] != 0).astype(jnp.float32)
+    return sum((arch[e, nb.CONV1] != 0).astype(jnp.float32) + (arch[e, nb.CONV3] != 0).astype(jnp.float32)
                for e in out)
 
 
@@ -264,31 +264,31 @@ def live_ops(arch, tapped: bool, zero_inputs: bool = False):
     another ~7 % of the convolutions. Traceable (`arch` may be a traced array).
     """
     zero = {0: jnp.bool_(False)}
-    for i in range(1, nb201.NUM_NODES):
-        zero[i] = functools.reduce(jnp.logical_and, [(arch[e] == nb201.NONE) | zero[src]
-                                                      for e, src in nb201.NODE_INPUTS[i]])
-    used = {nb201.NUM_NODES - 1: jnp.bool_(True)}
-    for j in range(nb201.NUM_NODES - 2, 0, -1):
-        feeds = [(arch[e] != nb201.NONE) & used[to] for e, to in nb201.NODE_OUTPUTS[j]]
+    for i in range(1, nb.NUM_NODES):
+        zero[i] = functools.reduce(jnp.logical_and, [(arch[e] == nb.NONE) | zero[src]
+                                                      for e, src in nb.NODE_INPUTS[i]])
+    used = {nb.NUM_NODES - 1: jnp.bool_(True)}
+    for j in range(nb.NUM_NODES - 2, 0, -1):
+        feeds = [(arch[e] != nb.NONE) & used[to] for e, to in nb.NODE_OUTPUTS[j]]
         used[j] = functools.reduce(jnp.logical_or, feeds) | (tapped & (_conv_count(arch, j, "single") > 0))
-    live = [used[to] & ~(zero[src] & zero_inputs) for to, src in nb201.EDGES]
-    return jnp.stack([jnp.where(ok, arch[e], nb201.NONE) for e, ok in enumerate(live)])
+    live = [used[to] & ~(zero[src] & zero_inputs) for to, src in nb.EDGES]
+    return jnp.stack([jnp.where(ok, arch[e], nb.NONE) for e, ok in enumerate(live)])
 
 
 class SearchCell(nnx.Module):
     """A cell holding every op on every edge; the architecture is an argument of the forward."""
 
     def __init__(self, C, affine, track, *, rngs):
-        self.edges = nnx.List([SearchEdge(C, affine, track, rngs=rngs) for _ in nb201.EDGES])
+        self.edges = nnx.List([SearchEdge(C, affine, track, rngs=rngs) for _ in nb.EDGES])
 
     def __call__(self, x, arch, mode, train, impl, tap=None, prune=False):
         nodes = [x]
         ops = live_ops(arch, tap is not None, zero_inputs=prune == "zero") if prune else arch
-        for i in range(1, nb201.NUM_NODES):
+        for i in range(1, nb.NUM_NODES):
             if tap:  # the tap counts every conv edge of `arch`, pruned or not
                 tap(nodes[i - 1], _conv_count(arch, i - 1, mode))
             acc = None if mode == "single" else 0.0
-            for e, j in nb201.NODE_INPUTS[i]:
+            for e, j in nb.NODE_INPUTS[i]:
                 edge = self.edges[e]
                 if mode == "single":
                     acc = edge.single(nodes[j], ops[e], train, impl, acc)
@@ -297,7 +297,7 @@ class SearchCell(nnx.Module):
                     w = arch[e]
                     if mode == "multihot":
                         w = w / jnp.maximum(w.sum(), 1.0)
-                    acc = acc + sum(w[k] * outs[k] for k in range(nb201.NUM_OPS))
+                    acc = acc + sum(w[k] * outs[k] for k in range(nb.NUM_OPS))
             nodes.append(acc)
         return nodes[-1]
 
@@ -330,7 +330,7 @@ class NB201SuperNet(_Macro):
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         if prune and mode != "single":
             raise ValueError(f"prune applies to mode 'single' only, got mode {mode!r}")
-        want = (nb201.NUM_EDGES,) if mode == "single" else (nb201.NUM_EDGES, nb201.NUM_OPS)
+        want = (nb.NUM_EDGES,) if mode == "single" else (nb.NUM_EDGES, nb.NUM_OPS)
         if tuple(arch.shape) != want:
             raise ValueError(f"mode {mode!r} takes an architecture of shape {want}, got {tuple(arch.shape)}")
         impl = single_path_impl or self.single_path_impl
@@ -346,7 +346,7 @@ def extract(supernet: NB201SuperNet, arch) -> NB201Network:
     Search cells without affine BN give the standalone network scale 1 and bias 0, and without
     running statistics mean 0 and variance 1, so its training-mode forward equals the supernet's.
     """
-    arch = nb201.validate(arch)
+    arch = nb.validate(arch)
     net = NB201Network(arch, supernet.C, supernet.N, supernet.num_classes, rngs=nnx.Rngs(0))
     nnx.update(net.stem, nnx.state(supernet.stem))
     nnx.update(net.head, nnx.state(supernet.head))
@@ -356,7 +356,7 @@ def extract(supernet: NB201SuperNet, arch) -> NB201Network:
             continue
         for key, conv in cell.convs.items():
             e = int(key)
-            src = scell.edges[e].conv1 if arch[e] == nb201.CONV1 else scell.edges[e].conv3
+            src = scell.edges[e].conv1 if arch[e] == nb.CONV1 else scell.edges[e].conv3
             conv.conv.kernel[...] = src.conv.kernel[...]
             scale, bias, mean, var = src.bn.params()
             if scale is not None:
@@ -377,7 +377,7 @@ def used_params(params, arch):
         if "edges" in keys:
             e = keys[keys.index("edges") + 1]
             op = keys[keys.index("edges") + 2]
-            return arch[e] == (nb201.CONV1 if op == "conv1" else nb201.CONV3)
+            return arch[e] == (nb.CONV1 if op == "conv1" else nb.CONV3)
         return jnp.bool_(True)
 
     return jax.tree_util.tree_map_with_path(mark, params)

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from jaxnas.spaces import nb201
+from jaxnas.spaces.nb201 import cell as nb
 
 # Columns that may hold the NB201 architecture string, in order of preference.
 ARCH_COLUMNS = ("ArchitectureString", "arch_str", "cellstr", "arch")
@@ -53,7 +53,7 @@ class BenchTable:
     @property
     def strings(self) -> list[str]:
         """Canonical NB201 strings of all rows, in row order."""
-        return [nb201.to_string(a) for a in self.archs]
+        return [nb.to_string(a) for a in self.archs]
 
     def resolve(self, name: str) -> str:
         """Full column name for `name` (a column name or an alias such as 'cifar10')."""
@@ -74,25 +74,25 @@ class BenchTable:
         rows = self._row_of_code[codes]
         missing = rows < 0
         if np.any(missing):
-            bad = nb201.decode(np.asarray(codes)[missing].ravel()[0])
+            bad = nb.decode(np.asarray(codes)[missing].ravel()[0])
             raise ValueError(
-                f"architecture {nb201.to_string(bad)!r} is not in the table {self.path!r} "
+                f"architecture {nb.to_string(bad)!r} is not in the table {self.path!r} "
                 f"({np.count_nonzero(missing)} of {missing.size} queried are missing)"
             )
         return rows
 
     def check_covers(self, archs, what: str = "the architectures asked for") -> None:
         """ValueError, before any work is done, when the table lacks some of `archs` (int32[K, 6])."""
-        missing = self._row_of_code[nb201.encode(nb201.validate(np.asarray(archs)))] < 0
+        missing = self._row_of_code[nb.encode(nb.validate(np.asarray(archs)))] < 0
         if np.any(missing):
-            first = nb201.to_string(np.asarray(archs)[missing][0])
+            first = nb.to_string(np.asarray(archs)[missing][0])
             raise ValueError(f"--bench-table {self.path} lacks {np.count_nonzero(missing)} of {missing.size} "
                              f"{what} (e.g. {first}); give a complete NB201 table or leave --bench-table out")
 
     def lookup(self, arch) -> dict[str, float]:
         """All numeric columns of one architecture (NB201 string or int32[6]) as {column: float}."""
         if not isinstance(arch, str):
-            a = nb201.validate(arch)
+            a = nb.validate(arch)
             if a.ndim != 1:
                 raise ValueError(f"lookup takes one architecture of shape [6], got {a.shape}")
         row = int(self.rows(arch))
@@ -113,31 +113,31 @@ class BenchTable:
         if np.all(np.isnan(col)):
             raise ValueError(f"column {column!r} has no numeric values")
         row = int(np.nanargmax(col))
-        return nb201.to_string(self.archs[row]), float(col[row])
+        return nb.to_string(self.archs[row]), float(col[row])
 
 
 def _codes(archs) -> np.ndarray:
     """Base-5 codes of one string, a sequence of strings, or int32[..., 6]."""
     if isinstance(archs, str):
-        return nb201.encode(nb201.from_string(archs))
+        return nb.encode(nb.from_string(archs))
     if isinstance(archs, Sequence) and len(archs) and all(isinstance(s, str) for s in archs):
-        return nb201.encode(np.stack([nb201.from_string(s) for s in archs]))
+        return nb.encode(np.stack([nb.from_string(s) for s in archs]))
     try:
         a = np.asarray(archs)
     except ValueError:
         a = np.asarray(archs, dtype=object)
     if a.dtype.kind == "U" and a.size:  # an array of strings
-        codes = [nb201.encode(nb201.from_string(str(x))) for x in a.ravel()]
+        codes = [nb.encode(nb.from_string(str(x))) for x in a.ravel()]
         return np.asarray(codes, np.int64).reshape(a.shape)
     if a.dtype.kind in "UO":
         raise ValueError("architectures must be NB201 strings (str or list of str) or int arrays [..., 6]")
-    return nb201.encode(nb201.validate(a))
+    return nb.encode(nb.validate(a))
 
 
 # Fast string -> op ids: "|a~0|+|b~0|c~1|+|d~0|e~1|f~2|".split("|") puts the 6 edge tokens at
-# these positions; anything else falls back to nb201.from_string for its error message.
+# these positions; anything else falls back to nb.from_string for its error message.
 _TOKEN_POS = (1, 3, 4, 6, 7, 8)
-_EDGE_TOKENS = tuple({f"{op}~{src}": o for o, op in enumerate(nb201.OPS)} for _, src in nb201.EDGES)
+_EDGE_TOKENS = tuple({f"{op}~{src}": o for o, op in enumerate(nb.OPS)} for _, src in nb.EDGES)
 
 
 def _parse(s: str) -> list[int]:
@@ -148,7 +148,7 @@ def _parse(s: str) -> list[int]:
             return [t0[p[1]], t1[p[3]], t2[p[4]], t3[p[6]], t4[p[7]], t5[p[8]]]
         except KeyError:
             pass
-    return nb201.from_string(s).tolist()
+    return nb.from_string(s).tolist()
 
 
 def _numeric(cells) -> np.ndarray:
@@ -212,7 +212,7 @@ def load_table(path: str | os.PathLike) -> BenchTable:
             parsed.append(_parse(s))
         except ValueError as e:
             raise ValueError(f"{path!r} line {i + 2}, column {arch_col!r}: {e}") from None
-    archs = np.array(parsed, np.int32).reshape(-1, nb201.NUM_EDGES)
+    archs = np.array(parsed, np.int32).reshape(-1, nb.NUM_EDGES)
 
     names, data = [], []
     for j, name in enumerate(header):
@@ -233,12 +233,12 @@ def load_table(path: str | os.PathLike) -> BenchTable:
     if not names:
         raise ValueError(f"{path!r} has no numeric columns besides {arch_col!r}; got {header}")
 
-    codes = nb201.encode(archs)
-    row_of_code = np.full(nb201.NUM_ARCHS, -1, np.int64)
+    codes = nb.encode(archs)
+    row_of_code = np.full(nb.NUM_ARCHS, -1, np.int64)
     row_of_code[codes] = np.arange(len(body))
     if np.count_nonzero(row_of_code >= 0) != len(body):
         uniq, counts = np.unique(codes, return_counts=True)
-        dup = nb201.to_string(nb201.decode(uniq[counts > 1][0]))
+        dup = nb.to_string(nb.decode(uniq[counts > 1][0]))
         raise ValueError(f"{path!r} lists architecture {dup!r} more than once; expected one row each")
 
     data_arr = np.asarray(data, np.float64).T.copy()
