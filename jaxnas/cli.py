@@ -99,8 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("plot", help="plot a run: learning curves, or scores against the bench table (PNGs)")
     p.add_argument("run", help="a run directory")
     p.add_argument("--bench-table", help="NB201 table for a score run (default: the shared table if present)")
-    d = sub.add_parser("demo", help="a short real search on CIFAR-10 (RSPS, tiny preset)")
-    d.add_argument("--out", default=DEMO_OUT, help=f"run directory (default {DEMO_OUT}, replaced on every demo)")
+    sub.add_parser("list", help="the spaces, methods, proxies and presets, one line each")
+    d = sub.add_parser("demo", help="two short real searches on CIFAR-10 (training-free DAS, then RSPS)")
+    d.add_argument("--out", default=DEMO_OUT,
+                   help=f"folder of the two runs (default {DEMO_OUT}, replaced on every demo)")
     d.add_argument("--overwrite", action="store_true", help="replace the jaxnas run in a --out of your choice")
     parser.subcommands = sub.choices
     return parser
@@ -221,12 +223,10 @@ def _run(args) -> dict:
         table = load_table(args.bench_table)
         table.check_covers(*candidates)
     _warn_if_long(_estimate(args, cfg, candidates))
-    if _training_free(args, cfg):
+    if args.command == "score":
         from jaxnas.proxies import run as proxy_run
-        if args.command == "score":
-            return proxy_run.score(cfg, args.out, overwrite=args.overwrite, bench_table=table,
-                                   progress=not args.no_progress)
-        return proxy_run.proxy_search(cfg, args.out, overwrite=args.overwrite, bench_table=table)
+        return proxy_run.score(cfg, args.out, overwrite=args.overwrite, bench_table=table,
+                               progress=not args.no_progress)
     from jaxnas.train.loop import SearchRun
     run = SearchRun(cfg, args.out, method_cls=methods.get(cfg.method), overwrite=args.overwrite,
                     num_devices=args.devices, progress=not args.no_progress, bench_table=table)
@@ -244,21 +244,80 @@ def _plot(args) -> dict:
     return {"plots": [str(p) for p in plot_run(args.run, bench_table=table)]}
 
 
+def listing() -> str:
+    """`jaxnas list`: every registered space, method, proxy and preset with one line each."""
+    from jaxnas import spaces
+    from jaxnas.config import PRESET_HELP
+    from jaxnas.proxies.scoring import PROXY_HELP
+
+    def block(title, items):
+        return f"{title}:\n" + "".join(f"  {k:12s} {v}\n" for k, v in items.items())
+
+    methods = {**METHOD_HELP, "train": "`jaxnas train`: one architecture from scratch (NB201 recipe)"}
+    return "\n".join([block("spaces", {k: s.description for k, s in spaces.SPACES.items()}),
+                      block("methods (jaxnas search --method)", methods),
+                      block("proxies (jaxnas score --proxy)", PROXY_HELP),
+                      block("presets (--preset)", PRESET_HELP)])
+
+
 def _print_result(result: dict) -> None:
     shown = {k: v for k, v in result.items() if k != "candidates"}
     print(json.dumps(shown, indent=2))
 
 
-def _demo(args) -> dict:
+# The demo's two searches: (folder, method, one-line description, overrides); both at the tiny preset.
+DEMO_RUNS = (
+    ("training-free", "das", "training-free search: DAS (min_dist) over 100 random candidates, no training",
+     ["select_num=100", "das_da=min_dist"]),
+    ("rsps", "rsps", "weight-sharing search: RSPS, a C=8, N=1 supernet trained 3 epochs on 3,000 images", []),
+)
+
+
+def _demo(args) -> None:
+    """Two real searches on CIFAR-10 at CPU size, each with its NB201 ground truth when the table
+    is present: what jaxnas does best on 2 cores, then the short weight-sharing search."""
     from jaxnas.data import find_shared, resolve
+    from jaxnas.rundir import RunError, is_jaxnas_run, remove_run
+    out = pathlib.Path(args.out)
     table = find_shared(TABLE_NAME)
     # the demo replaces its own default folder on every run; a folder the user names only with --overwrite
     overwrite = args.overwrite or os.path.normpath(args.out) == os.path.normpath(DEMO_OUT)
-    ns = argparse.Namespace(command="search", method="rsps", space="nb201", preset="tiny", data="cifar10",
-                            out=args.out, seed=0, bench_table=str(table) if table else None, overwrite=overwrite,
-                            devices=None, distributed=False, no_progress=False, overrides=[], print_config=False)
-    print(f"jaxnas demo: RSPS search, tiny preset, data {resolve('cifar10')}, run dir {args.out}", flush=True)
-    return _run(ns)
+    if is_jaxnas_run(out):  # a single run (e.g. an older demo's) where the demo puts its two runs
+        if not overwrite:
+            raise RunError(f"{out} already holds a {'finished ' if (out / 'result.json').exists() else ''}"
+                           "jaxnas run; pass --overwrite to replace it")
+        remove_run(out)
+    print(f"jaxnas demo: two searches on CIFAR-10 ({resolve('cifar10')}), runs in {out}/", flush=True)
+    results = []
+    for folder, method, what, overrides in DEMO_RUNS:
+        print(f"\n== {what}", flush=True)
+        ns = argparse.Namespace(command="search", method=method, space="nb201", preset="tiny", data="cifar10",
+                                out=str(out / folder), seed=0, bench_table=str(table) if table else None,
+                                overwrite=overwrite, devices=None, distributed=False, no_progress=False,
+                                overrides=overrides, print_config=False)
+        results.append((folder, what, _run(ns)))
+    print(_demo_summary(results, table))
+
+
+def _demo_summary(results, table_path) -> str:
+    """Each run's architecture, time and, with the NB201 table, its test accuracy and rank."""
+    lines = ["", "jaxnas demo: results"]
+    truth = None
+    if table_path is not None:
+        from jaxnas.bench import load_table
+        from jaxnas.spaces import nb201
+        truth = load_table(table_path).values(nb201.enumerate_all(), "cifar10")
+    for folder, what, result in results:
+        lines.append(f"  {what}")
+        lines.append(f"    found {result['arch']}  in {result.get('wall_time_s', 0):.0f} s  ({folder}/result.json)")
+        acc = result.get("bench", {}).get("CIFAR10TestAccuracy200Epochs")
+        if truth is not None and acc is not None:
+            top = 100 * float((truth > acc).mean())
+            lines.append(f"    NB201 CIFAR-10 test accuracy {acc:.2f} %: top {max(top, 0.01):.1f} % of the 15,625")
+    if truth is not None:
+        lines.append(f"  for scale: a random architecture averages {truth.mean():.2f} %, the best is {truth.max():.2f} %")
+    lines.append("  (CPU-sized runs: one seed, tiny networks; see README for what the small scale costs)")
+    return "\n".join(lines)
 
 
 def enable_compilation_cache() -> None:
@@ -281,6 +340,9 @@ def main(argv=None) -> int:
     from jaxnas.rundir import Interrupted, RunError, threading_main
     old_term = signal.signal(signal.SIGTERM, _sigterm) if threading_main() else None
     try:
+        if args.command == "list":
+            print(listing(), end="")
+            return 0
         if args.command == "plot":
             result = _plot(args)
         else:

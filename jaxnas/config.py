@@ -94,6 +94,13 @@ PRESETS = {
     "train-tiny": Config(method="train", C=8, N=1, epochs=3, max_per_class=500, batch_size=128, lr=0.1,
                          lr_min=0.0, grad_clip=0.0, affine=True, track_running_stats=True),
 }
+# One line per preset for `jaxnas list`.
+PRESET_HELP = {
+    "paper": "the NB201 search protocol (250 epochs, C=16, N=5): days on a CPU",
+    "tiny": "CPU-sized search: 10% of CIFAR-10, C=8, N=1, 3 epochs (minutes on 2 cores)",
+    "train-paper": "jaxnas train: NB201's 200-epoch training recipe for one architecture",
+    "train-tiny": "jaxnas train: 3 epochs at C=8, N=1 on 500 images per class",
+}
 
 
 def _parse_value(field: dataclasses.Field, text: str):

@@ -96,15 +96,20 @@ def test_overwrite_removes_only_what_jaxnas_wrote(tmp_path):
 def test_demo_replaces_only_its_own_folder(tmp_path, monkeypatch, capsys):
     folder = fake_run(tmp_path / "mine")  # a finished jaxnas run the user keeps
     rc, _, err = run_cli(capsys, "demo", "--out", folder)
-    assert "already holds a finished run" in one_line_error(rc, err)
+    assert "already holds a finished jaxnas run" in one_line_error(rc, err)
     assert (folder / "result.json").exists()
-    # its own default folder is replaced (but only when it holds a jaxnas run, as any --overwrite)
+    # the demo's two runs go into <out>/training-free and <out>/rsps; its own default folder is
+    # replaced (but only runs in it, as any --overwrite), another folder only with --overwrite
     seen = []
-    monkeypatch.setattr(cli, "_run", lambda ns: seen.append(ns.overwrite) or {"arch": ARCH})
-    for argv in (["demo"], ["demo", "--out", cli.DEMO_OUT], ["demo", "--out", folder], ["demo", "--out", folder,
-                                                                                         "--overwrite"]):
+    monkeypatch.setattr(cli, "_run", lambda ns: seen.append((pathlib.Path(ns.out).name, ns.overwrite))
+                        or {"arch": ARCH})
+    monkeypatch.chdir(tmp_path)
+    for argv in (["demo"], ["demo", "--out", cli.DEMO_OUT], ["demo", "--out", tmp_path / "new"],
+                 ["demo", "--out", folder, "--overwrite"]):
         assert run_cli(capsys, *argv)[0] == 0
-    assert seen == [True, True, False, True]
+    assert seen == [("training-free", True), ("rsps", True)] * 2 + [("training-free", False), ("rsps", False)] \
+        + [("training-free", True), ("rsps", True)]
+    assert not (folder / "result.json").exists() and not (folder / "config.json").exists()  # --overwrite
 
 
 # ---------------------------------------------------------------------------------- 2. tracebacks
@@ -362,6 +367,18 @@ def test_search_help_lists_every_method(capsys):
     assert set(cli.METHOD_HELP) == set(methods.METHODS) - {"train"} | set(methods.TRAINING_FREE)
     rc, out, _ = run_cli(capsys, "search", "--help")
     assert rc == 0 and all(f"  {m} " in out for m in cli.METHOD_HELP)
+
+
+def test_list_names_every_space_method_proxy_and_preset_in_one_line_each(capsys):
+    from jaxnas import methods, spaces
+    from jaxnas.config import PRESETS
+    from jaxnas.proxies import PROXIES
+    rc, out, _ = run_cli(capsys, "list")
+    assert rc == 0
+    lines = out.splitlines()
+    for name in [*spaces.SPACES, *methods.METHODS, *PROXIES, *PRESETS]:
+        hits = [ln for ln in lines if ln.startswith(f"  {name} ")]
+        assert hits and all(len(h.split(maxsplit=1)) == 2 for h in hits), name  # a name and its line
 
 
 def test_print_config_with_overrides_anywhere(image_folder, tmp_path, capsys):

@@ -13,16 +13,17 @@ import numpy as np
 import pytest
 import torch
 from flax import nnx
+from test_nn import _torch_one_thread, module_pairs  # noqa: F401  (the fixture applies here too)
 from xautodl.models.cell_infers.tiny_network import TinyNetwork
 from xautodl.models.cell_searchs.genotypes import Structure
 
-from jaxnas.spaces.nb201.networks import extract
 from jaxnas.nn.ops import BN_EPS
 from jaxnas.proxies import ProxyScorer, activation_scores
 from jaxnas.proxies.run import select_archs
 from jaxnas.spaces import nb201
-from jaxnas.train import state as state_lib, steps
-from test_nn import _torch_one_thread, module_pairs  # noqa: F401  (the fixture applies here too)
+from jaxnas.spaces.nb201.networks import extract
+from jaxnas.train import state as state_lib
+from jaxnas.train import steps
 
 C, N, B, H = 4, 1, 8, 8
 ARCHS = np.stack([
@@ -186,6 +187,17 @@ def test_gradient_proxies_match_torch(scorer, scores, host_scores, batch, i, whe
             assert s[k][i] == pytest.approx(scores[k][i], rel=1e-5)
 
 
+def test_jacov_when_the_images_do_not_reach_the_logits(batch):
+    """Every cell's output node cut off from its input: the logits do not depend on the images, so
+    their gradient is exactly zero, traced or through the eager kernels (which returned None there
+    and crashed `jaxnas search --method jacov` on CPU until the method contract test found it)."""
+    cut = nb201.from_string("|none~0|+|avg_pool_3x3~0|avg_pool_3x3~1|+|none~0|nor_conv_3x3~1|none~2|")[None]
+    want = -B * (np.log(1e-5) + 1e5)  # every eigenvalue of the (zero) Jacobian's kernel is 0
+    for host in (False, True):
+        got = ProxyScorer("jacov", C=C, N=N, seed=3, host_gradients=host)(cut, *batch)["jacov"]
+        np.testing.assert_allclose(got, [want], rtol=1e-6)
+
+
 def test_scores_do_not_depend_on_the_other_candidates(scorer, scores, batch):
     """A candidate's weights come from its own NB201 index: in any company or order, same score."""
     order = [2, 0, 1]
@@ -250,8 +262,8 @@ def test_host_fast_training_keeps_the_shared_weights(batch):
 def test_per_architecture_init_draws_exactly_the_whole_draws_values(scorer):
     """init_params(key, arch) (only the leaves the arch uses, drawn by counter) equals the whole
     network's draw on those leaves, bit for bit, and is zero elsewhere; also under jit."""
-    from jaxnas.spaces.nb201.networks import used_params
     from jaxnas.proxies.scoring import _uniform_slice
+    from jaxnas.spaces.nb201.networks import used_params
     key = jax.random.fold_in(jax.random.key(5), 1234)
     whole = np.asarray(jax.random.uniform(key, (5000,), jnp.float32, -1.0, 1.0))
     for start, size in ((0, 1), (17, 333), (4321, 679)):

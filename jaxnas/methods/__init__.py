@@ -1,14 +1,21 @@
 """Search methods, by name. Each module holds only what is particular to its method."""
+from jaxnas.methods.base import Method, SupernetMethod
 from jaxnas.methods.rsps import RSPS
 from jaxnas.methods.setn import SETN
 from jaxnas.methods.train_arch import TrainArch
+from jaxnas.methods.training_free import TrainingFree
+from jaxnas.proxies.scoring import PROXIES
 
-METHODS = {"rsps": RSPS, "setn": SETN, "train": TrainArch}
-# training-free searches (jaxnas.proxies.run.proxy_search): the best of `select_num` by a proxy
-TRAINING_FREE = ("naswot", "das", "synflow", "snip", "grad_norm", "jacov")
+# training-free searches: the best of `select_num` candidates by one proxy
+TRAINING_FREE = tuple(PROXIES)
+METHODS = {"rsps": RSPS, "setn": SETN, "train": TrainArch,
+           **{name: TrainingFree.for_proxy(name) for name in TRAINING_FREE}}
 
 
 def get(name: str):
     if name not in METHODS:
-        raise ValueError(f"unknown method {name!r}; available: {', '.join(sorted(METHODS) + list(TRAINING_FREE))}")
+        raise ValueError(f"unknown method {name!r}; available: {', '.join(METHODS)}")
     return METHODS[name]
+
+
+__all__ = ["METHODS", "RSPS", "SETN", "TRAINING_FREE", "Method", "SupernetMethod", "TrainArch", "TrainingFree", "get"]

@@ -40,6 +40,8 @@ class Method(abc.ABC):
     split = "search"
     uses_arch_batch = False  # does train_step take a batch from the architecture half?
     host_step = False        # does train_step run outside jit?
+    trains = True            # False: no training steps, the loop goes straight to `select`
+    needs_dataset = False    # True: the constructor also takes `dataset=` (the loaded Dataset)
 
     def __init__(self, cfg: Config, space: Space, num_classes: int):
         self.cfg, self.space, self.num_classes = cfg, space, num_classes

@@ -1,4 +1,4 @@
-"""`jaxnas score` and the training-free searches (`jaxnas search --method naswot|das|...`).
+"""`jaxnas score`: training-free scores of many architectures, resumable.
 
 Scoring writes RUN/scores.csv block by block (a block = `block_size` candidates, one jitted call),
 so a killed run loses at most one block: the same command resumes after the last complete row (a
@@ -13,16 +13,13 @@ import json
 import pathlib
 import time
 
-import jax
 import numpy as np
 
-from jaxnas import backend
 from jaxnas import data as data_lib
 from jaxnas.bench import dataset_column, rank_summary
 from jaxnas.config import Config
-from jaxnas.proxies.activation import DAS_WEIGHTS
-from jaxnas.proxies.scoring import PROXIES, ProxyScorer, parse_proxies
-from jaxnas.report import normalization, progress_bar, write_result
+from jaxnas.proxies.scoring import PROXIES, make_scorer, parse_proxies, proxy_batches
+from jaxnas.report import normalization, progress_bar
 from jaxnas.rundir import (
     Interrupted,
     RunError,
@@ -69,38 +66,6 @@ def select_archs(spec: str, seed: int) -> np.ndarray:
     if not archs:
         raise ValueError(f"{path} holds no NB201 strings")
     return np.stack(archs)
-
-
-def proxy_batches(ds, cfg: Config):
-    """The scoring batch and the fast-training batches ((None, None) without fast training):
-    disjoint slices of one seeded permutation of the training set, normalised, not augmented
-    (NASWOT scores un-augmented images)."""
-    n = cfg.proxy_batch_size + cfg.fast_train_steps * cfg.fast_train_batch_size
-    if n > len(ds.train_labels):
-        raise RunError(f"proxies need {n} training images, the dataset has {len(ds.train_labels)}")
-    pick = np.random.default_rng(cfg.seed).permutation(len(ds.train_labels))[:n]
-    x = np.asarray(data_lib.normalize(ds.train_images[pick], ds.mean, ds.std))
-    y = ds.train_labels[pick].astype(np.int32)
-    b = cfg.proxy_batch_size
-    train = (None, None)
-    if cfg.fast_train_steps:
-        shape = (cfg.fast_train_steps, cfg.fast_train_batch_size)
-        train = (x[b:].reshape(shape + x.shape[1:]), y[b:].reshape(shape))
-    return (x[:b], y[:b]), train
-
-
-def das_weight(cfg: Config) -> float:
-    """The configured DAS weight, or the calibrated one of the configured DA."""
-    return DAS_WEIGHTS[cfg.das_da] if cfg.das_weight is None else cfg.das_weight
-
-
-def make_scorer(cfg: Config, proxies, num_classes: int) -> ProxyScorer:
-    return ProxyScorer(proxies, C=cfg.C, N=cfg.N, num_classes=num_classes, seed=cfg.seed, init=cfg.proxy_init,
-                       chunk_size=backend.eval_chunk_size(cfg.eval_chunk_size, accelerator_default=16),
-                       das_weight=das_weight(cfg), das_da=cfg.das_da,
-                       fast_train_steps=cfg.fast_train_steps, fast_train_lr=cfg.fast_train_lr,
-                       single_path_impl=backend.traced_impl(cfg.single_path_impl),  # for gradient proxies
-                       host_gradients=backend.host_path(cfg.single_path_impl))  # CPU: eager gradients
 
 
 def score(cfg: Config, run_dir, *, overwrite=False, bench_table=None, progress=True, block_size=64,
@@ -178,21 +143,3 @@ def _csv_line(fields) -> str:
     buf = io.StringIO()
     csv.writer(buf, lineterminator="\n").writerow(fields)
     return buf.getvalue()
-
-
-def proxy_search(cfg: Config, run_dir, *, overwrite=False, bench_table=None, dataset=None) -> dict:
-    """Training-free search: sample `select_num` candidates, return the best by `cfg.method`'s proxy."""
-    proxy = parse_proxies(cfg.method)[0]
-    run = check_run_dir(run_dir, cfg, overwrite)
-    t0 = time.time()
-    ds = dataset or data_lib.load(cfg.data, max_per_class=cfg.max_per_class)
-    (x, y), train = proxy_batches(ds, cfg)
-    scorer = make_scorer(cfg, [proxy], ds.num_classes)
-    run = prepare_run_dir(run, cfg, overwrite)
-    archs = np.asarray(nb201.sample(jax.random.key(cfg.seed), cfg.select_num))
-    res = scorer(archs, x, y, *train)
-    s = res[PROXIES[proxy][1]]
-    best = int(np.lexsort((np.arange(len(s)), -np.nan_to_num(s, nan=-np.inf)))[0])
-    cands = [{"arch": nb201.to_string(a), "score": float(v)} for a, v in zip(archs, s)]
-    return write_result(run, cfg, nb201.SPACE, archs[best], {"score": float(s[best]), "candidates": cands},
-                        time.time() - t0, bench_table, steps=0, dataset=ds)

@@ -26,10 +26,14 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jaxnas import cpu_kernels
+from jaxnas import backend, cpu_kernels
+from jaxnas import data as data_lib
+from jaxnas.config import Config
 from jaxnas.evaluate import map_chunked
 from jaxnas.nn import split
 from jaxnas.proxies import activation, gradient
+from jaxnas.proxies.activation import DAS_WEIGHTS
+from jaxnas.rundir import RunError
 from jaxnas.spaces import nb201
 from jaxnas.spaces.nb201 import eager
 from jaxnas.spaces.nb201.networks import NB201SuperNet, used_params
@@ -44,6 +48,15 @@ PROXIES = {
     "snip": (gradient.loss_gradient_scores, "snip"),
     "synflow": (gradient.synflow, "synflow"),
     "jacov": (gradient.jacov, "jacov"),
+}
+# One line per proxy for `jaxnas list`.
+PROXY_HELP = {
+    "naswot": "log|K_H| of the ReLU activation codes of a batch (Mellor et al., ICML 2021)",
+    "das": "DAS: distinguishing ability + weighted log NAU (arXiv 2212.12132); das_da=logdet|min_dist",
+    "grad_norm": "norm of the loss gradient w.r.t. the weights",
+    "snip": "SNIP saliency: sum |w * dL/dw| (Lee et al., ICLR 2019)",
+    "synflow": "synaptic flow of the all-ones input through |w| (Tanaka et al., NeurIPS 2020)",
+    "jacov": "Jacobian covariance of the inputs' gradients (Mellor et al., 2020 version)",
 }
 INITS = ("per_arch", "shared")
 FAST_TRAIN_MOMENTUM, FAST_TRAIN_WEIGHT_DECAY = 0.9, 5e-4  # DAS fast training: Nesterov SGD
@@ -266,3 +279,35 @@ class ProxyScorer:
         out = self._run(self.params, self.stats, jnp.asarray(archs, jnp.int32), jnp.asarray(indices), images, labels,
                         train_images, train_labels)
         return {k: np.asarray(v, np.float64) for k, v in jax.device_get(out).items()}
+
+
+def proxy_batches(ds, cfg: Config):
+    """The scoring batch and the fast-training batches ((None, None) without fast training):
+    disjoint slices of one seeded permutation of the training set, normalised, not augmented
+    (NASWOT scores un-augmented images)."""
+    n = cfg.proxy_batch_size + cfg.fast_train_steps * cfg.fast_train_batch_size
+    if n > len(ds.train_labels):
+        raise RunError(f"proxies need {n} training images, the dataset has {len(ds.train_labels)}")
+    pick = np.random.default_rng(cfg.seed).permutation(len(ds.train_labels))[:n]
+    x = np.asarray(data_lib.normalize(ds.train_images[pick], ds.mean, ds.std))
+    y = ds.train_labels[pick].astype(np.int32)
+    b = cfg.proxy_batch_size
+    train = (None, None)
+    if cfg.fast_train_steps:
+        shape = (cfg.fast_train_steps, cfg.fast_train_batch_size)
+        train = (x[b:].reshape(shape + x.shape[1:]), y[b:].reshape(shape))
+    return (x[:b], y[:b]), train
+
+
+def das_weight(cfg: Config) -> float:
+    """The configured DAS weight, or the calibrated one of the configured DA."""
+    return DAS_WEIGHTS[cfg.das_da] if cfg.das_weight is None else cfg.das_weight
+
+
+def make_scorer(cfg: Config, proxies, num_classes: int) -> ProxyScorer:
+    return ProxyScorer(proxies, C=cfg.C, N=cfg.N, num_classes=num_classes, seed=cfg.seed, init=cfg.proxy_init,
+                       chunk_size=backend.eval_chunk_size(cfg.eval_chunk_size, accelerator_default=16),
+                       das_weight=das_weight(cfg), das_da=cfg.das_da,
+                       fast_train_steps=cfg.fast_train_steps, fast_train_lr=cfg.fast_train_lr,
+                       single_path_impl=backend.traced_impl(cfg.single_path_impl),  # for gradient proxies
+                       host_gradients=backend.host_path(cfg.single_path_impl))  # CPU: eager gradients

@@ -25,6 +25,7 @@ class Space(abc.ABC):
     """Abstract: a family of architectures, each a pytree of fixed-shape arrays."""
 
     name: str = ""
+    description: str = ""  # one line for `jaxnas list`
 
     @property
     @abc.abstractmethod

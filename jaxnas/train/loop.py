@@ -53,7 +53,8 @@ class SearchRun:
         ds = dataset or data_lib.load(cfg.data, max_per_class=cfg.max_per_class)
         self.dataset = ds
         self.space = spaces.get(cfg.space)
-        self.method = method_cls(cfg, self.space, ds.num_classes)
+        self.method = method_cls(cfg, self.space, ds.num_classes,
+                                 **({"dataset": ds} if method_cls.needs_dataset else {}))
         rep = sharding.replicated(self.mesh)
         if self.method.split == "search":
             w_idx, a_idx = data_lib.search_split(len(ds.train_labels), cfg.seed)
@@ -62,11 +63,12 @@ class SearchRun:
         self.wdata = data_lib.DeviceData.put(ds.train_images[w_idx], ds.train_labels[w_idx], rep)
         self.adata = data_lib.DeviceData.put(ds.train_images[a_idx], ds.train_labels[a_idx], rep)
         self.steps_per_epoch = len(w_idx) // cfg.batch_size
-        if self.steps_per_epoch == 0:
+        if self.steps_per_epoch == 0 and self.method.trains:
             raise RunError(f"batch_size={cfg.batch_size} exceeds the {len(w_idx)} training images")
         if cfg.steps_per_epoch:
             self.steps_per_epoch = min(self.steps_per_epoch, cfg.steps_per_epoch)
-        self.total_steps = self.steps_per_epoch * cfg.epochs * cfg.rounds
+        self.epochs = cfg.epochs * cfg.rounds if self.method.trains else 0
+        self.total_steps = self.steps_per_epoch * self.epochs
         self.evaluator = self._evaluator(ds, a_idx)
         self.run_dir = prepare_run_dir(run, cfg, overwrite)  # only now that everything is valid
         self.ckpt = checkpoint.Checkpointer(self.run_dir / "checkpoints", keep=cfg.keep_checkpoints)
@@ -171,7 +173,7 @@ class SearchRun:
         bar = progress_bar(self.total_steps, resumed_at, self.progress, f"{self.method.name} {self.run_dir.name}")
         data_sh = sharding.data_sharded(self.mesh)
         with stop_on_signals() as stop:
-            while int(state.epoch) < cfg.epochs * cfg.rounds:
+            while int(state.epoch) < self.epochs:
                 epoch, round_ = int(state.epoch), int(state.round)
                 where = {"epoch": epoch} if cfg.rounds == 1 else {"round": round_, "epoch": epoch}
                 w_order, a_order = self._orders(state, epoch)
@@ -222,7 +224,7 @@ class SearchRun:
         bar.close()
         self.state = state  # the final state, for callers that go on from it (notebooks)
         result = self.method.select(state, self.evaluator)
-        if cfg.rank_probe and self.method.split == "search":
+        if cfg.rank_probe and self.method.split == "search" and hasattr(self.method, "rank"):
             result["rank_probe"] = self._rank_probe(state)
         return self._write_result(state, result, elapsed0 + time.time() - t0)
 

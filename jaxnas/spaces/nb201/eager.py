@@ -299,7 +299,11 @@ def summed_logits_grad(graphdef, params, stats, images, arch, train: bool = True
         raise ValueError(f"wrt must be 'params' or 'images', got {wrt!r}")
     tape, out = _run(graphdef, params, stats, images, arch, train, "single", param_grads=wrt == "params")
     grad_leaves, _, g_images = tape.backward(out, _ones_like(tape.values[out]), input_grad=wrt == "images")
-    return _grad_tree(tape, grad_leaves) if wrt == "params" else g_images
+    if wrt == "params":
+        return _grad_tree(tape, grad_leaves)
+    # no path from the images to the logits (every cell's output node is cut off from its input,
+    # e.g. |none~0|+|..|+|none~0|nor_conv_3x3~1|none~2|): the gradient is exactly zero
+    return _zeros(*_like(jnp.asarray(images))) if g_images is None else g_images
 
 
 def weights_value_and_grad(graphdef, params, stats, images, labels, weights, train: bool = True):

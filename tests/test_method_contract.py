@@ -1,0 +1,109 @@
+"""The contract every registered method must keep (jaxnas.methods.base.Method), through the one loop.
+
+Each test runs over every method in `jaxnas.methods.METHODS`, so a new method is checked the
+moment it is registered: `init` gives a SearchState the loop can checkpoint, `train_step` is
+pure (the loop jits it unless `host_step`), `epoch_end` / `round_end` return (state, metrics),
+`select` returns an architecture of the space, and a run killed after its first epoch resumes to
+the same final state and result.json, bit for bit.
+
+Cost control: the configuration of tests/test_loop.py (C=4, N=1, batch 16 on 8 devices), so
+supernet programs are shared with it; 2 rounds of 1 epoch of 3 steps.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+
+import jax
+import numpy as np
+import pytest
+
+from jaxnas import methods
+from jaxnas.config import Config
+from jaxnas.methods.base import Method
+from jaxnas.train.loop import SearchRun
+from jaxnas.train.state import SearchState
+
+SMALL = {"C": 4, "N": 1, "batch_size": 16, "epochs": 1, "rounds": 2, "select_num": 4, "eval_batch_size": 16,
+         "proxy_batch_size": 16}
+TRAIN_ARCH = "|nor_conv_3x3~0|+|skip_connect~0|nor_conv_1x1~1|+|avg_pool_3x3~0|none~1|nor_conv_3x3~2|"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def data_cache(tmp_path_factory):
+    mp = pytest.MonkeyPatch()
+    mp.setenv("JAXNAS_CACHE", str(tmp_path_factory.mktemp("data-cache")))
+    yield
+    mp.undo()
+
+
+def config(name, image_folder) -> Config:
+    cfg = Config(data=str(image_folder), method=name, **SMALL)
+    if name == "train":
+        cfg = cfg.replace(arch=TRAIN_ARCH, affine=True, track_running_stats=True)
+    return cfg
+
+
+def strip_wall(result: dict) -> dict:
+    return {k: v for k, v in result.items() if k != "wall_time_s"}
+
+
+class Recording:
+    """Wraps a method class: records what the loop's hooks return, without changing them."""
+
+    def __init__(self, cls):
+        self.cls, self.calls = cls, []
+
+    def __getattr__(self, name):
+        return getattr(self.cls, name)
+
+    def __call__(self, *args, **kw):
+        method = self.cls(*args, **kw)
+        for hook in ("epoch_end", "round_end"):
+            original = getattr(method, hook)
+
+            def recorded(state, evaluator, original=original, hook=hook):
+                out = original(state, evaluator)
+                self.calls.append((hook, out))
+                return out
+            setattr(method, hook, recorded)
+        return method
+
+
+@pytest.mark.parametrize("name", sorted(methods.METHODS))
+def test_method_contract_and_bit_exact_resume(name, image_folder, tmp_path):
+    cfg = config(name, image_folder)
+    cls = Recording(methods.get(name))
+    run = SearchRun(cfg, tmp_path / "run", method_cls=cls, progress=False)
+    assert isinstance(run.method, Method) and run.method.name == name
+    state = run.method.init()
+    assert isinstance(state, SearchState) and int(state.step) == 0 and int(state.round) == 0
+    result = run.run()
+
+    saved = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert saved == json.loads(json.dumps(result)) and saved["method"] == name
+    arch = run.space.from_string(saved["arch"])
+    assert run.space.to_string(run.space.validate(arch)) == saved["arch"]
+    if not run.method.trains:  # training-free: no step, no hook, straight to select
+        assert saved["steps"] == 0 and cls.calls == [] and "score" in saved
+        return
+    # 2 rounds of 1 epoch: the loop called epoch_end twice and round_end twice, each returning
+    # (SearchState, metrics dict)
+    assert [hook for hook, _ in cls.calls] == ["epoch_end", "round_end"] * 2
+    assert all(isinstance(out[0], SearchState) and isinstance(out[1], dict) for _, out in cls.calls)
+    assert saved["steps"] == int(run.state.step) == 2 * run.steps_per_epoch
+    assert int(run.state.round) == 2 and int(run.state.epoch) == 2
+    final = jax.device_get(run.state)
+
+    # killed after round 1: its newest checkpoint and the result are gone; the same run resumes
+    steps = sorted(int(p.name) for p in (tmp_path / "run" / "checkpoints").iterdir() if p.name.isdigit())
+    assert steps == [run.steps_per_epoch, 2 * run.steps_per_epoch]
+    shutil.rmtree(tmp_path / "run" / "checkpoints" / str(steps[-1]))
+    (tmp_path / "run" / "result.json").unlink()
+    again = SearchRun(cfg, tmp_path / "run", method_cls=methods.get(name), progress=False)
+    resumed = again.run()
+    assert again.resumed_from == steps[0]
+    assert strip_wall(resumed) == strip_wall(result)
+    leaves = jax.tree.leaves(jax.tree.map(np.asarray, jax.device_get(again.state.replace(elapsed=final.elapsed))))
+    want = jax.tree.leaves(jax.tree.map(np.asarray, final))
+    assert len(leaves) == len(want) and all(np.array_equal(a, b) for a, b in zip(leaves, want))
