@@ -84,8 +84,8 @@ def main():
     ap.add_argument("--out")
     a = ap.parse_args()
     rng = np.random.default_rng(0)
-    cfg = PRESETS["paper"].replace(method="setn", C=a.C, N=a.N, select_num=a.cands, eval_batch_size=a.eval_batch,
-                                      eval_chunk_size=a.chunk)
+    cfg = PRESETS["paper"].replace(method="setn").set({"nb201.C": a.C, "nb201.N": a.N, "eval.select_num": a.cands,
+                                                       "eval.batch_size": a.eval_batch, "eval.chunk_size": a.chunk})
     method = SETN(cfg, nb201.SPACE, 10)
     state = method.init()
     dev = a.torch_device

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import jax
 
-IMPLS = ("auto", "eager", "merged", "switch", "mask")
+from jaxnas.config import IMPLS
 
 
 def is_cpu() -> bool:

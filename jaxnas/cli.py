@@ -21,7 +21,7 @@ from jaxnas.config import PRESETS, apply_overrides, validate
 EXIT_USAGE, EXIT_INTERRUPTED = 2, 130
 TABLE_NAME = "shared/data/nb201/nats_tss_hp200_test_acc.csv"
 DEMO_OUT = "runs/demo"
-OVERRIDE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
+OVERRIDE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*=")
 # One line per method for `jaxnas search --help` (tests check it lists every registered method).
 METHOD_HELP = {
     "rsps": "random sampling with parameter sharing: train a supernet on random paths, rank candidates",
@@ -65,8 +65,8 @@ def _common(p):
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--print-config", action="store_true",
                    help="print the resolved config and an estimate of steps and time, then exit")
-    p.add_argument("overrides", nargs="*", metavar="field=value",
-                   help="override any config field (see jaxnas/config.py), anywhere on the line")
+    p.add_argument("overrides", nargs="*", metavar="section.field=value",
+                   help="override any config field, e.g. train.epochs=20 (see --print-config), anywhere on the line")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -154,7 +154,8 @@ def _config(args):
     elif args.command == "score":
         from jaxnas.proxies import parse_proxies
         parse_proxies(args.proxy)
-        cfg = PRESETS[args.preset].replace(method="score", space=args.space, proxy=args.proxy, score_archs=args.archs)
+        cfg = PRESETS[args.preset].replace(method="score", space=args.space).set({"proxy.names": args.proxy,
+                                                                                   "proxy.archs": args.archs})
     else:
         cfg = PRESETS[args.preset].replace(method=args.method, space=args.space)
     cfg = validate(cfg.replace(data=args.data, seed=args.seed))
@@ -171,7 +172,7 @@ def _candidates(args, cfg):
     from jaxnas.spaces import nb201
     if args.command == "score":
         from jaxnas.proxies.run import select_archs
-        return select_archs(cfg.score_archs, cfg.seed), "architectures to score"
+        return select_archs(cfg.proxy.archs, cfg.seed), "architectures to score"
     if args.command == "train":
         return nb201.from_string(cfg.arch)[None], "architecture to train"
     return nb201.enumerate_all(), "architectures of the NB201 space"
@@ -183,8 +184,8 @@ def _estimate(args, cfg, candidates) -> dict:
         est = estimate(cfg)
     else:
         from jaxnas.proxies import parse_proxies
-        proxies = parse_proxies(cfg.proxy if args.command == "score" else cfg.method)
-        est = estimate(cfg, proxies, len(candidates[0]) if args.command == "score" else cfg.select_num)
+        proxies = parse_proxies(cfg.proxy.names if args.command == "score" else cfg.method)
+        est = estimate(cfg, proxies, len(candidates[0]) if args.command == "score" else cfg.eval.select_num)
     est["duration_2_core_cpu"] = describe(est["seconds"])
     return est
 
@@ -268,7 +269,7 @@ def _print_result(result: dict) -> None:
 # The demo's two searches: (folder, method, one-line description, overrides); both at the tiny preset.
 DEMO_RUNS = (
     ("training-free", "das", "training-free search: DAS (min_dist) over 100 random candidates, no training",
-     ["select_num=100", "das_da=min_dist"]),
+     ["eval.select_num=100", "proxy.das_da=min_dist"]),
     ("rsps", "rsps", "weight-sharing search: RSPS, a C=8, N=1 supernet trained 3 epochs on 3,000 images", []),
 )
 

@@ -1,8 +1,19 @@
-"""Run configuration: one frozen dataclass, presets named after the protocol they reproduce.
+"""Run configuration in sections: what to run (top level), then one frozen dataclass per concern,
+each validating its own fields. Presets are named after the protocol they reproduce.
 
-Every field can be overridden from the CLI as `field=value`. `paper` presets follow the NB201
-benchmark protocol (Dong & Yang, ICLR 2020, and xautodl's exps/NAS-Bench-201-algos scripts);
-`tiny` presets are CPU-sized variants that finish in minutes on 2 cores.
+    space, method, data, max_per_class, seed, arch   what to run
+    nb201   the NB201 networks: width, depth, BatchNorm, single-path formulation
+    train   weight training: epochs, rounds, batch, SGD, augmentation
+    eval    candidate evaluation: how many, on which batch, BatchNorm mode, rank probe
+    setn    SETN's evaluator (Adam on alpha) and its candidates
+    proxy   training-free scores (`jaxnas score`, `jaxnas search --method naswot|das|...`)
+    run     bookkeeping: checkpoints, logging
+
+Overrides are dotted, `section.field=value` (`train.epochs=20`, `setn.select=sample`), or
+`field=value` for the top level. An unknown or renamed field is a one-line error naming the right
+one. `paper` presets follow the NB201 benchmark protocol (Dong & Yang, ICLR 2020, and xautodl's
+exps/NAS-Bench-201-algos scripts); `tiny` presets are CPU-sized variants that finish in minutes on
+2 cores.
 """
 from __future__ import annotations
 
@@ -10,24 +21,39 @@ import dataclasses
 import difflib
 import json
 import math
-from typing import Optional
+import typing
+
+IMPLS = ("auto", "eager", "merged", "switch", "mask")  # single-path formulations (jaxnas.backend)
+
+
+def _check_positive(section, names):
+    for name in names:
+        if getattr(section, name) < 1:
+            raise ValueError(f"{section.NAME}.{name} must be >= 1, got {getattr(section, name)}")
+
+
+def _check_choice(section, name, choices):
+    if getattr(section, name) not in choices:
+        raise ValueError(f"{section.NAME}.{name} must be one of {', '.join(choices)}, got {getattr(section, name)!r}")
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
-    # --- what to run
-    space: str = "nb201"               # search space
-    method: str = "rsps"               # search method (rsps, setn, train, ...)
-    data: str = "cifar10"              # TFDS name, image folder or .tar.gz of one
-    max_per_class: Optional[int] = None  # keep only the first n images per class (CPU-sized runs)
-    seed: int = 0                      # the only source of randomness
-    # --- network
+class NB201:
+    NAME = "nb201"
     C: int = 16                        # channels of the first stage
     N: int = 5                         # cells per stage
     affine: bool = False               # affine BN in the search cells (reference: off)
     track_running_stats: bool = False  # running BN statistics in the search cells (NB201 scripts: BN=0)
     single_path_impl: str = "auto"     # eager | merged | switch | mask | auto (fastest exact one per backend)
-    # --- weight training
+
+    def check(self):
+        _check_positive(self, ("C", "N"))
+        _check_choice(self, "single_path_impl", IMPLS)
+
+
+@dataclasses.dataclass(frozen=True)
+class Train:
+    NAME = "train"
     epochs: int = 250                  # passes over the weights half of the search split (per round)
     rounds: int = 1                    # rounds of `epochs` epochs (methods that evolve their space per round)
     batch_size: int = 64               # global batch, sharded over devices
@@ -39,60 +65,258 @@ class Config:
     grad_clip: float = 5.0             # global gradient-norm clip (reference: clip_grad_norm_ 5); 0 = off
     decay_unsampled: bool = False      # momentum+decay for ops not sampled this step (PyTorch<2.0 zero_grad)
     augment: bool = True               # pad-4 random crop + horizontal flip
-    steps_per_epoch: Optional[int] = None  # cap on steps per epoch (None: the whole weights half)
-    # --- architecture parameters (methods that learn them)
-    arch_lr: float = 3e-4              # Adam learning rate
-    arch_beta1: float = 0.5            # Adam beta1
-    arch_beta2: float = 0.999          # Adam beta2
-    arch_weight_decay: float = 1e-3    # Adam L2 weight decay
-    # --- candidate selection
+    steps_per_epoch: int | None = None  # cap on steps per epoch (None: the whole weights half)
+
+    def check(self):
+        _check_positive(self, ("epochs", "rounds", "batch_size"))
+        if self.lr <= 0 or self.lr_min < 0:
+            raise ValueError("train.lr must be > 0 and train.lr_min >= 0")
+        if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
+            raise ValueError(f"train.steps_per_epoch must be >= 1, got {self.steps_per_epoch}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Eval:
+    NAME = "eval"
     select_num: int = 100              # candidates evaluated at the end
-    eval_batch_size: int = 512         # images in the validation batch candidates are ranked on
-    eval_chunk_size: int = 0           # candidates vmapped at once (bounds memory); 0: 1 for candidate
-                                       # evaluation; for proxies 1 on CPU, 16 on GPU (methods.base.eval_chunk_size)
-    eval_bn: str = "batch"             # BN during evaluation: batch | running | recal
-    setn_select: str = "topk"          # SETN candidates: topk (highest log-probability) | sample (from alpha)
+    batch_size: int = 512              # images in the validation batch candidates are ranked on
+    chunk_size: int = 0                # candidates vmapped at once (bounds memory); 0: 1 for candidate
+                                       # evaluation; for proxies 1 on CPU, 16 on GPU (backend.eval_chunk_size)
+    bn: str = "batch"                  # BN during evaluation: batch | running | recal
     rank_probe: int = 0                # at the end, rank this many fixed architectures (same set for every
                                        # seed and method) with the shared weights; result.json reports their
                                        # accuracies and, with a bench table, Kendall tau / Spearman
-    # --- training-free proxies (`jaxnas score`, `jaxnas search --method naswot|das|...`)
-    proxy: str = "naswot"              # proxies to compute, comma-separated (score); the first ranks
-    proxy_batch_size: int = 128        # images the proxies see (NASWOT paper: 128)
-    proxy_init: str = "per_arch"       # per_arch: a fresh network per candidate (reference) | shared
+
+    def check(self):
+        _check_positive(self, ("select_num", "batch_size"))
+        _check_choice(self, "bn", ("batch", "running", "recal"))
+        if self.chunk_size < 0:
+            raise ValueError(f"eval.chunk_size must be >= 0 (0: automatic), got {self.chunk_size}")
+        if not 0 <= self.rank_probe <= 15625:
+            raise ValueError(f"eval.rank_probe must be in [0, 15625], got {self.rank_probe}")
+
+
+@dataclasses.dataclass(frozen=True)
+class SETN:
+    NAME = "setn"
+    select: str = "topk"               # candidates: topk (highest log-probability) | sample (from alpha)
+    arch_lr: float = 3e-4              # Adam learning rate of alpha
+    arch_beta1: float = 0.5            # Adam beta1
+    arch_beta2: float = 0.999          # Adam beta2
+    arch_weight_decay: float = 1e-3    # Adam L2 weight decay
+
+    def check(self):
+        _check_choice(self, "select", ("topk", "sample"))
+
+
+@dataclasses.dataclass(frozen=True)
+class Proxy:
+    NAME = "proxy"
+    names: str = "naswot"              # proxies to compute, comma-separated (`jaxnas score`); the first ranks
+    batch_size: int = 128              # images the proxies see (NASWOT paper: 128)
+    init: str = "per_arch"             # per_arch: a fresh network per candidate (reference) | shared
     das_da: str = "logdet"             # DAS's distinguishing ability: logdet (log|S|) | min_dist (the closest
                                        # pair of images' codes; ranks NB201 better, experiments/proxy_fidelity)
-    das_weight: Optional[float] = None  # DAS = DA + das_weight * B * log(NAU); 1.0 with logdet is NASWOT.
+    das_weight: float | None = None  # DAS = DA + das_weight * B * log(NAU); 1.0 with logdet is NASWOT.
                                        # None: the DA's weight chosen on a 200-arch calibration set
                                        # (logdet 1.75, min_dist 1.33; experiments/proxy_fidelity)
     fast_train_steps: int = 0          # DAS fast training: SGD steps per candidate before scoring
     fast_train_lr: float = 0.1         # its learning rate
     fast_train_batch_size: int = 64    # its batch size
-    score_archs: str = "all"           # `jaxnas score`: all | N (seeded sample) | file of NB201 strings
-    # --- run bookkeeping
+    archs: str = "all"                 # `jaxnas score`: all | N (seeded sample) | file of NB201 strings
+
+    def check(self):
+        _check_positive(self, ("batch_size", "fast_train_batch_size"))
+        _check_choice(self, "init", ("per_arch", "shared"))
+        _check_choice(self, "das_da", ("logdet", "min_dist"))
+        if self.fast_train_steps < 0 or self.fast_train_lr <= 0:
+            raise ValueError("proxy.fast_train_steps must be >= 0 and proxy.fast_train_lr > 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    NAME = "run"
     checkpoint_every_steps: int = 0    # also checkpoint mid-epoch every n steps (0: epoch ends only)
     keep_checkpoints: int = 2          # checkpoints kept on disk (>= 2 so a corrupt one has a fallback)
     log_every: int = 10                # steps between progress-bar / NaN checks
-    # --- single-architecture training (`jaxnas train`)
-    arch: str = ""                     # NB201 string of the architecture to train
 
-    def replace(self, **kw) -> "Config":
+    def check(self):
+        _check_positive(self, ("log_every",))
+        if self.keep_checkpoints < 2:
+            raise ValueError("run.keep_checkpoints must be >= 2 so a corrupt checkpoint has a fallback")
+        if self.checkpoint_every_steps < 0:
+            raise ValueError(f"run.checkpoint_every_steps must be >= 0, got {self.checkpoint_every_steps}")
+
+
+SECTIONS = {s.NAME: s for s in (NB201, Train, Eval, SETN, Proxy, Run)}
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    space: str = "nb201"               # search space
+    method: str = "rsps"               # search method (rsps, setn, train, naswot, ...: `jaxnas list`)
+    data: str = "cifar10"              # TFDS name, image folder or .tar.gz of one
+    max_per_class: int | None = None  # keep only the first n images per class (CPU-sized runs)
+    seed: int = 0                      # the only source of randomness
+    arch: str = ""                     # `jaxnas train`: the architecture string to train
+    nb201: NB201 = NB201()
+    train: Train = Train()
+    eval: Eval = Eval()
+    setn: SETN = SETN()
+    proxy: Proxy = Proxy()
+    run: Run = Run()
+
+    def replace(self, **kw) -> Config:
         return dataclasses.replace(self, **kw)
+
+    def set(self, values: dict) -> Config:
+        """A copy with `{"section.field" or "field": value}` applied, validated (ValueError naming
+        the field)."""
+        top, sections = {}, {}
+        for key, value in values.items():
+            section, name = _resolve(key)
+            if section is None:
+                top[name] = value
+            else:
+                sections.setdefault(section, {})[name] = value
+        for section, kw in sections.items():
+            top[section] = dataclasses.replace(getattr(self, section), **kw)
+        return validate(dataclasses.replace(self, **top))
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+
+TOP_LEVEL = tuple(f.name for f in dataclasses.fields(Config) if f.name not in SECTIONS)
+
+# Fields of the flat config before sections (jaxnas 0.1), by their new names.
+RENAMED = {
+    **{name: f"nb201.{name}" for name in ("C", "N", "affine", "track_running_stats", "single_path_impl")},
+    **{name: f"train.{name}" for name in ("epochs", "batch_size", "lr", "lr_min", "momentum", "nesterov",
+                                          "weight_decay", "grad_clip", "decay_unsampled", "augment",
+                                          "steps_per_epoch")},
+    **{name: f"setn.{name}" for name in ("arch_lr", "arch_beta1", "arch_beta2", "arch_weight_decay")},
+    "setn_select": "setn.select", "select_num": "eval.select_num", "eval_batch_size": "eval.batch_size",
+    "eval_chunk_size": "eval.chunk_size", "eval_bn": "eval.bn", "rank_probe": "eval.rank_probe",
+    "proxy": "proxy.names", "proxy_batch_size": "proxy.batch_size", "proxy_init": "proxy.init",
+    "das_da": "proxy.das_da", "das_weight": "proxy.das_weight", "fast_train_steps": "proxy.fast_train_steps",
+    "fast_train_lr": "proxy.fast_train_lr", "fast_train_batch_size": "proxy.fast_train_batch_size",
+    "score_archs": "proxy.archs",
+    **{name: f"run.{name}" for name in ("checkpoint_every_steps", "keep_checkpoints", "log_every")},
+}
+
+
+def all_fields() -> list[str]:
+    """Every overridable name: top-level fields and `section.field`."""
+    return list(TOP_LEVEL) + [f"{s}.{f.name}" for s, cls in SECTIONS.items() for f in dataclasses.fields(cls)]
+
+
+def _resolve(key: str):
+    """(section or None, field) of an override key, or ValueError naming the right one."""
+    if "." in key:
+        section, name = key.split(".", 1)
+        cls = SECTIONS.get(section)
+        if cls is not None and name in {f.name for f in dataclasses.fields(cls)}:
+            return section, name
+    elif key in TOP_LEVEL:
+        return None, key
+    if key in RENAMED:
+        raise ValueError(f"config field {key!r} is now {RENAMED[key]!r} (fields are grouped in sections since "
+                         f"jaxnas 0.2); use {RENAMED[key]}=...")
+    close = difflib.get_close_matches(key, all_fields(), n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    raise ValueError(f"unknown config field {key!r}; {hint}fields are `jaxnas search --print-config`'s, "
+                     "e.g. train.lr=0.1 (jaxnas/config.py)")
+
+
+def _field_type(key: str) -> str:
+    section, name = _resolve(key)
+    cls = Config if section is None else SECTIONS[section]
+    hints = typing.get_type_hints(cls)
+    return str(hints[name])
+
+
+def _parse_value(key: str, text: str):
+    kind = _field_type(key)
+    if text.lower() in ("none", "null") and ("Optional" in kind or "None" in kind):
+        return None
+    if "bool" in kind:
+        if text.lower() in ("1", "true", "yes", "on"):
+            return True
+        if text.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"{key} takes true/false, got {text!r}")
+    try:
+        if "int" in kind:
+            return int(text)
+        if "float" in kind:
+            return float(text)  # validate() rejects nan / inf
+    except ValueError:
+        raise ValueError(f"{key} takes {'an integer' if 'int' in kind else 'a number'}, got {text!r}") from None
+    return text
+
+
+def apply_overrides(cfg: Config, overrides) -> Config:
+    """Apply `section.field=value` / `field=value` strings; unknown fields and bad values raise ValueError."""
+    values = {}
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"expected section.field=value, got {item!r}")
+        key, text = item.split("=", 1)
+        values[key] = _parse_value(key, text)
+    return cfg.set(values)
+
+
+def validate(cfg: Config) -> Config:
+    """Check every section's value ranges and the rules across sections; ValueError naming the field."""
+    for key, value in flat(cfg).items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{key} must be a finite number, got {value}")
+    if cfg.seed < 0:
+        raise ValueError(f"seed must be >= 0, got {cfg.seed}")
+    if cfg.max_per_class is not None and cfg.max_per_class < 2:
+        raise ValueError(f"max_per_class must be >= 2, got {cfg.max_per_class}")
+    for section in SECTIONS:
+        getattr(cfg, section).check()
+    if cfg.eval.bn == "running" and not cfg.nb201.track_running_stats:
+        raise ValueError("eval.bn=running needs nb201.track_running_stats=true")
+    return cfg
+
+
+def from_json(text: str) -> Config:
+    """The Config of a config.json's text; ValueError if it is not one (e.g. written before sections)."""
+    raw = json.loads(text)
+    if not isinstance(raw, dict):
+        raise ValueError("not a JSON object")
+    unknown = set(raw) - set(TOP_LEVEL) - set(SECTIONS)
+    if unknown:
+        raise ValueError(f"unknown fields {sorted(unknown)[:5]} (written by an older jaxnas?)")
+    sections = {k: SECTIONS[k](**v) for k, v in raw.items() if k in SECTIONS}
+    return Config(**{k: v for k, v in raw.items() if k in TOP_LEVEL}, **sections)
+
+
+def flat(cfg: Config) -> dict:
+    """{"field" or "section.field": value} of every field, in declaration order."""
+    out = {}
+    for key in all_fields():
+        section, name = _resolve(key)
+        out[key] = getattr(cfg if section is None else getattr(cfg, section), name)
+    return out
 
 
 PRESETS = {
     # NB201 search protocol: 250 epochs, batch 64, SGD Nesterov 0.9, lr 0.025 -> 0.001, wd 5e-4.
     "paper": Config(),
     # CPU variant: 10% of CIFAR-10, a narrow and shallow supernet, a few short epochs.
-    "tiny": Config(C=8, N=1, epochs=3, max_per_class=300, batch_size=64, select_num=30,
-                   eval_batch_size=256, lr=0.05),
+    "tiny": Config(max_per_class=300).set({"nb201.C": 8, "nb201.N": 1, "train.epochs": 3, "train.batch_size": 64,
+                                           "train.lr": 0.05, "eval.select_num": 30, "eval.batch_size": 256}),
     # NB201 training recipe for one architecture (`jaxnas train`): 200 epochs, batch 256, lr 0.1.
-    "train-paper": Config(method="train", epochs=200, batch_size=256, lr=0.1, lr_min=0.0,
-                          weight_decay=5e-4, grad_clip=0.0, affine=True, track_running_stats=True),
-    "train-tiny": Config(method="train", C=8, N=1, epochs=3, max_per_class=500, batch_size=128, lr=0.1,
-                         lr_min=0.0, grad_clip=0.0, affine=True, track_running_stats=True),
+    "train-paper": Config(method="train").set({
+        "train.epochs": 200, "train.batch_size": 256, "train.lr": 0.1, "train.lr_min": 0.0,
+        "train.weight_decay": 5e-4, "train.grad_clip": 0.0, "nb201.affine": True, "nb201.track_running_stats": True}),
+    "train-tiny": Config(method="train", max_per_class=500).set({
+        "nb201.C": 8, "nb201.N": 1, "train.epochs": 3, "train.batch_size": 128, "train.lr": 0.1,
+        "train.lr_min": 0.0, "train.grad_clip": 0.0, "nb201.affine": True, "nb201.track_running_stats": True}),
 }
 # One line per preset for `jaxnas list`.
 PRESET_HELP = {
@@ -101,85 +325,3 @@ PRESET_HELP = {
     "train-paper": "jaxnas train: NB201's 200-epoch training recipe for one architecture",
     "train-tiny": "jaxnas train: 3 epochs at C=8, N=1 on 500 images per class",
 }
-
-
-def _parse_value(field: dataclasses.Field, text: str):
-    kind = field.type if isinstance(field.type, str) else getattr(field.type, "__name__", str(field.type))
-    if text.lower() in ("none", "null") and "Optional" in kind:
-        return None
-    if "bool" in kind:
-        if text.lower() in ("1", "true", "yes", "on"):
-            return True
-        if text.lower() in ("0", "false", "no", "off"):
-            return False
-        raise ValueError(f"{field.name} takes true/false, got {text!r}")
-    try:
-        if "int" in kind:
-            return int(text)
-        if "float" in kind:
-            return float(text)  # validate() rejects nan / inf
-    except ValueError:
-        raise ValueError(f"{field.name} takes {'an integer' if 'int' in kind else 'a number'}, got {text!r}") from None
-    return text
-
-
-def apply_overrides(cfg: Config, overrides) -> Config:
-    """Apply `field=value` strings; unknown fields and bad values raise ValueError."""
-    fields = {f.name: f for f in dataclasses.fields(Config)}
-    kw = {}
-    for item in overrides:
-        if "=" not in item:
-            raise ValueError(f"expected field=value, got {item!r}")
-        name, text = item.split("=", 1)
-        if name not in fields:
-            close = difflib.get_close_matches(name, fields, n=1)
-            hint = f"did you mean {close[0]!r}? " if close else ""
-            raise ValueError(f"unknown config field {name!r}; {hint}fields: {', '.join(sorted(fields))}")
-        kw[name] = _parse_value(fields[name], text)
-    return validate(cfg.replace(**kw))
-
-
-def validate(cfg: Config) -> Config:
-    """Check value ranges; raise ValueError naming the field."""
-    for f in dataclasses.fields(cfg):
-        value = getattr(cfg, f.name)
-        if isinstance(value, float) and not math.isfinite(value):
-            raise ValueError(f"{f.name} must be a finite number, got {value}")
-    if cfg.seed < 0:
-        raise ValueError(f"seed must be >= 0, got {cfg.seed}")
-    positive = ("C", "N", "epochs", "rounds", "batch_size", "select_num", "eval_batch_size", "log_every", "keep_checkpoints",
-                "proxy_batch_size", "fast_train_batch_size")
-    for name in positive:
-        if getattr(cfg, name) < 1:
-            raise ValueError(f"{name} must be >= 1, got {getattr(cfg, name)}")
-    if not 0 <= cfg.rank_probe <= 15625:
-        raise ValueError(f"rank_probe must be in [0, 15625], got {cfg.rank_probe}")
-    if cfg.eval_chunk_size < 0:
-        raise ValueError(f"eval_chunk_size must be >= 0 (0: automatic), got {cfg.eval_chunk_size}")
-    if cfg.lr <= 0 or cfg.lr_min < 0:
-        raise ValueError("lr must be > 0 and lr_min >= 0")
-    if cfg.max_per_class is not None and cfg.max_per_class < 2:
-        raise ValueError(f"max_per_class must be >= 2, got {cfg.max_per_class}")
-    if cfg.steps_per_epoch is not None and cfg.steps_per_epoch < 1:
-        raise ValueError(f"steps_per_epoch must be >= 1, got {cfg.steps_per_epoch}")
-    if cfg.eval_bn not in ("batch", "running", "recal"):
-        raise ValueError(f"eval_bn must be batch, running or recal, got {cfg.eval_bn!r}")
-    if cfg.setn_select not in ("topk", "sample"):
-        raise ValueError(f"setn_select must be topk or sample, got {cfg.setn_select!r}")
-    if cfg.single_path_impl not in ("auto", "eager", "merged", "switch", "mask"):
-        raise ValueError(f"single_path_impl must be auto, eager, merged, switch or mask, got {cfg.single_path_impl!r}")
-    if cfg.eval_bn == "running" and not cfg.track_running_stats:
-        raise ValueError("eval_bn=running needs track_running_stats=true")
-    if cfg.proxy_init not in ("per_arch", "shared"):
-        raise ValueError(f"proxy_init must be per_arch or shared, got {cfg.proxy_init!r}")
-    if cfg.das_da not in ("logdet", "min_dist"):
-        raise ValueError(f"das_da must be logdet or min_dist, got {cfg.das_da!r}")
-    if cfg.fast_train_steps < 0 or cfg.fast_train_lr <= 0:
-        raise ValueError("fast_train_steps must be >= 0 and fast_train_lr > 0")
-    if cfg.keep_checkpoints < 2:
-        raise ValueError("keep_checkpoints must be >= 2 so a corrupt checkpoint has a fallback")
-    return cfg
-
-
-def from_json(text: str) -> Config:
-    return Config(**json.loads(text))

@@ -62,15 +62,15 @@ def _count_per_class(path: pathlib.Path) -> dict | None:
 
 def _size(cfg: Config) -> float:
     """Cost of a network relative to C=16, N=5 (with a floor for per-call overhead)."""
-    return max(0.05, (cfg.N / 5) * (cfg.C / 16) ** 2)
+    return max(0.05, (cfg.nb201.N / 5) * (cfg.nb201.C / 16) ** 2)
 
 
 def search_steps(cfg: Config, n_train: int) -> int:
     weights = n_train if cfg.method == "train" else n_train // 2  # NB201 search split: half for weights
-    per_epoch = weights // cfg.batch_size
-    if cfg.steps_per_epoch:
-        per_epoch = min(per_epoch, cfg.steps_per_epoch)
-    return per_epoch * cfg.epochs
+    per_epoch = weights // cfg.train.batch_size
+    if cfg.train.steps_per_epoch:
+        per_epoch = min(per_epoch, cfg.train.steps_per_epoch)
+    return per_epoch * cfg.train.epochs
 
 
 def estimate(cfg: Config, proxies: list[str] | None = None, n_archs: int | None = None) -> dict:
@@ -79,16 +79,16 @@ def estimate(cfg: Config, proxies: list[str] | None = None, n_archs: int | None 
     if proxies is not None:
         per = FORWARD_PROXY_S if {"naswot", "das"} & set(proxies) else 0.0
         per += GRADIENT_PROXY_S * len(set(proxies) - {"naswot", "das"})
-        per += FAST_TRAIN_STEP_S * cfg.fast_train_steps * cfg.fast_train_batch_size / 64
-        per *= _size(cfg) * cfg.proxy_batch_size / 128
+        per += FAST_TRAIN_STEP_S * cfg.proxy.fast_train_steps * cfg.proxy.fast_train_batch_size / 64
+        per *= _size(cfg) * cfg.proxy.batch_size / 128
         return {"architectures": n_archs, "seconds": n_archs * per, "basis": "per candidate"}
     n_train = train_images(cfg)
     if n_train is None:
         return {"steps": None, "seconds": None, "basis": "the dataset's size is known once it is decoded"}
     steps = search_steps(cfg, n_train)
-    per_step = (WEIGHT_STEP_S + (SETN_EXTRA_STEP_S if cfg.method == "setn" else 0.0)) * _size(cfg) * cfg.batch_size / 64
-    selections = cfg.epochs + 1 if cfg.method == "setn" else (0 if cfg.method == "train" else 1)
-    select = selections * cfg.select_num * CANDIDATE_S * _size(cfg) * cfg.eval_batch_size / 512
+    per_step = (WEIGHT_STEP_S + (SETN_EXTRA_STEP_S if cfg.method == "setn" else 0.0)) * _size(cfg) * cfg.train.batch_size / 64
+    selections = cfg.train.epochs + 1 if cfg.method == "setn" else (0 if cfg.method == "train" else 1)
+    select = selections * cfg.eval.select_num * CANDIDATE_S * _size(cfg) * cfg.eval.batch_size / 512
     return {"steps": steps, "train_images": n_train, "seconds": steps * per_step + select, "basis": "per step"}
 
 

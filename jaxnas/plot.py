@@ -19,6 +19,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from jaxnas import rundir
+from jaxnas.bench import kendall_tau
 from jaxnas.rundir import RunError, read_jsonl
 
 # Short data names whose NB201 table column differs from the default cifar10.
@@ -153,7 +154,6 @@ def _plot_scores(path: pathlib.Path, out: pathlib.Path, table, data: str) -> lis
         fig.suptitle(f"{path.parent.name}: {len(archs)} architectures (no benchmark table)")
         return [_save(fig, out / "scores.png")]
 
-    from jaxnas.bench import kendall_tau
     try:
         column = table.resolve(data)
     except ValueError:

@@ -7,6 +7,7 @@ import pathlib
 
 import jax
 import numpy as np
+from tqdm import tqdm
 
 from jaxnas import data as data_lib
 from jaxnas.rundir import atomic_write
@@ -67,5 +68,4 @@ def progress_bar(total, initial, enabled, desc, unit="step"):
     """A tqdm bar, or a silent stand-in when progress is off."""
     if not enabled:
         return _NoBar()
-    from tqdm import tqdm  # imported only when a bar is shown
     return tqdm(total=total, initial=initial, desc=desc, unit=unit, dynamic_ncols=True)

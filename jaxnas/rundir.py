@@ -21,7 +21,7 @@ import threading
 import warnings
 
 import jaxnas
-from jaxnas.config import Config, from_json
+from jaxnas.config import Config, flat, from_json
 
 # Everything jaxnas may write into a run directory; --overwrite removes only these.
 OWNED = ("config.json", "metrics.jsonl", "result.json", "checkpoints", "scores.csv", "progress.json",
@@ -115,8 +115,8 @@ def check_run_dir(run_dir, cfg: Config, overwrite: bool, finished_file: str = "r
     if cfg_file.exists():
         saved = _saved_config(cfg_file)
         if saved != cfg:
-            diff = {k: (getattr(saved, k), getattr(cfg, k)) for k in cfg.__dataclass_fields__
-                    if getattr(saved, k) != getattr(cfg, k)}
+            old, new = flat(saved), flat(cfg)
+            diff = {k: (old[k], new[k]) for k in new if old[k] != new[k]}
             raise RunError(f"{run} holds a run with a different config {diff} (saved, now); "
                            "use another --out or --overwrite")
     elif run.exists() and any(run.iterdir()):

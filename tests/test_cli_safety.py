@@ -110,6 +110,11 @@ def test_demo_replaces_only_its_own_folder(tmp_path, monkeypatch, capsys):
     assert seen == [("training-free", True), ("rsps", True)] * 2 + [("training-free", False), ("rsps", False)] \
         + [("training-free", True), ("rsps", True)]
     assert not (folder / "result.json").exists() and not (folder / "config.json").exists()  # --overwrite
+    # the demo's own overrides are valid config (the mocked _run above does not parse them)
+    from jaxnas import methods
+    from jaxnas.config import PRESETS, apply_overrides
+    for _, method, _, overrides in cli.DEMO_RUNS:
+        assert apply_overrides(PRESETS["tiny"].replace(method=method), overrides).method in methods.METHODS
 
 
 # ---------------------------------------------------------------------------------- 2. tracebacks
@@ -178,7 +183,7 @@ class StandInScorer:
 def score_run(monkeypatch, scorer, image_folder, out, n=20, block_size=8):
     from jaxnas.proxies import run as proxy_run
     monkeypatch.setattr(proxy_run, "make_scorer", lambda *a, **k: scorer)
-    cfg = Config(method="score", data=str(image_folder), score_archs=str(n), proxy_batch_size=8)
+    cfg = Config(method="score", data=str(image_folder)).set({"proxy.archs": str(n), "proxy.batch_size": 8})
     return proxy_run.score(cfg, out, progress=False, block_size=block_size)
 
 
@@ -240,7 +245,8 @@ def test_non_finite_contents_are_corrupt():
 def small_search_run(image_folder, tmp_path):
     from jaxnas.methods import RSPS
     from jaxnas.train.loop import SearchRun
-    cfg = Config(data=str(image_folder), C=4, N=1, batch_size=16, epochs=2, select_num=4, eval_batch_size=16)
+    cfg = Config(data=str(image_folder)).set({"nb201.C": 4, "nb201.N": 1, "train.batch_size": 16, "train.epochs": 2,
+                                              "eval.select_num": 4, "eval.batch_size": 16})
     run = SearchRun(cfg, tmp_path / "run", method_cls=RSPS, progress=False)
     yield run
     run.ckpt.close()
@@ -311,7 +317,7 @@ def test_torn_metrics_line_is_dropped_with_the_file_named(tmp_path):
 
 @pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
 def test_non_finite_floats_are_rejected(tmp_path, capsys, value):
-    rc, _, err = run_cli(capsys, "search", "--out", tmp_path / "r", f"lr={value}")
+    rc, _, err = run_cli(capsys, "search", "--out", tmp_path / "r", f"train.lr={value}")
     assert "lr must be a finite number" in one_line_error(rc, err)
 
 
@@ -383,15 +389,16 @@ def test_list_names_every_space_method_proxy_and_preset_in_one_line_each(capsys)
 
 def test_print_config_with_overrides_anywhere(image_folder, tmp_path, capsys):
     out = tmp_path / "r"
-    rc, stdout, err = run_cli(capsys, "search", "C=4", "--preset", "tiny", "--data", image_folder, "N=2",
-                              "--out", out, "--print-config", "epochs=2")
+    rc, stdout, err = run_cli(capsys, "search", "nb201.C=4", "--preset", "tiny", "--data", image_folder, "nb201.N=2",
+                              "--out", out, "--print-config", "train.epochs=2")
     assert rc == 0, err
     shown = json.loads(stdout)
-    assert (shown["config"]["C"], shown["config"]["N"], shown["config"]["epochs"]) == (4, 2, 2)
+    config = shown["config"]
+    assert (config["nb201"]["C"], config["nb201"]["N"], config["train"]["epochs"]) == (4, 2, 2)
     # the image folder has 12 train images per class: 60 weight images, batch 64 -> 0 steps per epoch
     assert shown["estimate"]["train_images"] == 120 and shown["estimate"]["steps"] == 0
     assert not out.exists()
-    rc, _, err = run_cli(capsys, "search", "--out", out, "--frobnicate", "C=4")
+    rc, _, err = run_cli(capsys, "search", "--out", out, "--frobnicate", "nb201.C=4")
     assert "unrecognized arguments: --frobnicate" in one_line_error(rc, err)
 
 

@@ -35,7 +35,8 @@ from jaxnas.train.loop import RunError, SearchRun
 REPO = pathlib.Path(__file__).resolve().parents[1]
 NUM_CLASSES = 10
 # the one supernet config of this module (everything else at the `paper` preset's defaults)
-SEARCH = {"C": 4, "N": 1, "batch_size": 16, "epochs": 2, "select_num": 4, "eval_batch_size": 16}
+SEARCH = {"nb201.C": 4, "nb201.N": 1, "train.batch_size": 16, "train.epochs": 2, "eval.select_num": 4,
+          "eval.batch_size": 16}
 TRAIN_ARCH = "|nor_conv_3x3~0|+|skip_connect~0|nor_conv_1x1~1|+|avg_pool_3x3~0|none~1|nor_conv_3x3~2|"
 SUBPROCESS_TIMEOUT = 300
 
@@ -57,7 +58,7 @@ def data_cache(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def search_cfg(image_folder):
-    return Config(data=str(image_folder), **SEARCH)
+    return Config(data=str(image_folder)).set(SEARCH)
 
 
 _TEMPLATES = {}
@@ -126,7 +127,7 @@ def test_search_run_writes_run_directory(ref_run, search_cfg):
     assert result["wall_time_s"] > 0
     arch = nb201.from_string(result["arch"])
     assert int(nb201.to_index(arch)) == result["index"]
-    assert len(result["candidates"]) == search_cfg.select_num
+    assert len(result["candidates"]) == search_cfg.eval.select_num
     best = max(c["valid_acc"] for c in result["candidates"])
     assert result["valid_acc"] == best and result["arch"] in [c["arch"] for c in result["candidates"]]
     # ground truth of the found architecture from the real NB201 table
@@ -165,9 +166,10 @@ def test_nan_loss_stops_and_keeps_a_good_checkpoint(image_folder, tmp_path):
     # lr=1e30: step 1 is fine, its update blows the weights up, and step 2's loss is NaN.
     # Checkpoints every step but NaN checks only every log_every=10 steps: nothing non-finite may
     # be saved in between.
-    cfg = Config(data=str(image_folder), method="train", arch=TRAIN_ARCH, C=4, N=1, batch_size=16,
-                 epochs=1, lr=1e30, affine=True, track_running_stats=True, checkpoint_every_steps=1,
-                 log_every=10, eval_batch_size=16)
+    cfg = Config(data=str(image_folder), method="train", arch=TRAIN_ARCH).set({
+        "nb201.C": 4, "nb201.N": 1, "train.batch_size": 16, "train.epochs": 1, "train.lr": 1e30, "nb201.affine": True,
+        "nb201.track_running_stats": True, "run.checkpoint_every_steps": 1, "run.log_every": 10,
+        "eval.batch_size": 16})
     run = SearchRun(cfg, tmp_path / "run", method_cls=TrainArch, progress=False)
     with pytest.raises(RunError, match=r"(?i)loss became (nan|-?inf)") as err:
         run.run()
@@ -231,7 +233,7 @@ def wait_for_checkpoint(proc, ckpt_dir: pathlib.Path, above: int, timeout=SUBPRO
 
 def test_cli_kill_sigint_resume_matches_uninterrupted_run(ref_run, image_folder, tmp_path):
     out = tmp_path / "run"
-    args = search_args(image_folder, out, "checkpoint_every_steps=1")
+    args = search_args(image_folder, out, "run.checkpoint_every_steps=1")
     ckpts = out / "checkpoints"
 
     proc = start_cli(*args)  # 1) SIGKILL mid-epoch once a checkpoint shows progress
@@ -254,7 +256,7 @@ def test_cli_kill_sigint_resume_matches_uninterrupted_run(ref_run, image_folder,
     result = json.loads((out / "result.json").read_text())
     assert json.loads(stdout)["arch"] == result["arch"] == ref_run.result["arch"]
     assert result["candidates"] == ref_run.result["candidates"]
-    state = restore_state(out, Config(data=str(image_folder), **SEARCH))
+    state = restore_state(out, Config(data=str(image_folder)).set(SEARCH))
     assert int(state.step) == 6
     assert_states_equal(state, ref_run.state)
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -276,14 +278,14 @@ def _main_in_process(argv, capsys):
 def test_cli_usage_errors_are_one_line(image_folder, tmp_path, capsys):
     base = ["search", "--data", image_folder, "--no-progress"]
     # one real process (the whole path, imports included, must print nothing else) ...
-    proc = start_cli("search", "--data", tmp_path / "no-such-folder", "--out", tmp_path / "e", "C=4")
+    proc = start_cli("search", "--data", tmp_path / "no-such-folder", "--out", tmp_path / "e", "nb201.C=4")
     cases = {"missing data": finish(proc, timeout=120)}
     expected = {"missing data": "no such path"}
     # ... and the other cases through cli.main in this process (same code, no interpreter start-up)
     for name, args, message in [
         ("unknown field", [*base, "--out", tmp_path / "a", "bogus_field=1"], "unknown config field 'bogus_field'"),
-        ("bad value", [*base, "--out", tmp_path / "b", "C=four"], "C takes an integer, got 'four'"),
-        ("bad choice", [*base, "--out", tmp_path / "f", "das_da=median"], "das_da must be logdet or min_dist"),
+        ("bad value", [*base, "--out", tmp_path / "b", "nb201.C=four"], "nb201.C takes an integer, got 'four'"),
+        ("bad choice", [*base, "--out", tmp_path / "f", "proxy.das_da=median"], "proxy.das_da must be one of logdet, min_dist"),
         ("unknown method", [*base, "--out", tmp_path / "c", "--method", "nope"], "unknown method 'nope'"),
         ("bad flag", [*base, "--out", tmp_path / "d", "--frobnicate"], "unrecognized arguments: --frobnicate"),
     ]:
@@ -303,7 +305,7 @@ def test_cli_train_writes_test_acc_and_overwrite(image_folder, tmp_path, capsys)
     runs share compiled kernels, which a subprocess each would compile again."""
     out = tmp_path / "train"
     args = ["train", "--arch", TRAIN_ARCH, "--data", image_folder, "--out", out, "--preset", "tiny",
-            "--no-progress", "C=4", "N=1", "epochs=1", "batch_size=16", "max_per_class=None"]
+            "--no-progress", "nb201.C=4", "nb201.N=1", "train.epochs=1", "train.batch_size=16", "max_per_class=None"]
     run_cli = lambda *argv: _main_in_process(argv, capsys)
     rc, stdout, err = run_cli(*args)
     assert rc == 0, err[-3000:]
@@ -311,7 +313,8 @@ def test_cli_train_writes_test_acc_and_overwrite(image_folder, tmp_path, capsys)
     assert result["arch"] == TRAIN_ARCH and result["method"] == "train" and result["steps"] == 7  # 120 // 16
     assert 0.0 <= result["test_acc"] <= 100.0 and json.loads(stdout)["test_acc"] == result["test_acc"]
     saved = json.loads((out / "config.json").read_text())["config"]
-    assert (saved["C"], saved["N"], saved["epochs"], saved["max_per_class"], saved["lr"]) == (4, 1, 1, None, 0.1)
+    assert (saved["nb201"]["C"], saved["nb201"]["N"], saved["train"]["epochs"], saved["max_per_class"],
+            saved["train"]["lr"]) == (4, 1, 1, None, 0.1)
 
     rc, _, err = run_cli(*args)  # finished run directory: refused, untouched
     assert rc == 2 and err.strip().splitlines() == [err.strip()]

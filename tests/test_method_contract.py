@@ -24,8 +24,8 @@ from jaxnas.methods.base import Method
 from jaxnas.train.loop import SearchRun
 from jaxnas.train.state import SearchState
 
-SMALL = {"C": 4, "N": 1, "batch_size": 16, "epochs": 1, "rounds": 2, "select_num": 4, "eval_batch_size": 16,
-         "proxy_batch_size": 16}
+SMALL = {"nb201.C": 4, "nb201.N": 1, "train.batch_size": 16, "train.epochs": 1, "train.rounds": 2,
+         "eval.select_num": 4, "eval.batch_size": 16, "proxy.batch_size": 16}
 TRAIN_ARCH = "|nor_conv_3x3~0|+|skip_connect~0|nor_conv_1x1~1|+|avg_pool_3x3~0|none~1|nor_conv_3x3~2|"
 
 
@@ -38,9 +38,9 @@ def data_cache(tmp_path_factory):
 
 
 def config(name, image_folder) -> Config:
-    cfg = Config(data=str(image_folder), method=name, **SMALL)
+    cfg = Config(data=str(image_folder), method=name).set(SMALL)
     if name == "train":
-        cfg = cfg.replace(arch=TRAIN_ARCH, affine=True, track_running_stats=True)
+        cfg = cfg.set({"arch": TRAIN_ARCH, "nb201.affine": True, "nb201.track_running_stats": True})
     return cfg
 
 

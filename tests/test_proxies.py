@@ -353,7 +353,7 @@ def _cli(capsys):
     return run
 
 
-SMALL = ["C=2", "N=1", "proxy_batch_size=16", "eval_chunk_size=4"]
+SMALL = ["nb201.C=2", "nb201.N=1", "proxy.batch_size=16", "eval.chunk_size=4"]
 
 
 def test_cli_score_resumes_and_summarises(image_folder, nb201_table_path, tmp_path, _cli):
@@ -388,7 +388,7 @@ def test_cli_score_with_host_fast_training(image_folder, tmp_path, _cli):
     HOST_BLOCK candidates; a killed run resumes to the same rows."""
     from jaxnas.config import PRESETS, apply_overrides
     from jaxnas.proxies.run import HOST_BLOCK, make_scorer
-    fast = [*SMALL, "fast_train_steps=1", "fast_train_batch_size=8"]
+    fast = [*SMALL, "proxy.fast_train_steps=1", "proxy.fast_train_batch_size=8"]
     assert make_scorer(apply_overrides(PRESETS["paper"], fast), ["naswot"], 10).host
     assert make_scorer(apply_overrides(PRESETS["paper"], SMALL), ["synflow"], 10).host  # gradient proxies too
     assert not make_scorer(apply_overrides(PRESETS["paper"], SMALL), ["naswot"], 10).host  # forward only: traced
@@ -408,7 +408,7 @@ def test_cli_score_with_host_fast_training(image_folder, tmp_path, _cli):
 def test_cli_naswot_search_and_errors(image_folder, nb201_table_path, tmp_path, _cli):
     out = tmp_path / "search"
     r = _cli("search", "--method", "naswot", "--data", image_folder, "--out", out, "--bench-table",
-             nb201_table_path, "select_num=6", *SMALL)
+             nb201_table_path, "eval.select_num=6", *SMALL)
     assert r.returncode == 0, r.stderr
     res = json.loads((out / "result.json").read_text())
     best = max(res["candidates"], key=lambda c: c["score"])

@@ -29,7 +29,12 @@ from jaxnas.train.state import select_key
 SPACE = nb201.SPACE
 
 NUM_CLASSES = 10
-SMALL = {"method": "setn", "C": 4, "N": 1, "batch_size": 16, "select_num": 4, "eval_batch_size": 16}
+SMALL = {"method": "setn", "nb201.C": 4, "nb201.N": 1, "train.batch_size": 16, "eval.select_num": 4,
+         "eval.batch_size": 16}
+
+
+def small(extra=None) -> Config:
+    return Config().set({**SMALL, **(extra or {})})
 
 
 def loop_log_prob(alpha, archs):
@@ -64,7 +69,7 @@ def test_adam_l2_equals_torch_adam():
 
 
 def test_config_hyperparameters_reach_the_optimizer():
-    m = SETN(Config(**SMALL, arch_lr=0.01, arch_weight_decay=0.0), SPACE, NUM_CLASSES)
+    m = SETN(small({"setn.arch_lr": 0.01, "setn.arch_weight_decay": 0.0}), SPACE, NUM_CLASSES)
     st = m.init()
     updates, _ = m.arch_tx.update(jnp.ones((6, 5)), st.method["alpha_opt"], st.method["alpha"])
     np.testing.assert_allclose(np.asarray(updates), -0.01, rtol=1e-5)  # Adam's first step: -lr*sign
@@ -109,18 +114,18 @@ def test_sample_follows_the_evaluator_distribution():
 
 
 def test_init_state_holds_alpha_and_its_adam_state():
-    m = SETN(Config(**SMALL, seed=3), SPACE, NUM_CLASSES)
+    m = SETN(small({"seed": 3}), SPACE, NUM_CLASSES)
     st = m.init()
     alpha = np.asarray(st.method["alpha"])
     assert alpha.shape == (6, 5) and 0 < np.abs(alpha).max() < 5e-3  # 1e-3 * N(0, 1)
-    again = SETN(Config(**SMALL, seed=3), SPACE, NUM_CLASSES).init().method["alpha"]
-    other = SETN(Config(**SMALL, seed=4), SPACE, NUM_CLASSES).init().method["alpha"]
+    again = SETN(small({"seed": 3}), SPACE, NUM_CLASSES).init().method["alpha"]
+    other = SETN(small({"seed": 4}), SPACE, NUM_CLASSES).init().method["alpha"]
     np.testing.assert_array_equal(alpha, np.asarray(again))
     assert not np.array_equal(alpha, np.asarray(other))
     assert len(jax.tree.leaves(st.method["alpha_opt"])) == 3  # count, mu, nu
     assert get("setn") is SETN
-    with pytest.raises(ValueError, match="setn_select"):
-        SETN(Config(**SMALL, setn_select="best"), SPACE, NUM_CLASSES)
+    with pytest.raises(ValueError, match="setn.select"):
+        SETN(small({"setn.select": "best"}), SPACE, NUM_CLASSES)
 
 
 # ----------------------------------------------------------------------- the evaluator's update
@@ -153,7 +158,7 @@ def test_evaluator_moves_alpha_toward_the_op_with_lower_loss():
     the mixture starts near uniform. Known answer: with all-skip labels the smoothing op must lose
     probability; with all-pool labels it must gain it, on every edge. Same weights, same images:
     only the labels decide which way alpha moves."""
-    m = SETN(Config(**SMALL), SPACE, NUM_CLASSES)
+    m = SETN(small(), SPACE, NUM_CLASSES)
     st = _known_answer_state(m)
     x = jax.random.normal(jax.random.key(100), (32, 8, 8, 3))
     teacher_logits = jax.jit(lambda p, s, w: apply(m.graphdef, p, s, x, w, mode="weighted", train=True)[0])
@@ -194,7 +199,7 @@ def test_host_train_step_equals_the_traced_one():
     y = jnp.asarray(np.arange(32).reshape(2, 16) % NUM_CLASSES)
     out = {}
     for impl in ("eager", "merged"):
-        m = SETN(Config(**SMALL, single_path_impl=impl), SPACE, NUM_CLASSES)
+        m = SETN(small({"nb201.single_path_impl": impl}), SPACE, NUM_CLASSES)
         assert m.host_step == (impl == "eager")
         step = lambda s: m.train_step(s, (x[0], y[0]), (x[1], y[1]), 0.05)
         s, metrics = step(m.init().replace(step=jnp.int32(3))) if m.host_step else jax.jit(step)(
@@ -204,7 +209,7 @@ def test_host_train_step_equals_the_traced_one():
     assert len(leaves_e) == len(leaves_t)
     for a, b in zip(leaves_e, leaves_t):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
-    assert not np.allclose(out["eager"][3]["alpha"], SETN(Config(**SMALL), SPACE, NUM_CLASSES).init().method["alpha"])
+    assert not np.allclose(out["eager"][3]["alpha"], SETN(small(), SPACE, NUM_CLASSES).init().method["alpha"])
 
 
 # -------------------------------------------------------------------------------------- selection
@@ -218,7 +223,7 @@ def _eval_context(seed=0):
 
 @pytest.mark.parametrize("mode", ["topk", "sample"])
 def test_selection_equals_a_python_loop(mode):
-    m = SETN(Config(**SMALL, setn_select=mode), SPACE, NUM_CLASSES)
+    m = SETN(small({"setn.select": mode}), SPACE, NUM_CLASSES)
     st = m.init()
     st = st.replace(method={**st.method, "alpha": jax.random.normal(jax.random.key(5), (6, 5))})
     ctx = _eval_context()
@@ -259,7 +264,7 @@ def test_selection_equals_a_python_loop(mode):
 
 def test_search_end_to_end(image_folder, nb201_table_path, tmp_path, monkeypatch):
     monkeypatch.setenv("JAXNAS_CACHE", str(tmp_path / "data-cache"))
-    cfg = Config(**SMALL, data=str(image_folder), epochs=1, max_per_class=12, rank_probe=6)
+    cfg = small({"data": str(image_folder), "train.epochs": 1, "max_per_class": 12, "eval.rank_probe": 6})
     table = load_table(nb201_table_path)
     run = SearchRun(cfg, tmp_path / "run", method_cls=SETN, progress=False, bench_table=table)
     start = jax.device_get(run.method.init())
@@ -302,7 +307,7 @@ def test_search_end_to_end(image_folder, nb201_table_path, tmp_path, monkeypatch
 
 def test_registered_for_the_cli():
     from jaxnas.config import PRESETS, apply_overrides
-    cfg = apply_overrides(PRESETS["tiny"].replace(method="setn"), ["setn_select=sample"])
-    assert get(cfg.method) is SETN and cfg.setn_select == "sample"
-    with pytest.raises(ValueError, match="setn_select"):
-        apply_overrides(cfg, ["setn_select=all"])
+    cfg = apply_overrides(PRESETS["tiny"].replace(method="setn"), ["setn.select=sample"])
+    assert get(cfg.method) is SETN and cfg.setn.select == "sample"
+    with pytest.raises(ValueError, match="setn.select must be one of topk, sample"):
+        apply_overrides(cfg, ["setn.select=all"])

@@ -35,7 +35,7 @@ def test_mesh_helpers():
 @pytest.mark.parametrize("impl", ["eager", "merged"])
 def test_rsps_step_same_on_1_and_8_devices(impl):
     """Traced (`merged`, one jitted step) and host-side (`eager`, CPU default) weight steps."""
-    cfg = Config(C=4, N=1, batch_size=16, single_path_impl=impl)
+    cfg = Config().set({"nb201.C": 4, "nb201.N": 1, "train.batch_size": 16, "nb201.single_path_impl": impl})
     method = RSPS(cfg, nb201.SPACE, 10)
     state = method.init()
     rng = np.random.default_rng(0)

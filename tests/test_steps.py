@@ -186,7 +186,7 @@ def test_rsps_weight_step_masks_unsampled_ops_only_without_decay_unsampled(monke
         return state, {}
 
     monkeypatch.setattr(steps, "weight_step", spy)
-    cfg = Config(C=4, N=1, single_path_impl=impl)
+    cfg = Config().set({"nb201.C": 4, "nb201.N": 1, "nb201.single_path_impl": impl})
     arch = jnp.asarray([3, 2, 0, 1, 4, 3], jnp.int32)
     state = RSPS(cfg, nb201.SPACE, 10).init()
     RSPS(cfg, nb201.SPACE, 10).weight_step(state, None, None, arch, 0.1)
@@ -199,7 +199,7 @@ def test_rsps_weight_step_masks_unsampled_ops_only_without_decay_unsampled(monke
     edge0 = seen["used"]["cells"][0]["edges"][0]
     assert bool(edge0["conv3"]["conv"]["kernel"]) and not bool(edge0["conv1"]["conv"]["kernel"])
     assert bool(seen["used"]["stem"]["conv"]["kernel"])
-    RSPS(cfg.replace(decay_unsampled=True), nb201.SPACE, 10).weight_step(state, None, None, arch, 0.1)
+    RSPS(cfg.set({"train.decay_unsampled": True}), nb201.SPACE, 10).weight_step(state, None, None, arch, 0.1)
     assert seen["used"] is None
 
 
@@ -207,7 +207,7 @@ def test_decay_unsampled_semantics_on_the_supernet():
     """Two supernet weight steps (3x3 convs sampled, then 1x1 convs): with the used_params mask
     (decay_unsampled=False) unsampled kernels keep weights and momentum; without it (True, used=None;
     an all-True mask here so both share one compiled program) they move by decay and momentum."""
-    cfg = Config(C=4, N=1, batch_size=8)
+    cfg = Config().set({"nb201.C": 4, "nb201.N": 1, "train.batch_size": 8})
     method = RSPS(cfg, nb201.SPACE, 10)
     state = method.init()
     rng = np.random.default_rng(0)
@@ -217,7 +217,7 @@ def test_decay_unsampled_semantics_on_the_supernet():
 
     @functools.partial(jax.jit, compiler_options=FAST_COMPILE)
     def step(s, arch, used):
-        return steps.weight_step(method.tx, cfg.grad_clip, method.graphdef, s, x, y, lr, arch, used=used)[0]
+        return steps.weight_step(method.tx, cfg.train.grad_clip, method.graphdef, s, x, y, lr, arch, used=used)[0]
 
     conv3 = jnp.full((6,), nb201.OPS.index("nor_conv_3x3"), jnp.int32)
     conv1 = jnp.full((6,), nb201.OPS.index("nor_conv_1x1"), jnp.int32)
@@ -242,10 +242,10 @@ def test_decay_unsampled_semantics_on_the_supernet():
             # decay_unsampled=True: the unsampled 3x3 conv of step 2 moves by decay + momentum exactly
             p1, buf1 = k(decay1.params, op="conv3"), k(momentum(decay1), op="conv3")
             assert np.any(buf1)  # momentum exists after step 1
-            d = cfg.weight_decay * p1  # its gradient is zero
-            buf2 = cfg.momentum * buf1 + d
+            d = cfg.train.weight_decay * p1  # its gradient is zero
+            buf2 = cfg.train.momentum * buf1 + d
             np.testing.assert_allclose(k(momentum(decay2), op="conv3"), buf2, rtol=1e-5, atol=1e-9)
-            np.testing.assert_allclose(k(decay2.params, op="conv3"), p1 - lr * (d + cfg.momentum * buf2),
+            np.testing.assert_allclose(k(decay2.params, op="conv3"), p1 - lr * (d + cfg.train.momentum * buf2),
                                        rtol=1e-5, atol=1e-9)
             assert not np.array_equal(k(decay2.params, op="conv3"), p1)
             # and in step 1 the never-sampled 1x1 conv already decays
@@ -259,12 +259,12 @@ def test_eager_weight_step_compiles_its_update_once_and_equals_the_traced_step()
     """The eager step (CPU default) over architectures that use different ops: its jitted update
     compiles once (the zero gradients of ops that did not run must not change its cache key), and
     each step equals the traced `weight_step` on the same state."""
-    cfg = Config(C=4, N=1, batch_size=8, single_path_impl="eager")
+    cfg = Config().set({"nb201.C": 4, "nb201.N": 1, "train.batch_size": 8, "nb201.single_path_impl": "eager"})
     method = RSPS(cfg, nb201.SPACE, 10)
     rng = np.random.default_rng(1)
     x = jnp.asarray(rng.standard_normal((8, 16, 16, 3)), jnp.float32)
     y = jnp.asarray(np.arange(8) % 10, jnp.int32)
-    traced = jax.jit(lambda s, a: steps.weight_step(method.tx, cfg.grad_clip, method.graphdef, s, x, y, 0.1, a,
+    traced = jax.jit(lambda s, a: steps.weight_step(method.tx, cfg.train.grad_clip, method.graphdef, s, x, y, 0.1, a,
                                                     used=used_params(s.params, a))[0],
                      compiler_options=FAST_COMPILE)
     update = steps._jitted_update

@@ -23,7 +23,7 @@ from jaxnas import data as data_lib
 from jaxnas.bench import load_table, kendall_tau
 from jaxnas.config import PRESETS
 from jaxnas.methods import RSPS
-from jaxnas.proxies.run import make_scorer, proxy_batches
+from jaxnas.proxies.scoring import make_scorer, proxy_batches
 from jaxnas.spaces import nb201
 from jaxnas.train.loop import SearchRun
 
@@ -60,10 +60,10 @@ if not TABLE or not pathlib.Path(TABLE).is_file():
         "expected <jaxnas repo>/../shared/data/nb201/nats_tss_hp200_test_acc.csv; "
         "set JAXNAS_NOTEBOOK_TABLE to its path")
 K = 8 if TINY else 64                                      # candidates
-PROXY_NET = dict(C=4, N=1) if TINY else dict(C=16, N=5)    # the network the proxies score (NB201: C=16, N=5)
-cfg = PRESETS["tiny"].replace(data=DATA, seed=0, proxy_batch_size=16 if TINY else 128)
+PROXY_NET = {"nb201.C": 4, "nb201.N": 1} if TINY else {"nb201.C": 16, "nb201.N": 5}    # the network the proxies score (NB201: C=16, N=5)
+cfg = PRESETS["tiny"].replace(data=DATA, seed=0).set({"proxy.batch_size": 16 if TINY else 128})
 if TINY:  # 20 images a class: 200 training images of CIFAR-10, decoded in seconds
-    cfg = cfg.replace(C=2, epochs=1, batch_size=16, eval_batch_size=32, max_per_class=20)
+    cfg = cfg.replace(max_per_class=20).set({"nb201.C": 2, "train.epochs": 1, "train.batch_size": 16, "eval.batch_size": 32})
 print("data:", shown(data_lib.resolve(DATA)), "| table:", shown(TABLE))
 print("candidates:", K, "| proxy network:", PROXY_NET, "| backend:", jax.default_backend())"""))
 cells.append(nbf.v4.new_code_cell("""dataset = data_lib.load(cfg.data, max_per_class=cfg.max_per_class)
@@ -74,7 +74,7 @@ print(dataset, "\\nfirst candidate:", nb201.to_string(archs[0]), f"-> {truth[0]:
 cells.append(nbf.v4.new_markdown_cell("## Training-free scores (a fresh network per candidate)"))
 cells.append(nbf.v4.new_code_cell("""(x, y), _ = proxy_batches(dataset, cfg)
 # jaxnas score's policy: on CPU synflow's gradients run on the host (eager kernels), elsewhere in the program
-scorer = make_scorer(cfg.replace(**PROXY_NET), ["naswot", "synflow"], dataset.num_classes)
+scorer = make_scorer(cfg.set(PROXY_NET), ["naswot", "synflow"], dataset.num_classes)
 proxy = scorer(archs, x, y)
 for name in ("naswot", "synflow"):
     print(f"{name:8s} Kendall tau vs NB201: {kendall_tau(proxy[name], truth):+.3f}")"""))

@@ -72,16 +72,16 @@ class SupernetMethod(Method):
 
     def __init__(self, cfg: Config, space: Space, num_classes: int):
         super().__init__(cfg, space, num_classes)
-        self.host = space.host_passes if backend.host_path(cfg.single_path_impl) else None
+        self.host = space.host_passes if backend.host_path(cfg.nb201.single_path_impl) else None
         self.host_step = self.host is not None
         self.graphdef, self._params, self._stats = split(self.build_model(num_classes))
-        self.tx = optim.sgd(cfg.lr, cfg.momentum, cfg.nesterov, cfg.weight_decay)
+        self.tx = optim.sgd(cfg.train.lr, cfg.train.momentum, cfg.train.nesterov, cfg.train.weight_decay)
 
     def build_model(self, num_classes: int) -> nnx.Module:
         cfg = self.cfg
-        return self.space.supernet(cfg.C, cfg.N, num_classes, affine=cfg.affine,
-                                   track_running_stats=cfg.track_running_stats,
-                                   single_path_impl=backend.traced_impl(cfg.single_path_impl),
+        return self.space.supernet(cfg.nb201.C, cfg.nb201.N, num_classes, affine=cfg.nb201.affine,
+                                   track_running_stats=cfg.nb201.track_running_stats,
+                                   single_path_impl=backend.traced_impl(cfg.nb201.single_path_impl),
                                    rngs=nnx.Rngs(cfg.seed))
 
     def init(self) -> state_lib.SearchState:
@@ -96,8 +96,8 @@ class SupernetMethod(Method):
         host = self.host if single else None
         if host is not None:
             arch = np.asarray(arch)
-        used = self.space.used_params(state.params, arch) if single and not self.cfg.decay_unsampled else None
-        return steps.weight_step(self.tx, self.cfg.grad_clip, self.graphdef, state, images, labels, lr, arch,
+        used = self.space.used_params(state.params, arch) if single and not self.cfg.train.decay_unsampled else None
+        return steps.weight_step(self.tx, self.cfg.train.grad_clip, self.graphdef, state, images, labels, lr, arch,
                                  mode=mode, used=used, host=host)
 
     def rank(self, state, archs, evaluator: Evaluator, mode="single"):

@@ -21,5 +21,5 @@ class RSPS(SupernetMethod):
         return self.weight_step(state, *wbatch, arch, lr)
 
     def select(self, state, evaluator):
-        archs = self.space.sample(select_key(state), self.cfg.select_num, state.space)
+        archs = self.space.sample(select_key(state), self.cfg.eval.select_num, state.space)
         return self.pick_best(state, archs, evaluator)

@@ -48,7 +48,6 @@ from jaxnas.train import steps
 from jaxnas.train.optim import adam_l2
 from jaxnas.train.state import KEY_METHOD, KEY_SAMPLE, select_key, step_key
 
-SELECT_MODES = ("topk", "sample")
 ALPHA_INIT_STEP = -2  # alpha's initial draw uses this "step", apart from training and selection
 
 
@@ -93,10 +92,8 @@ class SETN(SupernetMethod):
     uses_arch_batch = True
 
     def __init__(self, cfg, space, num_classes: int):
-        if cfg.setn_select not in SELECT_MODES:
-            raise ValueError(f"setn_select must be one of {SELECT_MODES}, got {cfg.setn_select!r}")
         super().__init__(cfg, space, num_classes)
-        self.arch_tx = adam_l2(cfg.arch_lr, cfg.arch_beta1, cfg.arch_beta2, cfg.arch_weight_decay)
+        self.arch_tx = adam_l2(cfg.setn.arch_lr, cfg.setn.arch_beta1, cfg.setn.arch_beta2, cfg.setn.arch_weight_decay)
         self._jitted_arch_update = jax.jit(self._arch_update, donate_argnums=0)  # for host steps
 
     def init(self):
@@ -132,8 +129,8 @@ class SETN(SupernetMethod):
     def candidates(self, state) -> np.ndarray:
         """The `select_num` candidates: top log-probability (topk) or drawn from alpha (sample)."""
         alpha = state.method["alpha"]
-        k = min(self.cfg.select_num, nb201.NUM_ARCHS)
-        if self.cfg.setn_select == "sample":
+        k = min(self.cfg.eval.select_num, nb201.NUM_ARCHS)
+        if self.cfg.setn.select == "sample":
             return np.asarray(sample(select_key(state), alpha, k))
         return np.asarray(top_k(alpha, k)[0])
 

@@ -27,15 +27,15 @@ class TrainArch(Method):
         if not cfg.arch:
             raise ValueError("jaxnas train needs --arch '<architecture string>'")
         self.arch = space.from_string(cfg.arch)
-        net = space.network(self.arch, cfg.C, cfg.N, num_classes, rngs=nnx.Rngs(cfg.seed))
+        net = space.network(self.arch, cfg.nb201.C, cfg.nb201.N, num_classes, rngs=nnx.Rngs(cfg.seed))
         self.graphdef, self._params, self._stats = split(net)
-        self.tx = optim.sgd(cfg.lr, cfg.momentum, cfg.nesterov, cfg.weight_decay)
+        self.tx = optim.sgd(cfg.train.lr, cfg.train.momentum, cfg.train.nesterov, cfg.train.weight_decay)
 
     def init(self):
         return state_lib.create(self._params, self._stats, self.cfg.seed, self.tx.init(self._params))
 
     def train_step(self, state, wbatch, abatch, lr):
-        return steps.weight_step(self.tx, self.cfg.grad_clip, self.graphdef, state, *wbatch, lr)
+        return steps.weight_step(self.tx, self.cfg.train.grad_clip, self.graphdef, state, *wbatch, lr)
 
     def select(self, state, evaluator):
         return {"arch": self.arch, "test_acc": self.test_accuracy(state, evaluator.images, evaluator.labels)}

@@ -39,7 +39,7 @@ class TrainingFree(Method):
         raise RuntimeError("a training-free method has no training step")
 
     def select(self, state, evaluator):
-        archs = np.asarray(self.space.sample(jax.random.key(self.cfg.seed), self.cfg.select_num))
+        archs = np.asarray(self.space.sample(jax.random.key(self.cfg.seed), self.cfg.eval.select_num))
         scores = self.scorer(archs, self.images, self.labels, *self.train_batches)[PROXIES[self.proxy][1]]
         best = int(np.lexsort((np.arange(len(scores)), -np.nan_to_num(scores, nan=-np.inf)))[0])
         return {"arch": archs[best], "score": float(scores[best]),

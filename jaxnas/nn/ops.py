@@ -49,7 +49,7 @@ def wgrad_chunks(batch: int, pixels: int) -> int:
     stage) the sum over 8-example chunks is 2.5x faster without YNNPACK (21.4 -> 9.2 ms) and 1.3x
     with it (11.6 -> 8.7 ms). On 16x16 and 8x8 inputs YNNPACK's own kernel gradient is faster
     (6.3 vs 10.5, 4.9 vs 7.9 ms), so only inputs of at least 32x32 pixels are chunked. Other
-    backends: 1 (`benchmarks/explore/conv_kernels.py`)."""
+    backends: 1 (`benchmarks/archive/conv_kernels.py`)."""
     if (jax.default_backend() != "cpu" or pixels < WGRAD_MIN_PIXELS or batch % WGRAD_CHUNK
             or batch <= WGRAD_CHUNK):
         return 1
@@ -84,7 +84,7 @@ def _conv2d_bwd(stride, padding, res, g):
 conv2d.defvjp(_conv2d_fwd, _conv2d_bwd)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _pool_divisor(h: int, w: int) -> np.ndarray:
     """Number of non-padding cells under each 3x3 window (count_include_pad=False)."""
     ones = np.pad(np.ones((h, w), np.float32), 1)

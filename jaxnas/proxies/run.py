@@ -70,9 +70,9 @@ def select_archs(spec: str, seed: int) -> np.ndarray:
 
 def score(cfg: Config, run_dir, *, overwrite=False, bench_table=None, progress=True, block_size=64,
           dataset=None) -> dict:
-    """Score the architectures `cfg.score_archs` with the proxies `cfg.proxy`; resumable."""
-    proxies = parse_proxies(cfg.proxy)
-    archs = select_archs(cfg.score_archs, cfg.seed)
+    """Score the architectures `cfg.proxy.archs` with the proxies `cfg.proxy.names`; resumable."""
+    proxies = parse_proxies(cfg.proxy.names)
+    archs = select_archs(cfg.proxy.archs, cfg.seed)
     run = check_run_dir(run_dir, cfg, overwrite, finished_file="summary.json")
     ds = dataset or data_lib.load(cfg.data, max_per_class=cfg.max_per_class)
     (x, y), train = proxy_batches(ds, cfg)
@@ -84,7 +84,7 @@ def score(cfg: Config, run_dir, *, overwrite=False, bench_table=None, progress=T
     indices = np.asarray(nb201.to_index(archs))
     if [r["arch"] for r in done] != strings[:len(done)]:
         raise RunError(f"{out_csv} does not match the candidates of this config; use --overwrite")
-    t0, bar = time.time(), progress_bar(len(archs), len(done), progress, f"score {cfg.proxy}", unit="arch")
+    t0, bar = time.time(), progress_bar(len(archs), len(done), progress, f"score {cfg.proxy.names}", unit="arch")
     columns = None
     prev = json.loads((run / "progress.json").read_text()) if (run / "progress.json").exists() else {}
     elapsed0 = float(prev.get("elapsed_s", 0.0)) if done else 0.0

@@ -285,29 +285,29 @@ def proxy_batches(ds, cfg: Config):
     """The scoring batch and the fast-training batches ((None, None) without fast training):
     disjoint slices of one seeded permutation of the training set, normalised, not augmented
     (NASWOT scores un-augmented images)."""
-    n = cfg.proxy_batch_size + cfg.fast_train_steps * cfg.fast_train_batch_size
+    n = cfg.proxy.batch_size + cfg.proxy.fast_train_steps * cfg.proxy.fast_train_batch_size
     if n > len(ds.train_labels):
         raise RunError(f"proxies need {n} training images, the dataset has {len(ds.train_labels)}")
     pick = np.random.default_rng(cfg.seed).permutation(len(ds.train_labels))[:n]
     x = np.asarray(data_lib.normalize(ds.train_images[pick], ds.mean, ds.std))
     y = ds.train_labels[pick].astype(np.int32)
-    b = cfg.proxy_batch_size
+    b = cfg.proxy.batch_size
     train = (None, None)
-    if cfg.fast_train_steps:
-        shape = (cfg.fast_train_steps, cfg.fast_train_batch_size)
+    if cfg.proxy.fast_train_steps:
+        shape = (cfg.proxy.fast_train_steps, cfg.proxy.fast_train_batch_size)
         train = (x[b:].reshape(shape + x.shape[1:]), y[b:].reshape(shape))
     return (x[:b], y[:b]), train
 
 
 def das_weight(cfg: Config) -> float:
     """The configured DAS weight, or the calibrated one of the configured DA."""
-    return DAS_WEIGHTS[cfg.das_da] if cfg.das_weight is None else cfg.das_weight
+    return DAS_WEIGHTS[cfg.proxy.das_da] if cfg.proxy.das_weight is None else cfg.proxy.das_weight
 
 
 def make_scorer(cfg: Config, proxies, num_classes: int) -> ProxyScorer:
-    return ProxyScorer(proxies, C=cfg.C, N=cfg.N, num_classes=num_classes, seed=cfg.seed, init=cfg.proxy_init,
-                       chunk_size=backend.eval_chunk_size(cfg.eval_chunk_size, accelerator_default=16),
-                       das_weight=das_weight(cfg), das_da=cfg.das_da,
-                       fast_train_steps=cfg.fast_train_steps, fast_train_lr=cfg.fast_train_lr,
-                       single_path_impl=backend.traced_impl(cfg.single_path_impl),  # for gradient proxies
-                       host_gradients=backend.host_path(cfg.single_path_impl))  # CPU: eager gradients
+    return ProxyScorer(proxies, C=cfg.nb201.C, N=cfg.nb201.N, num_classes=num_classes, seed=cfg.seed, init=cfg.proxy.init,
+                       chunk_size=backend.eval_chunk_size(cfg.eval.chunk_size, accelerator_default=16),
+                       das_weight=das_weight(cfg), das_da=cfg.proxy.das_da,
+                       fast_train_steps=cfg.proxy.fast_train_steps, fast_train_lr=cfg.proxy.fast_train_lr,
+                       single_path_impl=backend.traced_impl(cfg.nb201.single_path_impl),  # for gradient proxies
+                       host_gradients=backend.host_path(cfg.nb201.single_path_impl))  # CPU: eager gradients

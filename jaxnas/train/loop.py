@@ -49,7 +49,7 @@ class SearchRun:
         self.cfg, self.progress, self.bench_table = cfg, progress, bench_table
         run = check_run_dir(run_dir, cfg, overwrite)
         self.mesh = sharding.make_mesh(num_devices)
-        sharding.check_divisible(cfg.batch_size, self.mesh)
+        sharding.check_divisible(cfg.train.batch_size, self.mesh)
         ds = dataset or data_lib.load(cfg.data, max_per_class=cfg.max_per_class)
         self.dataset = ds
         self.space = spaces.get(cfg.space)
@@ -62,16 +62,16 @@ class SearchRun:
             w_idx = a_idx = np.arange(len(ds.train_labels))
         self.wdata = data_lib.DeviceData.put(ds.train_images[w_idx], ds.train_labels[w_idx], rep)
         self.adata = data_lib.DeviceData.put(ds.train_images[a_idx], ds.train_labels[a_idx], rep)
-        self.steps_per_epoch = len(w_idx) // cfg.batch_size
+        self.steps_per_epoch = len(w_idx) // cfg.train.batch_size
         if self.steps_per_epoch == 0 and self.method.trains:
-            raise RunError(f"batch_size={cfg.batch_size} exceeds the {len(w_idx)} training images")
-        if cfg.steps_per_epoch:
-            self.steps_per_epoch = min(self.steps_per_epoch, cfg.steps_per_epoch)
-        self.epochs = cfg.epochs * cfg.rounds if self.method.trains else 0
+            raise RunError(f"batch_size={cfg.train.batch_size} exceeds the {len(w_idx)} training images")
+        if cfg.train.steps_per_epoch:
+            self.steps_per_epoch = min(self.steps_per_epoch, cfg.train.steps_per_epoch)
+        self.epochs = cfg.train.epochs * cfg.train.rounds if self.method.trains else 0
         self.total_steps = self.steps_per_epoch * self.epochs
         self.evaluator = self._evaluator(ds, a_idx)
         self.run_dir = prepare_run_dir(run, cfg, overwrite)  # only now that everything is valid
-        self.ckpt = checkpoint.Checkpointer(self.run_dir / "checkpoints", keep=cfg.keep_checkpoints)
+        self.ckpt = checkpoint.Checkpointer(self.run_dir / "checkpoints", keep=cfg.run.keep_checkpoints)
         self.resumed_from = None  # the checkpoint step this process resumed from
         if self.method.host_step:  # train_step runs outside jit (eager single path); batches and lr inside
             self._step = functools.partial(self._step_fn, prepare=jax.jit(self._prepare_fn))
@@ -89,26 +89,26 @@ class SearchRun:
             images, labels = ds.test_images, ds.test_labels
         # the search ranks on one fixed batch; single-architecture training reports the whole test set
         pick = rng.permutation(len(labels))
-        pick = pick[: self.cfg.eval_batch_size] if self.method.split == "search" else np.sort(pick)
+        pick = pick[: self.cfg.eval.batch_size] if self.method.split == "search" else np.sort(pick)
         x = data_lib.normalize(images[pick], ds.mean, ds.std)
         recal = None
-        if self.cfg.eval_bn == "recal":
-            r = rng.permutation(len(self.wdata))[: 4 * self.cfg.batch_size]
+        if self.cfg.eval.bn == "recal":
+            r = rng.permutation(len(self.wdata))[: 4 * self.cfg.train.batch_size]
             recal = data_lib.normalize(np.asarray(self.wdata.images)[r], ds.mean, ds.std)
-            recal = recal.reshape(4, self.cfg.batch_size, *recal.shape[1:])
-        return Evaluator(x, jnp.asarray(labels[pick]), recal, bn=self.cfg.eval_bn,
-                         chunk_size=backend.eval_chunk_size(self.cfg.eval_chunk_size),
-                         impl=backend.resolve_impl(self.cfg.single_path_impl, forward_only=True))
+            recal = recal.reshape(4, self.cfg.train.batch_size, *recal.shape[1:])
+        return Evaluator(x, jnp.asarray(labels[pick]), recal, bn=self.cfg.eval.bn,
+                         chunk_size=backend.eval_chunk_size(self.cfg.eval.chunk_size),
+                         impl=backend.resolve_impl(self.cfg.nb201.single_path_impl, forward_only=True))
 
     def _batch(self, state, data, idx, tag):
         x, y = jax.lax.with_sharding_constraint(data.batch(idx), sharding.data_sharded(self.mesh))
-        if self.cfg.augment:
+        if self.cfg.train.augment:
             x = data_lib.augment(step_key(state, tag), x)
         return data_lib.normalize(x, self.dataset.mean, self.dataset.std), y
 
     def _prepare_fn(self, state, wdata, adata, w_idx, a_idx):
         """The step's learning rate and (augmented, normalised, sharded) batches."""
-        lr = cosine_lr(state.step, self.total_steps, self.cfg.lr, self.cfg.lr_min)
+        lr = cosine_lr(state.step, self.total_steps, self.cfg.train.lr, self.cfg.train.lr_min)
         wbatch = self._batch(state, wdata, w_idx, KEY_AUGMENT_W)
         abatch = self._batch(state, adata, a_idx, KEY_AUGMENT_A) if self.method.uses_arch_batch else None
         return lr, wbatch, abatch
@@ -120,8 +120,8 @@ class SearchRun:
 
     def _orders(self, state, epoch):
         key = jax.random.fold_in(jax.random.wrap_key_data(state.key), epoch)
-        w = data_lib.epoch_order(key, len(self.wdata), self.cfg.batch_size)
-        a = data_lib.epoch_order(jax.random.fold_in(key, 1), len(self.adata), self.cfg.batch_size)
+        w = data_lib.epoch_order(key, len(self.wdata), self.cfg.train.batch_size)
+        a = data_lib.epoch_order(jax.random.fold_in(key, 1), len(self.adata), self.cfg.train.batch_size)
         return np.asarray(w), np.asarray(a)
 
     def _save(self, state, elapsed):
@@ -175,7 +175,7 @@ class SearchRun:
         with stop_on_signals() as stop:
             while int(state.epoch) < self.epochs:
                 epoch, round_ = int(state.epoch), int(state.round)
-                where = {"epoch": epoch} if cfg.rounds == 1 else {"round": round_, "epoch": epoch}
+                where = {"epoch": epoch} if cfg.train.rounds == 1 else {"round": round_, "epoch": epoch}
                 w_order, a_order = self._orders(state, epoch)
                 window, t_win, n_win = [], time.time(), 0
                 while int(state.epoch_step) < self.steps_per_epoch:
@@ -184,14 +184,14 @@ class SearchRun:
                     a_idx = jax.device_put(a_order[i % len(a_order)], data_sh)
                     state, metrics = self._step(state, self.wdata, self.adata, w_idx, a_idx)
                     window.append(metrics)
-                    n_win += cfg.batch_size
+                    n_win += cfg.train.batch_size
                     last = int(state.epoch_step) == self.steps_per_epoch
                     stopping = stop["stop"]
-                    due = (bool(cfg.checkpoint_every_steps) and not last
-                           and int(state.step) % cfg.checkpoint_every_steps == 0)
+                    due = (bool(cfg.run.checkpoint_every_steps) and not last
+                           and int(state.step) % cfg.run.checkpoint_every_steps == 0)
                     # check the loss of every step before a checkpoint is written, so no save holds
                     # a state from after a NaN (NaN checks are otherwise every log_every steps)
-                    if len(window) >= cfg.log_every or last or due or stopping:
+                    if len(window) >= cfg.run.log_every or last or due or stopping:
                         row = _mean_metrics(window)
                         if not np.isfinite(row["loss"]):
                             bar.close()
@@ -215,7 +215,7 @@ class SearchRun:
                 state = self._place(state.replace(epoch=state.epoch + 1, epoch_step=jnp.int32(0)))
                 if extra:
                     self._log(dict(jsonable(extra), **where, step=int(state.step), kind="epoch_end"))
-                if int(state.epoch) % cfg.epochs == 0:  # the round's last epoch
+                if int(state.epoch) % cfg.train.epochs == 0:  # the round's last epoch
                     state, extra = self.method.round_end(state, self.evaluator)
                     state = self._place(state.replace(round=state.round + 1))
                     if extra:
@@ -224,7 +224,7 @@ class SearchRun:
         bar.close()
         self.state = state  # the final state, for callers that go on from it (notebooks)
         result = self.method.select(state, self.evaluator)
-        if cfg.rank_probe and self.method.split == "search" and hasattr(self.method, "rank"):
+        if cfg.eval.rank_probe and self.method.split == "search" and hasattr(self.method, "rank"):
             result["rank_probe"] = self._rank_probe(state)
         return self._write_result(state, result, elapsed0 + time.time() - t0)
 
@@ -232,7 +232,7 @@ class SearchRun:
         """How well the shared weights rank a fixed set of architectures (one validation batch)."""
         if not has(self.space, "enumerate"):
             raise RunError(f"rank_probe needs a space that lists its architectures; {self.space.name} does not")
-        idx = np.sort(np.random.default_rng(RANK_PROBE_SEED).choice(self.space.size, self.cfg.rank_probe,
+        idx = np.sort(np.random.default_rng(RANK_PROBE_SEED).choice(self.space.size, self.cfg.eval.rank_probe,
                                                                      replace=False))
         archs = jax.tree.map(lambda a: a[idx], self.space.enumerate())
         res = jax.device_get(self.method.rank(state, jax.tree.map(jnp.asarray, archs), self.evaluator))

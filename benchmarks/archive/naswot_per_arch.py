@@ -1,5 +1,5 @@
 """Seconds per NASWOT candidate of ProxyScorer at C=16, depth N, batch 128.
-Usage: python benchmarks/explore/naswot_per_arch.py IMPL per_arch|shared N [same]"""
+Usage: python benchmarks/archive/naswot_per_arch.py IMPL per_arch|shared N [same]"""
 import sys, time, numpy as np, jax, jax.numpy as jnp
 from jaxnas.proxies import ProxyScorer
 from jaxnas.spaces import nb201

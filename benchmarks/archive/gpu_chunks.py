@@ -2,7 +2,7 @@
 batch 128) per candidate-chunk size, jaxnas only (one-off, BENCHMARKS.md section 8). XLA_FLAGS
 from the environment apply, so run it once per flag setting.
 
-Usage: python benchmarks/explore/gpu_chunks.py [--what select,naswot] [--chunks 1,4,16,64]
+Usage: python benchmarks/archive/gpu_chunks.py [--what select,naswot] [--chunks 1,4,16,64]
 """
 from __future__ import annotations
 
@@ -42,7 +42,8 @@ def main():
     res = {"xla_flags": os.environ.get("XLA_FLAGS", ""), "device": jax.devices()[0].device_kind}
     for chunk in map(int, a.chunks.split(",")):
         if "select" in a.what:
-            cfg = PRESETS["paper"].replace(method="setn", select_num=100, eval_batch_size=512, eval_chunk_size=chunk)
+            cfg = PRESETS["paper"].replace(method="setn").set(
+                {"eval.select_num": 100, "eval.batch_size": 512, "eval.chunk_size": chunk})
             method = SETN(cfg, 10)
             state = method.init_state()
             archs = nb201.from_index(rng.choice(nb201.NUM_ARCHS, 100, replace=False))

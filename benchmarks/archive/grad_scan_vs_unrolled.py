@@ -1,5 +1,5 @@
 """fwd+bwd of the supernet at C=16, depth N, batch 64: cells unrolled vs lax.scan.
-Usage: python benchmarks/explore/grad_scan_vs_unrolled.py unrolled|scan N merged|switch"""
+Usage: python benchmarks/archive/grad_scan_vs_unrolled.py unrolled|scan N merged|switch"""
 import sys, time, numpy as np, jax, jax.numpy as jnp
 from flax import nnx
 from jaxnas.nn import split, apply

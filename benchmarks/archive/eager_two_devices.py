@@ -6,7 +6,7 @@ devices (each device computes on its own thread; BN statistics are all-reduced).
 40 s for the second participant ("cross_module all reduce ... only 1 of them arrived"). Runs with only
 2-device rounds (3 rounds) and an 8/1/8/2/8-device SETN loop at C=4, N=1 did not hang. Not adopted.
 
-Usage: python benchmarks/explore/eager_two_devices.py
+Usage: python benchmarks/archive/eager_two_devices.py
 """
 import os
 os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
@@ -16,7 +16,7 @@ from jaxnas.config import Config
 from jaxnas.nn import split
 from jaxnas.spaces.nb201.networks import NB201SuperNet, used_params
 from jaxnas.train import state as state_lib, steps, sharding
-cfg = Config(C=16, N=5)
+cfg = Config().set({"nb201.C": 16, "nb201.N": 5})
 g, p, s = split(NB201SuperNet(16, 5, 10, affine=False, track_running_stats=False, rngs=nnx.Rngs(0)))
 rng = np.random.default_rng(0)
 X = rng.standard_normal((64, 32, 32, 3)).astype(np.float32); Y = rng.integers(0, 10, 64).astype(np.int32)

@@ -4,7 +4,7 @@
   torch:     xautodl TinyNetworkSETN, dynamic mode;
   fixed-jit: the standalone NB201Network of that architecture, the whole fwd+bwd jitted (compiles per arch).
 
-Usage: python benchmarks/explore/eager_prototype.py [N] [num_archs] [skip-fixed]
+Usage: python benchmarks/archive/eager_prototype.py [N] [num_archs] [skip-fixed]
 """
 import sys, time, jax, jax.numpy as jnp, numpy as np, torch
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))

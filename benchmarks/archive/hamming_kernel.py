@@ -1,7 +1,7 @@
 """NASWOT's code kernel for one ReLU input: float matmul of +-1 codes vs packed XOR + popcount.
 
 B=128 images, d=16384 units (a stage-1 node at C=16), single core. Both give the same integers.
-Usage: XLA_FLAGS=--xla_cpu_multi_thread_eigen=false taskset -c 1 python benchmarks/explore/hamming_kernel.py
+Usage: XLA_FLAGS=--xla_cpu_multi_thread_eigen=false taskset -c 1 python benchmarks/archive/hamming_kernel.py
 """
 import time
 

@@ -10,7 +10,7 @@
    popcount (default), the popcount with its row sum as a dot, and a free kernel (a constant: wrong
    scores, the bound on what any kernel could save).
 
-Usage: python benchmarks/explore/naswot_profile.py [--block 12] [--trace-dir /tmp/naswot_trace] [--kernels]
+Usage: python benchmarks/archive/naswot_profile.py [--block 12] [--trace-dir /tmp/naswot_trace] [--kernels]
 """
 from __future__ import annotations
 

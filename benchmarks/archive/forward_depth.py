@@ -1,5 +1,5 @@
 """Forward time of the supernet (impl merged|switch) or the fixed network at C=16, depth N, batch 128.
-Usage: python benchmarks/explore/forward_depth.py merged|switch|fixed N"""
+Usage: python benchmarks/archive/forward_depth.py merged|switch|fixed N"""
 import sys, time, numpy as np, jax, jax.numpy as jnp
 from flax import nnx
 from jaxnas.nn import split, apply

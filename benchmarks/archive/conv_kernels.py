@@ -10,7 +10,7 @@ For each NB201 stage shape (batch 64; C=16 at 32x32, 32 at 16x16, 64 at 8x8; 3x3
 Each XLA function is compiled twice, plain and with YNNPACK (jaxnas.cpu_kernels), and the
 variants are interleaved over the repetitions; medians in ms.
 
-Usage: python benchmarks/explore/conv_kernels.py [--reps 15]
+Usage: python benchmarks/archive/conv_kernels.py [--reps 15]
 """
 from __future__ import annotations
 

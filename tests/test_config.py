@@ -1,0 +1,60 @@
+"""The sectioned config: dotted overrides, one-line errors naming the right field, every section
+validating its own fields, JSON round trips, presets."""
+import dataclasses
+
+import pytest
+
+from jaxnas.config import PRESETS, RENAMED, SECTIONS, Config, all_fields, apply_overrides, flat, from_json
+
+
+def test_dotted_overrides_reach_their_section():
+    cfg = apply_overrides(PRESETS["tiny"], ["train.lr=0.1", "setn.select=sample", "seed=3", "nb201.N=2",
+                                            "max_per_class=None", "train.steps_per_epoch=none", "train.augment=off"])
+    assert (cfg.train.lr, cfg.setn.select, cfg.seed, cfg.nb201.N, cfg.max_per_class) == (0.1, "sample", 3, 2, None)
+    assert cfg.train.steps_per_epoch is None and cfg.train.augment is False
+    assert cfg.nb201.C == PRESETS["tiny"].nb201.C  # the rest of the section is kept
+
+
+@pytest.mark.parametrize("old", sorted(RENAMED))
+def test_every_field_of_the_flat_config_names_its_new_place(old):
+    with pytest.raises(ValueError, match=f"config field '{old}' is now '{RENAMED[old]}'"):
+        apply_overrides(Config(), [f"{old}=1"])
+    assert RENAMED[old] in all_fields()
+
+
+@pytest.mark.parametrize("item, message", [
+    ("train.lrr=1", "unknown config field 'train.lrr'; did you mean 'train.lr'"),
+    ("nb201.C=four", "nb201.C takes an integer, got 'four'"),
+    ("train.augment=maybe", "train.augment takes true/false"),
+    ("train.lr=nan", "train.lr must be a finite number"),
+    ("eval.bn=running", "eval.bn=running needs nb201.track_running_stats=true"),
+    ("setn.select=best", "setn.select must be one of topk, sample, got 'best'"),
+    ("proxy.das_da=median", "proxy.das_da must be one of logdet, min_dist"),
+    ("run.keep_checkpoints=1", "run.keep_checkpoints must be >= 2"),
+    ("train.rounds=0", "train.rounds must be >= 1"),
+    ("nb201.single_path_impl=fast", "nb201.single_path_impl must be one of auto, eager"),
+    ("seed=-1", "seed must be >= 0"),
+    ("lr", "expected section.field=value"),
+])
+def test_errors_are_one_line_and_name_the_field(item, message):
+    with pytest.raises(ValueError, match=message) as err:
+        apply_overrides(Config(), [item])
+    assert "\n" not in str(err.value)
+
+
+def test_set_validates_and_json_round_trips():
+    with pytest.raises(ValueError, match="nb201.C must be >= 1"):
+        Config().set({"nb201.C": 0})
+    for preset in PRESETS.values():
+        assert from_json(preset.to_json()) == preset
+    cfg = Config().set({"train.rounds": 3, "eval.rank_probe": 10})
+    assert flat(cfg)["train.rounds"] == 3 and len(flat(cfg)) == len(all_fields())
+    with pytest.raises(ValueError, match="written by an older jaxnas"):
+        from_json('{"C": 16, "lr": 0.1}')
+
+
+def test_sections_are_frozen_and_self_describing():
+    for name, section in SECTIONS.items():
+        assert section.NAME == name and dataclasses.is_dataclass(section)
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(getattr(Config(), name), dataclasses.fields(section)[0].name, None)
