@@ -317,7 +317,7 @@ def _demo_summary(results, table_path) -> str:
             lines.append(f"    NB201 CIFAR-10 test accuracy {acc:.2f} %: top {max(top, 0.01):.1f} % of the 15,625")
     if truth is not None:
         lines.append(f"  for scale: a random architecture averages {truth.mean():.2f} %, the best is {truth.max():.2f} %")
-    lines.append("  (CPU-sized runs: one seed, tiny networks; see README for what the small scale costs)")
+    lines.append("  (one seed, CPU-sized: what that costs is in README, 'What the demo shows')")
     return "\n".join(lines)
 
 

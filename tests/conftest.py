@@ -20,7 +20,12 @@ if "--xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
 if "--xla_cpu_multi_thread_eigen" not in os.environ["XLA_FLAGS"]:
     os.environ["XLA_FLAGS"] += " --xla_cpu_multi_thread_eigen=false"
 
-import jax  # noqa: E402
+# Strict dtype promotion: an implicit mix of dtypes (e.g. float32 with int32 or float64 arrays) is
+# an error, so no test passes by promoting silently. Set in the environment so the CLI
+# subprocesses run under it too.
+os.environ.setdefault("JAX_NUMPY_DTYPE_PROMOTION", "strict")
+
+import jax
 
 jax.config.update("jax_num_cpu_devices", 8)
 # XLA:CPU compiles take seconds to minutes; tests that build the same programs (and subprocesses,
@@ -30,9 +35,9 @@ os.environ.setdefault("JAXNAS_XLA_CACHE", _CACHE)
 jax.config.update("jax_compilation_cache_dir", os.environ["JAXNAS_XLA_CACHE"])
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
 
-import pathlib  # noqa: E402
+import pathlib
 
-import pytest  # noqa: E402
+import pytest
 
 SHARED = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data"
 NB201_TABLE = SHARED / "nb201" / "nats_tss_hp200_test_acc.csv"

@@ -102,6 +102,27 @@ def test_top_k_over_the_whole_space_equals_sorting_the_loop():
     assert np.asarray(top_k(alpha, 10**6)[0]).shape == (nb201.NUM_ARCHS, 6)  # K capped at the space
 
 
+def test_candidates_respect_a_shrunk_space():
+    """With a space state that drops ops (ABS), top-K and sampling pick only what it keeps; with
+    the full state they are exactly the unconstrained candidates."""
+    alpha = 2.0 * jax.random.normal(jax.random.key(6), (6, 5))
+    ops = np.ones((6, 5), bool)
+    ops[:, nb201.NONE] = False
+    ops[0] = [False, False, False, True, False]
+    every = nb201.enumerate_all()
+    ref = np.where(SPACE.allows(every, {"ops": ops}), loop_log_prob(alpha, every), -np.inf)
+    archs, scores = (np.asarray(x) for x in top_k(alpha, 50, ops))
+    assert SPACE.allows(archs, {"ops": ops}).all() and (archs[:, 0] == nb201.CONV3).all()
+    np.testing.assert_allclose(scores, np.sort(ref)[::-1][:50], rtol=1e-5, atol=1e-5)
+    assert len(np.asarray(top_k(alpha, 10**6, ops)[0])) == 4**5  # capped at what the space keeps
+    full = np.ones((6, 5), bool)
+    np.testing.assert_array_equal(np.asarray(top_k(alpha, 30, full)[0]), np.asarray(top_k(alpha, 30)[0]))
+    key = jax.random.key(7)
+    drawn = np.asarray(sample(key, alpha, 500, ops))
+    assert SPACE.allows(drawn, {"ops": ops}).all()
+    np.testing.assert_array_equal(np.asarray(sample(key, alpha, 500, full)), np.asarray(sample(key, alpha, 500)))
+
+
 def test_sample_follows_the_evaluator_distribution():
     alpha = jnp.asarray(np.log(np.tile([0.05, 0.1, 0.15, 0.3, 0.4], (6, 1))), jnp.float32)
     draws = np.asarray(sample(jax.random.key(3), alpha, 4000))

@@ -66,21 +66,28 @@ def _all_archs() -> jax.Array:
 
 
 @functools.partial(jax.jit, static_argnames="k")
-def _top_k(alpha, archs, k: int):
-    scores, idx = jax.lax.top_k(log_prob(alpha, archs), k)
+def _top_k(alpha, archs, allowed, k: int):
+    scores = log_prob(alpha, archs)
+    scores = jnp.where(allowed[jnp.arange(nb201.NUM_EDGES), archs].all(-1), scores, -jnp.inf)
+    scores, idx = jax.lax.top_k(scores, k)
     return archs[idx], scores
 
 
-def top_k(alpha, k: int):
+def top_k(alpha, k: int, allowed=None):
     """The k architectures of highest log-probability among all 15,625 (int32[k, 6]) and their
-    log-probabilities (float[k]), best first; ties keep NB201 index order."""
+    log-probabilities (float[k]), best first; ties keep NB201 index order. `allowed` (bool[6, 5],
+    a space state's ops): only architectures using allowed ops, k capped at their number."""
     archs = _all_archs()
-    return _top_k(jnp.asarray(alpha, jnp.float32), archs, k=min(int(k), archs.shape[0]))
+    allowed = np.ones((nb201.NUM_EDGES, nb201.NUM_OPS), bool) if allowed is None else np.asarray(allowed, bool)
+    k = min(int(k), int(np.prod(allowed.sum(-1))))
+    return _top_k(jnp.asarray(alpha, jnp.float32), archs, jnp.asarray(allowed), k=k)
 
 
-def sample(key, alpha, k: int):
-    """k architectures drawn from the evaluator: each edge's op ~ softmax(alpha[e]); int32[k, 6]."""
-    return jax.random.categorical(key, alpha, axis=-1, shape=(k, nb201.NUM_EDGES)).astype(jnp.int32)
+def sample(key, alpha, k: int, allowed=None):
+    """k architectures drawn from the evaluator: each edge's op ~ softmax(alpha[e]) over the
+    `allowed` ops (bool[6, 5], all when None); int32[k, 6]."""
+    logits = alpha if allowed is None else jnp.where(allowed, alpha, -jnp.inf)
+    return jax.random.categorical(key, logits, axis=-1, shape=(k, nb201.NUM_EDGES)).astype(jnp.int32)
 
 
 _softmax_vjp = cpu_kernels.jit(lambda alpha: jax.vjp(lambda a: jax.nn.softmax(a, axis=-1), alpha))
@@ -127,12 +134,13 @@ class SETN(SupernetMethod):
 
     # --- selection ---------------------------------------------------------------------------
     def candidates(self, state) -> np.ndarray:
-        """The `select_num` candidates: top log-probability (topk) or drawn from alpha (sample)."""
-        alpha = state.method["alpha"]
+        """The `select_num` candidates: top log-probability (topk) or drawn from alpha (sample),
+        among the architectures the space state allows."""
+        alpha, allowed = state.method["alpha"], state.space["ops"]
         k = min(self.cfg.eval.select_num, nb201.NUM_ARCHS)
         if self.cfg.setn.select == "sample":
-            return np.asarray(sample(select_key(state), alpha, k))
-        return np.asarray(top_k(alpha, k)[0])
+            return np.asarray(sample(select_key(state), alpha, k, allowed))
+        return np.asarray(top_k(alpha, k, allowed)[0])
 
     def select(self, state, evaluator) -> dict:
         """The most accurate candidate on the validation batch (base `pick_best`), with alpha's view."""

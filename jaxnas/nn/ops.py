@@ -99,7 +99,7 @@ def avg_pool_3x3(x):
     p = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
     rows = p[:, :-2] + p[:, 1:-1] + p[:, 2:]
     s = rows[:, :, :-2] + rows[:, :, 1:-1] + rows[:, :, 2:]
-    return s / _pool_divisor(x.shape[1], x.shape[2])
+    return s / _pool_divisor(x.shape[1], x.shape[2]).astype(x.dtype)
 
 
 def avg_pool_2x2(x):

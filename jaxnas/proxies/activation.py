@@ -142,7 +142,7 @@ def activation_scores(graphdef, params, stats, arch, images, labels, *, das_weig
     s, units = code_kernel(graphdef, params, stats, arch, images, impl, prune)
     b = images.shape[0]
     _, da = jnp.linalg.slogdet(s)
-    da_min = b * jnp.log(jnp.min(1.0 - s + 2.0 * jnp.eye(b)))  # 2 on the diagonal: never the minimum
+    da_min = b * jnp.log(jnp.min(1.0 - s + 2.0 * jnp.eye(b, dtype=s.dtype)))  # 2 on the diagonal: never the minimum
     log_nau = jnp.log(units)
     das = (da if das_da == "logdet" else da_min) + das_weight * b * log_nau
     return {"naswot": b * log_nau + da, "das": das, "da": da, "da_min": da_min, "log_nau": log_nau}
