@@ -11,6 +11,7 @@ from tqdm import tqdm
 
 from jaxnas import data as data_lib
 from jaxnas.rundir import atomic_write
+from jaxnas.spaces.base import has
 
 
 def write_result(run_dir, cfg, space, arch, extra: dict, wall: float, bench_table=None, steps: int = 0,
@@ -20,7 +21,7 @@ def write_result(run_dir, cfg, space, arch, extra: dict, wall: float, bench_tabl
     benchmark table, the table's values for the architecture."""
     arch = jax.tree.map(np.asarray, arch)
     out = {"arch": space.to_string(arch)}
-    if callable(getattr(space, "bench_index", None)):
+    if has(space, "bench_index"):
         out["index"] = int(space.bench_index(arch))
     out.update({"method": cfg.method, "seed": cfg.seed, "wall_time_s": round(wall, 2), "steps": steps,
                 "data": data_lib.resolve(cfg.data)})
