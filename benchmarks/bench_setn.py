@@ -96,7 +96,7 @@ def main():
         archs = nb201.from_index(rng.choice(nb201.NUM_ARCHS, a.cands, replace=False))
         x = rng.standard_normal((a.eval_batch, 32, 32, 3)).astype(np.float32)
         y = rng.integers(0, 10, a.eval_batch).astype(np.int32)
-        ctx = Evaluator(jnp.asarray(x), jnp.asarray(y), impl="switch")
+        ctx = Evaluator(jnp.asarray(x), jnp.asarray(y))
         xt, yt = torch.from_numpy(x.transpose(0, 3, 1, 2).copy()).to(dev), torch.from_numpy(y).long().to(dev)
         t_compile = timed(lambda: method.pick_best(state, archs[:2], ctx))  # compile (K=2 program)
         method.pick_best(state, archs, ctx)  # compile the K program, warm-up

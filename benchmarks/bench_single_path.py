@@ -24,6 +24,7 @@ from flax import nnx
 
 from jaxnas.nn import apply, loss_and_accuracy, split
 from jaxnas.spaces import nb201
+from jaxnas.spaces.arch import Choice
 from jaxnas.spaces.nb201 import eager
 from jaxnas.spaces.nb201.networks import NB201SuperNet, used_params
 from jaxnas.train import optim, steps
@@ -41,19 +42,19 @@ def jax_fns(impl, C, N, batch):
 
     if impl == "eager":  # the tape's loss and gradients, then the jitted update
         def fwd_bwd(params, stats, arch, x, y):
-            return eager.value_and_grad(g, params, stats, x, y, np.asarray(arch))[1]
+            return eager.value_and_grad(g, params, stats, x, y, Choice(np.asarray(arch)))[1]
 
         def step(st, arch, x, y):
-            return steps.weight_step(SGD, GRAD_CLIP, g, st, x, y, 0.025, np.asarray(arch),
+            return steps.weight_step(SGD, GRAD_CLIP, g, st, x, y, 0.025, Choice(np.asarray(arch)),
                                      used=used_params(st.params, np.asarray(arch)), host=eager)[0]
         return state, fwd_bwd, step
 
     def loss(params, stats, arch, x, y):
-        logits, _ = apply(g, params, stats, x, arch, train=True)
+        logits, _ = apply(g, params, stats, x, Choice(arch), train=True)
         return loss_and_accuracy(logits, y)[0]
 
     def step(st, arch, x, y):
-        return steps.weight_step(SGD, GRAD_CLIP, g, st, x, y, 0.025, arch, used=used_params(st.params, arch))[0]
+        return steps.weight_step(SGD, GRAD_CLIP, g, st, x, y, 0.025, Choice(arch), used=used_params(st.params, arch))[0]
 
     return state, jax.jit(jax.grad(loss)), jax.jit(step, donate_argnums=0)
 

@@ -1,20 +1,24 @@
 """jaxnas.evaluate: the chunked, vmapped candidate evaluation equals a plain loop over candidates.
 
 XLA:CPU compiles dominate: one tiny supernet (C=4, N=1, 8x8 images), one evaluate() compile per
-(mode, bn), and an eager reference loop (it compiles only individual primitives, shared by all tests).
+(kind, bn), and an eager reference loop (it compiles only individual primitives, shared by all tests).
 """
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+from test_nn import ZERO_FED, build  # abstract build, weights and random BN statistics from numpy
 
-from jaxnas.evaluate import evaluate, recalibrate
+from jaxnas.evaluate import Evaluator, evaluate, recalibrate
 from jaxnas.nn import apply, split
-from jaxnas.spaces.nb201.networks import NB201SuperNet
 from jaxnas.nn.ops import BN_MOMENTUM, conv2d
 from jaxnas.spaces import nb201
-from test_nn import ZERO_FED, build  # abstract build, weights and random BN statistics from numpy
+from jaxnas.spaces.arch import Choice, Weights
+from jaxnas.spaces.nb201 import networks
+from jaxnas.spaces.nb201.networks import NB201SuperNet
 
 C, H, B, K, CHUNK, R, RB = 4, 8, 8, 7, 3, 2, 4  # K candidates in chunks of 3 (3 + 3 + 1)
 TOL = {"rtol": 1e-5, "atol": 1e-5}
@@ -29,29 +33,30 @@ def setup():
         "labels": jnp.asarray(rng.integers(0, 10, B), jnp.int32),
         "recal": jnp.asarray(rng.normal(0.3, 1.2, size=(R, RB, H, H, 3)), jnp.float32),  # other statistics
         # ZERO_FED: an all-zero node feeding convs (skipped under bn="batch": the cells have no BN bias)
-        "single": jnp.asarray(np.concatenate([nb201.from_index([0, 1835]), ZERO_FED[None],
-                                              rng.integers(0, 5, (K - 3, 6))]), jnp.int32),
-        "weighted": jax.nn.softmax(jnp.asarray(2 * rng.normal(size=(K, 6, 5)), jnp.float32)),
+        "single": Choice(jnp.asarray(np.concatenate([nb201.from_index([0, 1835]), ZERO_FED[None],
+                                                     rng.integers(0, 5, (K - 3, 6))]), jnp.int32)),
+        "weighted": Weights(jax.nn.softmax(jnp.asarray(2 * rng.normal(size=(K, 6, 5)), jnp.float32))),
     }
     return graphdef, params, stats, data
 
 
-def reference(graphdef, params, stats, archs, images, labels, mode, bn, recal_images=None):
+def reference(graphdef, params, stats, archs, images, labels, bn, recal_images=None):
     """Candidate by candidate, eagerly (compiling this forward would cost more than running it
     op by op). Recalibration recovers each batch's statistics from a momentum update
     of the supernet's own (nonzero) running statistics, in float64 numpy, and averages them."""
     np_stats = jax.tree.map(lambda a: np.asarray(a, np.float64), stats)
     losses, accs = [], []
-    for arch in archs:
+    for i in range(archs.batch_size):
+        arch = jax.tree.map(lambda v, i=i: v[i], archs)
         s = stats
         if bn == "recal":
             per_batch = []
             for imgs in recal_images:
-                _, new = apply(graphdef, params, stats, imgs, arch, mode=mode, train=True)
+                _, new = apply(graphdef, params, stats, imgs, arch, train=True)
                 per_batch.append(jax.tree.map(lambda n, o: (np.asarray(n, np.float64) - (1 - BN_MOMENTUM) * o)
                                               / BN_MOMENTUM, new, np_stats))
             s = jax.tree.map(lambda *b: np.float32(sum(b) / len(b)), *per_batch)
-        logits, _ = apply(graphdef, params, s, images, arch, mode=mode, train=(bn == "batch"))
+        logits, _ = apply(graphdef, params, s, images, arch, train=(bn == "batch"))
         logits = np.asarray(logits, np.float64)
         logp = logits - logits.max(-1, keepdims=True)
         logp = logp - np.log(np.exp(logp).sum(-1, keepdims=True))
@@ -61,17 +66,17 @@ def reference(graphdef, params, stats, archs, images, labels, mode, bn, recal_im
     return np.array(losses), np.array(accs)
 
 
-@pytest.mark.parametrize("mode", ["single", "weighted"])
+@pytest.mark.parametrize("kind", ["single", "weighted"])
 @pytest.mark.parametrize("bn", ["running", "batch", "recal"])
-def test_evaluate_equals_loop(setup, mode, bn):
+def test_evaluate_equals_loop(setup, kind, bn):
     graphdef, params, stats, d = setup
-    archs = d[mode]
+    archs = d[kind]
     recal = d["recal"] if bn == "recal" else None
-    out = evaluate(graphdef, params, stats, archs, d["images"], d["labels"], mode=mode, bn=bn,
-                   chunk_size=CHUNK, recal_images=recal)
+    out = evaluate(graphdef, params, stats, archs, d["images"], d["labels"], bn=bn, chunk_size=CHUNK,
+                   recal_images=recal)
     assert set(out) == {"loss", "acc"}
     assert out["loss"].shape == (K,) and out["acc"].shape == (K,)
-    loss, acc = reference(graphdef, params, stats, archs, d["images"], d["labels"], mode, bn, recal)
+    loss, acc = reference(graphdef, params, stats, archs, d["images"], d["labels"], bn, recal)
     np.testing.assert_allclose(np.asarray(out["loss"]), loss, **TOL)
     np.testing.assert_allclose(np.asarray(out["acc"]), acc, atol=1e-6)
     assert len(np.unique(np.round(loss, 5))) >= K - 1  # the candidates really differ
@@ -89,23 +94,52 @@ def test_bn_modes_differ(setup):
         assert np.abs(res[a] - res[b]).max() > 1e-3, (a, b)
 
 
-def test_forward_prune_reaches_the_supernet(setup):
-    """evaluate's forward prunes zero-input convs exactly when BN uses batch statistics and the
-    search cells have no BN bias, and passes that choice on unchanged (single mode only)."""
-    from jaxnas.evaluate import _forward_prune, _impl_kw
-    _, params, _, _ = setup  # affine=False search cells
-    assert [_forward_prune(params, bn) for bn in ("batch", "running", "recal")] == ["zero", True, True]
-    _, affine_params, _ = split(build(lambda: NB201SuperNet(C, 1, 10, affine=True, rngs=nnx.Rngs(0)), seed=1))
-    assert _forward_prune(affine_params, "batch") is True
-    assert _impl_kw("single", "switch", "zero")["prune"] == "zero"
-    assert _impl_kw("weighted", None, "zero")["prune"] is False
+def test_forward_only_picks_the_pruning(setup, monkeypatch):
+    """A forward-only pass lets the supernet pick its pruning: zero-input convs too exactly when BN
+    uses batch statistics (train) and the search cells have no BN bias (affine=False); unused ops
+    otherwise; nothing for Weights or for passes that may be differentiated."""
+    seen = []
+    real = networks.live_ops
+    monkeypatch.setattr(networks, "live_ops", lambda a, tapped, zero_inputs=False: (
+        seen.append(zero_inputs), real(a, tapped, zero_inputs))[1])
+    graphdef, params, stats, d = setup
+    _, aff_params, aff_stats = split(build(lambda: NB201SuperNet(C, 1, 10, affine=True, rngs=nnx.Rngs(0)), seed=1))
+    aff_graphdef = split(NB201SuperNet(C, 1, 10, affine=True, rngs=nnx.Rngs(0)))[0]
+    x, arch = d["images"], Choice(jnp.asarray(ZERO_FED))
+    picks = {}
+    for name, (g, p, s) in {"plain": (graphdef, params, stats), "affine": (aff_graphdef, aff_params, aff_stats)}.items():
+        for train in (True, False):
+            seen.clear()
+            apply(g, p, s, x, arch, train=train, forward_only=True)
+            picks[name, train] = set(seen)
+    assert picks == {("plain", True): {True}, ("plain", False): {False},
+                     ("affine", True): {False}, ("affine", False): {False}}
+    seen.clear()
+    apply(graphdef, params, stats, x, arch, train=True)  # may be differentiated: no pruning
+    apply(graphdef, params, stats, x, Weights(nb201.to_mask(ZERO_FED)), train=True, forward_only=True)
+    assert seen == []
+
+
+def test_evaluator_adds_the_space_cost(setup):
+    """With a cost function the Evaluator returns each candidate's cost beside its accuracy (NSE
+    ranks on both); the values are the space's cost of each architecture."""
+    graphdef, params, stats, d = setup
+    cost = functools.partial(nb201.SPACE.cost, C=C, N=1, num_classes=10, image_size=H)
+    out = Evaluator(d["images"], d["labels"], bn="batch", chunk_size=CHUNK, cost=cost)(graphdef, params, stats,
+                                                                                     d["single"])
+    assert set(out) == {"loss", "acc", "params", "flops"}
+    for i, arch in enumerate(np.asarray(d["single"].value)):
+        want = cost(jnp.asarray(arch))
+        assert float(out["params"][i]) == pytest.approx(float(want["params"]), rel=1e-6)
+        assert float(out["flops"][i]) == pytest.approx(float(want["flops"]), rel=1e-6)
+    assert len(set(np.round(np.asarray(out["params"]), 6))) > 1  # the candidates' costs differ
 
 
 def test_recalibrate_stem_statistics(setup):
     """Recalibrated statistics, checked independently where they can be computed by hand: the stem's
     BN sees conv(images), so its statistics are the per-batch mean / unbiased variance, averaged."""
     graphdef, params, stats, d = setup
-    arch = d["single"][2]
+    arch = Choice(d["single"].value[2])
     s = recalibrate(graphdef, params, stats, arch, d["recal"])
     kernel = params["stem"]["conv"]["kernel"]
     feats = np.stack([np.asarray(conv2d(imgs, kernel, 1, 1), np.float64) for imgs in d["recal"]])
@@ -128,4 +162,6 @@ def test_evaluate_errors(setup):
     with pytest.raises(ValueError, match="bn='recal' needs recal_images"):
         evaluate(*args, bn="recal")
     with pytest.raises(ValueError, match="leading candidate axis"):
-        evaluate(graphdef, params, stats, d["single"][0], d["images"], d["labels"])
+        evaluate(graphdef, params, stats, Choice(d["single"].value[0, 0]), d["images"], d["labels"])
+    with pytest.raises(TypeError, match="wrapped as Choice"):
+        evaluate(graphdef, params, stats, d["single"].value, d["images"], d["labels"])

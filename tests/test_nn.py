@@ -25,6 +25,7 @@ from xautodl.models.cell_searchs.search_cells import NAS201SearchCell
 from xautodl.models.cell_searchs.search_model_setn import TinyNetworkSETN
 
 from jaxnas.nn import apply, count_params, ops, split
+from jaxnas.spaces.arch import Choice, Gates, Weights
 from jaxnas.spaces.nb201 import eager
 from jaxnas.spaces.nb201.networks import NB201Network, NB201SuperNet, extract
 from jaxnas.spaces.nb201.networks import InferCell, SearchCell
@@ -345,7 +346,7 @@ def test_supernet_single_matches_setn_dynamic(setn_pair, arch, impl):
     x = images(3)
     with torch.no_grad():
         t_logits = t2n(tnet(to_torch(x))[1])
-    y = np.asarray(net(jnp.asarray(x), jnp.asarray(arch), mode="single", train=True))
+    y = np.asarray(net(jnp.asarray(x), Choice(jnp.asarray(arch)), train=True))
     np.testing.assert_allclose(y, t_logits, **TORCH_TOL)
     # PyTorch ran (and updated the BN of) only the chosen ops; ours must keep the same statistics
     assert_stats_match(tnet, net)
@@ -361,12 +362,12 @@ def test_eager_single_path_matches_setn_and_traced_gradients(setn_pair, arch):
     with torch.no_grad():
         t_logits = t2n(tnet(to_torch(x))[1])
     graphdef, params, stats = split(net)
-    logits, new = eager.forward(graphdef, params, stats, jnp.asarray(x), arch)
+    logits, new = eager.forward(graphdef, params, stats, jnp.asarray(x), Choice(arch))
     np.testing.assert_allclose(np.asarray(logits), t_logits, **TORCH_TOL)
     nnx.update(net, new)
     assert_stats_match(tnet, net)
 
-    (l_e, (acc_e, st_e)), g_e = eager.value_and_grad(graphdef, params, stats, jnp.asarray(x), labels, arch)
+    (l_e, (acc_e, st_e)), g_e = eager.value_and_grad(graphdef, params, stats, jnp.asarray(x), labels, Choice(arch))
     assert float(acc_e) == float(np.mean(np.asarray(logits).argmax(-1) == np.asarray(labels)))
     (l_t, (_, st_t)), g_t = jax.jit(jax.value_and_grad(_loss_fn(graphdef, stats, jnp.asarray(x), labels,
                                                                jnp.asarray(arch)), has_aux=True))(params)
@@ -374,9 +375,9 @@ def test_eager_single_path_matches_setn_and_traced_gradients(setn_pair, arch):
     assert_trees_close_scaled(g_e, g_t, 1e-5)
     assert_trees_close_scaled(st_e, st_t, 1e-5)
     with pytest.raises(ValueError, match="concrete architecture"):
-        jax.jit(lambda a: eager.forward(graphdef, params, stats, jnp.asarray(x), a))(jnp.asarray(arch))
+        jax.jit(lambda a: eager.forward(graphdef, params, stats, jnp.asarray(x), Choice(a)))(jnp.asarray(arch))
     with pytest.raises(ValueError, match="shape \\[6\\]"):
-        eager.forward(graphdef, params, stats, jnp.asarray(x), np.stack([arch, arch]))
+        eager.forward(graphdef, params, stats, jnp.asarray(x), Choice(np.stack([arch, arch])))
 
 
 def test_supernet_weighted_matches_setn_joint(setn_pair):
@@ -387,7 +388,7 @@ def test_supernet_weighted_matches_setn_joint(setn_pair):
         t_logits = t2n(tnet(to_torch(x))[1])
         weights = t2n(torch.softmax(tnet.arch_parameters, -1))
     assert weights.min() < 0.1 and weights.max() > 0.3  # far from uniform: the weights matter
-    y = np.asarray(net(jnp.asarray(x), jnp.asarray(weights), mode="weighted", train=True))
+    y = np.asarray(net(jnp.asarray(x), Weights(jnp.asarray(weights)), train=True))
     np.testing.assert_allclose(y, t_logits, **TORCH_TOL)
     assert_stats_match(tnet, net)
 
@@ -402,23 +403,24 @@ def test_eager_weighted_matches_setn_joint_and_traced_gradients(setn_pair):
         t_logits = t2n(tnet(to_torch(np.asarray(x)))[1])
         weights = jnp.asarray(t2n(torch.softmax(tnet.arch_parameters, -1)))
     graphdef, params, stats = split(net)
-    logits, new = eager.forward(graphdef, params, stats, x, weights, mode="weighted")
+    logits, new = eager.forward(graphdef, params, stats, x, Weights(weights))
     np.testing.assert_allclose(np.asarray(logits), t_logits, **TORCH_TOL)
     nnx.update(net, new)
     assert_stats_match(tnet, net)
 
     def traced_loss(w):
-        out, new = apply(graphdef, params, stats, x, w, mode="weighted", train=True)
+        out, new = apply(graphdef, params, stats, x, Weights(w), train=True)
         return optax.softmax_cross_entropy_with_integer_labels(out, labels).mean(), new
 
-    (l_e, (_, st_e)), g_e = eager.weights_value_and_grad(graphdef, params, stats, x, labels, weights)
+    (l_e, (_, st_e)), g_e = eager.weights_value_and_grad(graphdef, params, stats, x, labels, Weights(weights))
     (l_t, st_t), g_t = jax.jit(jax.value_and_grad(traced_loss, has_aux=True))(weights)
     np.testing.assert_allclose(l_e, l_t, rtol=1e-6)
+    g_e = g_e.value
     assert g_e.shape == (6, 5) and float(jnp.abs(g_t).max()) > 1e-4  # a real gradient to compare
     assert_trees_close_scaled(g_e, g_t, 1e-5)
     assert_trees_close_scaled(st_e, st_t, 1e-5)
     with pytest.raises(ValueError, match="shape \\[6, 5\\]"):
-        eager.forward(graphdef, params, stats, x, weights[0], mode="weighted")
+        eager.forward(graphdef, params, stats, x, Weights(weights[0]))
 
 
 # ---------------------------------------------------------------------------- supernet internals
@@ -451,7 +453,7 @@ def test_single_equals_extract(fast_init, affine):
     sg, sp, ss = split(build(lambda: NB201SuperNet(C, 1, 10, affine=affine, rngs=nnx.Rngs(0)), seed=21))
     x = jnp.asarray(images(5))
     for arch in ARCHS if not affine else ARCHS[:3]:
-        a = jnp.asarray(arch)
+        a = Choice(jnp.asarray(arch))
         net = extract(nnx.merge(sg, sp, ss, copy=True), arch)
         assert isinstance(net, NB201Network) and net.cells[0].arch == tuple(int(o) for o in arch)
         ng, nparams, nstats = split(net)
@@ -479,9 +481,9 @@ def test_single_equals_extract(fast_init, affine):
         assert n_convs == 3 * int(np.isin(arch, (nb201.CONV1, nb201.CONV3)).sum())
 
 
-def _loss_fn(graphdef, stats, x, labels, arch, mode="single"):
+def _loss_fn(graphdef, stats, x, labels, arch):
     def loss(params):
-        logits, new = apply(graphdef, params, stats, x, arch, mode=mode, train=True)
+        logits, new = apply(graphdef, params, stats, x, Choice(arch), train=True)
         return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean(), (logits, new)
     return loss
 
@@ -512,10 +514,10 @@ def cell_steps(search_cell):
     def make(impl):
         def step(params, stats, arch):
             def loss(p):
-                y, new = apply(graphdef, p, stats, x, arch, "single", True, impl)
+                y, new = apply(graphdef, p, stats, x, arch, "choice", True, impl)
                 return (y * r).sum(), (y, new)
             (value, (y, new)), grads = jax.value_and_grad(loss, has_aux=True)(params)
-            y_eval, same = apply(graphdef, params, stats, x, arch, "single", False, impl)
+            y_eval, same = apply(graphdef, params, stats, x, arch, "choice", False, impl)
             return {"loss": value, "loss_terms": jnp.abs(y * r).sum(), "y": y, "new": new, "grads": grads,
                     "eval": y_eval, "same": same}
         return jax.jit(step) if impl == "switch" else step
@@ -571,7 +573,7 @@ def test_single_updates_only_selected_stats(cell_steps, impl):
 def test_single_updates_only_selected_stats_network(supernet_state):
     """The same through the whole supernet (every cell), plus stem, ResNet blocks and head."""
     graphdef, params, stats = split(_supernet(supernet_state))
-    _, new = apply(graphdef, params, stats, jnp.asarray(images(10)), jnp.asarray(MIXED), train=True)
+    _, new = apply(graphdef, params, stats, jnp.asarray(images(10)), Choice(jnp.asarray(MIXED)), train=True)
     for part in ("stem", "head"):
         assert not np.allclose(new[part]["bn"]["mean"], stats[part]["bn"]["mean"])
     n_cells = 0
@@ -623,10 +625,10 @@ def test_weighted_and_multihot_onehot_equal_single(supernet_state):
     for arch in ARCHS[:3]:
         mask = nb201.to_mask(arch)
         for train in (True, False):
-            y = net(x, jnp.asarray(arch), mode="single", train=train)
-            for mode in ("weighted", "multihot"):
-                np.testing.assert_allclose(np.asarray(net(x, mask, mode=mode, train=train)), np.asarray(y),
-                                           rtol=1e-5, atol=1e-5, err_msg=f"{mode} train={train}")
+            y = net(x, Choice(jnp.asarray(arch)), train=train)
+            for kind in (Weights, Gates):
+                np.testing.assert_allclose(np.asarray(net(x, kind(mask), train=train)), np.asarray(y),
+                                           rtol=1e-5, atol=1e-5, err_msg=f"{kind.__name__} train={train}")
             nnx.update(net, supernet_state[1])  # undo the statistics update of the train-mode passes
 
 
@@ -643,14 +645,14 @@ def test_multihot_two_ops_is_mean(search_cell, ops_pair):
     outs = []
     for op in ops_pair:
         arch = np.array([op] + _BASE[1:], np.int32)
-        outs.append(search_cell(x, jnp.asarray(arch), "single", True, "merged"))
+        outs.append(search_cell(x, jnp.asarray(arch), "choice", True, "merged"))
     mask = np.asarray(nb201.to_mask(np.array([a] + _BASE[1:], np.int32))).copy()
     mask[0, b] = 1.0
-    y = search_cell(x, jnp.asarray(mask), "multihot", True, "merged")
+    y = search_cell(x, jnp.asarray(mask), "gates", True, "merged")
     np.testing.assert_allclose(np.asarray(y), np.asarray((outs[0] + outs[1]) / 2), rtol=1e-5, atol=1e-5)
     assert np.abs(np.asarray(outs[0] - outs[1])).max() > 1e-2  # the two ops really differ
     # and a weighted edge (weights 1, 1) is their sum, not their mean
-    yw = search_cell(x, jnp.asarray(mask), "weighted", True, "merged")
+    yw = search_cell(x, jnp.asarray(mask), "weights", True, "merged")
     assert not np.allclose(np.asarray(yw), np.asarray(y), atol=1e-3)
 
 
@@ -659,8 +661,8 @@ def test_multihot_empty_edge_is_none(search_cell):
     arch = np.array([nb201.NONE] + _BASE[1:], np.int32)
     mask = np.asarray(nb201.to_mask(arch)).copy()
     mask[0] = 0.0
-    np.testing.assert_allclose(np.asarray(search_cell(x, jnp.asarray(mask), "multihot", True, "merged")),
-                               np.asarray(search_cell(x, jnp.asarray(arch), "single", True, "merged")),
+    np.testing.assert_allclose(np.asarray(search_cell(x, jnp.asarray(mask), "gates", True, "merged")),
+                               np.asarray(search_cell(x, jnp.asarray(arch), "choice", True, "merged")),
                                rtol=1e-6, atol=1e-6)
 
 
@@ -668,16 +670,16 @@ def test_multihot_empty_edge_is_none(search_cell):
 def test_bad_input(supernet_state):
     net = _supernet(supernet_state)
     x = jnp.asarray(images(13))
-    with pytest.raises(ValueError, match=r"mode 'single' takes an architecture of shape \(6,\)"):
-        net(x, nb201.to_mask(MIXED), mode="single")
-    with pytest.raises(ValueError, match=r"mode 'weighted' takes an architecture of shape \(6, 5\)"):
-        net(x, jnp.asarray(MIXED), mode="weighted")
-    with pytest.raises(ValueError, match=r"mode 'multihot' takes an architecture of shape \(6, 5\)"):
-        net(x, jnp.zeros((6, 4)), mode="multihot")
+    with pytest.raises(ValueError, match=r"Choice takes an architecture of shape \(6,\)"):
+        net(x, Choice(nb201.to_mask(MIXED)))
+    with pytest.raises(ValueError, match=r"Weights takes an architecture of shape \(6, 5\)"):
+        net(x, Weights(jnp.asarray(MIXED)))
+    with pytest.raises(ValueError, match=r"Gates takes an architecture of shape \(6, 5\)"):
+        net(x, Gates(jnp.zeros((6, 4))))
     with pytest.raises(ValueError, match=r"shape \(6,\), got \(2, 6\)"):
-        net(x, jnp.zeros((2, 6), jnp.int32))
-    with pytest.raises(ValueError, match="mode must be one of"):
-        net(x, jnp.asarray(MIXED), mode="dynamic")
+        net(x, Choice(jnp.zeros((2, 6), jnp.int32)))
+    with pytest.raises(TypeError, match="must be wrapped as Choice / Weights / Gates"):
+        net(x, jnp.asarray(MIXED))
     with pytest.raises(ValueError, match="single_path_impl must be one of"):
         NB201SuperNet(C, 1, single_path_impl="fast", rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match=r"one architecture of shape \[6\]"):
@@ -748,7 +750,7 @@ def test_pruned_cell_equals_full_cell(search_cell):
     @functools.partial(jax.jit, static_argnums=(1, 2))
     def run(arch, prune, train):
         taps = []
-        y, _ = apply(graphdef, params, stats, x, arch, "single", train, "switch",
+        y, _ = apply(graphdef, params, stats, x, arch, "choice", train, "switch",
                      lambda v, count: taps.append(count * v), prune)
         return y, taps
 
@@ -760,6 +762,6 @@ def test_pruned_cell_equals_full_cell(search_cell):
             for prune in (True, "zero") if train else (True,):
                 assert_trees_close_scaled(run(jnp.asarray(arch), prune, train), full, 1e-6)
     assert np.asarray(live_ops(jnp.asarray(ZERO_FED), True, True))[2] == nb201.NONE
-    with pytest.raises(ValueError, match="prune applies to mode 'single' only"):
+    with pytest.raises(ValueError, match="prune applies to a Choice only"):
         net = _supernet(nnx.split(build(lambda: NB201SuperNet(C, 1, 10, rngs=nnx.Rngs(0)), seed=11)))
-        net(jnp.asarray(images(1)), jnp.ones((6, 5)), mode="weighted", prune=True)
+        net(jnp.asarray(images(1)), Weights(jnp.ones((6, 5))), prune=True)

@@ -21,6 +21,7 @@ from jaxnas.nn.ops import BN_EPS
 from jaxnas.proxies import ProxyScorer, activation_scores
 from jaxnas.proxies.run import select_archs
 from jaxnas.spaces import nb201
+from jaxnas.spaces.arch import Choice
 from jaxnas.spaces.nb201.networks import extract
 from jaxnas.train import state as state_lib
 from jaxnas.train import steps
@@ -226,7 +227,7 @@ def test_fast_training_equals_explicit_sgd_steps(batch):
     sgd = optim.sgd(0.2, 0.9, True, 5e-4)  # DAS fast training: Nesterov SGD, no clipping
     st = state_lib.create(params, fast.stats, 0, sgd.init(params))
     arch = jnp.asarray(ARCHS[0])
-    one_step = jax.jit(lambda st, x, y: steps.weight_step(sgd, 0.0, fast.graphdef, st, x, y, 0.2, arch,
+    one_step = jax.jit(lambda st, x, y: steps.weight_step(sgd, 0.0, fast.graphdef, st, x, y, 0.2, Choice(arch),
                                                           used=used_params(st.params, arch))[0])
     for t in range(3):
         st = one_step(st, tx[t % 2], ty[t % 2])
@@ -262,7 +263,7 @@ def test_host_fast_training_keeps_the_shared_weights(batch):
 def test_per_architecture_init_draws_exactly_the_whole_draws_values(scorer):
     """init_params(key, arch) (only the leaves the arch uses, drawn by counter) equals the whole
     network's draw on those leaves, bit for bit, and is zero elsewhere; also under jit."""
-    from jaxnas.proxies.scoring import _uniform_slice
+    from jaxnas.nn.init import uniform_slice as _uniform_slice
     from jaxnas.spaces.nb201.networks import used_params
     key = jax.random.fold_in(jax.random.key(5), 1234)
     whole = np.asarray(jax.random.uniform(key, (5000,), jnp.float32, -1.0, 1.0))

@@ -22,6 +22,7 @@ from jaxnas.methods import SETN, get
 from jaxnas.methods.setn import log_prob, sample, top_k
 from jaxnas.nn import apply, loss_and_accuracy
 from jaxnas.spaces import nb201
+from jaxnas.spaces.arch import Choice, Weights
 from jaxnas.train.loop import RANK_PROBE_SEED, SearchRun
 from jaxnas.train.optim import adam_l2
 from jaxnas.train.state import select_key
@@ -182,7 +183,7 @@ def test_evaluator_moves_alpha_toward_the_op_with_lower_loss():
     m = SETN(small(), SPACE, NUM_CLASSES)
     st = _known_answer_state(m)
     x = jax.random.normal(jax.random.key(100), (32, 8, 8, 3))
-    teacher_logits = jax.jit(lambda p, s, w: apply(m.graphdef, p, s, x, w, mode="weighted", train=True)[0])
+    teacher_logits = jax.jit(lambda p, s, w: apply(m.graphdef, p, s, x, Weights(w), train=True)[0])
     step = jax.jit(m.arch_step)
     moved = {}
     for op in (nb201.SKIP, nb201.POOL):
@@ -238,8 +239,7 @@ def test_host_train_step_equals_the_traced_one():
 
 def _eval_context(seed=0):
     kx, ky = jax.random.split(jax.random.key(seed))
-    return Evaluator(jax.random.normal(kx, (16, 32, 32, 3)), jax.random.randint(ky, (16,), 0, NUM_CLASSES),
-                     impl="switch")
+    return Evaluator(jax.random.normal(kx, (16, 32, 32, 3)), jax.random.randint(ky, (16,), 0, NUM_CLASSES))
 
 
 @pytest.mark.parametrize("mode", ["topk", "sample"])
@@ -259,7 +259,7 @@ def test_selection_equals_a_python_loop(mode):
         np.testing.assert_array_equal(archs, np.asarray(sample(select_key(st), alpha, 4)))
 
     best = m.select(st, ctx)
-    fwd = jax.jit(lambda p, s, x, a: apply(m.graphdef, p, s, x, a, mode="single", train=True)[0])
+    fwd = jax.jit(lambda p, s, x, a: apply(m.graphdef, p, s, x, Choice(a), train=True)[0])
     loop = []
     for a in archs:  # eval_bn="batch": batch statistics, i.e. a training-mode forward
         loss, acc = loss_and_accuracy(fwd(st.params, st.stats, ctx.images, jnp.asarray(a)), ctx.labels)

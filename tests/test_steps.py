@@ -15,6 +15,7 @@ import torch
 from jaxnas.config import Config
 from jaxnas.methods import RSPS
 from jaxnas.spaces import nb201
+from jaxnas.spaces.arch import Choice
 from jaxnas.spaces.nb201.networks import used_params
 from jaxnas.train import optim, steps
 from jaxnas.train.steps import clip_grad_norm, cosine_lr
@@ -194,7 +195,7 @@ def test_rsps_weight_step_masks_unsampled_ops_only_without_decay_unsampled(monke
     want = used_params(state.params, arch)
     assert jax.tree.structure(seen["used"]) == jax.tree.structure(want)
     assert all(bool(a) == bool(b) for a, b in zip(jax.tree.leaves(seen["used"]), jax.tree.leaves(want)))
-    assert np.array_equal(seen["args"][0], arch)
+    assert isinstance(seen["args"][0], Choice) and np.array_equal(seen["args"][0].value, arch)
     # e.g. edge 0 samples nor_conv_3x3: its 3x3 kernel takes part, its 1x1 kernel does not
     edge0 = seen["used"]["cells"][0]["edges"][0]
     assert bool(edge0["conv3"]["conv"]["kernel"]) and not bool(edge0["conv1"]["conv"]["kernel"])
@@ -217,7 +218,8 @@ def test_decay_unsampled_semantics_on_the_supernet():
 
     @functools.partial(jax.jit, compiler_options=FAST_COMPILE)
     def step(s, arch, used):
-        return steps.weight_step(method.tx, cfg.train.grad_clip, method.graphdef, s, x, y, lr, arch, used=used)[0]
+        return steps.weight_step(method.tx, cfg.train.grad_clip, method.graphdef, s, x, y, lr, Choice(arch),
+                                 used=used)[0]
 
     conv3 = jnp.full((6,), nb201.OPS.index("nor_conv_3x3"), jnp.int32)
     conv1 = jnp.full((6,), nb201.OPS.index("nor_conv_1x1"), jnp.int32)
@@ -264,7 +266,7 @@ def test_eager_weight_step_compiles_its_update_once_and_equals_the_traced_step()
     rng = np.random.default_rng(1)
     x = jnp.asarray(rng.standard_normal((8, 16, 16, 3)), jnp.float32)
     y = jnp.asarray(np.arange(8) % 10, jnp.int32)
-    traced = jax.jit(lambda s, a: steps.weight_step(method.tx, cfg.train.grad_clip, method.graphdef, s, x, y, 0.1, a,
+    traced = jax.jit(lambda s, a: steps.weight_step(method.tx, cfg.train.grad_clip, method.graphdef, s, x, y, 0.1, Choice(a),
                                                     used=used_params(s.params, a))[0],
                      compiler_options=FAST_COMPILE)
     update = steps._jitted_update

@@ -45,6 +45,7 @@ BOOTSTRAP = 1000
 def code_statistics(graphdef, params, stats, arch, images):
     """The variants' raw inputs for one architecture: summed kernel and units, per-layer log-dets."""
     from jaxnas.nn import functional
+    from jaxnas.spaces.arch import Choice
     from jaxnas.proxies.activation import agreement_matrix
     b = images.shape[0]
 
@@ -57,7 +58,7 @@ def code_statistics(graphdef, params, stats, arch, images):
         return {"kernel": jnp.where(live, count * agree, zero), "units": count * jnp.float32(d),
                 "layer_logdet": jnp.where(live, count * logdet, 0.0), "layers": jnp.float32(count)}
 
-    (_, t), _ = functional.apply(graphdef, params, stats, images, arch, mode="single", train=True, tap=tap,
+    (_, t), _ = functional.apply(graphdef, params, stats, images, Choice(arch), train=True, tap=tap,
                                  single_path_impl="switch", scan_cells=True, prune="zero")
     s = t["kernel"] / t["units"]
     eig = jnp.clip(jnp.linalg.eigvalsh(s), 0.0, None)
@@ -73,7 +74,7 @@ def score_set(path: pathlib.Path, archs, images) -> list[dict]:
     """One row per architecture (resumes after the last written row of `path`)."""
     from jaxnas.proxies.scoring import ProxyScorer
     from jaxnas.spaces import nb201
-    from jaxnas.train.loop import progress_bar
+    from jaxnas.report import progress_bar
     rows = _read(path) if path.exists() else []
     scorer = ProxyScorer(["naswot"], seed=0)  # the weights `jaxnas score --seed 0` gives each candidate
     fn = jax.jit(lambda p, s, a: code_statistics(scorer.graphdef, p, s, a, images))
@@ -115,7 +116,8 @@ def main():
     from jaxnas import data as data_lib
     from jaxnas.bench import load_table
     from jaxnas.config import Config
-    from jaxnas.proxies.run import proxy_batches, select_archs
+    from jaxnas.proxies.run import select_archs
+    from jaxnas.proxies.scoring import proxy_batches
     from jaxnas.spaces import nb201
     runs = pathlib.Path(a.runs)
     runs.mkdir(parents=True, exist_ok=True)

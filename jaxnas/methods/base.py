@@ -27,6 +27,7 @@ from jaxnas import backend
 from jaxnas.config import Config
 from jaxnas.evaluate import Evaluator
 from jaxnas.nn import split
+from jaxnas.spaces.arch import KINDS, Choice
 from jaxnas.spaces.base import Space
 from jaxnas.train import optim, steps
 from jaxnas.train import state as state_lib
@@ -81,7 +82,7 @@ class SupernetMethod(Method):
         cfg = self.cfg
         return self.space.supernet(cfg.nb201.C, cfg.nb201.N, num_classes, affine=cfg.nb201.affine,
                                    track_running_stats=cfg.nb201.track_running_stats,
-                                   single_path_impl=backend.traced_impl(cfg.nb201.single_path_impl),
+                                   single_path_impl=cfg.nb201.single_path_impl,
                                    rngs=nnx.Rngs(cfg.seed))
 
     def init(self) -> state_lib.SearchState:
@@ -89,20 +90,25 @@ class SupernetMethod(Method):
                                 space=self.space.init_state())
 
     # --- shared pure pieces -------------------------------------------------------------
-    def weight_step(self, state, images, labels, arch, lr, mode="single"):
-        """One SGD step of the shared weights for a single-path `arch` (or `mode` op weights);
-        parameters of unsampled ops are skipped unless `decay_unsampled`."""
-        single = mode == "single"
+    def weight_step(self, state, images, labels, arch, lr):
+        """One step of the shared weights for `arch` (a container; a space's plain architecture is
+        read as a `Choice`); with a `Choice`, parameters of unsampled ops are skipped unless
+        `decay_unsampled`."""
+        arch = arch if isinstance(arch, KINDS) else Choice(arch)
+        single = isinstance(arch, Choice)
         host = self.host if single else None
         if host is not None:
-            arch = np.asarray(arch)
-        used = self.space.used_params(state.params, arch) if single and not self.cfg.train.decay_unsampled else None
+            arch = Choice(np.asarray(arch.value))
+        used = (self.space.used_params(state.params, arch.value) if single and not self.cfg.train.decay_unsampled
+                else None)
         return steps.weight_step(self.tx, self.cfg.train.grad_clip, self.graphdef, state, images, labels, lr, arch,
-                                 mode=mode, used=used, host=host)
+                                 used=used, host=host)
 
-    def rank(self, state, archs, evaluator: Evaluator, mode="single"):
-        """Validation loss/accuracy of candidates `archs` with the shared weights (one jitted call)."""
-        return evaluator(self.graphdef, state.params, state.stats, archs, mode=mode)
+    def rank(self, state, archs, evaluator: Evaluator):
+        """Validation metrics of candidates `archs` (a container batch; plain architectures are read
+        as `Choice`) with the shared weights (one jitted call)."""
+        archs = archs if isinstance(archs, KINDS) else Choice(jnp.asarray(archs))
+        return evaluator(self.graphdef, state.params, state.stats, archs)
 
     def pick_best(self, state, archs, evaluator: Evaluator) -> dict:
         """Evaluate `archs` and return the most accurate (ties: lower loss, then first); accuracies

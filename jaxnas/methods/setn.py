@@ -44,6 +44,8 @@ import optax
 from jaxnas import cpu_kernels
 from jaxnas.methods.base import SupernetMethod
 from jaxnas.spaces import nb201
+from jaxnas.spaces.arch import Weights
+from jaxnas.spaces.base import has
 from jaxnas.train import steps
 from jaxnas.train.optim import adam_l2
 from jaxnas.train.state import KEY_METHOD, KEY_SAMPLE, select_key, step_key
@@ -57,37 +59,38 @@ def log_prob(alpha, archs):
     alpha: float[6, 5]; archs: int32[..., 6]. Returns float[...] (e.g. [K] for [K, 6]).
     """
     logp = jax.nn.log_softmax(alpha, axis=-1)
-    return logp[jnp.arange(nb201.NUM_EDGES), archs].sum(-1)
+    return logp[jnp.arange(alpha.shape[0]), archs].sum(-1)
 
 
 @functools.cache
-def _all_archs() -> jax.Array:
-    return jnp.asarray(nb201.enumerate_all())
+def _all_archs(space=nb201.SPACE) -> jax.Array:
+    return jnp.asarray(space.enumerate())
 
 
 @functools.partial(jax.jit, static_argnames="k")
 def _top_k(alpha, archs, allowed, k: int):
     scores = log_prob(alpha, archs)
-    scores = jnp.where(allowed[jnp.arange(nb201.NUM_EDGES), archs].all(-1), scores, -jnp.inf)
+    scores = jnp.where(allowed[jnp.arange(alpha.shape[0]), archs].all(-1), scores, -jnp.inf)
     scores, idx = jax.lax.top_k(scores, k)
     return archs[idx], scores
 
 
-def top_k(alpha, k: int, allowed=None):
-    """The k architectures of highest log-probability among all 15,625 (int32[k, 6]) and their
-    log-probabilities (float[k]), best first; ties keep NB201 index order. `allowed` (bool[6, 5],
-    a space state's ops): only architectures using allowed ops, k capped at their number."""
-    archs = _all_archs()
-    allowed = np.ones((nb201.NUM_EDGES, nb201.NUM_OPS), bool) if allowed is None else np.asarray(allowed, bool)
+def top_k(alpha, k: int, allowed=None, space=nb201.SPACE):
+    """The k architectures of highest log-probability among all of `space` (NB201: 15,625,
+    int32[k, 6]) and their log-probabilities (float[k]), best first; ties keep enumeration (NB201
+    index) order. `allowed` (bool like alpha, a space state's ops): only architectures using
+    allowed ops, k capped at their number."""
+    archs = _all_archs(space)
+    allowed = np.ones(np.shape(alpha), bool) if allowed is None else np.asarray(allowed, bool)
     k = min(int(k), int(np.prod(allowed.sum(-1))))
     return _top_k(jnp.asarray(alpha, jnp.float32), archs, jnp.asarray(allowed), k=k)
 
 
 def sample(key, alpha, k: int, allowed=None):
     """k architectures drawn from the evaluator: each edge's op ~ softmax(alpha[e]) over the
-    `allowed` ops (bool[6, 5], all when None); int32[k, 6]."""
+    `allowed` ops (bool like alpha, all when None); int32[k, decisions]."""
     logits = alpha if allowed is None else jnp.where(allowed, alpha, -jnp.inf)
-    return jax.random.categorical(key, logits, axis=-1, shape=(k, nb201.NUM_EDGES)).astype(jnp.int32)
+    return jax.random.categorical(key, logits, axis=-1, shape=(k, alpha.shape[0])).astype(jnp.int32)
 
 
 _softmax_vjp = cpu_kernels.jit(lambda alpha: jax.vjp(lambda a: jax.nn.softmax(a, axis=-1), alpha))
@@ -99,6 +102,10 @@ class SETN(SupernetMethod):
     uses_arch_batch = True
 
     def __init__(self, cfg, space, num_classes: int):
+        missing = [c for c in ("relaxed_spec", "enumerate", "size") if not has(space, c)]
+        if missing:
+            raise ValueError(f"setn needs a space with {', '.join(missing)} (its evaluator is a relaxed form "
+                             f"over an enumerable space); {space.name} lacks them")
         super().__init__(cfg, space, num_classes)
         self.arch_tx = adam_l2(cfg.setn.arch_lr, cfg.setn.arch_beta1, cfg.setn.arch_beta2, cfg.setn.arch_weight_decay)
         self._jitted_arch_update = jax.jit(self._arch_update, donate_argnums=0)  # for host steps
@@ -107,7 +114,7 @@ class SETN(SupernetMethod):
         """Shared weights as every supernet method; alpha = 1e-3 * N(0, 1) from the seed; its Adam state."""
         state = super().init()
         key = step_key(state.replace(step=jnp.int32(ALPHA_INIT_STEP)), KEY_METHOD)
-        alpha = 1e-3 * jax.random.normal(key, (nb201.NUM_EDGES, nb201.NUM_OPS), jnp.float32)
+        alpha = 1e-3 * jax.random.normal(key, self.space.relaxed_spec.shape, jnp.float32)
         return state.replace(method={"alpha": alpha, "alpha_opt": self.arch_tx.init(alpha)})
 
     # --- the two updates of a step -----------------------------------------------------------
@@ -116,10 +123,9 @@ class SETN(SupernetMethod):
         Only alpha moves; the BatchNorm statistics of the forward are kept (see the module doc)."""
         weights, softmax_pullback = _softmax_vjp(state.method["alpha"])
         (loss, (acc, stats)), grad_w = steps.loss_and_grads(self.graphdef, state.params, state.stats, images,
-                                                            labels, weights, mode="weighted", wrt="arch",
-                                                            host=self.host)
+                                                            labels, Weights(weights), wrt="arch", host=self.host)
         update = self._arch_update if self.host is None else self._jitted_arch_update
-        return update(state, _pull(softmax_pullback, grad_w), stats), {"arch_loss": loss, "arch_acc": acc}
+        return update(state, _pull(softmax_pullback, grad_w.value), stats), {"arch_loss": loss, "arch_acc": acc}
 
     def _arch_update(self, state, grads, stats):
         alpha, opt = state.method["alpha"], state.method["alpha_opt"]
@@ -137,10 +143,10 @@ class SETN(SupernetMethod):
         """The `select_num` candidates: top log-probability (topk) or drawn from alpha (sample),
         among the architectures the space state allows."""
         alpha, allowed = state.method["alpha"], state.space["ops"]
-        k = min(self.cfg.eval.select_num, nb201.NUM_ARCHS)
+        k = min(self.cfg.eval.select_num, self.space.size)
         if self.cfg.setn.select == "sample":
             return np.asarray(sample(select_key(state), alpha, k, allowed))
-        return np.asarray(top_k(alpha, k, allowed)[0])
+        return np.asarray(top_k(alpha, k, allowed, self.space)[0])
 
     def select(self, state, evaluator) -> dict:
         """The most accurate candidate on the validation batch (base `pick_best`), with alpha's view."""

@@ -39,6 +39,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxnas.nn import functional
+from jaxnas.spaces.arch import Choice
 
 
 def code_kernel(graphdef, params, stats, arch, images, impl=None, prune=True):
@@ -60,8 +61,8 @@ def code_kernel(graphdef, params, stats, arch, images, impl=None, prune=True):
             kern = jax.lax.cond(count > 0, lambda: count * agree(), lambda: jnp.zeros((b, b), jnp.float32))
         return kern, count * jnp.float32(d)
 
-    (_, (kernel, units)), _ = functional.apply(graphdef, params, stats, images, arch, mode="single", train=True,
-                                               tap=tap, single_path_impl=impl, scan_cells=True, prune=prune)
+    (_, (kernel, units)), _ = functional.apply(graphdef, params, stats, images, Choice(arch), train=True, tap=tap,
+                                               forward_only=True, single_path_impl=impl, prune=prune)
     return kernel / units, units
 
 

@@ -16,8 +16,9 @@ sums over the weights of every convolution and linear layer (kernels only, no bi
                score = -sum_k log(v_k + 1e-5) + 1/(v_k + 1e-5) over C's eigenvalues v (Mellor et
                al., arXiv 2006.04647v1). Computed in float32 (the reference uses float64 numpy).
 
-Every function is pure in (params, stats, arch, batch) and vmaps over candidates. Parameters of
-ops the architecture does not use receive zero gradient and so add nothing. `EAGER` maps each to
+Every function is pure in (params, stats, arch, batch), `arch` a plain architecture read as a
+`Choice`, and vmaps over candidates. Parameters of ops the architecture does not use receive zero
+gradient and so add nothing. `EAGER` maps each to
 its twin for a concrete host architecture, which takes the gradients through the eager kernels
 (jaxnas.spaces.nb201.eager): on XLA:CPU the traced single-path gradient of a C=16, N=5 network compiles for
 many minutes; both share the reductions below, so they compute the same scores.
@@ -29,6 +30,7 @@ import jax.numpy as jnp
 
 from jaxnas.nn import functional, loss_and_accuracy
 from jaxnas.nn.ops import BN_EPS
+from jaxnas.spaces.arch import Choice
 from jaxnas.spaces.nb201 import eager
 
 
@@ -40,7 +42,7 @@ def _kernels(tree):
 
 def _loss_grads(graphdef, params, stats, arch, images, labels):
     def loss(p):
-        logits, _ = functional.apply(graphdef, p, stats, images, arch, mode="single", train=True)
+        logits, _ = functional.apply(graphdef, p, stats, images, Choice(arch), train=True)
         return loss_and_accuracy(logits, labels)[0]
     return jax.grad(loss)(params)
 
@@ -83,7 +85,7 @@ def synflow(graphdef, params, stats, arch, images, labels):
     pos, ident, ones = _synflow_inputs(params, stats, images)
 
     def r(p):
-        logits, _ = functional.apply(graphdef, p, ident, ones, arch, mode="single", train=False)
+        logits, _ = functional.apply(graphdef, p, ident, ones, Choice(arch), train=False)
         return jnp.sum(logits)
 
     return _synflow_from(pos, jax.grad(r)(pos))
@@ -93,7 +95,7 @@ def jacov(graphdef, params, stats, arch, images, labels):
     del labels
 
     def out(x):
-        logits, _ = functional.apply(graphdef, params, stats, x, arch, mode="single", train=True)
+        logits, _ = functional.apply(graphdef, params, stats, x, Choice(arch), train=True)
         return jnp.sum(logits)
 
     return _jacov_from(jax.grad(out)(images))
@@ -118,19 +120,19 @@ _jacov_from_jit = jax.jit(_jacov_from)
 
 
 def eager_loss_gradient_scores(graphdef, params, stats, arch, images, labels):
-    _, grads = eager.value_and_grad(graphdef, params, stats, images, labels, arch, train=True)
+    _, grads = eager.value_and_grad(graphdef, params, stats, images, labels, Choice(arch), train=True)
     return _grad_norm_snip_jit(params, grads)
 
 
 def eager_synflow(graphdef, params, stats, arch, images, labels):
     del labels
     pos, ident, ones = _synflow_inputs_jit(params, stats, images)
-    return _synflow_from_jit(pos, eager.summed_logits_grad(graphdef, pos, ident, ones, arch, train=False))
+    return _synflow_from_jit(pos, eager.summed_logits_grad(graphdef, pos, ident, ones, Choice(arch), train=False))
 
 
 def eager_jacov(graphdef, params, stats, arch, images, labels):
     del labels
-    return _jacov_from_jit(eager.summed_logits_grad(graphdef, params, stats, images, arch, wrt="images"))
+    return _jacov_from_jit(eager.summed_logits_grad(graphdef, params, stats, images, Choice(arch), wrt="images"))
 
 
 EAGER = {loss_gradient_scores: eager_loss_gradient_scores, synflow: eager_synflow, jacov: eager_jacov}

@@ -2,7 +2,7 @@
 
 Each candidate gets a freshly initialised network, as in the reference procedures (a new PyTorch
 network per architecture): its weights are drawn inside the program from
-fold_in(seed, NB201 index), so an architecture's score depends only on (seed, architecture, batch),
+fold_in(seed, space.hash(arch)) (for NB201 its index), so an architecture's score depends only on (seed, architecture, batch),
 never on which other candidates share the call. `init="shared"` instead gives every candidate the
 same supernet weights (cheaper, not the reference protocol).
 
@@ -21,22 +21,20 @@ import contextlib
 import functools
 
 import jax
-import jax.extend.random
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jaxnas import backend, cpu_kernels
+from jaxnas import backend, cpu_kernels, spaces
 from jaxnas import data as data_lib
 from jaxnas.config import Config
 from jaxnas.evaluate import map_chunked
-from jaxnas.nn import split
+from jaxnas.nn import init, split
 from jaxnas.proxies import activation, gradient
 from jaxnas.proxies.activation import DAS_WEIGHTS
 from jaxnas.rundir import RunError
 from jaxnas.spaces import nb201
-from jaxnas.spaces.nb201 import eager
-from jaxnas.spaces.nb201.networks import NB201SuperNet, used_params
+from jaxnas.spaces.arch import Choice
 from jaxnas.train import optim, steps
 from jaxnas.train.state import create
 
@@ -70,44 +68,11 @@ def parse_proxies(spec: str) -> list[str]:
     return names
 
 
-def _init_bound(path, x, params):
-    """1/sqrt(fan_in) for leaves PyTorch initialises uniformly, None for BN's constant leaves.
-    A Python float (weakly typed): the weights stay float32 under x64 (synflow enables it)."""
-    names = [getattr(k, "key", None) for k in path]
-    if names[-1] == "kernel":  # HWIO conv or [in, out] linear: fan_in = all but the last axis
-        return float(1.0 / np.sqrt(np.prod(x.shape[:-1])))
-    if names[-2:] == ["classifier", "bias"]:
-        return float(1.0 / np.sqrt(params["head"]["classifier"]["kernel"].shape[0]))
-    return None
-
-
-def _uniform_slice(key, start: int, size: int):
-    """jax.random.uniform(key, (n,), float32, -1, 1)[start:start + size] for any n > start + size,
-    without drawing the rest. Threefry is counter-based: with jax_threefry_partitionable (JAX's
-    default) element i is threefry2x32(key, (0, i)) with its two words xor-ed, turned into a float
-    as jax.random.uniform does (23 random mantissa bits in [1, 2), minus 1, scaled). Exactly equal
-    (tests/test_proxies.py); `_slices_match_uniform` checks it at run time too."""
-    k1, k2 = jax.random.key_data(key)
-    count = jnp.arange(start, start + size, dtype=jnp.uint32)
-    b1, b2 = jax.extend.random.threefry2x32_p.bind(k1, k2, jnp.zeros_like(count), count)
-    mantissa = jax.lax.shift_right_logical(b1 ^ b2, jnp.uint32(9)) | jnp.uint32(0x3F800000)
-    unit = jax.lax.bitcast_convert_type(mantissa, jnp.float32) - 1.0
-    return jnp.maximum(-1.0, unit * 2.0 + -1.0)
-
-
-@functools.lru_cache(maxsize=1)
-def _slices_match_uniform() -> bool:
-    """Whether `_uniform_slice` reproduces this JAX's jax.random.uniform (else draw everything)."""
-    with jax.ensure_compile_time_eval():  # also when first called while a program is being traced
-        key = jax.random.key(7)
-        whole = np.asarray(jax.random.uniform(key, (300,), jnp.float32, -1.0, 1.0))
-        return bool(np.array_equal(np.asarray(_uniform_slice(key, 123, 77)), whole[123:200]))
-
-
 class ProxyScorer:
-    """Scores NB201 architectures with `proxies` (names from PROXIES) at width C, depth N.
+    """Scores architectures of `space` (NB201 by default) with `proxies` (names from PROXIES) at
+    width C, depth N.
 
-    The network is the standalone NB201 network's semantics (affine BN with running statistics,
+    The network is the space's supernet, with the standalone network's semantics (affine BN with running statistics,
     PyTorch default initialisation) as the supernet's single path. `host_gradients`: run the
     fast-training steps and the gradient proxies on the host through the eager kernels, one
     candidate at a time (for CPU; `jaxnas score` sets it there), instead of inside the jitted,
@@ -116,7 +81,7 @@ class ProxyScorer:
 
     def __init__(self, proxies, *, C=16, N=5, num_classes=10, seed=0, init="per_arch", chunk_size=1,
                  das_weight=1.0, das_da="logdet", fast_train_steps=0, fast_train_lr=0.1, single_path_impl="merged",
-                 host_gradients=False):
+                 host_gradients=False, space=nb201.SPACE):
         if init not in INITS:
             raise ValueError(f"init must be one of {INITS}, got {init!r}")
         if das_da not in activation.DAS_DA:
@@ -126,7 +91,8 @@ class ProxyScorer:
         self.proxies = parse_proxies(proxies) if isinstance(proxies, str) else list(proxies)
         self.seed, self.init, self.chunk_size = seed, init, chunk_size
         self.fast_train_steps, self.fast_train_lr = fast_train_steps, fast_train_lr
-        self._make = functools.partial(NB201SuperNet, C, N, num_classes, affine=True, track_running_stats=True,
+        self.space = space
+        self._make = functools.partial(space.supernet, C, N, num_classes, affine=True, track_running_stats=True,
                                        single_path_impl=single_path_impl)
         self.graphdef, self.params, self.stats = split(self._make(rngs=nnx.Rngs(seed)))
         fns = {}
@@ -149,50 +115,25 @@ class ProxyScorer:
         self._score_one = cpu_kernels.jit(self._proxies, fusions=(cpu_kernels.DOT, cpu_kernels.REDUCE))
 
     def init_params(self, key, arch=None):
-        """Fresh weights, distributed as PyTorch's defaults (and jaxnas.nn.ops): conv / linear
-        kernels and the classifier bias ~ U(+-1/sqrt(fan_in)); BN scale 1, bias 0.
-
-        One uniform draw for the whole network, cut into leaves: building the module under jit
-        would emit one RNG op per leaf, and XLA:CPU compiles those slowly (minutes per program).
-        With `arch`, only the leaves that architecture uses are drawn (the others are zeros), with
-        the values the whole draw gives them (`_uniform_slice`): a candidate uses ~25 % of the
-        supernet's weights, and the draw was ~5 % of a NASWOT score's time on 2 CPU cores.
-        """
-        leaves, treedef = jax.tree_util.tree_flatten_with_path(self.params)
-        total = sum(x.size for _, x in leaves)
-        sliced = arch is not None and _slices_match_uniform()
-        used = jax.tree.leaves(used_params(self.params, arch)) if sliced else [True] * len(leaves)
-        u = None if sliced else jax.random.uniform(key, (total,), jnp.float32, -1.0, 1.0)
-        out, at = [], 0
-        for (path, x), use in zip(leaves, used):
-            bound = _init_bound(path, x, self.params)
-            if bound is None:
-                out.append(x)  # BN scale / bias: constants
-                continue
-            if not sliced:
-                out.append(u[at:at + x.size].reshape(x.shape) * bound)
-            else:
-                draw = functools.partial(_uniform_slice, key, at, x.size)
-                zeros = functools.partial(jnp.zeros, (x.size,), jnp.float32)
-                if isinstance(use, jax.core.Tracer):  # an edge's conv: drawn only if the arch uses it
-                    vals = jax.lax.cond(use, draw, zeros)
-                else:
-                    vals = draw() if use else zeros()
-                out.append(vals.reshape(x.shape) * bound)
-            at += x.size
-        return jax.tree_util.tree_unflatten(treedef, out)
+        """Fresh weights, distributed as PyTorch's defaults (`jaxnas.nn.init`). With `arch`, only
+        the leaves that architecture uses are drawn (the others are zeros), with the values the
+        whole draw gives them: a candidate uses ~25 % of the supernet's weights, and the draw was
+        ~5 % of a NASWOT score's time on 2 CPU cores."""
+        used = None if arch is None else self.space.used_params(self.params, arch)
+        return init.fresh_params(key, self.params, used)
 
     def _fast_train(self, params, stats, arch, train_images, train_labels, host=False):
         """`fast_train_steps` SGD steps of one candidate, cycling over fixed batches [T, B, H, W, 3]:
         inside the program (`arch` traced), or with `host` through the eager kernels (`arch` a host
         array, called outside jit)."""
         tx = optim.sgd(self.fast_train_lr, FAST_TRAIN_MOMENTUM, True, FAST_TRAIN_WEIGHT_DECAY)
-        used = used_params(params, arch)
+        used = self.space.used_params(params, arch)
 
         def step(t, state):
             i = t % train_images.shape[0]
             return steps.weight_step(tx, 0.0, self.graphdef, state, train_images[i], train_labels[i],
-                                     self.fast_train_lr, arch, used=used, host=eager if host else None)[0]
+                                     self.fast_train_lr, Choice(arch), used=used,
+                                     host=self.space.host_passes if host else None)[0]
 
         if not host:
             state = jax.lax.fori_loop(0, self.fast_train_steps, step, create(params, stats, 0, tx.init(params)))
@@ -226,16 +167,23 @@ class ProxyScorer:
         return map_chunked(one, (archs, indices), min(self.chunk_size, archs.shape[0]))
 
     def candidate_weights(self, arch, train_images=None, train_labels=None):
-        """(params, stats) one architecture (int32 [6]) is scored with: its fresh (or the shared)
-        weights after the fast-training steps, if any, on train_images [T, B, H, W, 3]."""
-        arch = np.asarray(nb201.validate(np.asarray(arch)), np.int32)
-        if arch.ndim != 1:
-            raise ValueError(f"candidate_weights takes one architecture of shape [6], got {arch.shape}")
+        """(params, stats) one architecture (NB201: int32 [6]) is scored with: its fresh (or the
+        shared) weights after the fast-training steps, if any, on train_images [T, B, H, W, 3]."""
+        arch = self._validate(arch, 0)
         return self._weights(arch, *self._train_batches(train_images, train_labels, None))
 
+    def _validate(self, archs, batch_dims: int):
+        """Host int32 architectures with `batch_dims` leading axes, or ValueError."""
+        archs = np.asarray(self.space.validate(np.asarray(archs)), np.int32)
+        want = batch_dims + len(self.space.spec.shape)
+        if archs.ndim != want:
+            shape = ", ".join(["K"] * batch_dims + [str(n) for n in self.space.spec.shape])
+            raise ValueError(f"expected architectures of shape [{shape}], got {archs.shape}")
+        return archs
+
     def _weights(self, arch, train_images, train_labels):
-        """candidate_weights for a validated int32 [6] host `arch` and resolved training batches."""
-        index = np.int32(nb201.to_index(arch))
+        """candidate_weights for a validated host `arch` and resolved training batches."""
+        index = np.int32(self.space.hash(arch))
         params, stats = self._prepare_one(self.params, self.stats, jnp.asarray(arch), index, train_images, train_labels)
         if self.fast_train_steps and self.host:
             params, stats = self._fast_train(params, stats, arch, train_images, train_labels, host=True)
@@ -258,14 +206,12 @@ class ProxyScorer:
         return train_images, train_labels
 
     def __call__(self, archs, images, labels, train_images=None, train_labels=None) -> dict:
-        """Scores of `archs` (int32 [K, 6]) on one batch: {output name: float64 [K]} on the host.
+        """Scores of `archs` (NB201: int32 [K, 6]) on one batch: {output name: float64 [K]} on the host.
 
         images: normalised float32 [B, H, W, 3]; labels int32 [B]; with fast training,
         train_images [T, B', H, W, 3] and train_labels [T, B'].
         """
-        archs = nb201.validate(np.asarray(archs))
-        if archs.ndim != 2:
-            raise ValueError(f"archs must be [K, 6] op ids, got shape {archs.shape}")
+        archs = self._validate(archs, 1)
         train_images, train_labels = self._train_batches(train_images, train_labels, images)
         # synflow computes in float64 (gradient.py); the other proxies keep their explicit float32
         # (the float32 proxies computed in the same program meet float64 constants there: standard
@@ -279,7 +225,7 @@ class ProxyScorer:
         if self.host:  # one candidate at a time, its gradients through the eager kernels
             rows = [self._score_host(a, images, labels, train_images, train_labels) for a in archs.astype(np.int32)]
             return {k: np.asarray([r[k] for r in rows], np.float64) for k in rows[0]}
-        indices = np.asarray(nb201.to_index(archs), np.int32)
+        indices = np.asarray(self.space.hash(archs), np.int32)
         out = self._run(self.params, self.stats, jnp.asarray(archs, jnp.int32), jnp.asarray(indices), images, labels,
                         train_images, train_labels)
         return {k: np.asarray(v, np.float64) for k, v in jax.device_get(out).items()}
@@ -313,5 +259,6 @@ def make_scorer(cfg: Config, proxies, num_classes: int) -> ProxyScorer:
                        chunk_size=backend.eval_chunk_size(cfg.eval.chunk_size, accelerator_default=16),
                        das_weight=das_weight(cfg), das_da=cfg.proxy.das_da,
                        fast_train_steps=cfg.proxy.fast_train_steps, fast_train_lr=cfg.proxy.fast_train_lr,
-                       single_path_impl=backend.traced_impl(cfg.nb201.single_path_impl),  # for gradient proxies
-                       host_gradients=backend.host_path(cfg.nb201.single_path_impl))  # CPU: eager gradients
+                       single_path_impl=cfg.nb201.single_path_impl,  # resolved per pass by the network
+                       host_gradients=backend.host_path(cfg.nb201.single_path_impl),  # CPU: eager gradients
+                       space=spaces.get(cfg.space))

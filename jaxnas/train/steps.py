@@ -32,22 +32,21 @@ def clip_grad_norm(grads, max_norm: float):
     return jax.tree.map(lambda g: g * coef, grads), norm
 
 
-def loss_and_grads(graphdef, params, stats, images, labels, arch=None, *, mode: str = "single", wrt="params",
-                   host=None):
+def loss_and_grads(graphdef, params, stats, images, labels, arch=None, *, wrt="params", host=None):
     """((loss, (accuracy, new stats)), grads) of the mean cross-entropy.
 
-    `arch` (None for a network of one fixed architecture) goes to the forward with `mode`; grads
-    are w.r.t. the parameters (`wrt="params"`) or the relaxed architecture `arch` (`wrt="arch"`,
-    e.g. op weights in mode "weighted"). `host`: the network's host passes, used outside jit with a
-    concrete `arch`.
+    `arch` (a `jaxnas.spaces.arch` container; None for a network of one fixed architecture) goes to
+    the forward; grads are w.r.t. the parameters (`wrt="params"`) or the relaxed architecture
+    (`wrt="arch"`, e.g. `Weights`; the gradient in the same container). `host`: the network's host
+    passes, used outside jit with a concrete `arch`.
     """
     if host is not None:
         if wrt == "params":
             return host.value_and_grad(graphdef, params, stats, images, labels, arch)
         return host.weights_value_and_grad(graphdef, params, stats, images, labels, arch)
     def loss_fn(p, a):
-        args, kw = ((), {}) if a is None else ((a,), {"mode": mode})
-        logits, new_stats = apply(graphdef, p, stats, images, *args, train=True, **kw)
+        args = () if a is None else (a,)
+        logits, new_stats = apply(graphdef, p, stats, images, *args, train=True)
         loss, acc = loss_and_accuracy(logits, labels)
         return loss, (acc, new_stats)
 
@@ -64,13 +63,12 @@ def apply_gradients(tx, grad_clip: float, state, grads, stats, lr, used=None):
     return state.replace(params=params, stats=stats, opt_state=opt_state), gnorm
 
 
-def weight_step(tx, grad_clip: float, graphdef, state, images, labels, lr, arch=None, *, mode="single",
-                used=None, host=None):
+def weight_step(tx, grad_clip: float, graphdef, state, images, labels, lr, arch=None, *, used=None, host=None):
     """One training step of the weights: cross-entropy, gradient clip, optimizer; BN statistics
     updated. With `host` (call it outside jit) the update is one jitted call with the state
     donated. Returns (new_state, metrics)."""
     (loss, (acc, stats)), grads = loss_and_grads(graphdef, state.params, state.stats, images, labels, arch,
-                                                 mode=mode, host=host)
+                                                 host=host)
     if host is None:
         new, gnorm = apply_gradients(tx, grad_clip, state, grads, stats, lr, used)
     else:

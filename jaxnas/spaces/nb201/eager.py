@@ -14,7 +14,7 @@ parameter tree. An earlier version let jax.grad differentiate through the Python
 the kernels; the explicit tape computes the same values without jax.grad's per-call tracing and
 partial evaluation outside jit (15% of the step). Kernels run with YNNPACK on CPU (cpu_kernels).
 
-Results equal the traced supernet (single path: `impl` merged / switch / mask; weighted mode)
+Results equal the traced supernet (a `Choice`: `impl` merged / switch / mask; `Weights`)
 up to float rounding, including which BatchNorm running statistics move (only the ops that ran).
 """
 from __future__ import annotations
@@ -29,6 +29,7 @@ from flax import nnx
 from jaxnas import cpu_kernels
 from jaxnas.nn.functional import apply, loss_and_accuracy
 from jaxnas.nn.ops import ResNetBlock, avg_pool_3x3
+from jaxnas.spaces.arch import Choice, Weights, check
 from jaxnas.spaces.nb201 import cell as nb
 
 # --- loss and gradients with an explicit tape -----------------------------------------------
@@ -249,37 +250,40 @@ def _tape_weighted_cell(tape, c, h, weights):
     return nodes[-1]
 
 
-def _run(graphdef, params, stats, images, arch, train, mode, param_grads):
-    """The forward pass on a tape: (tape, id of the logits). Checks the architecture argument."""
-    if mode == "single":
-        if isinstance(arch, jax.core.Tracer):
+def _run(graphdef, params, stats, images, arch, train, param_grads):
+    """The forward pass on a tape: (tape, id of the logits). Checks the architecture argument:
+    a `Choice` of a concrete host int array [6] (only the chosen ops run) or `Weights` float [6, 5]
+    (every op runs)."""
+    check(arch, (Choice, Weights))
+    a = arch.value
+    if isinstance(arch, Choice):
+        if isinstance(a, jax.core.Tracer):
             raise ValueError("the eager single path needs a concrete architecture (a host array), not a traced one")
-        arch = np.asarray(arch)
-        if arch.shape != (nb.NUM_EDGES,):
-            raise ValueError(f"the eager single path takes one architecture of shape [6], got {arch.shape}")
+        a = np.asarray(a)
+        if a.shape != (nb.NUM_EDGES,):
+            raise ValueError(f"the eager single path takes one architecture of shape [6], got {a.shape}")
         cell = _tape_single_cell
-    elif mode == "weighted":
-        if tuple(arch.shape) != (nb.NUM_EDGES, nb.NUM_OPS):
-            raise ValueError(f"weighted mode takes op weights of shape [6, 5], got {tuple(arch.shape)}")
-        cell = _tape_weighted_cell
     else:
-        raise ValueError(f"the eager passes support modes 'single' and 'weighted', got {mode!r}")
+        if tuple(a.shape) != (nb.NUM_EDGES, nb.NUM_OPS):
+            raise ValueError(f"Weights takes op weights of shape [6, 5], got {tuple(a.shape)}")
+        cell = _tape_weighted_cell
     tape = _Tape(graphdef, params, stats, train, param_grads)
-    return tape, tape.network(images, lambda t, c, h: cell(t, c, h, arch))
+    return tape, tape.network(images, lambda t, c, h: cell(t, c, h, a))
 
 
-def forward(graphdef, params, stats, images, arch, train: bool = True, mode: str = "single"):
-    """Logits of the supernet and the new BatchNorm statistics. mode "single": `arch` is a concrete
-    host int array [6] (only the chosen ops run); "weighted": float [6, 5] op weights (every op runs).
-    Not for jax.grad: use `value_and_grad` / `weights_value_and_grad`."""
-    tape, out = _run(graphdef, params, stats, images, arch, train, mode, param_grads=False)
+def forward(graphdef, params, stats, images, arch, train: bool = True):
+    """Logits of the supernet and the new BatchNorm statistics for `arch`: a `Choice` of a concrete
+    host int array [6] or `Weights` [6, 5]. Not for jax.grad: use `value_and_grad` /
+    `weights_value_and_grad`."""
+    tape, out = _run(graphdef, params, stats, images, arch, train, param_grads=False)
     return tape.values[out], tape.stats()
 
 
 def value_and_grad(graphdef, params, stats, images, labels, arch, train: bool = True):
     """((loss, (accuracy, new stats)), grads) of the mean cross-entropy of the single-path network
-    `arch` (a concrete host int array [6]): the same as jax.value_and_grad over the traced supernet."""
-    tape, out = _run(graphdef, params, stats, images, arch, train, "single", param_grads=True)
+    `arch` (a `Choice` of a concrete host int array [6]): the same as jax.value_and_grad over the
+    traced supernet."""
+    tape, out = _run(graphdef, params, stats, images, check(arch, (Choice,)), train, param_grads=True)
     loss, acc, g_logits = _loss_vjp(tape.values[out], labels)
     grad_leaves, _, _ = tape.backward(out, g_logits)
     return (loss, (acc, tape.stats())), _grad_tree(tape, grad_leaves)
@@ -293,11 +297,12 @@ def _grad_tree(tape, grad_leaves):
 
 def summed_logits_grad(graphdef, params, stats, images, arch, train: bool = True, wrt: str = "params"):
     """d sum(logits) / d params (a tree like `params`) or / d images, for the single-path network
-    `arch` (a concrete host int array [6]): as jax.grad of the traced supernet's summed logits.
+    `arch` (a `Choice` of a concrete host int array [6]): as jax.grad of the traced supernet's
+    summed logits.
     The gradients synflow (wrt params) and jacov (wrt images) are built from."""
     if wrt not in ("params", "images"):
         raise ValueError(f"wrt must be 'params' or 'images', got {wrt!r}")
-    tape, out = _run(graphdef, params, stats, images, arch, train, "single", param_grads=wrt == "params")
+    tape, out = _run(graphdef, params, stats, images, check(arch, (Choice,)), train, param_grads=wrt == "params")
     grad_leaves, _, g_images = tape.backward(out, _ones_like(tape.values[out]), input_grad=wrt == "images")
     if wrt == "params":
         return _grad_tree(tape, grad_leaves)
@@ -307,14 +312,15 @@ def summed_logits_grad(graphdef, params, stats, images, arch, train: bool = True
 
 
 def weights_value_and_grad(graphdef, params, stats, images, labels, weights, train: bool = True):
-    """((loss, (accuracy, new stats)), d loss / d weights) in weighted mode (`weights` float [6, 5],
+    """((loss, (accuracy, new stats)), d loss / d weights) of `weights` (`Weights` of float [6, 5]:
     every op of every edge mixed by it), as jax.value_and_grad over the traced supernet with
-    respect to the weights; no gradient of the network's parameters is computed."""
-    tape, out = _run(graphdef, params, stats, images, weights, train, "weighted", param_grads=False)
+    respect to the weights (the gradient as `Weights` too); no gradient of the network's
+    parameters is computed."""
+    tape, out = _run(graphdef, params, stats, images, check(weights, (Weights,)), train, param_grads=False)
     loss, acc, g_logits = _loss_vjp(tape.values[out], labels)
     _, grad_w, _ = tape.backward(out, g_logits)
-    rows = [grad_w[e] if e in grad_w else _zeros(*_like(weights[e])) for e in range(nb.NUM_EDGES)]
-    return (loss, (acc, tape.stats())), _stack(rows)
+    rows = [grad_w[e] if e in grad_w else _zeros(*_like(weights.value[e])) for e in range(nb.NUM_EDGES)]
+    return (loss, (acc, tape.stats())), Weights(_stack(rows))
 
 
 _stack = cpu_kernels.jit(jnp.stack)

@@ -16,11 +16,14 @@ cut the C=16, N=5 supernet forward from 5.9 s to 1.9 s (batch 128) and its compi
 are differentiated keep the cells unrolled (the default). See benchmarks/BENCHMARKS.md. Weights
 stay stored per cell either way, so checkpoints are unchanged.
 
-The supernet's forward takes the architecture as a traced array, so one compiled program serves
-every architecture, in three modes:
-  - "single":   int32[6] op ids, exactly the standalone network of that architecture;
-  - "weighted": float[6, 5] op weights, sum_k w_k op_k(x) per edge (DARTS/SETN "joint" mode);
-  - "multihot": float[6, 5] 0/1 masks, the mean of the selected ops per edge (multi-branch cells).
+The supernet's forward takes the architecture as a traced array in a typed container
+(`jaxnas.spaces.arch`), so one compiled program serves every architecture of a kind:
+  - `Choice(int32[6])`:    op ids, exactly the standalone network of that architecture;
+  - `Weights(float[6, 5])`: op weights, sum_k w_k op_k(x) per edge (DARTS/SETN "joint" mode);
+  - `Gates(float[6, 5])`:  0/1 masks, the mean of the selected ops per edge (multi-branch cells).
+With `forward_only=True` (passes that are never differentiated: candidate evaluation, BN
+recalibration, activation proxies) the supernet picks its own fastest exact formulation: cells
+scanned, the backend's forward-only single-path formulation, unused ops pruned (`live_ops`).
 """
 from __future__ import annotations
 
@@ -31,11 +34,14 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from jaxnas import backend
+from jaxnas.config import IMPLS
 from jaxnas.nn.ops import Head, ReLUConvBN, ResNetBlock, Stem, avg_pool_3x3, batch_norm, conv2d
+from jaxnas.spaces.arch import Choice, Gates, Weights, check
 from jaxnas.spaces.nb201 import cell as nb
 
-MODES = ("single", "weighted", "multihot")
-SINGLE_PATH_IMPLS = ("merged", "switch", "mask")
+SINGLE_PATH_IMPLS = ("merged", "switch", "mask")  # traced formulations; IMPLS adds auto and eager
+_KIND = {Choice: "choice", Weights: "weights", Gates: "gates"}
 
 
 class _Macro(nnx.Module):
@@ -127,7 +133,7 @@ class InferCell(nnx.Module):
         nodes = [x]
         for i in range(1, nb.NUM_NODES):
             if tap:  # every node, even one no conv reads (count 0), so each cell reports to the tap
-                tap(nodes[i - 1], float(_conv_count(np.asarray(self.arch), i - 1, "single")))
+                tap(nodes[i - 1], float(_conv_count(np.asarray(self.arch), i - 1, "choice")))
             terms = []
             for e, j in nb.NODE_INPUTS[i]:
                 op = self.arch[e]
@@ -235,12 +241,12 @@ class SearchEdge(nnx.Module):
         return sum(m * o for m, o in zip(mask, outs))
 
 
-def _conv_count(arch, node, mode):
+def _conv_count(arch, node, kind):
     """How many conv ops (each with its own ReLU) read `node`: conv edges leaving it."""
     out = [e for e, _ in nb.NODE_OUTPUTS[node]]
-    if mode == "single":
+    if kind == "choice":
         return sum(((arch[e] == nb.CONV1) | (arch[e] == nb.CONV3)).astype(jnp.float32) for e in out)
-    # weighted / multihot: every op with a non-zero weight runs
+    # weights / gates: every op with a non-zero weight runs
     return sum((arch[e, nb.CONV1] != 0).astype(jnp.float32) + (arch[e, nb.CONV3] != 0).astype(jnp.float32)
                for e in out)
 
@@ -270,7 +276,7 @@ def live_ops(arch, tapped: bool, zero_inputs: bool = False):
     used = {nb.NUM_NODES - 1: jnp.bool_(True)}
     for j in range(nb.NUM_NODES - 2, 0, -1):
         feeds = [(arch[e] != nb.NONE) & used[to] for e, to in nb.NODE_OUTPUTS[j]]
-        used[j] = functools.reduce(jnp.logical_or, feeds) | (tapped & (_conv_count(arch, j, "single") > 0))
+        used[j] = functools.reduce(jnp.logical_or, feeds) | (tapped & (_conv_count(arch, j, "choice") > 0))
     live = [used[to] & ~(zero[src] & zero_inputs) for to, src in nb.EDGES]
     return jnp.stack([jnp.where(ok, arch[e], nb.NONE) for e, ok in enumerate(live)])
 
@@ -281,21 +287,22 @@ class SearchCell(nnx.Module):
     def __init__(self, C, affine, track, *, rngs):
         self.edges = nnx.List([SearchEdge(C, affine, track, rngs=rngs) for _ in nb.EDGES])
 
-    def __call__(self, x, arch, mode, train, impl, tap=None, prune=False):
+    def __call__(self, x, arch, kind, train, impl, tap=None, prune=False):
+        """`arch`: the container's array; `kind`: "choice", "weights" or "gates"."""
         nodes = [x]
         ops = live_ops(arch, tap is not None, zero_inputs=prune == "zero") if prune else arch
         for i in range(1, nb.NUM_NODES):
             if tap:  # the tap counts every conv edge of `arch`, pruned or not
-                tap(nodes[i - 1], _conv_count(arch, i - 1, mode))
-            acc = None if mode == "single" else 0.0
+                tap(nodes[i - 1], _conv_count(arch, i - 1, kind))
+            acc = None if kind == "choice" else 0.0
             for e, j in nb.NODE_INPUTS[i]:
                 edge = self.edges[e]
-                if mode == "single":
+                if kind == "choice":
                     acc = edge.single(nodes[j], ops[e], train, impl, acc)
                 else:
                     outs = edge.all_ops(nodes[j], train)
                     w = arch[e]
-                    if mode == "multihot":
+                    if kind == "gates":
                         w = w / jnp.maximum(w.sum(), 1.0)
                     acc = acc + sum(w[k] * outs[k] for k in range(nb.NUM_OPS))
             nodes.append(acc)
@@ -311,33 +318,46 @@ class NB201SuperNet(_Macro):
 
     def __init__(self, C: int = 16, N: int = 5, num_classes: int = 10, affine: bool = False,
                  track_running_stats: bool = True, single_path_impl: str = "merged", *, rngs: nnx.Rngs):
-        if single_path_impl not in SINGLE_PATH_IMPLS:
-            raise ValueError(f"single_path_impl must be one of {SINGLE_PATH_IMPLS}, got {single_path_impl!r}")
-        self.single_path_impl = single_path_impl
+        """`single_path_impl`: one of `jaxnas.config.IMPLS`, resolved per pass by `jaxnas.backend`
+        (differentiated passes: `traced_impl`; forward-only ones: `resolve_impl(forward_only=True)`)."""
+        if single_path_impl not in IMPLS:
+            raise ValueError(f"single_path_impl must be one of {', '.join(IMPLS)}, got {single_path_impl!r}")
+        self.single_path_impl, self.affine = single_path_impl, affine
         super().__init__(C, N, num_classes, lambda c: SearchCell(c, affine, track_running_stats, rngs=rngs),
                          rngs=rngs)
 
-    def __call__(self, x, arch, mode: str = "single", train: bool = True, tap=None, single_path_impl=None,
-                 scan_cells: bool = False, prune: bool | str = False):
-        """`prune` (single mode, forward-only use): True or "unused" skips the ops whose output
-        nothing uses, "zero" also the ops whose input is identically zero, which is exact only with
-        batch-statistics BatchNorm and zero BN biases, as in a fresh network in training mode
-        (`live_ops`). Outputs and tapped values are unchanged, but the BatchNorm statistics of
-        skipped convolutions are not updated, so training forwards leave it off."""
+    def __call__(self, x, arch, train: bool = True, tap=None, *, forward_only: bool = False,
+                 single_path_impl=None, scan_cells=None, prune=None):
+        """Logits of `arch` (a `Choice`, `Weights` or `Gates` container) on images x.
+
+        `forward_only`: a pass that is never differentiated; the supernet then scans its cells,
+        uses the backend's forward-only single-path formulation and prunes what cannot change the
+        output: for a `Choice`, ops whose output nothing uses, and with batch-statistics BatchNorm
+        (`train`) in cells without BN bias also the convs of all-zero nodes (`live_ops`). The
+        keywords override single choices: `prune` True or "unused" skips the unused ops, "zero" also
+        the ops of all-zero inputs, exact only with batch statistics and zero BN biases as in a
+        fresh network in training mode. Outputs and tapped values are unchanged by pruning, but the
+        BatchNorm statistics of skipped convolutions are not updated, so training passes leave it off.
+        """
+        kind = _KIND[type(check(arch))]
+        a = arch.value
+        want = (nb.NUM_EDGES,) if kind == "choice" else (nb.NUM_EDGES, nb.NUM_OPS)
+        if tuple(a.shape) != want:
+            raise ValueError(f"{type(arch).__name__} takes an architecture of shape {want}, got {tuple(a.shape)}")
+        if prune is None:
+            prune = (("zero" if train and not self.affine else True) if forward_only and kind == "choice"
+                     else False)
         if prune not in PRUNE:
             raise ValueError(f"prune must be one of {PRUNE}, got {prune!r}")
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-        if prune and mode != "single":
-            raise ValueError(f"prune applies to mode 'single' only, got mode {mode!r}")
-        want = (nb.NUM_EDGES,) if mode == "single" else (nb.NUM_EDGES, nb.NUM_OPS)
-        if tuple(arch.shape) != want:
-            raise ValueError(f"mode {mode!r} takes an architecture of shape {want}, got {tuple(arch.shape)}")
+        if prune and kind != "choice":
+            raise ValueError(f"prune applies to a Choice only, got {type(arch).__name__}")
         impl = single_path_impl or self.single_path_impl
-        if impl not in SINGLE_PATH_IMPLS:
-            raise ValueError(f"single_path_impl must be one of {SINGLE_PATH_IMPLS}, got {impl!r}")
-        return self._forward(x, train, lambda cell, h, record: cell(h, arch, mode, train, impl, record, prune),
-                             tap, scan_cells)
+        if impl not in IMPLS:
+            raise ValueError(f"single_path_impl must be one of {', '.join(IMPLS)}, got {impl!r}")
+        impl = backend.resolve_impl(impl, forward_only=True) if forward_only else backend.traced_impl(impl)
+        scan = forward_only if scan_cells is None else scan_cells
+        return self._forward(x, train, lambda cell, h, record: cell(h, a, kind, train, impl, record, prune),
+                             tap, scan)
 
 
 def extract(supernet: NB201SuperNet, arch) -> NB201Network:
