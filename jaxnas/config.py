@@ -6,6 +6,7 @@ each validating its own fields. Presets are named after the protocol they reprod
     train   weight training: epochs, rounds, batch, SGD, augmentation
     eval    candidate evaluation: how many, on which batch, BatchNorm mode, rank probe
     setn    SETN's evaluator (Adam on alpha) and its candidates
+    abs     ABS's search-space shrinking around a base method (`--method abs`)
     proxy   training-free scores (`jaxnas score`, `jaxnas search --method naswot|das|...`)
     run     bookkeeping: checkpoints, logging
 
@@ -110,6 +111,31 @@ class SETN:
 
 
 @dataclasses.dataclass(frozen=True)
+class ABS:
+    NAME = "abs"
+    base: str = "rsps"                 # the supernet method ABS wraps: rsps | setn
+    metric: str = "angle"              # operator score: angle (the paper) | acc | magnitude (SETN's alpha)
+    schedule: str = "oneshot"          # oneshot (NB201 study: drop drop_num once) | progressive (ImageNet code)
+    shrink_after: int = 0              # epochs before the (first) shrink; 0: half of the run's epochs
+    drop_num: int = 20                 # oneshot: operators dropped (NB201: 20 of 30)
+    per_stage: int = 5                 # progressive: operators dropped per stage
+    stage_epochs: int = 1              # progressive: epochs between stages
+    min_size: int = 16                 # progressive: stop once the space has <= this many architectures
+    reset_after: int = 0               # progressive: replace theta0 once more than this many are dropped (0: never)
+    acc_archs: int = 300               # metric=acc: seeded architectures evaluated with the shared weights
+
+    def check(self):
+        _check_choice(self, "base", ("rsps", "setn"))
+        _check_choice(self, "metric", ("angle", "acc", "magnitude"))
+        _check_choice(self, "schedule", ("oneshot", "progressive"))
+        _check_positive(self, ("drop_num", "per_stage", "stage_epochs", "min_size", "acc_archs"))
+        if self.shrink_after < 0 or self.reset_after < 0:
+            raise ValueError("abs.shrink_after and abs.reset_after must be >= 0")
+        if self.metric == "magnitude" and self.base != "setn":
+            raise ValueError("abs.metric=magnitude scores operators by SETN's alpha: set abs.base=setn")
+
+
+@dataclasses.dataclass(frozen=True)
 class Proxy:
     NAME = "proxy"
     names: str = "naswot"              # proxies to compute, comma-separated (`jaxnas score`); the first ranks
@@ -148,7 +174,7 @@ class Run:
             raise ValueError(f"run.checkpoint_every_steps must be >= 0, got {self.checkpoint_every_steps}")
 
 
-SECTIONS = {s.NAME: s for s in (NB201, Train, Eval, SETN, Proxy, Run)}
+SECTIONS = {s.NAME: s for s in (NB201, Train, Eval, SETN, ABS, Proxy, Run)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -163,6 +189,7 @@ class Config:
     train: Train = Train()
     eval: Eval = Eval()
     setn: SETN = SETN()
+    abs: ABS = ABS()
     proxy: Proxy = Proxy()
     run: Run = Run()
 

@@ -10,7 +10,9 @@ Required: `spec` (shapes and dtypes of one architecture), `sample`, `validate`, 
 `from_string` and `hash`. Optional capabilities, which callers check with `has(space, name)`:
 `size` / `enumerate` (a finite space listed in full), `bench_index` (row of a ground-truth table),
 `relaxed_spec` (a continuous form, e.g. NB201's `[6, 5]` op weights), `encode` (the float features
-a hypernetwork reads), `cost` (traceable FLOPs / parameters) and `init_state` (a space state).
+a hypernetwork reads), `cost` (traceable FLOPs / parameters), `init_state` (a space state),
+`allows` (which architectures a space state still holds) and `angles` (ABS's angle between an
+architecture's initial and current supernet weights).
 """
 from __future__ import annotations
 
@@ -18,7 +20,8 @@ import abc
 
 import jax
 
-CAPABILITIES = ("size", "enumerate", "bench_index", "relaxed_spec", "encode", "cost", "init_state")
+CAPABILITIES = ("size", "enumerate", "bench_index", "relaxed_spec", "encode", "cost", "init_state", "allows",
+                "angles")
 
 
 class Space(abc.ABC):

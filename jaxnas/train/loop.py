@@ -241,7 +241,26 @@ class SearchRun:
             out.update(rank_summary(res["acc"], self.bench_table.values(archs, column)), column=column)
         return out
 
+    def _space_bench(self, state) -> dict | None:
+        """For a space the run shrank (a space state that rules architectures out) and a benchmark
+        table: its size, the best benchmark accuracy left in it and whether the space's optimum
+        survived."""
+        column = dataset_column(self.dataset.num_classes)
+        if (self.bench_table is None or not column or not state.space or not has(self.space, "allows")
+                or not has(self.space, "enumerate")):
+            return None
+        every = self.space.enumerate()
+        keep = np.asarray(self.space.allows(every, jax.device_get(state.space)))
+        if keep.all():
+            return None
+        acc = self.bench_table.values(every, column)
+        return {"column": column, "size": int(keep.sum()), "best_acc": float(acc[keep].max()),
+                "optimum_acc": float(acc.max()), "optimum_kept": bool(keep[int(np.argmax(acc))])}
+
     def _write_result(self, state, result: dict, wall: float) -> dict:
+        space_bench = self._space_bench(state)
+        if space_bench:
+            result["space_bench"] = space_bench
         out = write_result(self.run_dir, self.cfg, self.space, result.pop("arch"), result, wall, self.bench_table,
                            steps=int(state.step), dataset=self.dataset)
         self.ckpt.close()

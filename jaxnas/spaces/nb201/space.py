@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxnas.spaces.base import Space
-from jaxnas.spaces.nb201 import cell, cost, eager, networks
+from jaxnas.spaces.nb201 import angle, cell, cost, eager, networks
 
 
 class NB201Space(Space):
@@ -58,6 +58,11 @@ class NB201Space(Space):
     def cost(self, arch, C: int = 16, N: int = 5, num_classes: int = 10, image_size: int = 32) -> dict:
         """Traceable {"params", "flops"} of the standalone network of `arch` (NB201's table conventions)."""
         return {"params": cost.params(arch, C, N, num_classes), "flops": cost.flops(arch, C, N, num_classes, image_size)}
+
+    def angles(self, params0, params, archs):
+        """ABS's weight angle of each architecture int32[K, 6] between the supernet's weights
+        `params0` and `params` (`angle`: AngleNAS's NB201 construction, vectorised)."""
+        return angle.arch_angles(params0, params, archs)
 
     # --- networks ----------------------------------------------------------------------------
     def supernet(self, C, N, num_classes, **kw):
