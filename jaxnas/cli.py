@@ -27,6 +27,7 @@ METHOD_HELP = {
     "rsps": "random sampling with parameter sharing: train a supernet on random paths, rank candidates",
     "setn": "SETN: template network + learned evaluator; top-K candidates, best on a validation batch",
     "abs": "ABS: shrink the space by weight angles around a base method (abs.base=rsps|setn)",
+    "pgnas": "PGNAS: concrete-dropout gates on every op; best of sampled (architecture, weights) pairs",
     "naswot": "training-free: best of select_num random candidates by the NASWOT score",
     "das": "training-free: best by DAS (distinguishing ability + log NAU; das_da=logdet|min_dist)",
     "synflow": "training-free: best by synflow",

@@ -7,6 +7,7 @@ each validating its own fields. Presets are named after the protocol they reprod
     eval    candidate evaluation: how many, on which batch, BatchNorm mode, rank probe
     setn    SETN's evaluator (Adam on alpha) and its candidates
     abs     ABS's search-space shrinking around a base method (`--method abs`)
+    pgnas   PGNAS's concrete-dropout gates, their regulariser and candidate sampling
     proxy   training-free scores (`jaxnas score`, `jaxnas search --method naswot|das|...`)
     run     bookkeeping: checkpoints, logging
 
@@ -136,6 +137,26 @@ class ABS:
 
 
 @dataclasses.dataclass(frozen=True)
+class PGNAS:
+    NAME = "pgnas"
+    length_scale_sq: float = 50.0      # l^2 of the weight prior (supplement, SupNet-M on CIFAR-10: 50)
+    n_train: float = 0.0               # effective training-set size N; 0: 10x the training images (the
+                                       # supplement's 5e5 for CIFAR-10's 5e4, "because of augmentation")
+    tau: float = 0.2                   # concrete temperature (supplement)
+    p_init: float = 0.1                # initial drop probability (supplement)
+    rescale: bool = False              # Gal's 1/(1-p) rescaling of gated inputs (the reference has none)
+    candidates: int = 1500             # (architecture, weights) pairs sampled at selection (paper, CIFAR-10)
+    genotype: str = "projection"       # candidate -> NB201 genotype: projection (per edge the kept op of
+                                       # highest keep probability) | rejection (only one-op-per-edge samples)
+
+    def check(self):
+        _check_positive(self, ("candidates",))
+        _check_choice(self, "genotype", ("projection", "rejection"))
+        if not (self.length_scale_sq >= 0 and self.n_train >= 0 and self.tau > 0 and 0 < self.p_init < 1):
+            raise ValueError("pgnas needs length_scale_sq >= 0, n_train >= 0, tau > 0 and 0 < p_init < 1")
+
+
+@dataclasses.dataclass(frozen=True)
 class Proxy:
     NAME = "proxy"
     names: str = "naswot"              # proxies to compute, comma-separated (`jaxnas score`); the first ranks
@@ -174,7 +195,7 @@ class Run:
             raise ValueError(f"run.checkpoint_every_steps must be >= 0, got {self.checkpoint_every_steps}")
 
 
-SECTIONS = {s.NAME: s for s in (NB201, Train, Eval, SETN, ABS, Proxy, Run)}
+SECTIONS = {s.NAME: s for s in (NB201, Train, Eval, SETN, ABS, PGNAS, Proxy, Run)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -190,6 +211,7 @@ class Config:
     eval: Eval = Eval()
     setn: SETN = SETN()
     abs: ABS = ABS()
+    pgnas: PGNAS = PGNAS()
     proxy: Proxy = Proxy()
     run: Run = Run()
 

@@ -25,7 +25,7 @@ from jaxnas.train.loop import SearchRun
 from jaxnas.train.state import SearchState
 
 SMALL = {"nb201.C": 4, "nb201.N": 1, "train.batch_size": 16, "train.epochs": 1, "train.rounds": 2,
-         "eval.select_num": 4, "eval.batch_size": 16, "proxy.batch_size": 16}
+         "eval.select_num": 4, "eval.batch_size": 16, "proxy.batch_size": 16, "pgnas.candidates": 8}
 TRAIN_ARCH = "|nor_conv_3x3~0|+|skip_connect~0|nor_conv_1x1~1|+|avg_pool_3x3~0|none~1|nor_conv_3x3~2|"
 
 

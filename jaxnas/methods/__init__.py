@@ -1,6 +1,7 @@
 """Search methods, by name. Each module holds only what is particular to its method."""
 from jaxnas.methods.abs import ABS
 from jaxnas.methods.base import Method, SupernetMethod
+from jaxnas.methods.pgnas import PGNAS
 from jaxnas.methods.rsps import RSPS
 from jaxnas.methods.setn import SETN
 from jaxnas.methods.train_arch import TrainArch
@@ -9,7 +10,7 @@ from jaxnas.proxies.scoring import PROXIES
 
 # training-free searches: the best of `select_num` candidates by one proxy
 TRAINING_FREE = tuple(PROXIES)
-METHODS = {"rsps": RSPS, "setn": SETN, "abs": ABS, "train": TrainArch,
+METHODS = {"rsps": RSPS, "setn": SETN, "abs": ABS, "pgnas": PGNAS, "train": TrainArch,
            **{name: TrainingFree.for_proxy(name) for name in TRAINING_FREE}}
 
 
@@ -19,4 +20,4 @@ def get(name: str):
     return METHODS[name]
 
 
-__all__ = ["ABS", "METHODS", "RSPS", "SETN", "TRAINING_FREE", "Method", "SupernetMethod", "TrainArch", "TrainingFree", "get"]
+__all__ = ["ABS", "METHODS", "PGNAS", "RSPS", "SETN", "TRAINING_FREE", "Method", "SupernetMethod", "TrainArch", "TrainingFree", "get"]

@@ -6,8 +6,11 @@ stands for, so one forward serves every formulation without a `mode=` string:
   - `Choice`:  one choice per decision (NB201 `int32[6]` op ids): exactly the standalone network;
   - `Weights`: a weight per option of each decision (`float[6, 5]`): sum_k w_k op_k(x), the
                relaxed network of DARTS and SETN's "joint" mode;
-  - `Gates`:   several gated options per decision (`float[6, 5]`, 0/1 or relaxed gates): the mean
-               of the gated options, multi-branch cells (NSE; PGNAS's concrete gates).
+  - `Gates`:   several gated options per decision (`float[6, 5]`, 0/1): the mean of the gated
+               options, multi-branch cells (NSE averages its selected branches);
+  - `InputGates`: a gate per option of each decision (`float[6, 5]`, or `float[B, 6, 5]` for one set
+               per example) that scales the option's *input*; the options' outputs are summed
+               (PGNAS's concrete-dropout gates; with 0/1 gates the sum of the kept options).
 
 Each container is a pytree whose one child is the value, so a batch of K candidates (a leading K
 axis on the value) goes through `vmap`, `lax.map` and `jit` unchanged.
@@ -43,10 +46,14 @@ class Gates(_Arch):
     """Several gated options per decision: the mean of the options whose gate is on."""
 
 
-for _cls in (Choice, Weights, Gates):  # subclasses need their own registration as pytrees
+class InputGates(_Arch):
+    """A gate per option, applied to the option's input (per example allowed); outputs summed."""
+
+
+for _cls in (Choice, Weights, Gates, InputGates):  # subclasses need their own registration as pytrees
     jax.tree_util.register_dataclass(dataclasses.dataclass(frozen=True)(_cls))
 
-KINDS = (Choice, Weights, Gates)
+KINDS = (Choice, Weights, Gates, InputGates)
 
 
 def check(arch, accepted=KINDS):

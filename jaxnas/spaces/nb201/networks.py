@@ -20,7 +20,9 @@ The supernet's forward takes the architecture as a traced array in a typed conta
 (`jaxnas.spaces.arch`), so one compiled program serves every architecture of a kind:
   - `Choice(int32[6])`:    op ids, exactly the standalone network of that architecture;
   - `Weights(float[6, 5])`: op weights, sum_k w_k op_k(x) per edge (DARTS/SETN "joint" mode);
-  - `Gates(float[6, 5])`:  0/1 masks, the mean of the selected ops per edge (multi-branch cells).
+  - `Gates(float[6, 5])`:  0/1 masks, the mean of the selected ops per edge (multi-branch cells);
+  - `InputGates(float[6, 5] or float[B, 6, 5])`: each op's input scaled by its gate (one set per
+    example with the B axis), the ops' outputs summed: PGNAS's concrete-dropout gates.
 With `forward_only=True` (passes that are never differentiated: candidate evaluation, BN
 recalibration, activation proxies) the supernet picks its own fastest exact formulation: cells
 scanned, the backend's forward-only single-path formulation, unused ops pruned (`live_ops`).
@@ -37,11 +39,11 @@ from flax import nnx
 from jaxnas import backend
 from jaxnas.config import IMPLS
 from jaxnas.nn.ops import Head, ReLUConvBN, ResNetBlock, Stem, avg_pool_3x3, batch_norm, conv2d
-from jaxnas.spaces.arch import Choice, Gates, Weights, check
+from jaxnas.spaces.arch import Choice, Gates, InputGates, Weights, check
 from jaxnas.spaces.nb201 import cell as nb
 
 SINGLE_PATH_IMPLS = ("merged", "switch", "mask")  # traced formulations; IMPLS adds auto and eager
-_KIND = {Choice: "choice", Weights: "weights", Gates: "gates"}
+_KIND = {Choice: "choice", Weights: "weights", Gates: "gates", InputGates: "input_gates"}
 
 
 class _Macro(nnx.Module):
@@ -171,6 +173,16 @@ class SearchEdge(nnx.Module):
         """The five op outputs (both BNs see the batch, as when every op runs in PyTorch)."""
         return (jnp.zeros_like(x), x, self.conv1(x, train), self.conv3(x, train), avg_pool_3x3(x))
 
+    def input_gated(self, x, g, train):
+        """sum_k op_k(g_k x) over skip, conv1, conv3, pool (`none` adds nothing): each op's input
+        scaled by its gate, g float[5] or per example [B, 5] (PGNAS, the reference gates the input
+        of each convolution: Conv2d_with_CD)."""
+        def scaled(k):
+            gk = g[..., k]
+            return x * (gk if gk.ndim == 0 else gk.reshape((-1,) + (1,) * (x.ndim - 1)))
+        return (scaled(nb.SKIP) + self.conv1(scaled(nb.CONV1), train) + self.conv3(scaled(nb.CONV3), train)
+                + avg_pool_3x3(scaled(nb.POOL)))
+
     def single(self, x, op, train, impl, acc=None):
         """acc + the output of op `op` on x (acc None: the output alone)."""
         if impl == "switch":
@@ -288,7 +300,8 @@ class SearchCell(nnx.Module):
         self.edges = nnx.List([SearchEdge(C, affine, track, rngs=rngs) for _ in nb.EDGES])
 
     def __call__(self, x, arch, kind, train, impl, tap=None, prune=False):
-        """`arch`: the container's array; `kind`: "choice", "weights" or "gates"."""
+        """`arch`: the container's array (input gates: [6, 5] or [6, B, 5]); `kind`: "choice",
+        "weights", "gates" or "input_gates"."""
         nodes = [x]
         ops = live_ops(arch, tap is not None, zero_inputs=prune == "zero") if prune else arch
         for i in range(1, nb.NUM_NODES):
@@ -299,6 +312,8 @@ class SearchCell(nnx.Module):
                 edge = self.edges[e]
                 if kind == "choice":
                     acc = edge.single(nodes[j], ops[e], train, impl, acc)
+                elif kind == "input_gates":
+                    acc = acc + edge.input_gated(nodes[j], arch[e], train)
                 else:
                     outs = edge.all_ops(nodes[j], train)
                     w = arch[e]
@@ -342,7 +357,13 @@ class NB201SuperNet(_Macro):
         kind = _KIND[type(check(arch))]
         a = arch.value
         want = (nb.NUM_EDGES,) if kind == "choice" else (nb.NUM_EDGES, nb.NUM_OPS)
-        if tuple(a.shape) != want:
+        if kind == "input_gates" and a.ndim == 3 and a.shape[0] == x.shape[0]:  # one set per example
+            if tap is not None:
+                raise ValueError("tap needs one architecture for the whole batch, not gates per example")
+            want, a = (x.shape[0],) + want, jnp.moveaxis(a, 0, 1)  # [6, B, 5]: a[e] is edge e's gates
+            if tuple(a.shape[::2]) != (nb.NUM_EDGES, nb.NUM_OPS):
+                raise ValueError(f"InputGates takes gates of shape {want}, got {tuple(arch.value.shape)}")
+        elif tuple(a.shape) != want:
             raise ValueError(f"{type(arch).__name__} takes an architecture of shape {want}, got {tuple(a.shape)}")
         if prune is None:
             prune = (("zero" if train and not self.affine else True) if forward_only and kind == "choice"

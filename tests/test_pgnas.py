@@ -1,0 +1,132 @@
+"""PGNAS on NB201 (jaxnas.methods.pgnas): the input-gated supernet, the regulariser of the whole
+network, the genotype mapping and one training step, against plain computations written here. The
+full run and its bit-exact resume are in tests/test_method_contract.py (pgnas is registered).
+
+Cost control: C=4, N=1 supernets, 8x8 images, eager forwards."""
+from __future__ import annotations
+
+import math
+import types
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+from test_nn import build
+
+from jaxnas.config import Config
+from jaxnas.methods.pgnas import GATED_OPS, PGNAS, gate_values, to_genotype
+from jaxnas.nn import apply, split
+from jaxnas.spaces import nb201
+from jaxnas.spaces.arch import Choice, InputGates
+from jaxnas.spaces.nb201.networks import NB201SuperNet
+
+B, H = 6, 8
+
+
+@pytest.fixture(scope="module")
+def supernet():
+    return split(build(lambda: NB201SuperNet(4, 1, 10, rngs=nnx.Rngs(0)), seed=3))
+
+
+def images(seed=0):
+    return jnp.asarray(np.random.default_rng(seed).normal(size=(B, H, H, 3)), jnp.float32)
+
+
+def test_one_hot_input_gates_are_the_single_path(supernet):
+    """0/1 input gates that keep one op per edge compute that architecture: in training mode for a
+    gate set shared by the batch (the off ops see zeros; batch-statistics BN without affine outputs
+    zeros), and per example in eval mode once the running means are 0 (eval-mode BN treats examples
+    independently, but maps a dropped conv's zeros to -mean/std: the reference gates the input too)."""
+    graphdef, params, stats = supernet
+    x = images(1)
+    archs = nb201.from_index(np.array([1835, 5, 15624, 7000, 3, 12345]))
+    y = apply(graphdef, params, stats, x, InputGates(nb201.to_mask(archs[3])), train=True)[0]
+    want = apply(graphdef, params, stats, x, Choice(jnp.asarray(archs[3])), train=True)[0]
+    np.testing.assert_allclose(np.asarray(y), np.asarray(want), rtol=1e-5, atol=1e-5)
+    shifted = apply(graphdef, params, stats, x, InputGates(nb201.to_mask(archs[3])), train=False)[0]
+    assert not np.allclose(np.asarray(shifted), np.asarray(
+        apply(graphdef, params, stats, x, Choice(jnp.asarray(archs[3])), train=False)[0]), atol=1e-3)
+    stats = jax.tree_util.tree_map_with_path(
+        lambda path, v: jnp.zeros_like(v) if getattr(path[-1], "key", None) == "mean" else v, stats)
+    per_example = jnp.stack([nb201.to_mask(a) for a in archs])  # [B, 6, 5]
+    y = apply(graphdef, params, stats, x, InputGates(per_example), train=False)[0]
+    for i, a in enumerate(archs):
+        want = apply(graphdef, params, stats, x, Choice(jnp.asarray(a)), train=False)[0]
+        np.testing.assert_allclose(np.asarray(y[i]), np.asarray(want[i]), rtol=1e-5, atol=1e-5)
+
+
+def test_relaxed_input_gates_scale_each_op_input(supernet):
+    """Relaxed gates change the output, and gates given per example act on each example alone
+    (eval mode): example i of a per-example call equals a call with example i's gates for all."""
+    graphdef, params, stats = supernet
+    x = images(2)
+    only = lambda op, g: jnp.zeros((6, 5)).at[:, op].set(g)  # every edge: one op at gate g
+    for op in (nb201.SKIP, nb201.POOL):
+        half = apply(graphdef, params, stats, x, InputGates(only(op, 0.5)), train=False)[0]
+        assert not np.allclose(np.asarray(half), np.asarray(
+            apply(graphdef, params, stats, x, InputGates(only(op, 1.0)), train=False)[0]))
+    # per example: example i scaled by g_i through skips only is the network of the scaled input
+    g = jnp.linspace(0.2, 1.0, B)
+    gates = jnp.zeros((B, 6, 5)).at[:, :, nb201.SKIP].set(g[:, None])
+    y = apply(graphdef, params, stats, x, InputGates(gates), train=False)[0]
+    for i in range(B):
+        # every cell's edges are skips: node j = sum of (gate * node) over its inputs
+        want = apply(graphdef, params, stats, x, InputGates(gates[i]), train=False)[0]
+        np.testing.assert_allclose(np.asarray(y[i]), np.asarray(want[i]), rtol=1e-5, atol=1e-5)
+
+
+def small_method(**overrides):
+    cfg = Config().set({"nb201.C": 4, "nb201.N": 1, "method": "pgnas", **overrides})
+    data = types.SimpleNamespace(train_labels=np.zeros(1000, np.int32))
+    return PGNAS(cfg, nb201.SPACE, 10, dataset=data)
+
+
+def test_regulariser_of_the_network_equals_a_plain_sum():
+    m = small_method(**{"pgnas.length_scale_sq": 7.0})
+    state = m.init()
+    p_logit = jax.random.normal(jax.random.key(1), (6, 4))
+    assert m.n_train == 10 * 500  # 10x the weights half of 1000 training images
+    got = float(m.regulariser(state.params, p_logit))
+    cells = [c for c in jax.device_get(state.params)["cells"].values() if "edges" in c]
+    want = 0.0
+    for e in range(6):
+        for j, op in enumerate(GATED_OPS):
+            p = 1 / (1 + math.exp(-float(p_logit[e, j])))
+            w_sq = 0.0
+            k = 0
+            for c in cells:
+                k += c["edges"][e]["conv1"]["conv"]["kernel"].shape[2]
+                if op in (nb201.CONV1, nb201.CONV3):
+                    w = np.asarray(c["edges"][e]["conv1" if op == nb201.CONV1 else "conv3"]["conv"]["kernel"], np.float64)
+                    w_sq += float((w * w).sum())
+            want += 7.0 / m.n_train * (1 - p) * w_sq + k / m.n_train * (p * math.log(p) + (1 - p) * math.log(1 - p))
+    assert got == pytest.approx(want, rel=1e-5)
+
+
+def test_genotype_projection_and_gate_values():
+    keep = np.array([[0, 0, 0, 0], [1, 0, 0, 0], [0, 1, 1, 0], [1, 1, 1, 1], [0, 0, 0, 1], [0, 0, 1, 0]])
+    keep_prob = np.tile([0.9, 0.5, 0.7, 0.6], (6, 1))
+    np.testing.assert_array_equal(to_genotype(keep, keep_prob),
+                                  [nb201.NONE, nb201.SKIP, nb201.CONV3, nb201.SKIP, nb201.POOL, nb201.CONV3])
+    g = np.asarray(gate_values(jnp.asarray(keep, jnp.float32), jnp.zeros((6, 4)), rescale=False))
+    assert g.shape == (6, 5) and (g[:, 0] == 0).all() and np.array_equal(g[:, 1:], keep)
+    g = np.asarray(gate_values(jnp.asarray(keep, jnp.float32), jnp.zeros((6, 4)), rescale=True))  # p = 0.5
+    np.testing.assert_allclose(g[:, 1:], 2.0 * keep)
+
+
+def test_one_step_trains_weights_and_drop_logits_together():
+    m = small_method(**{"train.batch_size": 8})
+    state = m.init()
+    x = jnp.asarray(np.random.default_rng(3).normal(size=(8, 16, 16, 3)), jnp.float32)
+    y = jnp.arange(8) % 10
+    new, metrics = jax.jit(m.train_step)(state, (x, y), None, 0.05)
+    assert float(metrics["loss"]) == pytest.approx(float(metrics["ce"]) + float(metrics["regulariser"]), rel=1e-6)
+    moved = np.abs(np.asarray(new.method["p_logit"] - state.method["p_logit"]))
+    assert moved.min() > 0  # every gate's drop logit learns
+    kernel = lambda s: np.asarray(s.params["cells"][0]["edges"][0]["conv3"]["conv"]["kernel"])
+    assert not np.array_equal(kernel(new), kernel(state))
+    # a different step draws different relaxed gates: the loss changes with the step's key
+    _, again = jax.jit(m.train_step)(state.replace(step=jnp.int32(5)), (x, y), None, 0.05)
+    assert float(again["ce"]) != float(metrics["ce"])
