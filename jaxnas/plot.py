@@ -3,7 +3,7 @@
 A search/train run (metrics.jsonl) gives curves.png (loss, accuracy, learning rate vs step) and,
 when the method logs per-epoch numbers, epoch_metrics.png. A score run (scores.csv) gives
 scores.png: each proxy against a benchmark table's test accuracy, or each proxy's histogram
-without a table. Runs may still be going or may have crashed, so a torn last line is skipped.
+without a table. A result holding candidate accuracy histograms (PGNAS) gives candidates.png. Runs may still be going or may have crashed, so a torn last line is skipped.
 Figures are drawn on `matplotlib.figure.Figure`, never pyplot, so importing this module leaves a
 notebook's backend alone.
 """
@@ -48,7 +48,29 @@ def plot_run(run_dir, bench_table=None) -> list[pathlib.Path]:
         paths += _plot_metrics(metrics, out)
     if scores.is_file():
         paths += _plot_scores(scores, out, bench_table, _data_name(run))
+    if (run / "result.json").is_file():
+        paths += _plot_histograms(run / "result.json", out)
     return paths
+
+
+def _plot_histograms(path: pathlib.Path, out: pathlib.Path) -> list[pathlib.Path]:
+    """candidates.png from a result's accuracy histograms (entries holding "histogram" and "bins",
+    e.g. PGNAS's sampled candidates and its fixed-rate baseline); nothing if it has none."""
+    try:
+        result = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return []
+    hists = {k: v for k, v in result.items() if isinstance(v, dict) and {"histogram", "bins"} <= set(v)}
+    if not hists:
+        return []
+    fig = Figure(figsize=(6, 4), layout="constrained")
+    ax = fig.subplots()
+    for name, h in hists.items():
+        label = f"{name}: mean {h['mean']:.2f}, std {h['std']:.2f}, max {h['max']:.2f}" if "mean" in h else name
+        ax.stairs(h["histogram"], h["bins"], label=label)
+    ax.set(xlabel="validation accuracy (%)", ylabel="candidates", title="candidate accuracies")
+    ax.legend(fontsize=8)
+    return [_save(fig, out / "candidates.png")]
 
 
 # --- search / train runs --------------------------------------------------------------------------

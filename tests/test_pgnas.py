@@ -5,6 +5,7 @@ full run and its bit-exact resume are in tests/test_method_contract.py (pgnas is
 Cost control: C=4, N=1 supernets, 8x8 images, eager forwards."""
 from __future__ import annotations
 
+import json
 import math
 import types
 
@@ -130,3 +131,15 @@ def test_one_step_trains_weights_and_drop_logits_together():
     # a different step draws different relaxed gates: the loss changes with the step's key
     _, again = jax.jit(m.train_step)(state.replace(step=jnp.int32(5)), (x, y), None, 0.05)
     assert float(again["ce"]) != float(metrics["ce"])
+
+
+def test_plot_draws_the_candidate_histograms(tmp_path):
+    from jaxnas.methods.pgnas import _summary
+    from jaxnas.plot import plot_run
+
+    (tmp_path / "metrics.jsonl").write_text('{"step": 1, "loss": 2.0, "acc": 10.0, "lr": 0.1}\n')
+    result = {"arch": "x", "candidates_acc": _summary([20.0, 22.5, 30.0]), "fixed_rate_acc": _summary([10.0, 12.0])}
+    assert result["candidates_acc"]["histogram"][4] == 2 and result["candidates_acc"]["values"] == [20.0, 22.5, 30.0]
+    (tmp_path / "result.json").write_text(json.dumps(result))
+    paths = plot_run(tmp_path)
+    assert tmp_path / "plots" / "candidates.png" in paths and (tmp_path / "plots" / "candidates.png").stat().st_size

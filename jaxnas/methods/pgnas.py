@@ -62,7 +62,8 @@ def to_genotype(keep, keep_prob) -> np.ndarray:
 def _summary(acc) -> dict:
     acc = np.asarray(acc, np.float64)
     return {"mean": float(acc.mean()), "std": float(acc.std()), "max": float(acc.max()),
-            "histogram": np.histogram(acc, HIST_BINS)[0].tolist(), "bins": HIST_BINS.tolist()}
+            "histogram": np.histogram(acc, HIST_BINS)[0].tolist(), "bins": HIST_BINS.tolist(),
+            "values": np.round(acc, 3).tolist()}
 
 
 class PGNAS(SupernetMethod):
