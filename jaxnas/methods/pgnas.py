@@ -13,8 +13,9 @@ Selection (Algorithm 1): `pgnas.candidates` keep-masks 1 - floor(u + p), u drawn
 are evaluated with the shared weights, without fine-tuning, on a held-out batch of the search split
 (never the test split), and the most accurate pair wins. A dropped op sees a zero input, so with
 batch-statistics BatchNorm (`eval.bn=batch`, the default) a candidate is exactly its sub-network;
-with running statistics a dropped conv still adds BatchNorm's shift, as in the reference layer. The fixed-rate dropout baseline of the
-paper's Table 3 samples as many candidates with one constant p, the mean learned p.
+with running statistics a dropped conv still adds BatchNorm's shift, as in the reference layer.
+The fixed-rate dropout baseline of the paper's Table 3 samples as many candidates with one
+constant p, the mean learned p.
 
 Adaptation to NB201, on purpose: the paper gates the channels of parametrised operations only; here
 the parameter-free ops (skip, pool) are gated too, so `none` is every gate of an edge off, and their
@@ -31,7 +32,6 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from jaxnas.methods.base import SupernetMethod
 from jaxnas.nn import apply, concrete, loss_and_accuracy
@@ -123,9 +123,7 @@ class PGNAS(SupernetMethod):
 
         joint = {"params": state.params, "p_logit": state.method["p_logit"]}
         (loss, (ce, acc, reg, stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(joint)
-        grads, gnorm = steps.clip_grad_norm(grads, self.cfg.train.grad_clip)
-        updates, opt = self.tx.update(grads, optim.with_learning_rate(state.opt_state, lr), joint)
-        joint = optax.apply_updates(joint, updates)
+        joint, opt, gnorm = steps.update(self.tx, self.cfg.train.grad_clip, joint, state.opt_state, grads, lr)
         state = state.replace(params=joint["params"], stats=stats, opt_state=opt,
                               method={**state.method, "p_logit": joint["p_logit"]})
         return state, {"loss": loss, "ce": ce, "acc": acc, "regulariser": reg, "grad_norm": gnorm,

@@ -2,8 +2,8 @@
 
 Each candidate gets a freshly initialised network, as in the reference procedures (a new PyTorch
 network per architecture): its weights are drawn inside the program from
-fold_in(seed, space.hash(arch)) (for NB201 its index), so an architecture's score depends only on (seed, architecture, batch),
-never on which other candidates share the call. `init="shared"` instead gives every candidate the
+fold_in(seed, space.hash(arch)) (NB201: its index), so an architecture's score depends only on
+(seed, architecture, batch), never on which other candidates share the call. `init="shared"` instead gives every candidate the
 same supernet weights (cheaper, not the reference protocol).
 
 The DAS fast-training strategy: before scoring, each candidate takes `fast_train_steps` SGD steps
@@ -72,8 +72,8 @@ class ProxyScorer:
     """Scores architectures of `space` (NB201 by default) with `proxies` (names from PROXIES) at
     width C, depth N.
 
-    The network is the space's supernet, with the standalone network's semantics (affine BN with running statistics,
-    PyTorch default initialisation) as the supernet's single path. `host_gradients`: run the
+    The network is the space's supernet with the standalone network's semantics (affine BN with
+    running statistics, PyTorch default initialisation) as its single path. `host_gradients`: run the
     fast-training steps and the gradient proxies on the host through the eager kernels, one
     candidate at a time (for CPU; `jaxnas score` sets it there), instead of inside the jitted,
     chunked program. Without either it changes nothing.

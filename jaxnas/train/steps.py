@@ -1,5 +1,5 @@
-"""Pure pieces of a training step: loss and gradients, gradient clipping, the optimizer update,
-the cosine learning rate.
+"""Pure pieces of a training step: loss and gradients, gradient clipping, the optimizer update
+(`update`, of any parameter tree), the cosine learning rate.
 
 `loss_and_grads` is the one place that picks traced or host execution: a network with host
 passes (`host`, e.g. `jaxnas.spaces.nb201.eager` on CPU) computes its single-path and relaxed
@@ -55,11 +55,18 @@ def loss_and_grads(graphdef, params, stats, images, labels, arch=None, *, wrt="p
     return jax.value_and_grad(lambda a: loss_fn(params, a), has_aux=True)(arch)
 
 
-def apply_gradients(tx, grad_clip: float, state, grads, stats, lr, used=None):
-    """Clip, the optimizer's update at learning rate `lr`, and the new BatchNorm statistics."""
+def update(tx, grad_clip: float, params, opt_state, grads, lr, used=None):
+    """Clip, then the optimizer's update at learning rate `lr`, of any parameter tree (the weights,
+    or the weights with a method's own parameters, e.g. PGNAS's drop logits): (params, opt_state,
+    gradient norm before clipping)."""
     grads, gnorm = clip_grad_norm(grads, grad_clip)
-    updates, opt_state = tx.update(grads, with_learning_rate(state.opt_state, lr), state.params, used=used)
-    params = optax.apply_updates(state.params, updates)
+    updates, opt_state = tx.update(grads, with_learning_rate(opt_state, lr), params, used=used)
+    return optax.apply_updates(params, updates), opt_state, gnorm
+
+
+def apply_gradients(tx, grad_clip: float, state, grads, stats, lr, used=None):
+    """`update` of the state's weights, and the new BatchNorm statistics."""
+    params, opt_state, gnorm = update(tx, grad_clip, state.params, state.opt_state, grads, lr, used)
     return state.replace(params=params, stats=stats, opt_state=opt_state), gnorm
 
 
