@@ -16,7 +16,9 @@ import signal
 import sys
 
 import jaxnas
-from jaxnas.config import PRESETS, apply_overrides, validate
+from jaxnas.config import PRESETS, apply_overrides, preset, validate
+
+SEARCH_SPACES = ["nb201", "hybrid"]  # jaxnas.spaces.SPACES, listed here so that --help needs no JAX import
 
 EXIT_USAGE, EXIT_INTERRUPTED = 2, 130
 TABLE_NAME = "shared/data/nb201/nats_tss_hp200_test_acc.csv"
@@ -34,6 +36,13 @@ METHOD_HELP = {
     "snip": "training-free: best by snip",
     "grad_norm": "training-free: best by the gradient norm",
     "jacov": "training-free: best by the Jacobian covariance score",
+    "zico": "training-free: best by ZiCo (gradient mean / std across batches)",
+    "az_expressivity": "training-free: best by AZ-NAS expressivity",
+    "az_progressivity": "training-free: best by AZ-NAS progressivity",
+    "az_trainability": "training-free: best by AZ-NAS trainability",
+    "params": "training-free: the largest network by parameter count",
+    "flops": "training-free: the largest network by FLOPs",
+    "layers": "training-free: the network with the most conv + linear layers",
 }
 
 
@@ -80,7 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("search", help="run an architecture search", formatter_class=argparse.RawDescriptionHelpFormatter,
                        epilog=f"methods:\n{methods}\n\npresets: paper (the published protocol; days on a CPU), "
                               "tiny (minutes on 2 CPU cores)")
-    s.add_argument("--space", default="nb201", choices=["nb201"])
+    s.add_argument("--space", default="nb201", choices=SEARCH_SPACES,
+                   help="nb201 | hybrid (PGNAS's multi-kernel ResNet; --method pgnas or rsps)")
     s.add_argument("--method", default="rsps", help=f"{' | '.join(METHOD_HELP)} (listed below)")
     s.add_argument("--preset", default="paper", choices=search_presets)
     _common(s)
@@ -89,12 +99,16 @@ def build_parser() -> argparse.ArgumentParser:
     arch.add_argument("--arch", help="NB201 string |op~0|+|op~0|op~1|+|op~0|op~1|op~2|, or a finished run "
                                      "directory / its result.json")
     arch.add_argument("--arch-from", metavar="RUN", help="train the architecture a finished search found")
+    t.add_argument("--space", default=None, choices=SEARCH_SPACES,
+                   help="the architecture's space (default: the run's, with --arch-from; else nb201)")
     t.add_argument("--preset", default="paper", choices=["paper", "tiny"])
     _common(t)
     c = sub.add_parser("score", help="score architectures with training-free proxies (NASWOT, DAS, ...)")
     c.add_argument("--space", default="nb201", choices=["nb201"])
     c.add_argument("--proxy", default="naswot",
-                   help="naswot | das | synflow | snip | grad_norm | jacov, or several, comma-separated")
+                   help="naswot | das | synflow | snip | grad_norm | jacov | zico | az_expressivity | "
+                        "az_progressivity | az_trainability | params | flops | layers, or several, comma-separated "
+                        "(`jaxnas list` describes each)")
     c.add_argument("--archs", default="all", help="all | N (a seeded sample of N) | file with one NB201 string per line")
     c.add_argument("--preset", default="paper", choices=search_presets)
     _common(c)
@@ -125,9 +139,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def train_arch(args) -> str:
-    """The NB201 string `jaxnas train` trains: --arch (a string, run directory or result.json) or
-    --arch-from RUN."""
+def train_arch(args) -> tuple[str, dict]:
+    """The architecture string `jaxnas train` trains (--arch: a string, run directory or result.json;
+    or --arch-from RUN) and the config fields of its space ({} for a string; a run's `space` and its
+    `hybrid` sizes)."""
     spec, flag = (args.arch_from, "--arch-from") if args.arch_from else (args.arch, "--arch")
     path = pathlib.Path(spec).expanduser()
     if args.arch_from or path.exists():
@@ -138,11 +153,22 @@ def train_arch(args) -> str:
             raise ValueError(f"{flag} {spec}: no {result} (has the search finished?)") from None
         except (OSError, ValueError, KeyError, TypeError):
             raise ValueError(f"{flag} {spec}: {result} is not a jaxnas result.json with an 'arch'") from None
-    else:
-        arch = spec
-    from jaxnas.spaces import nb201
+        try:
+            run_cfg = json.loads((result.parent / "config.json").read_text())["config"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return arch, {}
+        space = run_cfg.get("space", "nb201")
+        sizes = {f"hybrid.{k}": v for k, v in run_cfg.get("hybrid", {}).items()} if space == "hybrid" else {}
+        return arch, {"space": space, **sizes}
+    return spec, {}
+
+
+def _check_train_arch(cfg, flag: str):
+    """cfg with its architecture string checked and normalised by its space."""
+    from jaxnas import spaces
+    space = spaces.get(cfg.space, cfg)
     try:
-        return nb201.to_string(nb201.from_string(arch))
+        return cfg.replace(arch=space.to_string(space.from_string(cfg.arch)))
     except ValueError as err:
         raise ValueError(f"{flag}: {err}") from None
 
@@ -152,16 +178,21 @@ def _config(args):
         if any(o.startswith(("method=", "arch=")) for o in args.overrides):
             raise ValueError("jaxnas train trains one architecture: method= and arch= overrides do not apply "
                              "(give the architecture with --arch or --arch-from; search with jaxnas search)")
-        cfg = PRESETS["train-" + args.preset].replace(arch=train_arch(args))
+        arch, fields = train_arch(args)
+        if args.space and args.space != fields.get("space"):  # another space than the run's: its defaults
+            fields = {"space": args.space}
+        cfg = PRESETS["train-" + args.preset].replace(arch=arch).set(fields)
     elif args.command == "score":
         from jaxnas.proxies import parse_proxies
         parse_proxies(args.proxy)
         cfg = PRESETS[args.preset].replace(method="score", space=args.space).set({"proxy.names": args.proxy,
                                                                                    "proxy.archs": args.archs})
     else:
-        cfg = PRESETS[args.preset].replace(method=args.method, space=args.space)
-    cfg = validate(cfg.replace(data=args.data, seed=args.seed))
-    return apply_overrides(cfg, args.overrides)
+        cfg = preset(args.preset, args.method, args.space)
+    cfg = apply_overrides(validate(cfg.replace(data=args.data, seed=args.seed)), args.overrides)
+    if args.bench_table and cfg.space != "nb201":
+        raise ValueError(f"--bench-table: benchmark tables cover NB201; space {cfg.space!r} has none")
+    return _check_train_arch(cfg, "--arch-from" if args.arch_from else "--arch") if args.command == "train" else cfg
 
 
 def _training_free(args, cfg) -> bool:
@@ -176,7 +207,7 @@ def _candidates(args, cfg):
         from jaxnas.proxies.run import select_archs
         return select_archs(cfg.proxy.archs, cfg.seed), "architectures to score"
     if args.command == "train":
-        return nb201.from_string(cfg.arch)[None], "architecture to train"
+        return nb201.from_string(cfg.arch)[None], "architecture to train"  # bench tables are NB201's
     return nb201.enumerate_all(), "architectures of the NB201 space"
 
 

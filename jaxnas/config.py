@@ -3,6 +3,7 @@ each validating its own fields. Presets are named after the protocol they reprod
 
     space, method, data, max_per_class, seed, arch   what to run
     nb201   the NB201 networks: width, depth, BatchNorm, single-path formulation
+    hybrid  PGNAS's hybrid multi-kernel ResNet (`--space hybrid`): width, blocks per stage
     train   weight training: epochs, rounds, batch, SGD, augmentation
     eval    candidate evaluation: how many, on which batch, BatchNorm mode, rank probe
     setn    SETN's evaluator (Adam on alpha) and its candidates
@@ -51,6 +52,18 @@ class NB201:
     def check(self):
         _check_positive(self, ("C", "N"))
         _check_choice(self, "single_path_impl", IMPLS)
+
+
+@dataclasses.dataclass(frozen=True)
+class Hybrid:
+    NAME = "hybrid"
+    C: int = 16                        # channels of the first stage (a multiple of the 4 kernel branches)
+    blocks: int = 4                    # residual blocks per stage (the supplement's SupNet-M: 4)
+
+    def check(self):
+        _check_positive(self, ("C", "blocks"))
+        if self.C % 4:
+            raise ValueError(f"hybrid.C divides its channels among 4 kernel branches: a multiple of 4, got {self.C}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,10 +161,11 @@ class PGNAS:
     candidates: int = 1500             # (architecture, weights) pairs sampled at selection (paper, CIFAR-10)
     genotype: str = "projection"       # candidate -> NB201 genotype: projection (per edge the kept op of
                                        # highest keep probability) | rejection (only one-op-per-edge samples)
+                                       # | ranked (kept single paths ranked with the shared weights)
 
     def check(self):
         _check_positive(self, ("candidates",))
-        _check_choice(self, "genotype", ("projection", "rejection"))
+        _check_choice(self, "genotype", ("projection", "rejection", "ranked"))
         if not (self.length_scale_sq >= 0 and self.n_train >= 0 and self.tau > 0 and 0 < self.p_init < 1):
             raise ValueError("pgnas needs length_scale_sq >= 0, n_train >= 0, tau > 0 and 0 < p_init < 1")
 
@@ -195,7 +209,7 @@ class Run:
             raise ValueError(f"run.checkpoint_every_steps must be >= 0, got {self.checkpoint_every_steps}")
 
 
-SECTIONS = {s.NAME: s for s in (NB201, Train, Eval, SETN, ABS, PGNAS, Proxy, Run)}
+SECTIONS = {s.NAME: s for s in (NB201, Hybrid, Train, Eval, SETN, ABS, PGNAS, Proxy, Run)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -207,6 +221,7 @@ class Config:
     seed: int = 0                      # the only source of randomness
     arch: str = ""                     # `jaxnas train`: the architecture string to train
     nb201: NB201 = NB201()
+    hybrid: Hybrid = Hybrid()
     train: Train = Train()
     eval: Eval = Eval()
     setn: SETN = SETN()
@@ -367,10 +382,32 @@ PRESETS = {
         "nb201.C": 8, "nb201.N": 1, "train.epochs": 3, "train.batch_size": 128, "train.lr": 0.1,
         "train.lr_min": 0.0, "train.grad_clip": 0.0, "nb201.affine": True, "nb201.track_running_stats": True}),
 }
+# What a preset changes for one method: the protocol of that method's paper (`paper`) and its
+# CPU-sized variant (`tiny`), applied on top of the preset by `preset()`.
+METHOD_PRESETS = {
+    # PGNAS supplement 1.1, SupNet-M on CIFAR-10: lr 0.01 cosine, 1,800 epochs, batch 128, no weight
+    # decay (the l^2 term replaces it), l^2 = 50, tau 0.2, p_init 0.1, N = 5e5. Not reproduced: cutout
+    # 16 (no cutout in jaxnas.data) and the shake-shake base network (the hybrid network is a plain
+    # post-activation ResNet, 4 blocks per stage, width hybrid.C=16: jaxnas's choice).
+    "pgnas": {
+        "paper": {"train.epochs": 1800, "train.batch_size": 128, "train.lr": 0.01, "train.lr_min": 0.0,
+                  "train.weight_decay": 0.0, "pgnas.n_train": 5e5, "hybrid.C": 16, "hybrid.blocks": 4},
+        "tiny": {"hybrid.C": 8, "hybrid.blocks": 1, "train.epochs": 10, "pgnas.candidates": 100},
+    },
+}
+
+
+def preset(name: str, method: str | None = None, space: str | None = None) -> Config:
+    """PRESETS[name] for `method` on `space`, with the method's own protocol (METHOD_PRESETS)."""
+    cfg = PRESETS[name]
+    cfg = cfg.replace(**{k: v for k, v in (("method", method), ("space", space)) if v is not None})
+    return cfg.set(METHOD_PRESETS.get(cfg.method, {}).get(name, {}))
+
+
 # One line per preset for `jaxnas list`.
 PRESET_HELP = {
-    "paper": "the NB201 search protocol (250 epochs, C=16, N=5): days on a CPU",
-    "tiny": "CPU-sized search: 10% of CIFAR-10, C=8, N=1, 3 epochs (minutes on 2 cores)",
+    "paper": "the NB201 search protocol (250 epochs, C=16, N=5): days on a CPU; --method pgnas: its supplement's",
+    "tiny": "CPU-sized search: 10% of CIFAR-10, C=8, N=1, 3 epochs (minutes on 2 cores); pgnas: 10 epochs",
     "train-paper": "jaxnas train: NB201's 200-epoch training recipe for one architecture",
     "train-tiny": "jaxnas train: 3 epochs at C=8, N=1 on 500 images per class",
 }

@@ -37,8 +37,13 @@ def data_cache(tmp_path_factory):
     mp.undo()
 
 
-def config(name, image_folder) -> Config:
-    cfg = Config(data=str(image_folder), method=name).set(SMALL)
+# method@space: a method on another space than NB201, at the same cost
+OTHER_SPACES = {"pgnas@hybrid": {"space": "hybrid", "hybrid.C": 4, "hybrid.blocks": 1}}
+
+
+def config(case, image_folder) -> Config:
+    name = case.split("@")[0]
+    cfg = Config(data=str(image_folder), method=name).set({**SMALL, **OTHER_SPACES.get(case, {})})
     if name == "train":
         cfg = cfg.set({"arch": TRAIN_ARCH, "nb201.affine": True, "nb201.track_running_stats": True})
     return cfg
@@ -70,9 +75,9 @@ class Recording:
         return method
 
 
-@pytest.mark.parametrize("name", sorted(methods.METHODS))
-def test_method_contract_and_bit_exact_resume(name, image_folder, tmp_path):
-    cfg = config(name, image_folder)
+@pytest.mark.parametrize("case", sorted(methods.METHODS) + sorted(OTHER_SPACES))
+def test_method_contract_and_bit_exact_resume(case, image_folder, tmp_path):
+    cfg, name = config(case, image_folder), case.split("@")[0]
     cls = Recording(methods.get(name))
     run = SearchRun(cfg, tmp_path / "run", method_cls=cls, progress=False)
     assert isinstance(run.method, Method) and run.method.name == name

@@ -201,7 +201,7 @@ class _NoRngs:
 @pytest.fixture
 def shape_only_init(monkeypatch):
     """Conv/Linear parameters become ShapeDtypeStructs: modules build in pure Python, shapes unchanged."""
-    monkeypatch.setattr(ops, "_uniform", lambda key, shape, fan_in: jax.ShapeDtypeStruct(shape, jnp.float32))
+    monkeypatch.setattr(ops, "uniform", lambda key, shape, fan_in: jax.ShapeDtypeStruct(shape, jnp.float32))
 
 
 def _n_params(module):
@@ -443,7 +443,7 @@ ARCHS = [MIXED, WITH_NONE, np.array(ALL_CONV3), np.array([nb201.CONV1] * 6), nb2
 def fast_init(monkeypatch):
     """extract() builds a fresh network before copying weights into it; its initial values do not
     matter (zeros make any weight that extract forgets to copy show), so skip the PRNG compiles."""
-    monkeypatch.setattr(ops, "_uniform", lambda key, shape, fan_in: jnp.zeros(shape, jnp.float32))
+    monkeypatch.setattr(ops, "uniform", lambda key, shape, fan_in: jnp.zeros(shape, jnp.float32))
 
 
 @pytest.mark.parametrize("affine", [False, True])

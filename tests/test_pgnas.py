@@ -17,6 +17,7 @@ from flax import nnx
 from test_nn import build
 
 from jaxnas.config import Config
+from jaxnas.evaluate import Evaluator
 from jaxnas.methods.pgnas import GATED_OPS, PGNAS, gate_values, to_genotype
 from jaxnas.nn import apply, split
 from jaxnas.spaces import nb201
@@ -143,3 +144,24 @@ def test_plot_draws_the_candidate_histograms(tmp_path):
     (tmp_path / "result.json").write_text(json.dumps(result))
     paths = plot_run(tmp_path)
     assert tmp_path / "plots" / "candidates.png" in paths and (tmp_path / "plots" / "candidates.png").stat().st_size
+
+
+def test_ranked_genotypes_draw_kept_ops_and_are_ranked_with_the_shared_weights():
+    """genotype=ranked: each candidate gives one genotype whose op on every edge it kept (`none`
+    where it kept nothing), duplicates removed; the pick is the best of those single paths."""
+    keep = np.array([[[1, 1, 0, 0]] * 6, [[0, 0, 0, 0]] * 3 + [[0, 0, 1, 0]] * 3, [[1, 1, 0, 0]] * 6])
+    archs = PGNAS._kept_paths(jax.random.key(0), keep)
+    assert len(np.unique(archs, axis=0)) == len(archs) <= 3
+    ops = np.asarray(GATED_OPS)
+    for a in archs:
+        assert ((a == nb201.NONE) | np.isin(a, ops)).all()
+    assert any((a[:3] == nb201.NONE).all() and (a[3:] == nb201.CONV3).all() for a in archs)
+    assert all(np.isin(a, ops[:2]).all() for a in archs if not (a[:3] == nb201.NONE).all())
+    m = small_method(**{"pgnas.genotype": "ranked", "pgnas.candidates": 4})
+    state = m.init()
+    x = jnp.asarray(np.random.default_rng(5).normal(size=(16, H, H, 3)), jnp.float32)
+    evaluator = Evaluator(x, jnp.arange(16) % 10, chunk_size=4)
+    res = m.select(state, evaluator)
+    assert res["genotype_mapping"] == "ranked" and 1 <= res["ranked_genotypes"] <= 4
+    single = m.pick_best(state, nb201.validate(res["arch"])[None], evaluator)
+    assert single["valid_acc"] == res["valid_acc"]

@@ -29,7 +29,7 @@ def _leaves_match_spec(space, archs, k):
 
 
 def test_unknown_space_is_a_one_line_error():
-    with pytest.raises(ValueError, match="unknown space 'nb301'; available: nb201"):
+    with pytest.raises(ValueError, match="unknown space 'nb301'; available: hybrid, nb201"):
         spaces.get("nb301")
 
 

@@ -73,17 +73,14 @@ class SupernetMethod(Method):
 
     def __init__(self, cfg: Config, space: Space, num_classes: int):
         super().__init__(cfg, space, num_classes)
-        self.host = space.host_passes if backend.host_path(cfg.nb201.single_path_impl) else None
+        passes = getattr(space, "host_passes", None)  # a space's CPU host passes, if it has any
+        self.host = passes if passes is not None and backend.host_path(cfg.nb201.single_path_impl) else None
         self.host_step = self.host is not None
         self.graphdef, self._params, self._stats = split(self.build_model(num_classes))
         self.tx = optim.sgd(cfg.train.lr, cfg.train.momentum, cfg.train.nesterov, cfg.train.weight_decay)
 
     def build_model(self, num_classes: int) -> nnx.Module:
-        cfg = self.cfg
-        return self.space.supernet(cfg.nb201.C, cfg.nb201.N, num_classes, affine=cfg.nb201.affine,
-                                   track_running_stats=cfg.nb201.track_running_stats,
-                                   single_path_impl=cfg.nb201.single_path_impl,
-                                   rngs=nnx.Rngs(cfg.seed))
+        return self.space.build_supernet(self.cfg, num_classes)
 
     def init(self) -> state_lib.SearchState:
         return state_lib.create(self._params, self._stats, self.cfg.seed, self.tx.init(self._params),

@@ -1,7 +1,14 @@
 """PGNAS: posterior-guided sampling of (architecture, weights) pairs (Zhou et al., AAAI 2020, arXiv
-1906.09557), on NB201 at the operation level.
+1906.09557), on the paper's hybrid multi-kernel network (`--space hybrid`, channel level, the paper's
+construction) and on NB201 at the operation level (an adaptation that NB201's ground truth can judge).
 
-Training (paper Eq. 14-16, supplement 1.1): every op of every edge (skip, conv 1x1, conv 3x3, avg
+Hybrid (`ChannelGates`): one drop probability per (layer, kernel branch), a drop value per (example,
+input channel) in training, a candidate is a keep-mask over every branch's input channels, i.e. a
+pruned sub-network with inherited weights; the result gives its params, FLOPs and the fraction of
+channels dropped per kernel size (paper Table 7), for the best candidate, all candidates and the
+fixed-rate baseline. `jaxnas train --space hybrid --arch <result's arch>` retrains it from scratch.
+
+NB201 (`OperationGates`), training (paper Eq. 14-16, supplement 1.1): every op of every edge (skip, conv 1x1, conv 3x3, avg
 pool) sits behind a concrete-dropout gate with a learned drop probability p = sigmoid(p_logit), one
 per (edge, op) shared across the cells; each example draws its own relaxed drop value (tau 0.2) and
 the op's input is scaled by 1 - drop (`jaxnas.nn.concrete`, after the reference layer
@@ -22,8 +29,11 @@ the parameter-free ops (skip, pool) are gated too, so `none` is every gate of an
 groups carry the entropy term (k = their input channels) but no weight term. A candidate maps to an
 NB201 genotype directly when each edge keeps at most one op; otherwise `pgnas.genotype` decides:
 "projection" keeps, per edge, the kept op of highest keep probability; "rejection" picks the best
-candidate among those that keep at most one op per edge. The result records which, and how many
-candidates were one-op-per-edge.
+candidate among those that keep at most one op per edge; "ranked" (jaxnas's, not the paper's) draws
+per candidate and edge one of its kept ops uniformly and ranks those single paths by their held-out
+accuracy with the shared weights, since projection favours the parameter-free ops whose drop
+probability the l^2 term leaves low. The result records which, and how many candidates were
+one-op-per-edge.
 """
 from __future__ import annotations
 
@@ -66,31 +76,34 @@ def _summary(acc) -> dict:
             "values": np.round(acc, 3).tolist()}
 
 
-class PGNAS(SupernetMethod):
-    name = "pgnas"
-    needs_dataset = True  # the effective training-set size N defaults to 10x the weights' images
+class OperationGates:
+    """NB201 at the operation level: p_logit [6, 4] (edge, op: skip, conv 1x1, conv 3x3, pool),
+    shared across the cells; a candidate is a keep-mask [6, 4] mapped to a genotype."""
 
-    def __init__(self, cfg, space, num_classes: int, *, dataset):
-        if space.name != "nb201":
-            raise ValueError(f"pgnas gates NB201's operations; space {space.name!r} is not supported yet")
-        super().__init__(cfg, space, num_classes)
-        self.host, self.host_step = None, False  # the gated forward is one traced program on every backend
-        c = cfg.pgnas
-        self.tx = optim.sgd(cfg.train.lr, cfg.train.momentum, cfg.train.nesterov, 0.0)  # no weight decay
-        n_weights = len(dataset.train_labels) // (2 if self.split == "search" else 1)
-        self.n_train = c.n_train or 10.0 * n_weights
-        # entropy term's k per (edge, op): the input channels the gate drops, summed over the cells
-        # that share the gate
-        channels = [cell["edges"][0]["conv1"]["conv"]["kernel"].shape[2] for cell in self._search_cells(self._params)]
-        self.k = float(sum(channels))
+    valid = 1.0  # every gate is real
+
+    def __init__(self, params, space):
+        self.space, self.shape = space, (nb.NUM_EDGES, len(GATED_OPS))
+        # the entropy term's k per (edge, op): the input channels a gate drops, summed over the cells
+        # that share it
+        self.k = float(sum(cell["edges"][0]["conv1"]["conv"]["kernel"].shape[2] for cell in self._cells(params)))
 
     @staticmethod
-    def _search_cells(params):
+    def _cells(params):
         return [cell for cell in params["cells"].values() if "edges" in cell]
 
-    def _weights_sq(self, params):
+    def noise_shape(self, batch):
+        return (batch, *self.shape)
+
+    def expand(self, p_logit):
+        return p_logit
+
+    def gates(self, keep, p_logit, rescale):
+        return gate_values(keep, p_logit, rescale)
+
+    def weights_sq(self, params):
         """|w|^2 per (edge, gated op) [6, 4], summed over the cells: conv kernels; skip/pool 0."""
-        cells = self._search_cells(params)
+        cells = self._cells(params)
         rows = []
         for e in range(nb.NUM_EDGES):
             conv = {op: sum(jnp.sum(c["edges"][e][name]["conv"]["kernel"] ** 2) for c in cells)
@@ -98,14 +111,79 @@ class PGNAS(SupernetMethod):
             rows.append(jnp.stack([conv.get(op, jnp.float32(0.0)) for op in GATED_OPS]))
         return jnp.stack(rows)
 
+    def extras(self, keep, p_logit) -> dict:
+        return {"mask_ops": [nb.OPS[op] for op in GATED_OPS],
+                "one_op_per_edge_candidates": int(self.exact(keep).sum())}
+
+    @staticmethod
+    def exact(keep):
+        """Candidates that are NB201 genotypes as they are (at most one kept op per edge)."""
+        return (np.asarray(keep).sum(-1) <= 1).all(-1)
+
+
+class ChannelGates:
+    """The hybrid network at the channel level (the paper's construction): p_logit [L, S], one per
+    (layer, kernel branch), expanded over the branch's input channels; a candidate's keep-mask
+    [L, S, 4C] is its architecture."""
+
+    def __init__(self, params, space):
+        self.space, self.shape = space, space.valid.shape[:2]
+        self.valid = jnp.asarray(space.valid, jnp.float32)
+        self.k = np.array([[cin] for cin, _, _ in space.layers], np.float32)  # [L, 1]: the layer's inputs
+
+    def noise_shape(self, batch):
+        return (batch, *self.valid.shape)
+
+    def expand(self, p_logit):
+        return jnp.broadcast_to(p_logit[..., None], p_logit.shape + self.valid.shape[-1:])
+
+    def gates(self, keep, p_logit, rescale):
+        g = concrete.apply_gate(jnp.ones_like(keep), 1.0 - keep, self.expand(p_logit) if rescale else None)
+        return g * self.valid
+
+    def weights_sq(self, params):
+        """|w|^2 per (layer, branch) [L, S]."""
+        rows = []
+        for i in range(len(params["blocks"])):
+            for conv in ("conv_a", "conv_b"):
+                kernels = params["blocks"][i][conv]["kernels"]
+                rows.append(jnp.stack([jnp.sum(kernels[s] ** 2) for s in range(self.shape[1])]))
+        return jnp.stack(rows)
+
+    def extras(self, keep, p_logit) -> dict:
+        return {}
+
+    def exact(self, keep):
+        return np.ones(np.asarray(keep).shape[:-3], bool)
+
+
+LAYOUTS = {"nb201": OperationGates, "hybrid": ChannelGates}
+
+
+class PGNAS(SupernetMethod):
+    name = "pgnas"
+    needs_dataset = True  # the effective training-set size N defaults to 10x the weights' images
+
+    def __init__(self, cfg, space, num_classes: int, *, dataset):
+        if space.name not in LAYOUTS:
+            raise ValueError(f"pgnas gates the spaces {', '.join(LAYOUTS)}; space {space.name!r} is not supported")
+        super().__init__(cfg, space, num_classes)
+        self.host, self.host_step = None, False  # the gated forward is one traced program on every backend
+        c = cfg.pgnas
+        self.tx = optim.sgd(cfg.train.lr, cfg.train.momentum, cfg.train.nesterov, 0.0)  # no weight decay
+        n_weights = len(dataset.train_labels) // (2 if self.split == "search" else 1)
+        self.n_train = c.n_train or 10.0 * n_weights
+        self.gates = LAYOUTS[space.name](self._params, space)
+        self.k = self.gates.k
+
     def init(self):
         state = super().init()
-        p_logit = concrete.init_logit((nb.NUM_EDGES, len(GATED_OPS)), self.cfg.pgnas.p_init)
+        p_logit = concrete.init_logit(self.gates.shape, self.cfg.pgnas.p_init)
         return state.replace(method={"p_logit": p_logit},
                              opt_state=self.tx.init({"params": state.params, "p_logit": p_logit}))
 
     def regulariser(self, params, p_logit):
-        return concrete.regulariser(p_logit, self._weights_sq(params), self.k, self.cfg.pgnas.length_scale_sq,
+        return concrete.regulariser(p_logit, self.gates.weights_sq(params), self.k, self.cfg.pgnas.length_scale_sq,
                                     self.n_train)
 
     def train_step(self, state, wbatch, abatch, lr):
@@ -114,8 +192,9 @@ class PGNAS(SupernetMethod):
 
         def loss_fn(joint):
             p_logit = joint["p_logit"]
-            drop = concrete.sample_relaxed_drop(key, p_logit, (images.shape[0],) + p_logit.shape, c.tau)
-            gates = gate_values(1.0 - drop, p_logit, c.rescale)
+            drop = concrete.sample_relaxed_drop(key, self.gates.expand(p_logit),
+                                                self.gates.noise_shape(images.shape[0]), c.tau)
+            gates = self.gates.gates(1.0 - drop, p_logit, c.rescale)
             logits, stats = apply(self.graphdef, joint["params"], state.stats, images, InputGates(gates), train=True)
             ce, acc = loss_and_accuracy(logits, labels)
             reg = self.regulariser(joint["params"], p_logit)
@@ -134,32 +213,62 @@ class PGNAS(SupernetMethod):
 
     # --- selection ---------------------------------------------------------------------------
     def _evaluate(self, state, keep, p_logit, evaluator):
-        gates = gate_values(jnp.asarray(keep, jnp.float32), p_logit, self.cfg.pgnas.rescale)
+        gates = self.gates.gates(jnp.asarray(keep, jnp.float32), p_logit, self.cfg.pgnas.rescale)
         res = jax.device_get(self.rank(state, InputGates(gates), evaluator))
         return 100 * np.asarray(res["acc"], np.float64), np.asarray(res["loss"], np.float64)
 
+    def _candidates(self, key, p_logit, num):
+        keep = concrete.sample_candidate_masks(key, self.gates.expand(p_logit), num)
+        return np.asarray(keep * self.gates.valid)
+
     def select(self, state, evaluator) -> dict:
         c, p_logit = self.cfg.pgnas, state.method["p_logit"]
-        key_pg, key_fixed = jax.random.split(select_key(state))
-        keep = np.asarray(concrete.sample_candidate_masks(key_pg, p_logit, c.candidates))  # [C, 6, 4]
+        key_pg, key_fixed, key_rank = jax.random.split(select_key(state), 3)
+        keep = self._candidates(key_pg, p_logit, c.candidates)
         acc, loss = self._evaluate(state, keep, p_logit, evaluator)
         mean_p = float(jnp.mean(jax.nn.sigmoid(p_logit)))
         fixed_logit = jnp.full_like(p_logit, math.log(mean_p) - math.log1p(-mean_p))
-        keep_fixed = np.asarray(concrete.sample_candidate_masks(key_fixed, fixed_logit, c.candidates))
+        keep_fixed = self._candidates(key_fixed, fixed_logit, c.candidates)
         acc_fixed, _ = self._evaluate(state, keep_fixed, fixed_logit, evaluator)
 
-        single = (keep.sum(-1) <= 1).all(-1)  # candidates that are NB201 genotypes as they are
+        exact = self.gates.exact(keep)
         order = np.lexsort((np.arange(len(acc)), loss, -acc))
-        if c.genotype == "rejection":
-            order = order[single[order]]
+        if self.space.name == "nb201" and c.genotype == "rejection":
+            order = order[exact[order]]
             if not len(order):
                 raise ValueError(f"pgnas.genotype=rejection: none of the {c.candidates} candidates keeps at most one "
                                  "op per edge; use pgnas.genotype=projection or more candidates")
         best = int(order[0])
+        out = {"valid_acc": float(acc[best]), "valid_loss": float(loss[best]), "candidates_n": c.candidates,
+               "drop_p": np.round(np.asarray(jax.nn.sigmoid(p_logit)), 4).tolist(),
+               "candidates_acc": _summary(acc), "fixed_rate_acc": {"p": mean_p, **_summary(acc_fixed)},
+               **self.gates.extras(keep, p_logit)}
+        if self.space.name == "hybrid":
+            cost = jax.device_get(jax.vmap(self.space.cost)(jnp.asarray(keep[[best]], bool)))
+            full = jax.device_get(self.space.cost(jnp.asarray(self.space.valid)))
+            return {"arch": keep[best].astype(bool), **out, "params": int(cost["params"][0]),
+                    "flops": int(cost["flops"][0]), "full_params": int(full["params"]), "full_flops": int(full["flops"]),
+                    "sparsity": self.space.sparsity(keep[best].astype(bool)),
+                    "candidates_sparsity": self.space.sparsity(keep.astype(bool)),
+                    "fixed_rate_sparsity": self.space.sparsity(keep_fixed.astype(bool))}
         keep_prob = np.asarray(jax.nn.sigmoid(-p_logit))
-        return {"arch": to_genotype(keep[best], keep_prob), "valid_acc": float(acc[best]),
-                "valid_loss": float(loss[best]), "mask": keep[best].astype(int).tolist(),
-                "mask_ops": [nb.OPS[op] for op in GATED_OPS], "genotype_mapping": c.genotype,
-                "exact_genotype": bool(single[best]), "one_op_per_edge_candidates": int(single.sum()),
-                "candidates_n": c.candidates, "drop_p": np.round(1.0 - keep_prob, 4).tolist(),
-                "candidates_acc": _summary(acc), "fixed_rate_acc": {"p": mean_p, **_summary(acc_fixed)}}
+        out.update({"mask": keep[best].astype(int).tolist(), "genotype_mapping": c.genotype,
+                    "exact_genotype": bool(exact[best])})
+        projected = to_genotype(keep[best], keep_prob)
+        if c.genotype != "ranked":
+            return {"arch": projected, **out}
+        ranked = self.pick_best(state, self._kept_paths(key_rank, keep), evaluator)
+        return {**out, "arch": ranked["arch"], "projected_arch": nb.to_string(projected),
+                "pair_valid_acc": out["valid_acc"], "valid_acc": ranked["valid_acc"],
+                "valid_loss": ranked["valid_loss"], "ranked_genotypes": len(ranked["candidates"])}
+
+    @staticmethod
+    def _kept_paths(key, keep) -> np.ndarray:
+        """int32[K, 6]: per candidate one genotype, per edge a uniformly drawn kept op (`none` where
+        nothing is kept), duplicates removed in first-seen order."""
+        u = np.asarray(jax.random.uniform(key, keep.shape))
+        score = np.where(keep > 0, u, -1.0)
+        pick = np.asarray(GATED_OPS)[score.argmax(-1)]
+        archs = np.where(score.max(-1) >= 0, pick, nb.NONE).astype(np.int32)
+        _, first = np.unique(archs, axis=0, return_index=True)
+        return archs[np.sort(first)]

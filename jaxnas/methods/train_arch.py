@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import jax
 import numpy as np
-from flax import nnx
 
 from jaxnas.methods.base import Method
-from jaxnas.nn import apply, split
+from jaxnas.nn import apply, count_params, split
 from jaxnas.train import optim, steps
 from jaxnas.train import state as state_lib
 
@@ -27,7 +26,7 @@ class TrainArch(Method):
         if not cfg.arch:
             raise ValueError("jaxnas train needs --arch '<architecture string>'")
         self.arch = space.from_string(cfg.arch)
-        net = space.network(self.arch, cfg.nb201.C, cfg.nb201.N, num_classes, rngs=nnx.Rngs(cfg.seed))
+        net = space.build_network(self.arch, cfg, num_classes)
         self.graphdef, self._params, self._stats = split(net)
         self.tx = optim.sgd(cfg.train.lr, cfg.train.momentum, cfg.train.nesterov, cfg.train.weight_decay)
 
@@ -38,7 +37,8 @@ class TrainArch(Method):
         return steps.weight_step(self.tx, self.cfg.train.grad_clip, self.graphdef, state, *wbatch, lr)
 
     def select(self, state, evaluator):
-        return {"arch": self.arch, "test_acc": self.test_accuracy(state, evaluator.images, evaluator.labels)}
+        return {"arch": self.arch, "test_acc": self.test_accuracy(state, evaluator.images, evaluator.labels),
+                "params": count_params(state.params)}
 
     def test_accuracy(self, state, images, labels, batch: int = 500) -> float:
         """Top-1 accuracy (%) on normalised `images` in eval mode (running BN statistics)."""

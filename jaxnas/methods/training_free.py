@@ -23,6 +23,8 @@ class TrainingFree(Method):
     proxy = ""
 
     def __init__(self, cfg, space, num_classes, *, dataset):
+        if space.name != "nb201":
+            raise ValueError(f"the training-free proxies read NB201 networks; space {space.name!r} is not supported")
         super().__init__(cfg, space, num_classes)
         (self.images, self.labels), self.train_batches = proxy_batches(dataset, cfg)
         self.scorer = make_scorer(cfg, [self.proxy], num_classes)

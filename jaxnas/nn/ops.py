@@ -18,7 +18,7 @@ BN_MOMENTUM = 0.1
 BN_EPS = 1e-5
 
 
-def _uniform(key, shape, fan_in):
+def uniform(key, shape, fan_in):
     """U(-1/sqrt(fan_in), 1/sqrt(fan_in)), seeded by `key`.
 
     Drawn with numpy from the key's bits: jax.random.uniform compiles once per shape on XLA:CPU
@@ -160,7 +160,7 @@ class Conv(nnx.Module):
 
     def __init__(self, c_in: int, c_out: int, k: int, stride: int = 1, padding: int = 0, *, rngs: nnx.Rngs):
         self.stride, self.padding = stride, padding
-        self.kernel = nnx.Param(_uniform(rngs.params(), (k, k, c_in, c_out), c_in * k * k))
+        self.kernel = nnx.Param(uniform(rngs.params(), (k, k, c_in, c_out), c_in * k * k))
 
     def __call__(self, x):
         return conv2d(x, self.kernel[...], self.stride, self.padding)
@@ -181,8 +181,8 @@ class Linear(nnx.Module):
     """Dense layer with PyTorch's default initialisation; kernel is [in, out]."""
 
     def __init__(self, c_in: int, c_out: int, *, rngs: nnx.Rngs):
-        self.kernel = nnx.Param(_uniform(rngs.params(), (c_in, c_out), c_in))
-        self.bias = nnx.Param(_uniform(rngs.params(), (c_out,), c_in))
+        self.kernel = nnx.Param(uniform(rngs.params(), (c_in, c_out), c_in))
+        self.bias = nnx.Param(uniform(rngs.params(), (c_out,), c_in))
 
     def __call__(self, x):
         return x @ self.kernel[...] + self.bias[...]

@@ -13,6 +13,11 @@ Required: `spec` (shapes and dtypes of one architecture), `sample`, `validate`, 
 a hypernetwork reads), `cost` (traceable FLOPs / parameters), `init_state` (a space state),
 `allows` (which architectures a space state still holds) and `angles` (ABS's angle between an
 architecture's initial and current supernet weights).
+
+Spaces that train networks also give `build_supernet(cfg, num_classes)` (the weight-sharing
+network the supernet methods train) and `build_network(arch, cfg, num_classes)` (one
+architecture's standalone network, `jaxnas train`), sized by the config. `configure(cfg)` returns
+the space for a config (a space whose architecture shape depends on sizes, e.g. `hybrid`).
 """
 from __future__ import annotations
 
@@ -51,6 +56,10 @@ class Space(abc.ABC):
     @abc.abstractmethod
     def from_string(self, text: str):
         """Inverse of `to_string`; ValueError naming the offending part."""
+
+    def configure(self, cfg) -> Space:
+        """The space sized by `cfg` (this one, unless the architecture shape depends on the config)."""
+        return self
 
     @abc.abstractmethod
     def hash(self, arch):

@@ -52,7 +52,7 @@ class SearchRun:
         sharding.check_divisible(cfg.train.batch_size, self.mesh)
         ds = dataset or data_lib.load(cfg.data, max_per_class=cfg.max_per_class)
         self.dataset = ds
-        self.space = spaces.get(cfg.space)
+        self.space = spaces.get(cfg.space, cfg)
         self.method = method_cls(cfg, self.space, ds.num_classes,
                                  **({"dataset": ds} if method_cls.needs_dataset else {}))
         rep = sharding.replicated(self.mesh)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
 from jaxnas.spaces.base import Space
 from jaxnas.spaces.nb201 import angle, cell, cost, eager, networks
@@ -65,6 +66,16 @@ class NB201Space(Space):
         return angle.arch_angles(params0, params, archs)
 
     # --- networks ----------------------------------------------------------------------------
+    def build_supernet(self, cfg, num_classes):
+        """The config's supernet (`nb201` section), initialised from `cfg.seed`."""
+        n = cfg.nb201
+        return self.supernet(n.C, n.N, num_classes, affine=n.affine, track_running_stats=n.track_running_stats,
+                             single_path_impl=n.single_path_impl, rngs=nnx.Rngs(cfg.seed))
+
+    def build_network(self, arch, cfg, num_classes):
+        """The config's standalone network of `arch`, initialised from `cfg.seed` (`jaxnas train`)."""
+        return self.network(arch, cfg.nb201.C, cfg.nb201.N, num_classes, rngs=nnx.Rngs(cfg.seed))
+
     def supernet(self, C, N, num_classes, **kw):
         """The weight-sharing supernet (`networks.NB201SuperNet`)."""
         return networks.NB201SuperNet(C, N, num_classes, **kw)
