@@ -44,7 +44,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", default="runs/pgnas-hybrid")
     ap.add_argument("--l2", type=float, nargs="+", default=[50.0, 5000.0])
-    ap.add_argument("--epochs", type=int, default=20)
+    ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--max-per-class", type=int, default=500)
     ap.add_argument("--candidates", type=int, default=300)
     ap.add_argument("--eval-images", type=int, default=1000)

@@ -1,4 +1,4 @@
-"""PGNAS on NB201 over 3 seeds, twice as long as run.py, next to RSPS at equal steps and the #params proxy.
+"""PGNAS on NB201 over 3 seeds, 1.5x as long as run.py, next to RSPS at equal steps and the #params proxy.
 
 Per seed: one `jaxnas search --method pgnas` run (C=8, N=1, l^2 = 50, `--epochs` epochs on
 `--max-per-class` CIFAR-10 images per class, `pgnas.genotype=ranked`, `--candidates` pairs from the
@@ -15,7 +15,7 @@ Kendall tau of #params on all 15,625. An exact permutation test (all 20 splits o
 compares the ranked PGNAS pick with RSPS.
 
 Writes results_seeds.json and table_seeds.md here; finished runs are reused.
-Usage: python experiments/pgnas/seeds.py [--runs runs/pgnas-seeds] [--epochs 20]
+Usage: python experiments/pgnas/seeds.py [--runs runs/pgnas-seeds] [--epochs 15]
 """
 from __future__ import annotations
 
@@ -66,7 +66,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", default="runs/pgnas-seeds")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--epochs", type=int, default=20)
+    ap.add_argument("--epochs", type=int, default=15)
     ap.add_argument("--max-per-class", type=int, default=500)
     ap.add_argument("--candidates", type=int, default=300)
     ap.add_argument("--eval-images", type=int, default=1000)
