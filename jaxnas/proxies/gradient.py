@@ -15,6 +15,18 @@ sums over the weights of every convolution and linear layer (kernels only, no bi
   - jacov:     Jacobians J_i = d(sum of logits)/d(x_i) for the batch, their correlation matrix C,
                score = -sum_k log(v_k + 1e-5) + 1/(v_k + 1e-5) over C's eigenvalues v (Mellor et
                al., arXiv 2006.04647v1). Computed in float32 (the reference uses float64 numpy).
+  - zico:      ZiCo (Li et al., "Zero-Shot NAS via Inverse Coefficient of Variation on Gradients",
+               ICLR 2023): the loss gradient g of every conv / linear kernel on each of `batches`
+               batches (default 2), and score = sum over layers of log( sum over the layer's
+               weights w of mean_b |g_w| / std_b(g_w) ), weights whose std is 0 left out and layers
+               whose sum is 0 (no gradient reaches them) skipped. As the AZ-NAS authors' revision of
+               the reference (cvlab-yonsei/AZ-NAS `NB201/ZeroShotProxy/compute_zico_score.py`, from
+               SLDGroup/ZiCo `ZeroShotProxy/compute_zico.py`): one gradient per batch of the mean
+               cross-entropy, zeroed between batches (the original forgot to, so its second
+               "batch" was the sum of both), std with ddof 0, 2 batches. Deviation: the reference
+               reads 2 loader batches (64 images each in its NB201 setup); here the scoring batch is
+               split into `batches` equal parts (the default 128 images: 2 x 64), each its own
+               training-mode forward with its own BatchNorm statistics. Float32, as the reference.
 
 Every function is pure in (params, stats, arch, batch), `arch` a plain architecture read as a
 `Choice`, and vmaps over candidates. Parameters of ops the architecture does not use receive zero
@@ -56,6 +68,39 @@ def _grad_norm_snip(params, grads):
 def loss_gradient_scores(graphdef, params, stats, arch, images, labels):
     """grad_norm and snip from one backward pass."""
     return _grad_norm_snip(params, _loss_grads(graphdef, params, stats, arch, images, labels))
+
+
+ZICO_BATCHES = 2  # the reference's batch_iter
+
+
+def _split_batches(images, labels, batches):
+    if batches < 2 or images.shape[0] % batches:
+        raise ValueError(f"zico splits the batch into {batches} equal batches (>= 2): "
+                         f"{images.shape[0]} images do not divide")
+    n = images.shape[0] // batches
+    return [(images[i * n:(i + 1) * n], labels[i * n:(i + 1) * n]) for i in range(batches)]
+
+
+def _zico_from(kernel_grads):
+    """ZiCo from the kernels' gradients, one list of layers per batch."""
+    total = jnp.float32(0.0)
+    for layer in zip(*kernel_grads):
+        g = jnp.stack([x.reshape(-1) for x in layer])  # [batches, weights]
+        std, mean_abs = g.std(0), jnp.abs(g).mean(0)
+        ok = std > 0
+        ratio = jnp.sum(jnp.where(ok, mean_abs / jnp.where(ok, std, 1.0), 0.0))
+        total = total + jnp.where(ratio > 0, jnp.log(jnp.where(ratio > 0, ratio, 1.0)), 0.0)
+    return {"zico": total}
+
+
+def zico(graphdef, params, stats, arch, images, labels, *, batches: int = ZICO_BATCHES):
+    """ZiCo of one architecture; the batches' gradients under lax.map (one gradient program, not
+    `batches` copies: the traced single-path gradient is the costliest thing to compile)."""
+    _split_batches(images, labels, batches)  # checks the split
+    xs = images.reshape((batches, -1) + images.shape[1:])
+    ys = labels.reshape(batches, -1)
+    grads = jax.lax.map(lambda xy: _kernels(_loss_grads(graphdef, params, stats, arch, *xy)), (xs, ys))
+    return _zico_from([[g[b] for g in grads] for b in range(batches)])
 
 
 def _identity_stats(stats, dtype=None):
@@ -117,6 +162,7 @@ _grad_norm_snip_jit = jax.jit(_grad_norm_snip)
 _synflow_inputs_jit = jax.jit(_synflow_inputs)
 _synflow_from_jit = jax.jit(_synflow_from)
 _jacov_from_jit = jax.jit(_jacov_from)
+_zico_from_jit = jax.jit(_zico_from)
 
 
 def eager_loss_gradient_scores(graphdef, params, stats, arch, images, labels):
@@ -135,4 +181,11 @@ def eager_jacov(graphdef, params, stats, arch, images, labels):
     return _jacov_from_jit(eager.summed_logits_grad(graphdef, params, stats, images, Choice(arch), wrt="images"))
 
 
-EAGER = {loss_gradient_scores: eager_loss_gradient_scores, synflow: eager_synflow, jacov: eager_jacov}
+def eager_zico(graphdef, params, stats, arch, images, labels, *, batches: int = ZICO_BATCHES):
+    grads = [eager.value_and_grad(graphdef, params, stats, x, y, Choice(arch), train=True)[1]
+             for x, y in _split_batches(images, labels, batches)]
+    return _zico_from_jit([_kernels(g) for g in grads])
+
+
+EAGER = {loss_gradient_scores: eager_loss_gradient_scores, synflow: eager_synflow, jacov: eager_jacov,
+         zico: eager_zico}

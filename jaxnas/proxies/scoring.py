@@ -9,9 +9,9 @@ same supernet weights (cheaper, not the reference protocol).
 The DAS fast-training strategy: before scoring, each candidate takes `fast_train_steps` SGD steps
 (momentum 0.9, Nesterov, weight decay 5e-4, lr `fast_train_lr`) on fixed training batches.
 
-Everything that differentiates the network (those steps, the gradient proxies) runs inside the
-program by default; with `host_gradients` (jaxnas's default on CPU) it runs one candidate at a time
-through the eager kernels (jaxnas.spaces.nb201.eager) instead, since on XLA:CPU the traced single-path
+Everything that differentiates the network (those steps, the gradient proxies, ZiCo, AZ-NAS's
+blocks) runs inside the program by default; with `host_gradients` (jaxnas's default on CPU) it runs
+one candidate at a time through the eager kernels (jaxnas.spaces.nb201.eager; `EAGER` below) instead, since on XLA:CPU the traced single-path
 gradient at C=16, N=5 compiles for many minutes and runs ~50x slower than PyTorch
 (benchmarks/BENCHMARKS.md section 1). Both give the same weights and scores up to float rounding.
 """
@@ -30,7 +30,8 @@ from jaxnas import data as data_lib
 from jaxnas.config import Config
 from jaxnas.evaluate import map_chunked
 from jaxnas.nn import init, split
-from jaxnas.proxies import activation, gradient
+from jaxnas.proxies import activation, aznas, gradient
+from jaxnas.proxies import cost as cost_proxies
 from jaxnas.proxies.activation import DAS_WEIGHTS
 from jaxnas.rundir import RunError
 from jaxnas.spaces import nb201
@@ -46,6 +47,13 @@ PROXIES = {
     "snip": (gradient.loss_gradient_scores, "snip"),
     "synflow": (gradient.synflow, "synflow"),
     "jacov": (gradient.jacov, "jacov"),
+    "zico": (gradient.zico, "zico"),
+    "az_expressivity": (aznas.az_scores, "az_expressivity"),
+    "az_progressivity": (aznas.az_scores, "az_progressivity"),
+    "az_trainability": (aznas.az_scores, "az_trainability"),
+    "params": (cost_proxies.cost_scores, "params"),
+    "flops": (cost_proxies.cost_scores, "flops"),
+    "layers": (cost_proxies.cost_scores, "layers"),
 }
 # One line per proxy for `jaxnas list`.
 PROXY_HELP = {
@@ -55,7 +63,16 @@ PROXY_HELP = {
     "snip": "SNIP saliency: sum |w * dL/dw| (Lee et al., ICLR 2019)",
     "synflow": "synaptic flow of the all-ones input through |w| (Tanaka et al., NeurIPS 2020)",
     "jacov": "Jacobian covariance of the inputs' gradients (Mellor et al., 2020 version)",
+    "zico": "ZiCo: sum over layers of log sum mean|g|/std(g), loss gradients of 2 half-batches (ICLR 2023)",
+    "az_expressivity": "AZ-NAS: entropy of each block's feature covariance spectrum, summed (CVPR 2024)",
+    "az_progressivity": "AZ-NAS: smallest increase of expressivity from one block to the next",
+    "az_trainability": "AZ-NAS: mean over blocks of 2 - s - 1/s, s the spectral norm of a block's Jacobian",
+    "params": "trainable parameters of the standalone network (the space's cost model)",
+    "flops": "multiply-accumulates of one image's forward pass (the space's cost model)",
+    "layers": "conv + linear layers of the standalone network",
 }
+# proxy function -> its twin for a concrete host architecture through the eager kernels (host_gradients)
+EAGER = {**gradient.EAGER, aznas.az_scores: aznas.eager_az_scores}
 INITS = ("per_arch", "shared")
 FAST_TRAIN_MOMENTUM, FAST_TRAIN_WEIGHT_DECAY = 0.9, 5e-4  # DAS fast training: Nesterov SGD
 
@@ -102,11 +119,18 @@ class ProxyScorer:
                 # fresh weights have zero BN biases: convs of all-zero nodes output zeros, skip them
                 fn = functools.partial(fn, das_weight=das_weight, das_da=das_da, impl="switch",
                                        prune=True if fast_train_steps else "zero")
+            elif fn is aznas.az_scores:  # reference init unless fast training moved the weights (aznas doc)
+                fn = functools.partial(fn, seed=seed, init="as_is" if fast_train_steps else "kaiming",
+                                       trainability="az_trainability" in self.proxies)
+            elif fn is cost_proxies.cost_scores:
+                fn = functools.partial(fn, space=space, C=C, N=N, num_classes=num_classes)
             fns.setdefault(PROXIES[name][0], fn)
-        gradient_fns = [f for f in fns if f in gradient.EAGER]
+        gradient_fns = [f for f in fns if f in EAGER]
         self.host = bool(host_gradients and (fast_train_steps or gradient_fns))
-        self._fns = [f for k, f in fns.items() if not (self.host and k in gradient.EAGER)]  # traced
-        self._eager_fns = [gradient.EAGER[k] for k in gradient_fns] if self.host else []
+        self._fns = [f for k, f in fns.items() if not (self.host and k in EAGER)]  # traced
+        # the eager twin takes the keywords the traced function was given
+        self._eager_fns = [functools.partial(EAGER[k], **getattr(fns[k], "keywords", {}))
+                           for k in gradient_fns] if self.host else []
         # YNNPACK for convolutions, matmuls and reductions (BatchNorm's statistics: +12 % NASWOT
         # throughput on 2 cores); its elementwise fusions made the scorer slower (BENCHMARKS.md section 5)
         self._run = cpu_kernels.jit(self._score_all, fusions=(cpu_kernels.DOT, cpu_kernels.REDUCE))

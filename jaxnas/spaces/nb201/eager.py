@@ -311,6 +311,38 @@ def summed_logits_grad(graphdef, params, stats, images, arch, train: bool = True
     return _zeros(*_like(jnp.asarray(images))) if g_images is None else g_images
 
 
+def block_pullbacks(graphdef, params, stats, images, arch, probe=None, train: bool = True):
+    """The network before its head block by block, as `NB201SuperNet.blocks` traced (AZ-NAS):
+    (features, pairs). features: the outputs of the stem and of every cell / ResNet block, in
+    order, for the single-path network `arch` (a `Choice` of a concrete host int array [6]). With
+    `probe(i, y)` giving a cotangent g for the output y of block i (1 .. L), pairs[i - 1] is
+    (g, g_in), g_in its pullback through block i alone (J_i^T g, J_i = d y / d block i's input;
+    zeros when no path joins them); without it pairs is []. Each block runs on its own tape."""
+    a = check(arch, (Choice,)).value
+    if isinstance(a, jax.core.Tracer):
+        raise TypeError("the eager single path needs a concrete architecture (a host array), not a traced one")
+    a = np.asarray(a)
+    if a.shape != (nb.NUM_EDGES,):
+        raise ValueError(f"the eager single path takes one architecture of shape [6], got {a.shape}")
+    features, pairs, h = [], [], images
+    for i in range(_Tape(graphdef, params, stats, train, False).plan.num_cells + 1):
+        tape = _Tape(graphdef, params, stats, train, param_grads=False)
+        x = tape.value(h)
+        if i == 0:
+            out = tape.module(("stem",), x)
+        elif i - 1 in tape.plan.resnet:
+            out = tape.module(("cells", i - 1), x)
+        else:
+            out = _tape_single_cell(tape, i - 1, x, a)
+        h = tape.values[out]
+        if i and probe is not None:
+            g = probe(i, h)
+            g_in = tape.backward(out, g, input_grad=True)[2]
+            pairs.append((g, _zeros(*_like(tape.values[x])) if g_in is None else g_in))
+        features.append(h)
+    return features, pairs
+
+
 def weights_value_and_grad(graphdef, params, stats, images, labels, weights, train: bool = True):
     """((loss, (accuracy, new stats)), d loss / d weights) of `weights` (`Weights` of float [6, 5]:
     every op of every edge mixed by it), as jax.value_and_grad over the traced supernet with

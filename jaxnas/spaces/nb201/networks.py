@@ -380,6 +380,21 @@ class NB201SuperNet(_Macro):
         return self._forward(x, train, lambda cell, h, record: cell(h, a, kind, train, impl, record, prune),
                              tap, scan)
 
+    def blocks(self, arch, train: bool = True, *, single_path_impl=None):
+        """The network before its head as a chain of functions h -> h': the stem, then every cell
+        and ResNet block in order (`self.head(h, train)` would give the logits), for proxies that
+        read or differentiate each block's output on its own (AZ-NAS). `arch` a `Choice`; the cells
+        run unrolled and unpruned in the differentiable single-path formulation (`traced_impl`)."""
+        a = check(arch, (Choice,)).value
+        if tuple(a.shape) != (nb.NUM_EDGES,):
+            raise ValueError(f"blocks takes one architecture of shape [{nb.NUM_EDGES}], got {tuple(a.shape)}")
+        impl = backend.traced_impl(single_path_impl or self.single_path_impl)
+        fns = [functools.partial(self.stem, train=train)]
+        for cell in self.cells:
+            fns.append(functools.partial(cell, train=train) if isinstance(cell, ResNetBlock)
+                       else functools.partial(cell, arch=a, kind="choice", train=train, impl=impl))
+        return fns
+
 
 def extract(supernet: NB201SuperNet, arch) -> NB201Network:
     """The standalone network of `arch` carrying the supernet's shared weights and statistics.
