@@ -43,6 +43,9 @@ METHOD_HELP = {
     "params": "training-free: the largest network by parameter count",
     "flops": "training-free: the largest network by FLOPs",
     "layers": "training-free: the network with the most conv + linear layers",
+    "aznas": "training-free: best by AZ-NAS's rule (log-rank sum of its 3 components and FLOPs)",
+    "naswot_params": "training-free: best by the log-rank sum of NASWOT and the parameter count",
+    "rule": "training-free: best by proxy.rule (a named rule or a calibrated rule .json)",
 }
 
 
@@ -216,8 +219,9 @@ def _estimate(args, cfg, candidates) -> dict:
     if not _training_free(args, cfg):
         est = estimate(cfg)
     else:
-        from jaxnas.proxies import parse_proxies
-        proxies = parse_proxies(cfg.proxy.names if args.command == "score" else cfg.method)
+        from jaxnas import methods
+        from jaxnas.proxies.run import score_proxies
+        proxies = score_proxies(cfg) if args.command == "score" else methods.get(cfg.method).proxies(cfg)
         est = estimate(cfg, proxies, len(candidates[0]) if args.command == "score" else cfg.eval.select_num)
     est["duration_2_core_cpu"] = describe(est["seconds"])
     return est

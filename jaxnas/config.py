@@ -185,6 +185,9 @@ class Proxy:
     fast_train_lr: float = 0.1         # its learning rate
     fast_train_batch_size: int = 64    # its batch size
     archs: str = "all"                 # `jaxnas score`: all | N (seeded sample) | file of NB201 strings
+    rule: str = ""                     # combination rule of metrics (jaxnas.proxies.combine): a named rule
+                                       # (aznas, naswot_params) or a rule .json; `jaxnas score` adds its
+                                       # aggregate (aggregate.csv), `jaxnas search --method rule` ranks by it
 
     def check(self):
         _check_positive(self, ("batch_size", "fast_train_batch_size"))

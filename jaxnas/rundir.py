@@ -25,7 +25,7 @@ from jaxnas.config import Config, flat, from_json
 
 # Everything jaxnas may write into a run directory; --overwrite removes only these.
 OWNED = ("config.json", "metrics.jsonl", "result.json", "checkpoints", "scores.csv", "progress.json",
-         "summary.json", "plots")
+         "summary.json", "aggregate.csv", "plots")
 MARKER = "config.json"
 
 

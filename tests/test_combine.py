@@ -49,3 +49,43 @@ def test_calibration_drops_a_noise_metric_and_keeps_the_signals():
     assert tau == pytest.approx(kendall_tau(rule(scores), target))
     assert tau > kendall_tau(a, target) + 0.05
     assert rule.to_json() == {"kind": "zscore", "metrics": ["a", "b", "noise"], "weights": list(rule.weights)}
+
+
+def test_rules_load_by_name_or_json(tmp_path):
+    from jaxnas.proxies.combine import NAMED, load_rule
+    assert load_rule("aznas") is NAMED["aznas"]
+    path = tmp_path / "rule.json"
+    path.write_text('{"kind": "zscore", "metrics": ["params", "flops"], "weights": [1, 0.5]}')
+    assert load_rule(str(path)) == Rule("zscore", ("params", "flops"), (1.0, 0.5))
+    with pytest.raises(ValueError, match="neither a named rule"):
+        load_rule("best")
+    with pytest.raises(ValueError, match="no file"):
+        load_rule(str(tmp_path / "missing.json"))
+    path.write_text('{"kind": "zscore"}')
+    with pytest.raises(ValueError, match="is not a rule"):
+        load_rule(str(path))
+
+
+def test_score_writes_the_rules_aggregate_over_every_scored_architecture(image_folder, tmp_path):
+    """`jaxnas score` with proxy.rule: aggregate.csv is the rule over scores.csv's columns, and
+    summary.json names the rule and its best architecture."""
+    import csv
+    import json
+
+    from jaxnas.config import Config
+    from jaxnas.proxies.run import score
+    rule_path = tmp_path / "rule.json"
+    rule_path.write_text('{"kind": "logrank", "metrics": ["params", "layers"], "weights": [1, 2]}')
+    cfg = Config(data=str(image_folder), method="score").set({
+        "proxy.names": "params", "proxy.rule": str(rule_path), "proxy.archs": "12", "proxy.batch_size": 8,
+        "nb201.C": 4, "nb201.N": 1})
+    summary = score(cfg, tmp_path / "run", progress=False)
+    rows = list(csv.DictReader((tmp_path / "run" / "scores.csv").open()))
+    agg = list(csv.DictReader((tmp_path / "run" / "aggregate.csv").open()))
+    assert [r["arch"] for r in agg] == [r["arch"] for r in rows] and len(rows) == 12
+    p, layers = [float(r["params"]) for r in rows], [float(r["layers"]) for r in rows]
+    rp, rl = plain_ranks(p), plain_ranks(layers)
+    want = [math.log(rp[i] / 12) + 2 * math.log(rl[i] / 12) for i in range(12)]
+    np.testing.assert_allclose([float(r["aggregate"]) for r in agg], want, rtol=1e-12)
+    assert summary["rule"]["weights"] == [1.0, 2.0] and summary["rule"]["best"]["arch"] == rows[int(np.argmax(want))]["arch"]
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["rule"] == summary["rule"]

@@ -44,6 +44,8 @@ OTHER_SPACES = {"pgnas@hybrid": {"space": "hybrid", "hybrid.C": 4, "hybrid.block
 def config(case, image_folder) -> Config:
     name = case.split("@")[0]
     cfg = Config(data=str(image_folder), method=name).set({**SMALL, **OTHER_SPACES.get(case, {})})
+    if name == "rule":  # ranks by proxy.rule: here a named rule
+        cfg = cfg.set({"proxy.rule": "naswot_params"})
     if name == "train":
         cfg = cfg.set({"arch": TRAIN_ARCH, "nb201.affine": True, "nb201.track_running_stats": True})
     return cfg

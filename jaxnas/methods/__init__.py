@@ -6,12 +6,15 @@ from jaxnas.methods.rsps import RSPS
 from jaxnas.methods.setn import SETN
 from jaxnas.methods.train_arch import TrainArch
 from jaxnas.methods.training_free import TrainingFree
+from jaxnas.proxies.combine import NAMED
 from jaxnas.proxies.scoring import PROXIES
 
-# training-free searches: the best of `select_num` candidates by one proxy
-TRAINING_FREE = tuple(PROXIES)
+# training-free searches: the best of `select_num` candidates by one proxy, or by a combination rule
+RULES = (*NAMED, "rule")
+TRAINING_FREE = (*PROXIES, *RULES)
 METHODS = {"rsps": RSPS, "setn": SETN, "abs": ABS, "pgnas": PGNAS, "train": TrainArch,
-           **{name: TrainingFree.for_proxy(name) for name in TRAINING_FREE}}
+           **{name: TrainingFree.for_proxy(name) for name in PROXIES},
+           **{name: TrainingFree.for_rule(name) for name in RULES}}
 
 
 def get(name: str):
@@ -20,4 +23,4 @@ def get(name: str):
     return METHODS[name]
 
 
-__all__ = ["ABS", "METHODS", "PGNAS", "RSPS", "SETN", "TRAINING_FREE", "Method", "SupernetMethod", "TrainArch", "TrainingFree", "get"]
+__all__ = ["ABS", "METHODS", "PGNAS", "RSPS", "RULES", "SETN", "TRAINING_FREE", "Method", "SupernetMethod", "TrainArch", "TrainingFree", "get"]

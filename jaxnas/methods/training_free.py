@@ -4,6 +4,11 @@
 (`jaxnas.proxies`: NASWOT, Mellor et al. ICML 2021; DAS, arXiv 2212.12132; synflow, snip,
 grad_norm, jacov) on the scoring batch, and the best score wins (ties: the first drawn). No
 weights are trained: the one loop runs no step and goes straight to `select`.
+
+Combination rules (`jaxnas.proxies.combine`): `--method aznas|naswot_params` ranks the candidates
+by that named rule of several metrics, `--method rule` by `proxy.rule` (a named rule or a rule
+.json, e.g. calibrated in experiments/zero_cost); the aggregate is over the `select_num` candidates,
+and result.json records the rule, its weights and every candidate's metrics.
 """
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ import jax
 import numpy as np
 
 from jaxnas.methods.base import Method
+from jaxnas.proxies import combine
 from jaxnas.proxies.scoring import PROXIES, make_scorer, parse_proxies, proxy_batches
 from jaxnas.train import state as state_lib
 
@@ -21,18 +27,44 @@ class TrainingFree(Method):
     trains = False
     needs_dataset = True  # the scoring batches come from the training set (`proxy_batches`)
     proxy = ""
+    rule_name = None  # a combination rule ranks instead: a name in combine.NAMED, "" for proxy.rule
 
     def __init__(self, cfg, space, num_classes, *, dataset):
         if space.name != "nb201":
             raise ValueError(f"the training-free proxies read NB201 networks; space {space.name!r} is not supported")
         super().__init__(cfg, space, num_classes)
         (self.images, self.labels), self.train_batches = proxy_batches(dataset, cfg)
-        self.scorer = make_scorer(cfg, [self.proxy], num_classes)
+        self.rule = self.rule_of(cfg)
+        self.scorer = make_scorer(cfg, list(self.rule.metrics) if self.rule else [self.proxy], num_classes)
+
+    @classmethod
+    def rule_of(cls, cfg):
+        """The combination rule this method ranks by, or None (one proxy)."""
+        if cls.rule_name is None:
+            return None
+        spec = cls.rule_name or cfg.proxy.rule
+        if not spec:
+            raise ValueError("--method rule ranks by proxy.rule: set it to a named rule "
+                             f"({', '.join(combine.NAMED)}) or a rule .json")
+        rule = combine.load_rule(spec)
+        parse_proxies(",".join(rule.metrics))
+        return rule
+
+    @classmethod
+    def proxies(cls, cfg) -> list[str]:
+        """The proxies this method computes."""
+        rule = cls.rule_of(cfg)
+        return list(rule.metrics) if rule else [cls.proxy]
 
     @classmethod
     def for_proxy(cls, proxy: str) -> type:
         parse_proxies(proxy)
         return type(f"TrainingFree[{proxy}]", (cls,), {"name": proxy, "proxy": proxy})
+
+    @classmethod
+    def for_rule(cls, name: str) -> type:
+        """The method ranking by combination rule `name` ("rule": the config's proxy.rule)."""
+        return type(f"TrainingFree[{name}]", (cls,), {"name": name, "rule_name": "" if name == "rule" else name})
 
     def init(self):
         return state_lib.create({}, {}, self.cfg.seed)
@@ -42,7 +74,16 @@ class TrainingFree(Method):
 
     def select(self, state, evaluator):
         archs = np.asarray(self.space.sample(jax.random.key(self.cfg.seed), self.cfg.eval.select_num))
-        scores = self.scorer(archs, self.images, self.labels, *self.train_batches)[PROXIES[self.proxy][1]]
+        res = self.scorer(archs, self.images, self.labels, *self.train_batches)
+        if self.rule is None:
+            scores, metrics = res[PROXIES[self.proxy][1]], {}
+        else:
+            metrics = {m: np.asarray(res[PROXIES[m][1]], np.float64) for m in self.rule.metrics}
+            scores = self.rule(metrics)
         best = int(np.lexsort((np.arange(len(scores)), -np.nan_to_num(scores, nan=-np.inf)))[0])
-        return {"arch": archs[best], "score": float(scores[best]),
-                "candidates": [{"arch": self.space.to_string(a), "score": float(v)} for a, v in zip(archs, scores)]}
+        out = {"arch": archs[best], "score": float(scores[best]),
+               "candidates": [{"arch": self.space.to_string(a), "score": float(v),
+                               **{m: float(metrics[m][i]) for m in metrics}} for i, (a, v) in enumerate(zip(archs, scores))]}
+        if self.rule is not None:
+            out["rule"] = {**self.rule.to_json(), "spec": self.rule_name or self.cfg.proxy.rule}
+        return out

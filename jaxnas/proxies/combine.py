@@ -18,6 +18,8 @@ ascent over a weight grid, maximising Kendall tau, deterministic (ties keep the 
 from __future__ import annotations
 
 import dataclasses
+import json
+import pathlib
 
 import numpy as np
 
@@ -80,6 +82,35 @@ class Rule:
 
     def to_json(self) -> dict:
         return {"kind": self.kind, "metrics": list(self.metrics), "weights": list(self.weights)}
+
+    @classmethod
+    def from_json(cls, d: dict) -> Rule:
+        return cls(d["kind"], tuple(d["metrics"]), tuple(float(w) for w in d["weights"]))
+
+
+# Rules as their sources define them (no calibration here):
+NAMED = {
+    # AZ-NAS's aggregate (NB201/tss_general.ipynb): log-ranks of its three components and FLOPs
+    "aznas": Rule("logrank", ("az_expressivity", "az_progressivity", "az_trainability", "flops"), (1.0,) * 4),
+    # NASWOT and the parameter count, log-rank summed (issue 21: ~0.887 Spearman on NB201)
+    "naswot_params": Rule("logrank", ("naswot", "params"), (1.0, 1.0)),
+}
+
+
+def load_rule(spec: str) -> Rule:
+    """A named rule (`NAMED`) or a rule written as JSON ({"kind", "metrics", "weights"}, e.g. by
+    `calibrate` in experiments/zero_cost); ValueError naming what is wrong."""
+    if spec in NAMED:
+        return NAMED[spec]
+    path = pathlib.Path(spec).expanduser()
+    if not path.suffix == ".json":
+        raise ValueError(f"proxy.rule: {spec!r} is neither a named rule ({', '.join(NAMED)}) nor a rule .json file")
+    try:
+        return Rule.from_json(json.loads(path.read_text()))
+    except FileNotFoundError:
+        raise ValueError(f"proxy.rule: no file {path}") from None
+    except (ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"proxy.rule: {path} is not a rule ({{'kind', 'metrics', 'weights'}}): {err}") from None
 
 
 def calibrate(scores: dict, target, metrics, kind: str = "logrank", grid=GRID, sweeps: int = 3) -> tuple[Rule, float]:

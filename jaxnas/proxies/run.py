@@ -3,7 +3,9 @@
 Scoring writes RUN/scores.csv block by block (a block = `block_size` candidates, one jitted call),
 so a killed run loses at most one block: the same command resumes after the last complete row (a
 row torn by a kill mid-write is dropped and computed again). SIGINT/SIGTERM stop the run between
-blocks. With a benchmark table, RUN/summary.json gives each output's Kendall tau / Spearman against it.
+blocks. With `proxy.rule`, RUN/aggregate.csv holds the rule's aggregate of every architecture (ranks
+are over all scored architectures, so it is written at the end). With a benchmark table,
+RUN/summary.json gives each output's Kendall tau / Spearman against it.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import numpy as np
 from jaxnas import data as data_lib
 from jaxnas.bench import dataset_column, rank_summary
 from jaxnas.config import Config
+from jaxnas.proxies.combine import load_rule
 from jaxnas.proxies.scoring import PROXIES, make_scorer, parse_proxies, proxy_batches
 from jaxnas.report import normalization, progress_bar
 from jaxnas.rundir import (
@@ -68,10 +71,18 @@ def select_archs(spec: str, seed: int) -> np.ndarray:
     return np.stack(archs)
 
 
+def score_proxies(cfg: Config) -> list[str]:
+    """The proxies `jaxnas score` computes: `proxy.names`, then the metrics of `proxy.rule`, each once."""
+    rule = load_rule(cfg.proxy.rule) if cfg.proxy.rule else None
+    return list(dict.fromkeys(parse_proxies(",".join([cfg.proxy.names, *(rule.metrics if rule else ())]))))
+
+
 def score(cfg: Config, run_dir, *, overwrite=False, bench_table=None, progress=True, block_size=64,
           dataset=None) -> dict:
-    """Score the architectures `cfg.proxy.archs` with the proxies `cfg.proxy.names`; resumable."""
-    proxies = parse_proxies(cfg.proxy.names)
+    """Score the architectures `cfg.proxy.archs` with the proxies `cfg.proxy.names` (and the metrics
+    of `cfg.proxy.rule`, whose aggregate over all of them goes to aggregate.csv); resumable."""
+    rule = load_rule(cfg.proxy.rule) if cfg.proxy.rule else None
+    proxies = score_proxies(cfg)
     archs = select_archs(cfg.proxy.archs, cfg.seed)
     run = check_run_dir(run_dir, cfg, overwrite, finished_file="summary.json")
     ds = dataset or data_lib.load(cfg.data, max_per_class=cfg.max_per_class)
@@ -121,13 +132,22 @@ def score(cfg: Config, run_dir, *, overwrite=False, bench_table=None, progress=T
     summary = {"n": len(rows), "proxies": proxies, "wall_time_s": round(wall, 2),
                "archs_per_s": round(len(rows) / max(wall, 1e-9), 3), "data": data_lib.resolve(cfg.data),
                "normalization": normalization(ds), "seed": cfg.seed}
+    columns = {k: np.array([float(r[k]) for r in rows]) for k in rows[0] if k not in ("index", "arch")}
+    if rule is not None:
+        aggregate = rule({m: columns[PROXIES[m][1]] for m in rule.metrics})
+        atomic_write(run / "aggregate.csv", "".join(
+            _csv_line(f) for f in [["index", "arch", "aggregate"]] + [[r["index"], r["arch"], repr(float(v))]
+                                                                      for r, v in zip(rows, aggregate)]))
+        best = int(np.argmax(aggregate))
+        summary["rule"] = {**rule.to_json(), "spec": cfg.proxy.rule, "best": {"arch": rows[best]["arch"],
+                                                                            "aggregate": float(aggregate[best])}}
+        columns["aggregate"] = aggregate
     if bench_table is not None:
         column = dataset_column(ds.num_classes) or cfg.data
         truth = bench_table.values([r["arch"] for r in rows], column)
         summary["bench"] = {"table": str(bench_table.path), "column": bench_table.resolve(column), "correlation": {}}
-        for c in [k for k in rows[0] if k not in ("index", "arch")]:
-            s = np.array([float(r[c]) for r in rows])
-            summary["bench"]["correlation"][c] = rank_summary(s, truth)
+        for c, values in columns.items():
+            summary["bench"]["correlation"][c] = rank_summary(values, truth)
     atomic_write(run / "summary.json", json.dumps(summary, indent=2))
     return summary
 
