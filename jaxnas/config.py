@@ -158,6 +158,8 @@ class PGNAS:
     tau: float = 0.2                   # concrete temperature (supplement)
     p_init: float = 0.1                # initial drop probability (supplement)
     rescale: bool = False              # Gal's 1/(1-p) rescaling of gated inputs (the reference has none)
+    per_cell: bool = False             # NB201: one drop probability per (cell, edge, op) instead of per
+                                       # (edge, op) shared by the cells
     candidates: int = 1500             # (architecture, weights) pairs sampled at selection (paper, CIFAR-10)
     genotype: str = "projection"       # candidate -> NB201 genotype: projection (per edge the kept op of
                                        # highest keep probability) | rejection (only one-op-per-edge samples)

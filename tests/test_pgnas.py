@@ -165,3 +165,53 @@ def test_ranked_genotypes_draw_kept_ops_and_are_ranked_with_the_shared_weights()
     assert res["genotype_mapping"] == "ranked" and 1 <= res["ranked_genotypes"] <= 4
     single = m.pick_best(state, nb201.validate(res["arch"])[None], evaluator)
     assert single["valid_acc"] == res["valid_acc"]
+
+
+def test_gates_per_cell_feed_each_cell_its_own(supernet):
+    """InputGates [3N, 6, 5]: cell c reads gates[c]; against the modules composed by hand."""
+    graphdef, params, stats = supernet
+    x = images(6)
+    archs = nb201.from_index(np.array([1835, 15624, 7000]))
+    gates = jnp.stack([nb201.to_mask(a) for a in archs])  # [3, 6, 5]: one cell per stage at N=1
+    y = apply(graphdef, params, stats, x, InputGates(gates), train=True)[0]
+    net = nnx.merge(graphdef, params, stats, copy=True)
+    h, c = net.stem(x, True), 0
+    for module in net.cells:
+        if isinstance(module, nb201.networks.ResNetBlock):
+            h = module(h, True)
+        else:
+            h, c = module(h, gates[c], "input_gates", True, None), c + 1
+    np.testing.assert_allclose(np.asarray(y), np.asarray(net.head(h, True)), rtol=1e-5, atol=1e-5)
+    same = apply(graphdef, params, stats, x, InputGates(jnp.stack([gates[1]] * 3)), train=True)[0]
+    np.testing.assert_allclose(np.asarray(same), np.asarray(
+        apply(graphdef, params, stats, x, InputGates(gates[1]), train=True)[0]), rtol=1e-5, atol=1e-5)
+
+
+def test_per_cell_regulariser_projection_and_selection():
+    m = small_method(**{"pgnas.per_cell": True, "pgnas.candidates": 4, "pgnas.length_scale_sq": 5.0})
+    state = m.init()
+    assert state.method["p_logit"].shape == (3, 6, 4)
+    p_logit = jax.random.normal(jax.random.key(4), (3, 6, 4))
+    cells = [c for c in jax.device_get(state.params)["cells"].values() if "edges" in c]
+    want = 0.0
+    for ci, cell in enumerate(cells):
+        for e in range(6):
+            for j, op in enumerate(GATED_OPS):
+                p = 1 / (1 + math.exp(-float(p_logit[ci, e, j])))
+                k = cell["edges"][e]["conv1"]["conv"]["kernel"].shape[2]
+                w_sq = 0.0
+                if op in (nb201.CONV1, nb201.CONV3):
+                    w = np.asarray(cell["edges"][e]["conv1" if op == nb201.CONV1 else "conv3"]["conv"]["kernel"], np.float64)
+                    w_sq = float((w * w).sum())
+                want += 5.0 / m.n_train * (1 - p) * w_sq + k / m.n_train * (p * math.log(p) + (1 - p) * math.log(1 - p))
+    assert float(m.regulariser(state.params, p_logit)) == pytest.approx(want, rel=1e-5)
+    # per edge the op kept in the most cells; ties by the mean keep probability
+    keep = np.zeros((3, 6, 4))
+    keep[:, :, 0] = [[1] * 6, [1] * 6, [0] * 6]      # skip kept in 2 cells
+    keep[:, :, 2] = [[1] * 6, [0] * 6, [1] * 6]      # conv3 in 2 cells too: the tie goes to conv3 below
+    keep_prob = np.tile([0.5, 0.5, 0.9, 0.5], (3, 6, 1))
+    np.testing.assert_array_equal(m.gates.project(keep, keep_prob), [nb201.CONV3] * 6)
+    assert not m.gates.exact(keep[None])[0] and m.gates.exact(np.stack([np.eye(4)[[0, 1, 2, 3, 0, 1]]] * 3)[None])[0]
+    x = jnp.asarray(np.random.default_rng(7).normal(size=(16, H, H, 3)), jnp.float32)
+    res = m.select(state, Evaluator(x, jnp.arange(16) % 10, chunk_size=4))
+    assert res["per_cell"] and np.asarray(res["mask"]).shape == (3, 6, 4) and len(res["arch"]) == 6

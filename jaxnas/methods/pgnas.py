@@ -10,7 +10,8 @@ fixed-rate baseline. `jaxnas train --space hybrid --arch <result's arch>` retrai
 
 NB201 (`OperationGates`), training (paper Eq. 14-16, supplement 1.1): every op of every edge (skip, conv 1x1, conv 3x3, avg
 pool) sits behind a concrete-dropout gate with a learned drop probability p = sigmoid(p_logit), one
-per (edge, op) shared across the cells; each example draws its own relaxed drop value (tau 0.2) and
+per (edge, op) shared across the cells (`pgnas.per_cell`: one per cell and (edge, op), the paper's
+per-layer groups; a candidate's genotype is then, per edge, the op kept in the most cells); each example draws its own relaxed drop value (tau 0.2) and
 the op's input is scaled by 1 - drop (`jaxnas.nn.concrete`, after the reference layer
 Conv2d_with_CD); the ops' outputs are summed (`InputGates`). Weights and drop logits take one SGD
 step together on cross-entropy + the regulariser (l^2/N) sum (1-p)|w|^2 + (k/N) sum [p log p +
@@ -78,15 +79,17 @@ def _summary(acc) -> dict:
 
 class OperationGates:
     """NB201 at the operation level: p_logit [6, 4] (edge, op: skip, conv 1x1, conv 3x3, pool),
-    shared across the cells; a candidate is a keep-mask [6, 4] mapped to a genotype."""
+    shared across the cells, or [3N, 6, 4] with `pgnas.per_cell` (one per cell, the paper's
+    per-layer groups); a candidate is a keep-mask of that shape, mapped to a genotype."""
 
     valid = 1.0  # every gate is real
 
-    def __init__(self, params, space):
-        self.space, self.shape = space, (nb.NUM_EDGES, len(GATED_OPS))
-        # the entropy term's k per (edge, op): the input channels a gate drops, summed over the cells
-        # that share it
-        self.k = float(sum(cell["edges"][0]["conv1"]["conv"]["kernel"].shape[2] for cell in self._cells(params)))
+    def __init__(self, params, space, per_cell: bool = False):
+        self.space, self.per_cell = space, per_cell
+        channels = np.array([cell["edges"][0]["conv1"]["conv"]["kernel"].shape[2] for cell in self._cells(params)])
+        self.shape = ((len(channels),) if per_cell else ()) + (nb.NUM_EDGES, len(GATED_OPS))
+        # the entropy term's k per gate: the input channels it drops, summed over the cells sharing it
+        self.k = channels[:, None, None].astype(np.float32) if per_cell else float(channels.sum())
 
     @staticmethod
     def _cells(params):
@@ -102,23 +105,42 @@ class OperationGates:
         return gate_values(keep, p_logit, rescale)
 
     def weights_sq(self, params):
-        """|w|^2 per (edge, gated op) [6, 4], summed over the cells: conv kernels; skip/pool 0."""
+        """|w|^2 per (edge, gated op) [6, 4], summed over the cells ([3N, 6, 4] per cell with
+        `per_cell`): conv kernels; skip/pool 0."""
+        def one(cells):
+            rows = []
+            for e in range(nb.NUM_EDGES):
+                conv = {op: sum(jnp.sum(c["edges"][e][name]["conv"]["kernel"] ** 2) for c in cells)
+                        for op, name in ((nb.CONV1, "conv1"), (nb.CONV3, "conv3"))}
+                rows.append(jnp.stack([conv.get(op, jnp.float32(0.0)) for op in GATED_OPS]))
+            return jnp.stack(rows)
         cells = self._cells(params)
-        rows = []
-        for e in range(nb.NUM_EDGES):
-            conv = {op: sum(jnp.sum(c["edges"][e][name]["conv"]["kernel"] ** 2) for c in cells)
-                    for op, name in ((nb.CONV1, "conv1"), (nb.CONV3, "conv3"))}
-            rows.append(jnp.stack([conv.get(op, jnp.float32(0.0)) for op in GATED_OPS]))
-        return jnp.stack(rows)
+        return jnp.stack([one([c]) for c in cells]) if self.per_cell else one(cells)
 
     def extras(self, keep, p_logit) -> dict:
-        return {"mask_ops": [nb.OPS[op] for op in GATED_OPS],
+        return {"mask_ops": [nb.OPS[op] for op in GATED_OPS], "per_cell": self.per_cell,
                 "one_op_per_edge_candidates": int(self.exact(keep).sum())}
 
-    @staticmethod
-    def exact(keep):
-        """Candidates that are NB201 genotypes as they are (at most one kept op per edge)."""
-        return (np.asarray(keep).sum(-1) <= 1).all(-1)
+    def exact(self, keep):
+        """Candidates that are NB201 genotypes as they are: at most one kept op per edge (and, per
+        cell, the same in every cell)."""
+        keep = np.asarray(keep)
+        single = (keep.sum(-1) <= 1).all(-1)
+        if not self.per_cell:
+            return single
+        return single.all(-1) & (keep == keep[..., :1, :, :]).all((-3, -2, -1))
+
+    def project(self, keep, keep_prob) -> np.ndarray:
+        """One candidate's genotype: per edge the kept op of highest keep probability; per cell, the
+        op kept in the most cells (ties: the higher mean keep probability)."""
+        if not self.per_cell:
+            return to_genotype(keep, keep_prob)
+        count = np.asarray(keep).sum(0)
+        return to_genotype(count > 0, count + np.asarray(keep_prob).mean(0))
+
+    def any_cell(self, keep) -> np.ndarray:
+        """[..., 6, 4]: the ops a candidate keeps (in at least one cell, per cell)."""
+        return np.asarray(keep).max(-3) if self.per_cell else np.asarray(keep)
 
 
 class ChannelGates:
@@ -173,7 +195,8 @@ class PGNAS(SupernetMethod):
         self.tx = optim.sgd(cfg.train.lr, cfg.train.momentum, cfg.train.nesterov, 0.0)  # no weight decay
         n_weights = len(dataset.train_labels) // (2 if self.split == "search" else 1)
         self.n_train = c.n_train or 10.0 * n_weights
-        self.gates = LAYOUTS[space.name](self._params, space)
+        self.gates = (OperationGates(self._params, space, c.per_cell) if space.name == "nb201"
+                      else LAYOUTS[space.name](self._params, space))
         self.k = self.gates.k
 
     def init(self):
@@ -254,10 +277,10 @@ class PGNAS(SupernetMethod):
         keep_prob = np.asarray(jax.nn.sigmoid(-p_logit))
         out.update({"mask": keep[best].astype(int).tolist(), "genotype_mapping": c.genotype,
                     "exact_genotype": bool(exact[best])})
-        projected = to_genotype(keep[best], keep_prob)
+        projected = self.gates.project(keep[best], keep_prob)
         if c.genotype != "ranked":
             return {"arch": projected, **out}
-        ranked = self.pick_best(state, self._kept_paths(key_rank, keep), evaluator)
+        ranked = self.pick_best(state, self._kept_paths(key_rank, self.gates.any_cell(keep)), evaluator)
         return {**out, "arch": ranked["arch"], "projected_arch": nb.to_string(projected),
                 "pair_valid_acc": out["valid_acc"], "valid_acc": ranked["valid_acc"],
                 "valid_loss": ranked["valid_loss"], "ranked_genotypes": len(ranked["candidates"])}

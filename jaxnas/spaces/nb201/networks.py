@@ -22,7 +22,8 @@ The supernet's forward takes the architecture as a traced array in a typed conta
   - `Weights(float[6, 5])`: op weights, sum_k w_k op_k(x) per edge (DARTS/SETN "joint" mode);
   - `Gates(float[6, 5])`:  0/1 masks, the mean of the selected ops per edge (multi-branch cells);
   - `InputGates(float[6, 5] or float[B, 6, 5])`: each op's input scaled by its gate (one set per
-    example with the B axis), the ops' outputs summed: PGNAS's concrete-dropout gates.
+    example with the B axis), the ops' outputs summed: PGNAS's concrete-dropout gates; with a cell
+    axis, float[3N, 6, 5] or float[B, 3N, 6, 5], each search cell reads its own gates (cells unrolled).
 With `forward_only=True` (passes that are never differentiated: candidate evaluation, BN
 recalibration, activation proxies) the supernet picks its own fastest exact formulation: cells
 scanned, the backend's forward-only single-path formulation, unused ops pruned (`live_ops`).
@@ -357,6 +358,19 @@ class NB201SuperNet(_Macro):
         kind = _KIND[type(check(arch))]
         a = arch.value
         want = (nb.NUM_EDGES,) if kind == "choice" else (nb.NUM_EDGES, nb.NUM_OPS)
+        n_cells = 3 * self.N
+        if kind == "input_gates" and a.ndim == 3 and a.shape[0] == x.shape[0] == n_cells:
+            raise ValueError(f"InputGates of shape {tuple(a.shape)} with a batch of {n_cells}: gates per example or "
+                             "per cell? Use another batch size")
+        if kind == "input_gates" and a.ndim in (3, 4) and a.shape[-3] == n_cells and (
+                a.ndim == 3 or a.shape[0] == x.shape[0]):  # gates per search cell: [(B,) 3N, 6, 5]
+            if tap is not None:
+                raise ValueError("tap needs one architecture for every cell, not gates per cell")
+            if tuple(a.shape[-2:]) != want:
+                raise ValueError(f"InputGates per cell takes gates of shape [(B,) {n_cells}, 6, 5], got {tuple(a.shape)}")
+            per_cell = iter([a[c] if a.ndim == 3 else jnp.moveaxis(a[:, c], 0, 1) for c in range(n_cells)])
+            return self._forward(x, train, lambda cell, h, record: cell(h, next(per_cell), kind, train, None, record),
+                                 None, False)
         if kind == "input_gates" and a.ndim == 3 and a.shape[0] == x.shape[0]:  # one set per example
             if tap is not None:
                 raise ValueError("tap needs one architecture for the whole batch, not gates per example")
