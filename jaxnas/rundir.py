@@ -8,6 +8,7 @@
 """
 from __future__ import annotations
 
+import atexit
 import contextlib
 import csv
 import json
@@ -23,10 +24,18 @@ import warnings
 import jaxnas
 from jaxnas.config import Config, flat, from_json
 
+try:
+    import fcntl
+except ImportError:  # not POSIX: no run-directory lock
+    fcntl = None
+
 # Everything jaxnas may write into a run directory; --overwrite removes only these.
 OWNED = ("config.json", "metrics.jsonl", "result.json", "checkpoints", "scores.csv", "progress.json",
          "summary.json", "aggregate.csv", "plots")
 MARKER = "config.json"
+LOCK = ".lock"  # held (flock) by the process writing the run directory; never removed
+_HELD: dict = {}  # resolved run directory -> the open lock file this process holds
+atexit.register(lambda: [f.close() for f in _HELD.values()])
 
 
 class RunError(RuntimeError):
@@ -119,7 +128,7 @@ def check_run_dir(run_dir, cfg: Config, overwrite: bool, finished_file: str = "r
             diff = {k: (old[k], new[k]) for k in new if old[k] != new[k]}
             raise RunError(f"{run} holds a run with a different config {diff} (saved, now); "
                            "use another --out or --overwrite")
-    elif run.exists() and any(run.iterdir()):
+    elif run.exists() and _entries(run):
         raise RunError(f"{run} exists, is not empty and holds no jaxnas run; choose another --out")
     return run
 
@@ -137,7 +146,7 @@ def _check_removable(run: pathlib.Path) -> None:
     why = _protected(run)
     if why:
         raise RunError(f"refusing to --overwrite {run}: {why}")
-    if any(run.iterdir()) and not is_jaxnas_run(run):
+    if _entries(run) and not is_jaxnas_run(run):
         raise RunError(f"refusing to --overwrite {run}: it holds no jaxnas run (no {MARKER} written by "
                        "jaxnas); remove it yourself or choose another --out")
 
@@ -149,7 +158,7 @@ def remove_run(run: pathlib.Path) -> None:
         return
     kept = []
     # the marker goes last: a kill midway leaves a folder that is still recognisably jaxnas's
-    for entry in sorted(run.iterdir(), key=lambda e: e.name == MARKER):
+    for entry in sorted(_entries(run), key=lambda e: e.name == MARKER):
         name = entry.name.removesuffix(".tmp")
         if name not in OWNED:
             kept.append(entry.name)
@@ -162,9 +171,48 @@ def remove_run(run: pathlib.Path) -> None:
                       f"{', '.join(kept[:5])}{' ...' if len(kept) > 5 else ''}", stacklevel=2)
 
 
-def prepare_run_dir(run: pathlib.Path, cfg: Config, overwrite: bool) -> pathlib.Path:
-    """Create (or, with `overwrite`, clear) the run directory and record config and versions."""
+def _entries(run: pathlib.Path) -> list[pathlib.Path]:
+    """What a run directory holds, its lock file aside."""
+    return [e for e in run.iterdir() if e.name != LOCK]
+
+
+def lock_run_dir(run: pathlib.Path) -> None:
+    """Hold an exclusive lock on `run` until `release_run_dir` (or this process ends): a second
+    jaxnas process on the same run directory is refused, since two writers would interleave their
+    score rows and checkpoints. Re-entrant within a process."""
+    key = run.resolve()
+    if key in _HELD or fcntl is None:
+        return
+    run.mkdir(parents=True, exist_ok=True)
+    f = open(run / LOCK, "a+")  # noqa: SIM115 -- held open while the run lasts
     try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.seek(0)
+        pid = f.read().strip()
+        f.close()
+        raise RunError(f"{run} is being written by another jaxnas process{f' (pid {pid})' if pid else ''}; "
+                       "wait for it or stop it, then rerun") from None
+    f.seek(0)
+    f.truncate()
+    f.write(str(os.getpid()))
+    f.flush()
+    _HELD[key] = f
+
+
+def release_run_dir(run: pathlib.Path) -> None:
+    f = _HELD.pop(pathlib.Path(run).resolve(), None)
+    if f is not None:
+        f.close()  # closing the file releases the flock
+
+
+def prepare_run_dir(run: pathlib.Path, cfg: Config, overwrite: bool) -> pathlib.Path:
+    """Lock (`lock_run_dir`), create (or, with `overwrite`, clear) the run directory and record config
+    and versions."""
+    try:
+        if overwrite:
+            _check_removable(run)
+        lock_run_dir(run)
         if overwrite:
             remove_run(run)
         run.mkdir(parents=True, exist_ok=True)

@@ -44,6 +44,7 @@ def one_line_error(rc, err, *, code=2):
 def fake_run(folder: pathlib.Path, finished=True) -> pathlib.Path:
     """A run directory as jaxnas leaves it (its config.json marker, a result, checkpoints)."""
     rundir.prepare_run_dir(folder, Config(), overwrite=False)
+    rundir.release_run_dir(folder)  # a finished run no longer holds its directory
     (folder / "checkpoints").mkdir()
     (folder / "checkpoints" / "3").mkdir()
     (folder / "metrics.jsonl").write_text('{"step": 1, "loss": 2.0}\n')
@@ -90,7 +91,7 @@ def test_overwrite_removes_only_what_jaxnas_wrote(tmp_path):
     (run / "notes.txt").write_text("mine")
     with pytest.warns(UserWarning, match="kept 1 entries .* notes.txt"):
         rundir.remove_run(run)
-    assert sorted(p.name for p in run.iterdir()) == ["notes.txt"]
+    assert sorted(p.name for p in run.iterdir()) == [rundir.LOCK, "notes.txt"]  # the lock file stays
 
 
 def test_demo_replaces_only_its_own_folder(tmp_path, monkeypatch, capsys):
@@ -449,4 +450,26 @@ def test_warnings_module_is_quiet_for_good_runs(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         rundir.remove_run(run)
-    assert list(run.iterdir()) == []
+    assert [p.name for p in run.iterdir()] == [rundir.LOCK]
+
+
+def test_a_run_directory_written_by_another_process_is_refused(tmp_path):
+    """Two processes on one run directory would interleave rows and checkpoints: the second is
+    refused with the first one's pid, and the directory is free again once the first releases it."""
+    import fcntl
+    import os
+
+    from jaxnas.config import Config
+    from jaxnas.rundir import LOCK, RunError, prepare_run_dir, release_run_dir
+    run = tmp_path / "run"
+    run.mkdir()
+    with open(run / LOCK, "a+") as other:  # another process's lock (a second open file description)
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        other.write("4242")
+        other.flush()
+        with pytest.raises(RunError, match=r"another jaxnas process \(pid 4242\)"):
+            prepare_run_dir(run, Config(), overwrite=False)
+    prepare_run_dir(run, Config(), overwrite=False)  # free now; held by this process, re-entrant
+    prepare_run_dir(run, Config(), overwrite=True)
+    assert (run / LOCK).read_text() == str(os.getpid()) and (run / "config.json").exists()
+    release_run_dir(run)

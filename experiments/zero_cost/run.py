@@ -109,7 +109,13 @@ def score_run(out: pathlib.Path, arch_file: pathlib.Path) -> list[dict]:
                    "--data", str(DATA), "--no-progress"])
         if rc:
             raise SystemExit(f"jaxnas score failed ({rc}) for {out}")
-    return list(csv.DictReader((out / "scores.csv").open()))
+    rows = list(csv.DictReader((out / "scores.csv").open()))
+    # one row per architecture (two processes once wrote to one run directory here; their rows for an
+    # architecture are identical, since a score depends only on (seed, architecture, batch))
+    first = {}
+    for r in rows:
+        first.setdefault(r["arch"], r)
+    return list(first.values())
 
 
 def part_b(a, every, truth, valid, calib_idx, eval_idx) -> dict:

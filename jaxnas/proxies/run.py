@@ -31,6 +31,7 @@ from jaxnas.rundir import (
     check_run_dir,
     prepare_run_dir,
     read_scores,
+    release_run_dir,
     stop_on_signals,
 )
 from jaxnas.spaces import nb201
@@ -89,6 +90,13 @@ def score(cfg: Config, run_dir, *, overwrite=False, bench_table=None, progress=T
     (x, y), train = proxy_batches(ds, cfg)
     scorer = make_scorer(cfg, proxies, ds.num_classes)
     run = prepare_run_dir(run, cfg, overwrite)
+    try:
+        return _score(cfg, run, archs, proxies, rule, scorer, ds, x, y, train, bench_table, progress, block_size)
+    finally:
+        release_run_dir(run)
+
+
+def _score(cfg, run, archs, proxies, rule, scorer, ds, x, y, train, bench_table, progress, block_size) -> dict:
     out_csv = run / "scores.csv"
     found, done = read_scores(out_csv, repair=True)
     strings = [nb201.to_string(a) for a in archs]

@@ -30,6 +30,7 @@ from jaxnas.rundir import (
     append_text,
     check_run_dir,
     prepare_run_dir,
+    release_run_dir,
     stop_on_signals,
     truncate_jsonl,
 )
@@ -165,6 +166,12 @@ class SearchRun:
         return note
 
     def run(self) -> dict:
+        try:
+            return self._run()
+        finally:
+            release_run_dir(self.run_dir)
+
+    def _run(self) -> dict:
         cfg = self.cfg
         state = self.restore_or_init()
         t0, elapsed0 = time.time(), float(state.elapsed)
