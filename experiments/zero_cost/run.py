@@ -199,7 +199,7 @@ def main():
                   f"{b['calib_n']} others against cifar10-valid validation accuracy); "
                   f"{b['eval_archs_per_s']:.2f} architectures/s on this machine", "",
                   "| score | Spearman / Kendall (95% CI), CIFAR-10 | CIFAR-100 | ImageNet16-120 | search within the "
-                  "set, N = 10 / 100 |", "|---|---|---|---|---|"]
+                  f"set, N = {' / '.join(map(str, next(iter(b['rows'].values()))['search']))} |", "|---|---|---|---|---|"]
         for name, r in b["rows"].items():
             c = r["corr"]
             ci = c["cifar10"]["kendall_95"]
