@@ -26,7 +26,7 @@ import numpy as np
 
 HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from run import DATA, best_of  # noqa: E402
+from run import DATA, best_of
 
 SIZES = ("hybrid.C=8", "hybrid.blocks=1")
 
@@ -77,9 +77,9 @@ def main():
         "test_acc": full["test_acc"], "params": full["params"]}}, indent=2))
 
     kernels = [k for k in rows[0]["sparsity"] if k != "all"]
-    lines = [f"Hybrid network C=8, 1 block per stage; {a.epochs} epochs ({rows[0]['steps']} steps) on "
+    lines = [(f"Hybrid network C=8, 1 block per stage; {a.epochs} epochs ({rows[0]['steps']} steps) on "
              f"{a.max_per_class} CIFAR-10 images per class; {a.candidates} candidates per population on "
-             f"{a.eval_images} held-out images; retraining {a.retrain_epochs} epochs, CIFAR-10 test accuracy (%).", "",
+             f"{a.eval_images} held-out images; retraining {a.retrain_epochs} epochs, CIFAR-10 test accuracy (%)."), "",
              "| l² | mean p | channels dropped, candidates: " + " / ".join(kernels) + " (all) | selected pair: params "
              "(of full), FLOPs (of full) | PGNAS candidates mean ± std (max) | fixed-rate mean ± std (max) | "
              "best-of-10 / 100 / 300 PGNAS vs fixed | retrained test acc (params) |",

@@ -30,7 +30,7 @@ import numpy as np
 
 HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from run import C10, DATA, TABLE, best_of, posterior_tau  # noqa: E402
+from run import C10, DATA, TABLE, best_of, posterior_tau
 
 
 def search(method, seed, a, runs: pathlib.Path, extra=()) -> dict:
@@ -109,11 +109,11 @@ def main():
                                                       np.array([r["rsps"] for r in rows]))
     (HERE / "results_seeds.json").write_text(json.dumps({"rows": rows, "free": free, "summary": summary}, indent=2))
 
-    lines = [f"C=8, N=1, {a.epochs} epochs ({rows[0]['steps']} steps) on {a.max_per_class} CIFAR-10 images per class, "
+    lines = [(f"C=8, N=1, {a.epochs} epochs ({rows[0]['steps']} steps) on {a.max_per_class} CIFAR-10 images per class, "
              f"{a.candidates} PGNAS candidates, held-out batch {a.eval_images} images of the search split; NB201 "
-             "CIFAR-10 test accuracy (%) of each pick.", "",
-             "| seed | PGNAS ranked genotype | PGNAS projected genotype | RSPS (equal steps) | PGNAS candidates "
-             "mean ± std | fixed-rate mean ± std | best-of-300 PGNAS / fixed | posterior tau (p) |",
+             "CIFAR-10 test accuracy (%) of each pick."), "",
+             ("| seed | PGNAS ranked genotype | PGNAS projected genotype | RSPS (equal steps) | PGNAS candidates "
+             "mean ± std | fixed-rate mean ± std | best-of-300 PGNAS / fixed | posterior tau (p) |"),
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['seed']} | {r['ranked']:.2f} | {r['projected']:.2f} | {r['rsps']:.2f} | "
@@ -122,15 +122,15 @@ def main():
                      f"{r['best_of_fixed'].get(300, float('nan')):.2f} | {r['posterior_tau']:+.3f} "
                      f"({r['posterior_tau_p']:.3g}) |")
     s = summary
-    lines += [f"| **mean ± std** | **{s['ranked'][0]:.2f} ± {s['ranked'][1]:.2f}** | {s['projected'][0]:.2f} ± "
+    lines += [(f"| **mean ± std** | **{s['ranked'][0]:.2f} ± {s['ranked'][1]:.2f}** | {s['projected'][0]:.2f} ± "
               f"{s['projected'][1]:.2f} | {s['rsps'][0]:.2f} ± {s['rsps'][1]:.2f} | | | | "
-              f"{s['posterior_tau'][0]:+.3f} |", "",
-              f"Ranked PGNAS vs RSPS: exact permutation p = {s['ranked_vs_rsps_p']:.2f} ({len(rows)} + {len(rows)} "
-              f"seeds; the smallest possible p is {2 / math.comb(2 * len(rows), len(rows)):.2f}).",
-              f"Free baseline (no training): #params Kendall tau {free['params_tau']:+.3f} on all 15,625; the "
+              f"{s['posterior_tau'][0]:+.3f} |"), "",
+              (f"Ranked PGNAS vs RSPS: exact permutation p = {s['ranked_vs_rsps_p']:.2f} ({len(rows)} + {len(rows)} "
+              f"seeds; the smallest possible p is {2 / math.comb(2 * len(rows), len(rows)):.2f})."),
+              (f"Free baseline (no training): #params Kendall tau {free['params_tau']:+.3f} on all 15,625; the "
               f"most-parameter architecture among {k_rsps} uniform draws averages {free[f'params_pick_{k_rsps}']:.2f}, "
               f"among {k_ranked} {free[f'params_pick_{k_ranked}']:.2f}; a uniform architecture averages "
-              f"{free['random_mean']:.2f}."]
+              f"{free['random_mean']:.2f}.")]
     (HERE / "table_seeds.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

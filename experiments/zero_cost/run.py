@@ -21,7 +21,7 @@ N = 10 / 100 / 1000 on the whole space (part A) and N = 10 / 100 within the eval
 beside TE-NAS 93.90 ± 0.47 and NASI 93.55 ± 0.10 (their papers) and the wall time per architecture.
 
 Writes results.json and table.md here; `jaxnas score` runs resume and are reused.
-Usage: python experiments/zero_cost/run.py [--runs runs/zero_cost] [--calib 200] [--eval 300] [--no-part-b]
+Usage: python experiments/zero_cost/run.py [--runs runs/zero_cost] [--calib 200] [--eval 360] [--no-part-b]
 """
 from __future__ import annotations
 
@@ -40,6 +40,7 @@ DATA = SHARED / "cifar10-jpeg" / "cifar10-jpeg.tar.gz"
 TARGETS = {"cifar10": "CIFAR10TestAccuracy200Epochs", "cifar100": "CIFAR100TestAccuracy200Epochs",
            "imagenet16": "ImageNetTestAccuracy200Epochs"}
 PUBLISHED = {"TE-NAS (ICLR 2021)": "93.90 ± 0.47", "NASI (ICLR 2022)": "93.55 ± 0.10"}
+EVAL_CHUNK = 120  # evaluation architectures per `jaxnas score` run
 METRICS_B = "naswot,das,az_expressivity,az_progressivity,az_trainability,zico,params,flops,layers"
 
 
@@ -125,14 +126,20 @@ def part_b(a, every, truth, valid, calib_idx, eval_idx) -> dict:
     runs.mkdir(parents=True, exist_ok=True)
     out = {}
     got = {}
-    for name, idx in (("calib", calib_idx), ("eval", eval_idx)):
+    # the evaluation set is scored in runs of EVAL_CHUNK architectures ("eval", "eval-120", ...: named by
+    # their offset), so a larger --eval adds runs and keeps the finished ones
+    chunks = [("calib", calib_idx)] + [("eval" if k == 0 else f"eval-{k}", np.sort(eval_idx[k:k + EVAL_CHUNK]))
+                                       for k in range(0, len(eval_idx), EVAL_CHUNK)]
+    for name, idx in chunks:
         f = runs / f"{name}_archs.txt"
         f.write_text("".join(nb201.to_string(every[i]) + "\n" for i in idx))
         rows = score_run(runs / name, f)
         summary = json.loads((runs / name / "summary.json").read_text())
-        got[name] = {k: np.array([float(r[k]) for r in rows]) for k in rows[0] if k not in ("index", "arch")}
-        got[name]["_index"] = np.array([int(r["index"]) for r in rows])
-        out[f"{name}_archs_per_s"] = summary["archs_per_s"]
+        part = {k: np.array([float(r[k]) for r in rows]) for k in rows[0] if k not in ("index", "arch")}
+        part["_index"] = np.array([int(r["index"]) for r in rows])
+        key = "calib" if name == "calib" else "eval"
+        got[key] = part if key not in got else {k: np.concatenate([got[key][k], part[k]]) for k in part}
+        out.setdefault(f"{key}_archs_per_s", summary["archs_per_s"])
     metrics = [k for k in got["eval"] if not k.startswith("_")]
     groups = {"naswot + params": ("naswot", "params"),
               "AZ-NAS components + flops": ("az_expressivity", "az_progressivity", "az_trainability", "flops"),
@@ -161,7 +168,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", default="runs/zero_cost")
     ap.add_argument("--calib", type=int, default=200)
-    ap.add_argument("--eval", type=int, default=300)
+    ap.add_argument("--eval", type=int, default=360)
     ap.add_argument("--no-part-b", action="store_true")
     a = ap.parse_args()
     from jaxnas.bench import load_table
@@ -171,15 +178,15 @@ def main():
     truth = {t: table.values(every, c) for t, c in TARGETS.items()}
     valid = load_table(NASWOT_V1).values(every, "valid_top1")
     perm = np.random.default_rng(2026).permutation(len(every))
-    calib_idx, eval_idx = np.sort(perm[:a.calib]), np.sort(perm[a.calib:a.calib + a.eval])
+    calib_idx, eval_idx = np.sort(perm[:a.calib]), perm[a.calib:a.calib + a.eval]  # eval: sorted per chunk
     results = {"part_a": part_a(a, every, truth, valid, calib_idx), "published_search": PUBLISHED}
     if not a.no_part_b:
         results["part_b"] = part_b(a, every, truth, valid, calib_idx, eval_idx)
     (HERE / "results.json").write_text(json.dumps(results, indent=2))
 
     lines = ["## Part A: all 15,625 (cost metrics from jaxnas's cost model; NASWOT = the reference's v1 scores)", "",
-             "| score | Spearman / Kendall, CIFAR-10 | CIFAR-100 | ImageNet16-120 | search N = 10 / 100 / 1000 "
-             "(CIFAR-10 test of the pick) |", "|---|---|---|---|---|"]
+             ("| score | Spearman / Kendall, CIFAR-10 | CIFAR-100 | ImageNet16-120 | search N = 10 / 100 / 1000 "
+             "(CIFAR-10 test of the pick) |"), "|---|---|---|---|---|"]
     for name, r in results["part_a"].items():
         if "corr" not in r:
             lines.append(f"| {name} | | | | {fmt_search(r['search'])} |")
@@ -195,11 +202,11 @@ def main():
                          + (f", calibration tau {r['calibration_tau']:.3f}" if r["calibration_tau"] is not None else ""))
     if "part_b" in results:
         b = results["part_b"]
-        lines += ["", f"## Part B: jaxnas's metrics on {b['eval_n']} seeded architectures (rules calibrated on "
+        lines += ["", (f"## Part B: jaxnas's metrics on {b['eval_n']} seeded architectures (rules calibrated on "
                   f"{b['calib_n']} others against cifar10-valid validation accuracy); "
-                  f"{b['eval_archs_per_s']:.2f} architectures/s on this machine", "",
-                  "| score | Spearman / Kendall (95% CI), CIFAR-10 | CIFAR-100 | ImageNet16-120 | search within the "
-                  f"set, N = {' / '.join(map(str, next(iter(b['rows'].values()))['search']))} |", "|---|---|---|---|---|"]
+                  f"{b['eval_archs_per_s']:.2f} architectures/s on this machine"), "",
+                  ("| score | Spearman / Kendall (95% CI), CIFAR-10 | CIFAR-100 | ImageNet16-120 | search within the "
+                  f"set, N = {' / '.join(map(str, next(iter(b['rows'].values()))['search']))} |"), "|---|---|---|---|---|"]
         for name, r in b["rows"].items():
             c = r["corr"]
             ci = c["cifar10"]["kendall_95"]
