@@ -148,7 +148,7 @@ class ChannelGates:
     (layer, kernel branch), expanded over the branch's input channels; a candidate's keep-mask
     [L, S, 4C] is its architecture."""
 
-    def __init__(self, params, space):
+    def __init__(self, params, space, per_cell: bool = False):  # per_cell: the groups are per layer already
         self.space, self.shape = space, space.valid.shape[:2]
         self.valid = jnp.asarray(space.valid, jnp.float32)
         self.k = np.array([[cin] for cin, _, _ in space.layers], np.float32)  # [L, 1]: the layer's inputs
@@ -195,9 +195,7 @@ class PGNAS(SupernetMethod):
         self.tx = optim.sgd(cfg.train.lr, cfg.train.momentum, cfg.train.nesterov, 0.0)  # no weight decay
         n_weights = len(dataset.train_labels) // (2 if self.split == "search" else 1)
         self.n_train = c.n_train or 10.0 * n_weights
-        self.gates = (OperationGates(self._params, space, c.per_cell) if space.name == "nb201"
-                      else LAYOUTS[space.name](self._params, space))
-        self.k = self.gates.k
+        self.gates = LAYOUTS[space.name](self._params, space, c.per_cell)
 
     def init(self):
         state = super().init()
@@ -206,8 +204,8 @@ class PGNAS(SupernetMethod):
                              opt_state=self.tx.init({"params": state.params, "p_logit": p_logit}))
 
     def regulariser(self, params, p_logit):
-        return concrete.regulariser(p_logit, self.gates.weights_sq(params), self.k, self.cfg.pgnas.length_scale_sq,
-                                    self.n_train)
+        return concrete.regulariser(p_logit, self.gates.weights_sq(params), self.gates.k,
+                                    self.cfg.pgnas.length_scale_sq, self.n_train)
 
     def train_step(self, state, wbatch, abatch, lr):
         images, labels = wbatch
@@ -256,7 +254,7 @@ class PGNAS(SupernetMethod):
 
         exact = self.gates.exact(keep)
         order = np.lexsort((np.arange(len(acc)), loss, -acc))
-        if self.space.name == "nb201" and c.genotype == "rejection":
+        if c.genotype == "rejection":  # on hybrid every candidate is exact: the filter keeps all
             order = order[exact[order]]
             if not len(order):
                 raise ValueError(f"pgnas.genotype=rejection: none of the {c.candidates} candidates keeps at most one "
@@ -267,10 +265,10 @@ class PGNAS(SupernetMethod):
                "candidates_acc": _summary(acc), "fixed_rate_acc": {"p": mean_p, **_summary(acc_fixed)},
                **self.gates.extras(keep, p_logit)}
         if self.space.name == "hybrid":
-            cost = jax.device_get(jax.vmap(self.space.cost)(jnp.asarray(keep[[best]], bool)))
+            cost = jax.device_get(self.space.cost(jnp.asarray(keep[best], bool)))
             full = jax.device_get(self.space.cost(jnp.asarray(self.space.valid)))
-            return {"arch": keep[best].astype(bool), **out, "params": int(cost["params"][0]),
-                    "flops": int(cost["flops"][0]), "full_params": int(full["params"]), "full_flops": int(full["flops"]),
+            return {"arch": keep[best].astype(bool), **out, "params": int(cost["params"]),
+                    "flops": int(cost["flops"]), "full_params": int(full["params"]), "full_flops": int(full["flops"]),
                     "sparsity": self.space.sparsity(keep[best].astype(bool)),
                     "candidates_sparsity": self.space.sparsity(keep.astype(bool)),
                     "fixed_rate_sparsity": self.space.sparsity(keep_fixed.astype(bool))}

@@ -72,9 +72,10 @@ def select_archs(spec: str, seed: int) -> np.ndarray:
     return np.stack(archs)
 
 
-def score_proxies(cfg: Config) -> list[str]:
-    """The proxies `jaxnas score` computes: `proxy.names`, then the metrics of `proxy.rule`, each once."""
-    rule = load_rule(cfg.proxy.rule) if cfg.proxy.rule else None
+def score_proxies(cfg: Config, rule=None) -> list[str]:
+    """The proxies `jaxnas score` computes: `proxy.names`, then the metrics of `proxy.rule` (`rule`
+    when already loaded), each once."""
+    rule = rule or (load_rule(cfg.proxy.rule) if cfg.proxy.rule else None)
     return list(dict.fromkeys(parse_proxies(",".join([cfg.proxy.names, *(rule.metrics if rule else ())]))))
 
 
@@ -83,7 +84,7 @@ def score(cfg: Config, run_dir, *, overwrite=False, bench_table=None, progress=T
     """Score the architectures `cfg.proxy.archs` with the proxies `cfg.proxy.names` (and the metrics
     of `cfg.proxy.rule`, whose aggregate over all of them goes to aggregate.csv); resumable."""
     rule = load_rule(cfg.proxy.rule) if cfg.proxy.rule else None
-    proxies = score_proxies(cfg)
+    proxies = score_proxies(cfg, rule)
     archs = select_archs(cfg.proxy.archs, cfg.seed)
     run = check_run_dir(run_dir, cfg, overwrite, finished_file="summary.json")
     ds = dataset or data_lib.load(cfg.data, max_per_class=cfg.max_per_class)

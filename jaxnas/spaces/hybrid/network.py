@@ -79,9 +79,9 @@ class HybridConv(nnx.Module):
         outs = []
         for s, (_, _, dilation) in enumerate(KERNELS):
             w = self.kernels[s][...]
-            if not self.kept[s]:  # a pruned-away branch: zeros
-                shape = _conv(x[..., :1], jnp.zeros(w.shape[:2] + (1, w.shape[3]), x.dtype), self.stride, dilation).shape
-                outs.append(jnp.zeros(shape, x.dtype))
+            if not self.kept[s]:  # a pruned-away branch: zeros ("same" padding: ceil(size / stride) pixels)
+                n, h, wd, _ = x.shape
+                outs.append(jnp.zeros((n, -(-h // self.stride), -(-wd // self.stride), w.shape[3]), x.dtype))
                 continue
             xs = x if len(self.kept[s]) == x.shape[-1] else x[..., np.asarray(self.kept[s])]
             if gates is not None and gates.ndim == 2:
