@@ -46,6 +46,7 @@ METHOD_HELP = {
     "aznas": "training-free: best by AZ-NAS's rule (log-rank sum of its 3 components and FLOPs)",
     "naswot_params": "training-free: best by the log-rank sum of NASWOT and the parameter count",
     "rule": "training-free: best by proxy.rule (a named rule or a calibrated rule .json)",
+    "prune": "training-free, TE-NAS: prune the whole cell op by op by proxy.rule (default naswot_params)",
 }
 
 
@@ -222,7 +223,8 @@ def _estimate(args, cfg, candidates) -> dict:
         from jaxnas import methods
         from jaxnas.proxies.run import score_proxies
         proxies = score_proxies(cfg) if args.command == "score" else methods.get(cfg.method).proxies(cfg)
-        est = estimate(cfg, proxies, len(candidates[0]) if args.command == "score" else cfg.eval.select_num)
+        est = estimate(cfg, proxies, len(candidates[0]) if args.command == "score"
+                       else methods.get(cfg.method).cost_in_candidates(cfg))
     est["duration_2_core_cpu"] = describe(est["seconds"])
     return est
 

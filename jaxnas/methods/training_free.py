@@ -57,6 +57,11 @@ class TrainingFree(Method):
         return list(rule.metrics) if rule else [cls.proxy]
 
     @classmethod
+    def cost_in_candidates(cls, cfg) -> float:
+        """How many single candidates' scoring a search costs (the CLI's time estimate)."""
+        return cfg.eval.select_num
+
+    @classmethod
     def for_proxy(cls, proxy: str) -> type:
         parse_proxies(proxy)
         return type(f"TrainingFree[{proxy}]", (cls,), {"name": proxy, "proxy": proxy})

@@ -39,11 +39,12 @@ import jax
 import jax.numpy as jnp
 
 from jaxnas.nn import functional
-from jaxnas.spaces.arch import Choice
+from jaxnas.spaces.arch import Choice, wrap
 
 
 def code_kernel(graphdef, params, stats, arch, images, impl=None, prune=True):
     """(S, N_A): the normalised activation-code kernel [B, B] of `arch` and its activation units.
+    `arch`: op ids (a `Choice`) or a mixed cell (`Gates`: each conv op a kept gate holds has its ReLU).
 
     K_H = sum over ReLUs of (c c^T + (1-c)(1-c)^T) = sum of (d - Hamming(c_i, c_j)) for codes of d
     units: exact integers. A node no conv edge reads (count 0) contributes nothing and is skipped.
@@ -61,7 +62,10 @@ def code_kernel(graphdef, params, stats, arch, images, impl=None, prune=True):
             kern = jax.lax.cond(count > 0, lambda: count * agree(), lambda: jnp.zeros((b, b), jnp.float32))
         return kern, count * jnp.float32(d)
 
-    (_, (kernel, units)), _ = functional.apply(graphdef, params, stats, images, Choice(arch), train=True, tap=tap,
+    arch = wrap(arch)
+    if not isinstance(arch, Choice):  # a mixed cell (pruning search): every kept op runs
+        impl, prune = None, False
+    (_, (kernel, units)), _ = functional.apply(graphdef, params, stats, images, arch, train=True, tap=tap,
                                                forward_only=True, single_path_impl=impl, prune=prune)
     return kernel / units, units
 

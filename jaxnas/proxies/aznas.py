@@ -57,7 +57,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jaxnas.spaces.arch import Choice
+from jaxnas.spaces.arch import Choice, wrap
 from jaxnas.spaces.nb201 import eager
 
 INPUTS = ("noise", "images")
@@ -161,9 +161,9 @@ def az_scores(graphdef, params, stats, arch, images, labels, *, seed: int = 0, i
 
     def block(i, h):  # block i alone, a fresh module per call so each vjp traces its own state
         net = nnx.merge(graphdef, params, stats, copy=True)
-        return net.blocks(Choice(arch), train=True, single_path_impl=impl)[i](h)
+        return net.blocks(wrap(arch), train=True, single_path_impl=impl)[i](h)
 
-    num_blocks = len(nnx.merge(graphdef, params, stats, copy=True).blocks(Choice(arch)))
+    num_blocks = len(nnx.merge(graphdef, params, stats, copy=True).blocks(wrap(arch)))
     feats, pairs = [block(0, x)], []
     for i in range(1, num_blocks):
         if trainability:

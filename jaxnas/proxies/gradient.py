@@ -29,7 +29,7 @@ sums over the weights of every convolution and linear layer (kernels only, no bi
                training-mode forward with its own BatchNorm statistics. Float32, as the reference.
 
 Every function is pure in (params, stats, arch, batch), `arch` a plain architecture read as a
-`Choice`, and vmaps over candidates. Parameters of ops the architecture does not use receive zero
+`Choice` (or a container, e.g. a mixed `Gates` cell of the pruning search), and vmaps over candidates. Parameters of ops the architecture does not use receive zero
 gradient and so add nothing. `EAGER` maps each to
 its twin for a concrete host architecture, which takes the gradients through the eager kernels
 (jaxnas.spaces.nb201.eager): on XLA:CPU the traced single-path gradient of a C=16, N=5 network compiles for
@@ -42,7 +42,7 @@ import jax.numpy as jnp
 
 from jaxnas.nn import functional, loss_and_accuracy
 from jaxnas.nn.ops import BN_EPS
-from jaxnas.spaces.arch import Choice
+from jaxnas.spaces.arch import Choice, wrap
 from jaxnas.spaces.nb201 import eager
 
 
@@ -54,7 +54,7 @@ def _kernels(tree):
 
 def _loss_grads(graphdef, params, stats, arch, images, labels):
     def loss(p):
-        logits, _ = functional.apply(graphdef, p, stats, images, Choice(arch), train=True)
+        logits, _ = functional.apply(graphdef, p, stats, images, wrap(arch), train=True)
         return loss_and_accuracy(logits, labels)[0]
     return jax.grad(loss)(params)
 
@@ -130,7 +130,7 @@ def synflow(graphdef, params, stats, arch, images, labels):
     pos, ident, ones = _synflow_inputs(params, stats, images)
 
     def r(p):
-        logits, _ = functional.apply(graphdef, p, ident, ones, Choice(arch), train=False)
+        logits, _ = functional.apply(graphdef, p, ident, ones, wrap(arch), train=False)
         return jnp.sum(logits)
 
     return _synflow_from(pos, jax.grad(r)(pos))
@@ -140,7 +140,7 @@ def jacov(graphdef, params, stats, arch, images, labels):
     del labels
 
     def out(x):
-        logits, _ = functional.apply(graphdef, params, stats, x, Choice(arch), train=True)
+        logits, _ = functional.apply(graphdef, params, stats, x, wrap(arch), train=True)
         return jnp.sum(logits)
 
     return _jacov_from(jax.grad(out)(images))

@@ -35,7 +35,7 @@ from jaxnas.proxies import cost as cost_proxies
 from jaxnas.proxies.activation import DAS_WEIGHTS
 from jaxnas.rundir import RunError
 from jaxnas.spaces import nb201
-from jaxnas.spaces.arch import Choice
+from jaxnas.spaces.arch import Choice, Gates
 from jaxnas.train import optim, steps
 from jaxnas.train.state import create
 
@@ -137,6 +137,10 @@ class ProxyScorer:
         # on the host: one candidate's fresh weights, then its traced scores, each one program
         self._prepare_one = jax.jit(self._prepare)
         self._score_one = cpu_kernels.jit(self._proxies, fusions=(cpu_kernels.DOT, cpu_kernels.REDUCE))
+        # mixed cells (pruning search): every proxy traced, one cell per call
+        self._traced_fns = list(fns.values())
+        self._score_mixed_one = cpu_kernels.jit(self._mixed, fusions=(cpu_kernels.DOT, cpu_kernels.REDUCE))
+        self._mixed_weights = None
 
     def init_params(self, key, arch=None):
         """Fresh weights, distributed as PyTorch's defaults (`jaxnas.nn.init`). With `arch`, only
@@ -183,6 +187,44 @@ class ProxyScorer:
         for fn in self._fns:
             out.update(fn(self.graphdef, params, stats, arch, images, labels))
         return out
+
+    def _mixed(self, params, stats, mask, images, labels):
+        out = {}
+        for fn in self._traced_fns:
+            out.update(fn(self.graphdef, params, stats, Gates(mask), images, labels))
+        return out
+
+    def mixed_weights(self):
+        """(params, stats) every mixed cell is scored with: one fresh draw of the whole supernet
+        from key(seed) (init per_arch; TE-NAS scores a round's candidates and the unpruned network
+        with the same weights), or the shared weights."""
+        if self._mixed_weights is None:
+            params = self.init_params(jax.random.key(self.seed)) if self.init == "per_arch" else self.params
+            self._mixed_weights = (params, self.stats)
+        return self._mixed_weights
+
+    def score_mixed(self, masks, images, labels) -> dict:
+        """Scores of mixed cells, `masks` bool [K, *space.relaxed_spec.shape] (NB201 [K, 6, 5]):
+        every edge the mean of the ops its mask keeps (`Gates`; TE-NAS's pruned supernet), all
+        with `mixed_weights()`, {output name: float64 [K]} on the host.
+
+        Every proxy runs traced, one cell per call (one program whatever K): on CPU the forward
+        ones (naswot, das, az expressivity / progressivity) and the cost ones are fast, the
+        gradient ones slow (no eager twin for mixed cells)."""
+        if self.fast_train_steps:
+            raise ValueError("fast training applies to single architectures, not to mixed cells")
+        relaxed = getattr(self.space, "relaxed_spec", None)
+        masks = np.asarray(masks)
+        if relaxed is None or masks.ndim != 1 + len(relaxed.shape) or masks.shape[1:] != tuple(relaxed.shape):
+            want = "?" if relaxed is None else ", ".join(map(str, relaxed.shape))
+            raise ValueError(f"expected mixed-cell masks of shape [K, {want}], got {masks.shape}")
+        if not masks.any(-1).all():
+            raise ValueError("every decision of a mixed cell must keep at least one option")
+        params, stats = self.mixed_weights()
+        with self._precision():
+            rows = [jax.device_get(self._score_mixed_one(params, stats, jnp.asarray(m, jnp.float32), images, labels))
+                    for m in masks]
+        return {k: np.asarray([r[k] for r in rows], np.float64) for k in rows[0]}
 
     def _score_all(self, params, stats, archs, indices, images, labels, train_images, train_labels):
         def one(a_i):
@@ -237,13 +279,18 @@ class ProxyScorer:
         """
         archs = self._validate(archs, 1)
         train_images, train_labels = self._train_batches(train_images, train_labels, images)
+        with self._precision():
+            return self._score(archs, images, labels, train_images, train_labels)
+
+    @contextlib.contextmanager
+    def _precision(self):
         # synflow computes in float64 (gradient.py); the other proxies keep their explicit float32
         # (the float32 proxies computed in the same program meet float64 constants there: standard
         # promotion for this path even under the test suite's strict setting)
         x64 = "synflow" in self.proxies
         with jax.enable_x64(True) if x64 else contextlib.nullcontext(), \
                 jax.numpy_dtype_promotion("standard") if x64 else contextlib.nullcontext():
-            return self._score(archs, images, labels, train_images, train_labels)
+            yield
 
     def _score(self, archs, images, labels, train_images, train_labels):
         if self.host:  # one candidate at a time, its gradients through the eager kernels

@@ -56,6 +56,12 @@ for _cls in (Choice, Weights, Gates, InputGates):  # subclasses need their own r
 KINDS = (Choice, Weights, Gates, InputGates)
 
 
+def wrap(arch, default=Choice):
+    """`arch` if it is already a container, else `default(arch)`: a bare array is one choice per
+    decision unless said otherwise (the proxies take either)."""
+    return arch if isinstance(arch, KINDS) else default(arch)
+
+
 def check(arch, accepted=KINDS):
     """`arch` if it is one of the `accepted` containers, else TypeError saying how to wrap it."""
     if not isinstance(arch, accepted):

@@ -8,8 +8,10 @@ of a cell is ReLU -> Conv(no bias) -> BN(affine); skip, pooling and none hold no
 
 Both counts are a constant (stem, ResNet blocks, head) plus, for every edge, the cost of its op
 summed over the 3N cells, so they are cheap jnp expressions of the op ids: `arch` may be a traced
-int32[..., 6] with leading batch axes (jit, vmap, grad-free search loops). C, N, num_classes and
-image_size are static Python ints.
+int32[..., 6] with leading batch axes (jit, vmap, grad-free search loops). A mixed cell, `Gates`
+(mask [..., 6, 5]; TE-NAS-style pruning), costs what all the ops it keeps cost: every op with a
+non-zero gate holds its own weights and runs. C, N, num_classes and image_size are static Python
+ints.
 
 Conventions are those of the NAS-Bench-201 tables (xautodl `utils/flop_benchmark.py`,
 `get_model_infos`), and reproduce them exactly: the CIFAR-10 parameter counts of all architectures
@@ -31,13 +33,20 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxnas.spaces.arch import Gates
 from jaxnas.spaces.nb201 import cell as nb
 
 _INT32_MAX = 2**31 - 1
 
 
 def _as_arch(arch):
-    """Concrete inputs are validated (range, shape); jax arrays and tracers pass as they are."""
+    """Concrete inputs are validated (range, shape); jax arrays and tracers pass as they are. A
+    `Gates` mask stays a `Gates` of a jnp array (its shape checked)."""
+    if isinstance(arch, Gates):
+        mask = jnp.asarray(arch.value)
+        if mask.shape[-2:] != (nb.NUM_EDGES, nb.NUM_OPS):
+            raise ValueError(f"an NB201 mask must have shape [..., {nb.NUM_EDGES}, {nb.NUM_OPS}], got {mask.shape}")
+        return Gates(mask)
     if not isinstance(arch, jax.Array):
         arch = nb.validate(arch)
     elif arch.ndim == 0 or arch.shape[-1] != nb.NUM_EDGES:
@@ -56,18 +65,21 @@ def _check_config(C, N, num_classes, image_size=None):
 
 
 def _total(fixed: int, per_op: tuple[int, ...], arch):
-    """fixed + sum over edges of per_op[op id], as jnp on `arch` (int32[..., 6])."""
-    biggest = fixed + nb.NUM_EDGES * max(per_op)
+    """fixed + sum over edges of per_op[op id], as jnp on `arch` (int32[..., 6]), or of per_op[k]
+    for every op k a `Gates` mask keeps."""
+    biggest = fixed + nb.NUM_EDGES * (sum(per_op) if isinstance(arch, Gates) else max(per_op))
     if biggest <= _INT32_MAX:
         dtype = jnp.int32
     elif jax.config.jax_enable_x64:
         dtype = jnp.int64
     else:
         dtype = jnp.float32
-    out = jnp.full(arch.shape[:-1], fixed, dtype)
+    kept = arch.value.astype(bool) if isinstance(arch, Gates) else None
+    out = jnp.full(arch.value.shape[:-2] if kept is not None else arch.shape[:-1], fixed, dtype)
     for op, cost in enumerate(per_op):
         if cost:
-            out = out + (arch == op).sum(-1).astype(dtype) * jnp.asarray(cost, dtype)
+            count = kept[..., op] if kept is not None else (arch == op)
+            out = out + count.sum(-1).astype(dtype) * jnp.asarray(cost, dtype)
     return out
 
 

@@ -397,16 +397,18 @@ class NB201SuperNet(_Macro):
     def blocks(self, arch, train: bool = True, *, single_path_impl=None):
         """The network before its head as a chain of functions h -> h': the stem, then every cell
         and ResNet block in order (`self.head(h, train)` would give the logits), for proxies that
-        read or differentiate each block's output on its own (AZ-NAS). `arch` a `Choice`; the cells
-        run unrolled and unpruned in the differentiable single-path formulation (`traced_impl`)."""
-        a = check(arch, (Choice,)).value
-        if tuple(a.shape) != (nb.NUM_EDGES,):
-            raise ValueError(f"blocks takes one architecture of shape [{nb.NUM_EDGES}], got {tuple(a.shape)}")
+        read or differentiate each block's output on its own (AZ-NAS). `arch` a `Choice` (the cells
+        run unrolled and unpruned in the differentiable single-path formulation, `traced_impl`) or
+        one mixed cell for all cells, `Weights` / `Gates` [6, 5]."""
+        a = check(arch, (Choice, Weights, Gates)).value
+        want = (nb.NUM_EDGES,) if isinstance(arch, Choice) else (nb.NUM_EDGES, nb.NUM_OPS)
+        if tuple(a.shape) != want:
+            raise ValueError(f"blocks takes one architecture of shape {list(want)}, got {tuple(a.shape)}")
         impl = backend.traced_impl(single_path_impl or self.single_path_impl)
         fns = [functools.partial(self.stem, train=train)]
         for cell in self.cells:
             fns.append(functools.partial(cell, train=train) if isinstance(cell, ResNetBlock)
-                       else functools.partial(cell, arch=a, kind="choice", train=train, impl=impl))
+                       else functools.partial(cell, arch=a, kind=_KIND[type(arch)], train=train, impl=impl))
         return fns
 
 
@@ -437,17 +439,20 @@ def extract(supernet: NB201SuperNet, arch) -> NB201Network:
 
 
 def used_params(params, arch):
-    """Bool tree marking the supernet parameters a single-path `arch` (int32[6]) uses.
+    """Bool tree marking the supernet parameters a single-path `arch` (int32[6]) uses, or a mixed
+    cell (`Gates`, mask [6, 5]: every op with a non-zero gate).
 
     The conv1 / conv3 weights of edge e take part only when arch[e] selects that op; everything
     outside the search cells always does. Used to skip unsampled ops in the optimizer.
     """
+    mask = arch.value if isinstance(arch, Gates) else None
+
     def mark(path, _):
         keys = [getattr(k, "key", None) for k in path]
         if "edges" in keys:
             e = keys[keys.index("edges") + 1]
-            op = keys[keys.index("edges") + 2]
-            return arch[e] == (nb.CONV1 if op == "conv1" else nb.CONV3)
+            op = nb.CONV1 if keys[keys.index("edges") + 2] == "conv1" else nb.CONV3
+            return mask[e, op].astype(bool) if mask is not None else arch[e] == op
         return jnp.bool_(True)
 
     return jax.tree_util.tree_map_with_path(mark, params)
