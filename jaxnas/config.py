@@ -190,6 +190,10 @@ class Proxy:
     rule: str = ""                     # combination rule of metrics (jaxnas.proxies.combine): a named rule
                                        # (aznas, naswot_params) or a rule .json; `jaxnas score` adds its
                                        # aggregate (aggregate.csv), `jaxnas search --method rule` ranks by it
+    fine_rank_top: int = 0             # training-free search: train the top k candidates fine_rank_steps SGD
+                                       # steps (fast_train_lr / _batch_size) and pick the most accurate on the
+                                       # validation batch (0: off, the best score wins)
+    fine_rank_steps: int = 50          # those steps, on the weights half of the search split
 
     def check(self):
         _check_positive(self, ("batch_size", "fast_train_batch_size"))
@@ -197,6 +201,8 @@ class Proxy:
         _check_choice(self, "das_da", ("logdet", "min_dist"))
         if self.fast_train_steps < 0 or self.fast_train_lr <= 0:
             raise ValueError("proxy.fast_train_steps must be >= 0 and proxy.fast_train_lr > 0")
+        if self.fine_rank_top < 0 or self.fine_rank_steps < 1:
+            raise ValueError("proxy.fine_rank_top must be >= 0 and proxy.fine_rank_steps >= 1")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -81,7 +81,10 @@ def estimate(cfg: Config, proxies: list[str] | None = None, n_archs: int | None 
         per += GRADIENT_PROXY_S * len(set(proxies) - {"naswot", "das"})
         per += FAST_TRAIN_STEP_S * cfg.proxy.fast_train_steps * cfg.proxy.fast_train_batch_size / 64
         per *= _size(cfg) * cfg.proxy.batch_size / 128
-        return {"architectures": n_archs, "seconds": n_archs * per, "basis": "per candidate"}
+        fine = 0.0 if cfg.method == "score" else (  # a search's fine-ranking
+            cfg.proxy.fine_rank_top * cfg.proxy.fine_rank_steps * FAST_TRAIN_STEP_S * _size(cfg)
+            * cfg.proxy.fast_train_batch_size / 64)
+        return {"architectures": n_archs, "seconds": n_archs * per + fine, "basis": "per candidate"}
     n_train = train_images(cfg)
     if n_train is None:
         return {"steps": None, "seconds": None, "basis": "the dataset's size is known once it is decoded"}

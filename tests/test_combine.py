@@ -89,3 +89,27 @@ def test_score_writes_the_rules_aggregate_over_every_scored_architecture(image_f
     np.testing.assert_allclose([float(r["aggregate"]) for r in agg], want, rtol=1e-12)
     assert summary["rule"]["weights"] == [1.0, 2.0] and summary["rule"]["best"]["arch"] == rows[int(np.argmax(want))]["arch"]
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["rule"] == summary["rule"]
+
+
+def test_fine_ranking_picks_the_most_accurate_of_the_top_k(image_folder, tmp_path):
+    """proxy.fine_rank_top=k: the k best-scored candidates, in score order, each with a validation
+    accuracy after its short training; the most accurate wins (ties: the better score). --method
+    prune refuses it in one line."""
+    import json
+
+    from jaxnas import methods
+    from jaxnas.config import Config
+    from jaxnas.train.loop import SearchRun
+    cfg = Config(data=str(image_folder), method="params").set({
+        "nb201.C": 4, "nb201.N": 1, "eval.select_num": 6, "eval.batch_size": 16, "proxy.batch_size": 8,
+        "proxy.fast_train_batch_size": 8, "proxy.fine_rank_top": 3, "proxy.fine_rank_steps": 2})
+    res = SearchRun(cfg, tmp_path / "run", method_cls=methods.get("params"), progress=False).run()
+    fine = res["fine_rank"]
+    by_score = sorted(res["candidates"], key=lambda c: -c["score"])  # stable: first drawn on ties
+    assert [c["arch"] for c in fine["candidates"]] == [c["arch"] for c in by_score[:3]] and fine["steps"] == 2
+    accs = [c["val_acc"] for c in fine["candidates"]]
+    assert res["arch"] == fine["candidates"][int(np.argmax(accs))]["arch"]
+    assert all(0 <= a <= 1 for a in accs)
+    assert json.loads((tmp_path / "run" / "result.json").read_text())["fine_rank"] == fine
+    with pytest.raises(ValueError, match="ends at one cell"):
+        SearchRun(cfg.replace(method="prune"), tmp_path / "prune", method_cls=methods.get("prune"), progress=False)

@@ -70,6 +70,11 @@ class Prune(TrainingFree):
     name = "prune"
     rule_name = ""
 
+    def __init__(self, cfg, space, num_classes, *, dataset):
+        if cfg.proxy.fine_rank_top:
+            raise ValueError("proxy.fine_rank_top re-ranks sampled candidates; --method prune ends at one cell")
+        super().__init__(cfg, space, num_classes, dataset=dataset)
+
     @classmethod
     def rule_of(cls, cfg):
         return super().rule_of(cfg if cfg.proxy.rule else cfg.set({"proxy.rule": DEFAULT_RULE}))

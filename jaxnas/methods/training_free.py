@@ -9,15 +9,25 @@ Combination rules (`jaxnas.proxies.combine`): `--method aznas|naswot_params` ran
 by that named rule of several metrics, `--method rule` by `proxy.rule` (a named rule or a rule
 .json, e.g. calibrated in experiments/zero_cost); the aggregate is over the `select_num` candidates,
 and result.json records the rule, its weights and every candidate's metrics.
+
+Fine-ranking (`proxy.fine_rank_top=k`, issue 21): the k best-scored candidates are each trained
+`proxy.fine_rank_steps` SGD steps from their scoring weights (DAS's fast-training optimiser:
+Nesterov 0.9, weight decay 5e-4, `fast_train_lr`, batches of `fast_train_batch_size` from the
+weights half of the search split) and the most accurate on the validation batch (the other half,
+as the supernet methods rank) wins; ties go to the better score.
 """
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+
+from jaxnas import data as data_lib
 
 from jaxnas.methods.base import Method
 from jaxnas.proxies import combine
 from jaxnas.proxies.scoring import PROXIES, make_scorer, parse_proxies, proxy_batches
+from jaxnas.spaces.arch import Choice
 from jaxnas.train import state as state_lib
 
 
@@ -36,6 +46,11 @@ class TrainingFree(Method):
         (self.images, self.labels), self.train_batches = proxy_batches(dataset, cfg)
         self.rule = self.rule_of(cfg)
         self.scorer = make_scorer(cfg, list(self.rule.metrics) if self.rule else [self.proxy], num_classes)
+        self.fine_ranker = None
+        if cfg.proxy.fine_rank_top:  # the candidates' fresh weights, trained fine_rank_steps steps
+            self.fine_ranker = make_scorer(cfg.set({"proxy.fast_train_steps": cfg.proxy.fine_rank_steps}),
+                                           ["params"], num_classes)
+            self.fine_rank_batches = fine_rank_batches(dataset, cfg)
 
     @classmethod
     def rule_of(cls, cfg):
@@ -85,10 +100,39 @@ class TrainingFree(Method):
         else:
             metrics = {m: np.asarray(res[PROXIES[m][1]], np.float64) for m in self.rule.metrics}
             scores = self.rule(metrics)
-        best = int(np.lexsort((np.arange(len(scores)), -np.nan_to_num(scores, nan=-np.inf)))[0])
+        order = np.lexsort((np.arange(len(scores)), -np.nan_to_num(scores, nan=-np.inf)))
+        best = int(order[0])
+        fine = None
+        if self.fine_ranker is not None:
+            top = order[:self.cfg.proxy.fine_rank_top]
+            accs = self.fine_rank(archs[top], evaluator)
+            best = int(top[int(np.argmax(accs))])
+            fine = {"top": len(top), "steps": self.cfg.proxy.fine_rank_steps,
+                    "candidates": [{"arch": self.space.to_string(archs[i]), "score": float(scores[i]), "val_acc": float(v)}
+                                   for i, v in zip(top, accs)]}
         out = {"arch": archs[best], "score": float(scores[best]),
                "candidates": [{"arch": self.space.to_string(a), "score": float(v),
                                **{m: float(metrics[m][i]) for m in metrics}} for i, (a, v) in enumerate(zip(archs, scores))]}
         if self.rule is not None:
             out["rule"] = {**self.rule.to_json(), "spec": self.rule_name or self.cfg.proxy.rule}
+        if fine is not None:
+            out["fine_rank"] = fine
         return out
+
+    def fine_rank(self, archs, evaluator) -> np.ndarray:
+        """Validation accuracy of each architecture (host int32 [K, 6]) after its short training."""
+        accs = []
+        for a in archs:
+            params, stats = self.fine_ranker.candidate_weights(a, *self.fine_rank_batches)
+            accs.append(float(evaluator(self.fine_ranker.graphdef, params, stats, Choice(jnp.asarray(a)[None]))["acc"][0]))
+        return np.asarray(accs)
+
+
+def fine_rank_batches(ds, cfg):
+    """Fine-ranking's training batches, [T, B, H, W, 3] and [T, B]: a seeded order of the weights
+    half of the search split (cycled if T * B exceeds it), normalised, not augmented."""
+    w_idx, _ = data_lib.search_split(len(ds.train_labels), cfg.seed)
+    shape = (cfg.proxy.fine_rank_steps, cfg.proxy.fast_train_batch_size)
+    pick = np.resize(w_idx[np.random.default_rng(cfg.seed + 2).permutation(len(w_idx))], shape[0] * shape[1])
+    x = np.asarray(data_lib.normalize(ds.train_images[pick], ds.mean, ds.std))
+    return x.reshape(shape + x.shape[1:]), ds.train_labels[pick].astype(np.int32).reshape(shape)
