@@ -23,7 +23,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxnas import data as data_lib
-
 from jaxnas.methods.base import Method
 from jaxnas.proxies import combine
 from jaxnas.proxies.scoring import PROXIES, make_scorer, parse_proxies, proxy_batches
