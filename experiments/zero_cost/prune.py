@@ -11,7 +11,7 @@ gradient path (the gradient metrics, zico and az_trainability, are GPU work).
 
 Each run is a run directory under --runs (reused when its result.json exists); writes
 prune.json and prune.md here.
-Usage: python experiments/zero_cost/prune.py [--runs runs/zero_cost/prune] [--seeds 8]
+Usage: python experiments/zero_cost/prune.py [--runs runs/zero_cost/prune] [--seeds 8] [--rules NAME,...]
 """
 from __future__ import annotations
 
@@ -71,7 +71,11 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", default="runs/zero_cost/prune")
     ap.add_argument("--seeds", type=int, default=8)
+    ap.add_argument("--rules", default="", help="only these rules (comma-separated names), e.g. to run two at once")
     a = ap.parse_args()
+    only = [n.strip() for n in a.rules.split(",") if n.strip()]
+    if set(only) - set(RULES):
+        raise SystemExit(f"unknown rules {set(only) - set(RULES)}; known: {', '.join(RULES)}")
     from jaxnas.bench import load_table
     from jaxnas.cli import enable_compilation_cache
     from jaxnas.spaces import nb201
@@ -79,6 +83,8 @@ def main():
     table = load_table(TABLE)
     results = {}
     for name, (_, _, most) in RULES.items():
+        if only and name not in only:
+            continue
         picks, walls = [], []
         for seed in range(min(a.seeds, most or a.seeds)):
             t = time.time()
