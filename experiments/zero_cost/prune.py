@@ -39,7 +39,7 @@ RULES = {
     "naswot + AZ expr. + prog. + params": (("naswot", "az_expressivity", "az_progressivity", "params"), {}, None),
     # AZ-NAS's rule (named `aznas`): its trainability needs the traced gradient of each mixed cell,
     # ~2 min to compile and ~5 s a cell on this CPU, ~6 min a search: fewer seeds
-    "aznas (AZ-NAS's rule, with trainability)": (("az_expressivity", "az_progressivity", "az_trainability", "flops"),
+    "aznas (AZ-NAS's rule with trainability)": (("az_expressivity", "az_progressivity", "az_trainability", "flops"),
                                                  {}, 4),
 }
 
