@@ -23,6 +23,9 @@ SETN_EXTRA_STEP_S = 1.2    # SETN's architecture step on top of it
 CANDIDATE_S = 1.2          # ranking one candidate on 512 validation images
 FORWARD_PROXY_S = 0.25     # NASWOT / DAS, one candidate, 128 images
 GRADIENT_PROXY_S = 1.5     # synflow / snip / grad_norm / jacov through the eager kernels
+AZ_S = {False: 0.4, True: 1.5}  # AZ-NAS's components, one pass: without / with trainability's pullbacks
+ZICO_S = 3.0               # ZiCo: two half-batch loss gradients
+COST_PROXIES = ("params", "flops", "layers")  # from the cost model: no forward pass
 FAST_TRAIN_STEP_S = 0.6    # one fast-training step of one candidate, batch 64
 MAX_LISTED_ARCHIVE = 1 << 30  # list archives up to 1 GiB to count their images
 
@@ -77,8 +80,12 @@ def estimate(cfg: Config, proxies: list[str] | None = None, n_archs: int | None 
     """Size and seconds of a run: a training run (`steps`), or with `proxies` the training-free
     scoring of `n_archs` candidates (`architectures`); `seconds` None where the size is unknown."""
     if proxies is not None:
-        per = FORWARD_PROXY_S if {"naswot", "das"} & set(proxies) else 0.0
-        per += GRADIENT_PROXY_S * len(set(proxies) - {"naswot", "das"})
+        names = set(proxies)
+        az = {n for n in names if n.startswith("az_")}
+        per = FORWARD_PROXY_S if {"naswot", "das"} & names else 0.0
+        per += AZ_S["az_trainability" in az] if az else 0.0
+        per += ZICO_S if "zico" in names else 0.0
+        per += GRADIENT_PROXY_S * len(names - {"naswot", "das", "zico", *az, *COST_PROXIES})
         per += FAST_TRAIN_STEP_S * cfg.proxy.fast_train_steps * cfg.proxy.fast_train_batch_size / 64
         per *= _size(cfg) * cfg.proxy.batch_size / 128
         fine = 0.0 if cfg.method == "score" else (  # a search's fine-ranking
