@@ -11,7 +11,8 @@ by that named rule of several metrics, `--method rule` by `proxy.rule` (a named 
 and result.json records the rule, its weights and every candidate's metrics.
 
 Fine-ranking (`proxy.fine_rank_top=k`, issue 21): the k best-scored candidates are each trained
-`proxy.fine_rank_steps` SGD steps from their scoring weights (DAS's fast-training optimiser:
+`proxy.fine_rank_steps` SGD steps from their fresh weights (the scoring draw, before any
+`fast_train_steps`; DAS's fast-training optimiser:
 Nesterov 0.9, weight decay 5e-4, `fast_train_lr`, batches of `fast_train_batch_size` from the
 weights half of the search split) and the most accurate on the validation batch (the other half,
 as the supernet methods rank) wins; ties go to the better score.

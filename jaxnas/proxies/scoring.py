@@ -182,17 +182,17 @@ class ProxyScorer:
             params, stats = self._fast_train(params, stats, arch, train_images, train_labels)
         return params, stats
 
-    def _proxies(self, params, stats, arch, images, labels):
+    def _apply(self, fns, params, stats, arch, images, labels):
         out = {}
-        for fn in self._fns:
+        for fn in fns:
             out.update(fn(self.graphdef, params, stats, arch, images, labels))
         return out
 
+    def _proxies(self, params, stats, arch, images, labels):
+        return self._apply(self._fns, params, stats, arch, images, labels)
+
     def _mixed(self, params, stats, mask, images, labels):
-        out = {}
-        for fn in self._traced_fns:
-            out.update(fn(self.graphdef, params, stats, Gates(mask), images, labels))
-        return out
+        return self._apply(self._traced_fns, params, stats, Gates(mask), images, labels)
 
     def mixed_weights(self):
         """(params, stats) every mixed cell is scored with: one fresh draw of the whole supernet
