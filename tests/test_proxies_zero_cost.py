@@ -152,6 +152,16 @@ def test_az_nas_components_match_a_direct_computation(scorer, scores, host_score
             assert s["az_trainability"][i] == pytest.approx(want, rel=1e-4, abs=1e-5)
 
 
+def test_forward_only_az_nas_stays_traced_under_host_gradients(scores, batch):
+    """Without trainability AZ-NAS differentiates nothing: host_gradients leaves it in the jitted
+    program (chosen op alone), with the same scores as the full traced path."""
+    fwd = ProxyScorer("az_expressivity,az_progressivity", C=C, N=N, seed=SEED, host_gradients=True)
+    assert not fwd.host and not fwd._eager_fns
+    got = fwd(ARCHS, *batch)
+    for k in ("az_expressivity", "az_progressivity"):
+        np.testing.assert_allclose(got[k], scores[k], rtol=1e-5, atol=1e-5)
+
+
 def test_kaiming_normal_turns_the_default_draw_into_kaiming_normal_fan_in():
     fan_in = 3 * 3 * 8
     u = np.random.default_rng(1).uniform(-1, 1, (3, 3, 8, 5000)).astype(np.float32) / np.sqrt(fan_in)

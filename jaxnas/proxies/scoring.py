@@ -120,14 +120,18 @@ class ProxyScorer:
                 fn = functools.partial(fn, das_weight=das_weight, das_da=das_da, impl="switch",
                                        prune=True if fast_train_steps else "zero")
             elif fn is aznas.az_scores:  # reference init unless fast training moved the weights (aznas doc)
+                trainability = "az_trainability" in self.proxies
+                # without trainability AZ-NAS is forward only: traced with the chosen op alone, like
+                # NASWOT (1.6x the host path's throughput on 2 CPU cores, BENCHMARKS.md section 5)
                 fn = functools.partial(fn, seed=seed, init="as_is" if fast_train_steps else "kaiming",
-                                       trainability="az_trainability" in self.proxies)
+                                       trainability=trainability, **({} if trainability else {"impl": "switch"}))
             elif fn is cost_proxies.cost_scores:
                 fn = functools.partial(fn, space=space, C=C, N=N, num_classes=num_classes)
             fns.setdefault(PROXIES[name][0], fn)
-        gradient_fns = [f for f in fns if f in EAGER]
+        gradient_fns = [f for f, g in fns.items() if f in EAGER and not (f is aznas.az_scores
+                                                                        and not g.keywords["trainability"])]
         self.host = bool(host_gradients and (fast_train_steps or gradient_fns))
-        self._fns = [f for k, f in fns.items() if not (self.host and k in EAGER)]  # traced
+        self._fns = [f for k, f in fns.items() if not (self.host and k in gradient_fns)]  # traced
         # the eager twin takes the keywords the traced function was given
         self._eager_fns = [functools.partial(EAGER[k], **getattr(fns[k], "keywords", {}))
                            for k in gradient_fns] if self.host else []
