@@ -82,9 +82,7 @@ def part_a(a, every, truth, valid, calib_idx) -> dict:
     cost = {k: np.asarray(v, np.float64) for k, v in nb201.SPACE.cost(jnp.asarray(every)).items()}
     convs = np.isin(every, (nb201.CONV1, nb201.CONV3)).sum(-1)
     scores = {"params": cost["params"], "flops": cost["flops"], "layers": (8 + 15 * convs).astype(np.float64)}
-    ref = list(csv.DictReader(NASWOT_V1.open()))
-    assert [r["cellstr"] for r in ref] == [nb201.to_string(x) for x in every]
-    scores["naswot_v1_ref"] = np.array([float(r["score"]) for r in ref])
+    scores["naswot_v1_ref"] = load_naswot_v1(every)
     calib = {k: v[calib_idx] for k, v in scores.items()}
     rules = calibrated_rules(calib, valid[calib_idx], {"naswot_v1_ref + params": ("naswot_v1_ref", "params"),
                                                        "naswot_v1_ref + params + flops": ("naswot_v1_ref", "params",
@@ -101,6 +99,54 @@ def part_a(a, every, truth, valid, calib_idx) -> dict:
     rows["random"] = {"search": {n: search_sim(np.random.default_rng(1).random(len(every)), truth["cifar10"], n)
                                  for n in (10, 100, 1000)}}
     return rows
+
+
+def part_c(whole: pathlib.Path, every, truth, valid, calib_idx) -> dict | None:
+    """jaxnas's forward and cost metrics on the whole space (`jaxnas score --archs all`, the CPU plan
+    of issue 21: no gradient metric), rules calibrated on `calib_idx` against validation accuracy.
+    Uses the rows scored so far when the run is unfinished (`n` says how many)."""
+    from jaxnas.proxies.combine import NAMED, Rule
+    f = whole / "scores.csv"
+    if not f.exists():
+        return None
+    rows = list(csv.DictReader(f.open()))
+    idx = np.array([int(r["index"]) for r in rows])
+    scores = {k: np.array([float(r[k]) for r in rows]) for k in rows[0] if k not in ("index", "arch")}
+    metrics = [k for k in scores if k != "das"]  # das is da_min or da plus a multiple of log_nau: the rule's job
+    pos = {j: i for i, j in enumerate(idx)}
+    ci = np.array([pos[j] for j in calib_idx if j in pos])
+    groups = {"naswot + params": ("naswot", "params"),
+              "AZ forward + flops": ("az_expressivity", "az_progressivity", "flops"),
+              "naswot + AZ forward + params": ("naswot", "az_expressivity", "az_progressivity", "params"),
+              "all forward metrics": tuple(metrics)}
+    rules = calibrated_rules({k: v[ci] for k, v in scores.items()}, valid[idx[ci]], groups)
+    rules["naswot_params (named rule, equal weights)"] = (NAMED["naswot_params"], None)
+    rules["AZ forward + flops [logrank, equal weights]"] = (
+        Rule("logrank", ("az_expressivity", "az_progressivity", "flops"), (1.0, 1.0, 1.0)), None)
+    t = {k: v[idx] for k, v in truth.items()}
+    held_out = np.setdiff1d(np.arange(len(idx)), ci)  # the same figures without the calibration architectures
+    out = {"n": len(idx), "calib_n": len(ci), "rows": {}}
+    ref = load_naswot_v1(every)[idx]
+    out["naswot_vs_reference_v1"] = correlations(scores["naswot"], ref)
+    summary = whole / "summary.json"
+    if summary.exists():
+        out["archs_per_s"] = json.loads(summary.read_text())["archs_per_s"]
+    for name, s in [*scores.items(), *((n, r(scores)) for n, (r, _) in rules.items())]:
+        row = out["rows"][name] = {"corr": {k: correlations(s, v) for k, v in t.items()},
+                                   "corr_held_out": correlations(s[held_out], t["cifar10"][held_out]),
+                                   "search": {n: search_sim(s, t["cifar10"], n) for n in (10, 100, 1000)
+                                              if n <= len(idx) // 2}}
+        if name in rules:
+            row["rule"], row["calibration_tau"] = rules[name][0].to_json(), rules[name][1]
+    return out
+
+
+def load_naswot_v1(every) -> np.ndarray:
+    """The reference's NASWOT v1 score of every architecture, in `every`'s order."""
+    from jaxnas.spaces import nb201
+    ref = list(csv.DictReader(NASWOT_V1.open()))
+    assert [r["cellstr"] for r in ref] == [nb201.to_string(x) for x in every]
+    return np.array([float(r["score"]) for r in ref])
 
 
 def score_run(out: pathlib.Path, arch_file: pathlib.Path) -> list[dict]:
@@ -170,6 +216,8 @@ def main():
     ap.add_argument("--calib", type=int, default=200)
     ap.add_argument("--eval", type=int, default=360)
     ap.add_argument("--no-part-b", action="store_true")
+    ap.add_argument("--whole", default=None, help="part C's `jaxnas score --archs all` run (default RUNS/all_fwd)")
+    ap.add_argument("--calib-whole", type=int, default=200, help="part C's calibration architectures")
     a = ap.parse_args()
     from jaxnas.bench import load_table
     from jaxnas.spaces import nb201
@@ -180,6 +228,8 @@ def main():
     perm = np.random.default_rng(2026).permutation(len(every))
     calib_idx, eval_idx = np.sort(perm[:a.calib]), perm[a.calib:a.calib + a.eval]  # eval: sorted per chunk
     results = {"part_a": part_a(a, every, truth, valid, calib_idx), "published_search": PUBLISHED}
+    part_c_run = pathlib.Path(a.whole or pathlib.Path(a.runs) / "all_fwd")
+    results["part_c"] = part_c(part_c_run, every, truth, valid, np.sort(perm[:a.calib_whole]))
     if not a.no_part_b:
         results["part_b"] = part_b(a, every, truth, valid, calib_idx, eval_idx)
     (HERE / "results.json").write_text(json.dumps(results, indent=2))
@@ -216,6 +266,29 @@ def main():
                          + f" | {fmt_search(r['search'])} |")
         lines.append("")
         for name, r in b["rows"].items():
+            if "rule" in r:
+                lines.append(f"- {name}: weights {dict(zip(r['rule']['metrics'], r['rule']['weights']))}"
+                             + (f", calibration tau {r['calibration_tau']:.3f}" if r["calibration_tau"] is not None
+                                else ""))
+    if results["part_c"]:
+        c = results["part_c"]
+        speed = f"; {c['archs_per_s']:.2f} architectures/s on this machine" if "archs_per_s" in c else ""
+        lines += ["", (f"## Part C: jaxnas's forward and cost metrics on {c['n']:,} architectures (`jaxnas score "
+                       f"--archs all`{speed}); rules calibrated on {c['calib_n']} seeded ones against cifar10-valid "
+                       "validation accuracy"), "",
+                  f"jaxnas's NASWOT against the reference's v1 scores: Spearman {c['naswot_vs_reference_v1']['spearman']:.3f}"
+                  f" / Kendall {c['naswot_vs_reference_v1']['kendall']:.3f}.", "",
+                  ("| score | Spearman / Kendall, CIFAR-10 | without the calibration set | CIFAR-100 | ImageNet16-120 "
+                   f"| search N = {' / '.join(map(str, next(iter(c['rows'].values()))['search']))} |"),
+                  "|---|---|---|---|---|---|"]
+        for name, r in c["rows"].items():
+            k, h = r["corr"], r["corr_held_out"]
+            lines.append(f"| {name} | " + f"{k['cifar10']['spearman']:.3f} / {k['cifar10']['kendall']:.3f} | "
+                         f"{h['spearman']:.3f} / {h['kendall']:.3f} | "
+                         + " | ".join(f"{k[t]['spearman']:.3f} / {k[t]['kendall']:.3f}" for t in ("cifar100", "imagenet16"))
+                         + f" | {fmt_search(r['search'])} |")
+        lines.append("")
+        for name, r in c["rows"].items():
             if "rule" in r:
                 lines.append(f"- {name}: weights {dict(zip(r['rule']['metrics'], r['rule']['weights']))}"
                              + (f", calibration tau {r['calibration_tau']:.3f}" if r["calibration_tau"] is not None

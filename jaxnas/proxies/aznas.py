@@ -22,6 +22,16 @@ ResNet reduction blocks in order (L = 3N + 2; the head, BN-ReLU-pool-linear, is 
     2 - sigma - 1 / (sigma + 1e-6), at most 0, reached at sigma = 1. Averaged over blocks; a block
     that passes g_out through unchanged (an identity cell) scores -inf, as in the reference.
 A NaN total becomes -inf (the reference's rule), e.g. expressivity when a feature is all zeros.
+
+The spectrum (`spectrum`): "reference" takes float32 eigenvalues as they come, as the reference
+does. Deep NB201 features reach variances of ~1e8 (skip connections and pools add up across cells),
+and a covariance of rank below C then has float32 eigenvalues of either sign around zero; one below
+-1e-8 of the total makes log(p + 1e-8) NaN, and the reference's rule turns the score into -inf.
+Which architecture that hits is a rounding accident (the float64 spectrum of the same covariance is
+positive): ~5 % of NB201 cells with a convolution, and of those some flip between two float32
+paths that differ only in summation order. "psd" clamps negative eigenvalues to 0, which changes
+a finite entropy by < 1e-6 and keeps the -inf of all-zero features. Both are always returned:
+az_expressivity / az_progressivity from `spectrum`, az_expressivity_psd / az_progressivity_psd.
 AZ-NAS itself ranks candidates by the sum of log(rank / K) of these three and of the FLOPs, which
 needs all K candidates' scores, so it is not a per-candidate proxy here: it is
 `jaxnas.proxies.combine.Rule("logrank", ("az_expressivity", "az_progressivity", "az_trainability",
@@ -61,6 +71,7 @@ from jaxnas.spaces.arch import Choice, wrap
 from jaxnas.spaces.nb201 import eager
 
 INPUTS = ("noise", "images")
+SPECTRA = ("reference", "psd")
 INITS = ("kaiming", "as_is")
 OUTPUTS = ("az_expressivity", "az_progressivity", "az_trainability")
 _HI = jax.lax.Precision.HIGHEST
@@ -98,13 +109,25 @@ def kaiming_normal(params):
     return jax.tree.unflatten(treedef, out)
 
 
-def entropy_of_covariance(f):
-    """Expressivity of one feature map [B, H, W, C]: the entropy of its normalised covariance spectrum."""
+def entropy_of_covariance(f, spectrum: str = "reference"):
+    """Expressivity of one feature map [B, H, W, C]: the entropy of its normalised covariance
+    spectrum; `spectrum` "reference" or "psd" (negative eigenvalues, float32 rounding, set to 0:
+    module doc)."""
+    return _entropies(_covariance_spectrum(f))[SPECTRA.index(spectrum)]
+
+
+def _covariance_spectrum(f):
     x = f.reshape(-1, f.shape[-1])
     x = x - x.mean(0, keepdims=True)
-    s = jnp.linalg.eigvalsh(jnp.dot(x.T, x, precision=_HI) / x.shape[0])
-    p = s / s.sum()
-    return jnp.sum(-p * jnp.log(p + 1e-8))
+    return jnp.linalg.eigvalsh(jnp.dot(x.T, x, precision=_HI) / x.shape[0])
+
+
+def _entropies(s):
+    """(reference, psd) entropies of the normalised spectrum `s`."""
+    def entropy(s):
+        p = s / s.sum()
+        return jnp.sum(-p * jnp.log(p + 1e-8))
+    return entropy(s), entropy(jnp.maximum(s, 0.0))
 
 
 def pixel_unshuffle(x, r: int):
@@ -130,17 +153,22 @@ def _finite_or_ninf(x):
     return jnp.where(jnp.isnan(x), -jnp.inf, x)
 
 
-def _check(inputs, init):
-    if inputs not in INPUTS or init not in INITS:
-        raise ValueError(f"inputs must be one of {INPUTS} and init one of {INITS}, got {inputs!r}, {init!r}")
+def _check(inputs, init, spectrum):
+    if inputs not in INPUTS or init not in INITS or spectrum not in SPECTRA:
+        raise ValueError(f"inputs must be one of {INPUTS}, init one of {INITS} and spectrum one of {SPECTRA}, "
+                         f"got {inputs!r}, {init!r}, {spectrum!r}")
 
 
-def _az_from(feats, pairs):
+def _az_from(feats, pairs, spectrum: str = "reference"):
     """The scores from the block features [f_0 .. f_L] and the (probe, pullback) pairs of blocks
-    1 .. L (empty: no trainability)."""
-    expr = jnp.stack([entropy_of_covariance(f) for f in feats])
+    1 .. L (empty: no trainability): expressivity and progressivity from `spectrum`, and from the
+    "psd" spectrum as az_expressivity_psd / az_progressivity_psd whichever `spectrum` is."""
+    ref, psd = (jnp.stack(e) for e in zip(*(_entropies(_covariance_spectrum(f)) for f in feats)))
+    expr = {"reference": ref, "psd": psd}[spectrum]
     out = {"az_expressivity": _finite_or_ninf(expr.sum()),
-           "az_progressivity": _finite_or_ninf(jnp.min(expr[1:] - expr[:-1]))}
+           "az_progressivity": _finite_or_ninf(jnp.min(expr[1:] - expr[:-1])),
+           "az_expressivity_psd": _finite_or_ninf(psd.sum()),
+           "az_progressivity_psd": _finite_or_ninf(jnp.min(psd[1:] - psd[:-1]))}
     if pairs:
         out["az_trainability"] = _finite_or_ninf(jnp.mean(jnp.stack([block_trainability(g_in, g_out)
                                                                      for g_out, g_in in pairs])))
@@ -148,13 +176,13 @@ def _az_from(feats, pairs):
 
 
 def az_scores(graphdef, params, stats, arch, images, labels, *, seed: int = 0, inputs: str = "noise",
-              init: str = "kaiming", trainability: bool = True, impl=None):
+              init: str = "kaiming", trainability: bool = True, impl=None, spectrum: str = "reference"):
     """AZ-NAS's expressivity, progressivity and (with `trainability`) trainability of one
     architecture (float32, vmappable): {"az_expressivity", "az_progressivity"[, "az_trainability"]}.
-    `inputs`, `init`: the module doc; `impl` overrides the supernet's single-path formulation.
+    `inputs`, `init`, `spectrum`: the module doc; `impl` overrides the supernet's single-path formulation.
     `eager_az_scores` computes the same for a host architecture through the eager kernels."""
     del labels
-    _check(inputs, init)
+    _check(inputs, init, spectrum)
     if init == "kaiming":
         params = kaiming_normal(params)
     x = noise_input(seed, images.shape, images.dtype) if inputs == "noise" else images
@@ -173,25 +201,25 @@ def az_scores(graphdef, params, stats, arch, images, labels, *, seed: int = 0, i
         else:
             f = block(i, feats[-1])
         feats.append(f)
-    return _az_from(feats, pairs)
+    return _az_from(feats, pairs, spectrum)
 
 
 _kaiming_normal_jit = jax.jit(kaiming_normal)
-_az_from_jit = jax.jit(_az_from)
+_az_from_jit = jax.jit(_az_from, static_argnums=2)
 _probe_jit = jax.jit(probe, static_argnums=(0, 1, 2, 3))
 _noise_jit = jax.jit(noise_input, static_argnums=(0, 1, 2))
 
 
 def eager_az_scores(graphdef, params, stats, arch, images, labels, *, seed: int = 0, inputs: str = "noise",
-                    init: str = "kaiming", trainability: bool = True, impl=None):
+                    init: str = "kaiming", trainability: bool = True, impl=None, spectrum: str = "reference"):
     """`az_scores` of a concrete host architecture, each block and its pullback through the eager
     kernels (`eager.block_pullbacks`): on XLA:CPU the traced blocks' input gradients took ~15 s per
     C=16, N=5 candidate at 128 images."""
     del labels, impl
-    _check(inputs, init)
+    _check(inputs, init, spectrum)
     if init == "kaiming":
         params = _kaiming_normal_jit(params)
     x = _noise_jit(seed, tuple(images.shape), images.dtype) if inputs == "noise" else images
     probe_fn = (lambda i, y: _probe_jit(seed, i, tuple(y.shape), y.dtype)) if trainability else None
     feats, pairs = eager.block_pullbacks(graphdef, params, stats, x, Choice(arch), probe_fn)
-    return _az_from_jit(feats, pairs)
+    return _az_from_jit(feats, pairs, spectrum)
