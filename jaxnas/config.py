@@ -183,6 +183,9 @@ class Proxy:
     das_weight: float | None = None  # DAS = DA + das_weight * B * log(NAU); 1.0 with logdet is NASWOT.
                                        # None: the DA's weight chosen on a 200-arch calibration set
                                        # (logdet 1.75, min_dist 1.33; experiments/proxy_fidelity)
+    az_spectrum: str = "reference"     # AZ-NAS expressivity's covariance spectrum: reference (float32 as it
+                                       # comes; rounding makes ~5% of NB201 cells -inf) | psd (negative
+                                       # eigenvalues clamped to 0; jaxnas.proxies.aznas)
     fast_train_steps: int = 0          # DAS fast training: SGD steps per candidate before scoring
     fast_train_lr: float = 0.1         # its learning rate
     fast_train_batch_size: int = 64    # its batch size
@@ -199,6 +202,7 @@ class Proxy:
         _check_positive(self, ("batch_size", "fast_train_batch_size"))
         _check_choice(self, "init", ("per_arch", "shared"))
         _check_choice(self, "das_da", ("logdet", "min_dist"))
+        _check_choice(self, "az_spectrum", ("reference", "psd"))
         if self.fast_train_steps < 0 or self.fast_train_lr <= 0:
             raise ValueError("proxy.fast_train_steps must be >= 0 and proxy.fast_train_lr > 0")
         if self.fine_rank_top < 0 or self.fine_rank_steps < 1:

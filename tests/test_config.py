@@ -30,6 +30,7 @@ def test_every_field_of_the_flat_config_names_its_new_place(old):
     ("eval.bn=running", "eval.bn=running needs nb201.track_running_stats=true"),
     ("setn.select=best", "setn.select must be one of topk, sample, got 'best'"),
     ("proxy.das_da=median", "proxy.das_da must be one of logdet, min_dist"),
+    ("proxy.az_spectrum=float64", "proxy.az_spectrum must be one of reference, psd"),
     ("run.keep_checkpoints=1", "run.keep_checkpoints must be >= 2"),
     ("train.rounds=0", "train.rounds must be >= 1"),
     ("nb201.single_path_impl=fast", "nb201.single_path_impl must be one of auto, eager"),

@@ -146,6 +146,8 @@ def test_az_nas_components_match_a_direct_computation(scorer, scores, host_score
     for s in (scores, host_scores):
         assert s["az_expressivity"][i] == pytest.approx(expr.sum(), rel=1e-4)
         assert s["az_progressivity"][i] == pytest.approx(min(np.diff(expr)), rel=1e-3, abs=1e-4)
+        assert s["az_expressivity_psd"][i] == pytest.approx(expr.sum(), rel=1e-4)  # no rounding trouble here
+        assert s["az_progressivity_psd"][i] == pytest.approx(min(np.diff(expr)), rel=1e-3, abs=1e-4)
         if np.isinf(want):
             assert s["az_trainability"][i] == want == -np.inf
         else:
@@ -154,12 +156,34 @@ def test_az_nas_components_match_a_direct_computation(scorer, scores, host_score
 
 def test_forward_only_az_nas_stays_traced_under_host_gradients(scores, batch):
     """Without trainability AZ-NAS differentiates nothing: host_gradients leaves it in the jitted
-    program (chosen op alone), with the same scores as the full traced path."""
-    fwd = ProxyScorer("az_expressivity,az_progressivity", C=C, N=N, seed=SEED, host_gradients=True)
-    assert not fwd.host and not fwd._eager_fns
+    program (chosen op alone), with the same scores as the full traced path; az_spectrum="psd"
+    makes the psd spectrum's scores the proxies'."""
+    fwd = ProxyScorer("az_expressivity,az_progressivity", C=C, N=N, seed=SEED, host_gradients=True, az_spectrum="psd")
+    assert not fwd.host and not fwd._eager_fns and fwd._fns[0].keywords["impl"] == "switch"
+    # with fast training on the host, forward-only AZ-NAS is still one of the traced functions
+    ft = ProxyScorer("az_expressivity", C=C, N=N, seed=SEED, host_gradients=True, fast_train_steps=1)
+    assert ft.host and not ft._eager_fns and ft._fns[0].func is aznas.az_scores
     got = fwd(ARCHS, *batch)
     for k in ("az_expressivity", "az_progressivity"):
-        np.testing.assert_allclose(got[k], scores[k], rtol=1e-5, atol=1e-5)
+        np.testing.assert_array_equal(got[k], got[f"{k}_psd"])
+        np.testing.assert_allclose(got[k], scores[f"{k}_psd"], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("rank", [2, 32])
+def test_psd_spectrum_survives_float32_rounding_of_a_low_rank_covariance(rank):
+    """A rank-deficient covariance (deep NB201 features): its float32 eigenvalues near zero come out
+    of either sign, and the reference's entropy is NaN; the psd spectrum gives the float64 entropy."""
+    rng = np.random.default_rng(rank)
+    f = (rng.standard_normal((2048, rank)) @ rng.standard_normal((rank, 64)) * 100).astype(np.float32)
+    x = f.astype(np.float64) - f.astype(np.float64).mean(0)
+    s = np.clip(np.linalg.eigvalsh(x.T @ x / len(x)), 0, None)  # exact zeros, up to float64 rounding
+    p = s / s.sum()
+    want = np.sum(-p * np.log(p + 1e-8))
+    feats = jnp.asarray(f.reshape(2, 32, 32, 64))
+    assert np.isnan(float(aznas.entropy_of_covariance(feats)))
+    assert float(aznas.entropy_of_covariance(feats, "psd")) == pytest.approx(want, rel=1e-4)
+    with pytest.raises(ValueError, match="spectrum"):
+        aznas.az_scores(None, None, None, None, feats, None, spectrum="float64")
 
 
 def test_kaiming_normal_turns_the_default_draw_into_kaiming_normal_fan_in():

@@ -111,18 +111,26 @@ def part_c(whole: pathlib.Path, every, truth, valid, calib_idx) -> dict | None:
         return None
     rows = list(csv.DictReader(f.open()))
     idx = np.array([int(r["index"]) for r in rows])
-    scores = {k: np.array([float(r[k]) for r in rows]) for k in rows[0] if k not in ("index", "arch")}
-    metrics = [k for k in scores if k != "das"]  # das is da_min or da plus a multiple of log_nau: the rule's job
     pos = {j: i for i, j in enumerate(idx)}
-    ci = np.array([pos[j] for j in calib_idx if j in pos])
+    ci = np.array([pos[j] for j in calib_idx if j in pos], int)
+    if len(ci) < 10:  # too early in the run to calibrate anything
+        return None
+    scores = {k: np.array([float(r[k]) for r in rows]) for k in rows[0] if k not in ("index", "arch")}
+    # das is da_min or da plus a multiple of log_nau (the rule's job); AZ-NAS's components from the psd
+    # spectrum only (the reference ones differ where rounding made them -inf)
+    metrics = [k for k in scores if k not in ("das", "az_expressivity", "az_progressivity")]
     groups = {"naswot + params": ("naswot", "params"),
               "AZ forward + flops": ("az_expressivity", "az_progressivity", "flops"),
+              "AZ forward (psd) + flops": ("az_expressivity_psd", "az_progressivity_psd", "flops"),
               "naswot + AZ forward + params": ("naswot", "az_expressivity", "az_progressivity", "params"),
+              "naswot + AZ forward (psd) + params": ("naswot", "az_expressivity_psd", "az_progressivity_psd", "params"),
               "all forward metrics": tuple(metrics)}
     rules = calibrated_rules({k: v[ci] for k, v in scores.items()}, valid[idx[ci]], groups)
     rules["naswot_params (named rule, equal weights)"] = (NAMED["naswot_params"], None)
     rules["AZ forward + flops [logrank, equal weights]"] = (
         Rule("logrank", ("az_expressivity", "az_progressivity", "flops"), (1.0, 1.0, 1.0)), None)
+    rules["AZ forward (psd) + flops [logrank, equal weights]"] = (
+        Rule("logrank", ("az_expressivity_psd", "az_progressivity_psd", "flops"), (1.0, 1.0, 1.0)), None)
     t = {k: v[idx] for k, v in truth.items()}
     held_out = np.setdiff1d(np.arange(len(idx)), ci)  # the same figures without the calibration architectures
     out = {"n": len(idx), "calib_n": len(ci), "rows": {}}

@@ -29,8 +29,8 @@ and a covariance of rank below C then has float32 eigenvalues of either sign aro
 -1e-8 of the total makes log(p + 1e-8) NaN, and the reference's rule turns the score into -inf.
 Which architecture that hits is a rounding accident (the float64 spectrum of the same covariance is
 positive): ~5 % of NB201 cells with a convolution, and of those some flip between two float32
-paths that differ only in summation order. "psd" clamps negative eigenvalues to 0, which changes
-a finite entropy by < 1e-6 and keeps the -inf of all-zero features. Both are always returned:
+paths that differ only in summation order. "psd" clamps negative eigenvalues to 0, which typically
+changes a finite entropy by < 1e-6 and keeps the -inf of all-zero features. Both are always returned:
 az_expressivity / az_progressivity from `spectrum`, az_expressivity_psd / az_progressivity_psd.
 AZ-NAS itself ranks candidates by the sum of log(rank / K) of these three and of the FLOPs, which
 needs all K candidates' scores, so it is not a per-candidate proxy here: it is
@@ -53,10 +53,11 @@ Where this deviates from the reference, and why:
   - float32 throughout, as the reference (which runs float32 on a GPU); matrix products at highest
     precision so TF32 accelerators do not change the eigenvalues.
 
-`az_scores` is traced (jit, vmap; the blocks in the supernet's differentiable single-path form);
-`eager_az_scores` computes the same for a host architecture through the eager kernels, which
-ProxyScorer uses with `host_gradients` (CPU): the traced blocks' input gradients took ~15 s per
-C=16, N=5 candidate at 128 images on 2 cores, the eager ones ~1.5 s.
+`az_scores` is traced (jit, vmap; the blocks in the supernet's differentiable single-path form,
+or `impl`'s); `eager_az_scores` computes the same for a host architecture through the eager
+kernels, which ProxyScorer uses with `host_gradients` (CPU) when trainability is asked for: the
+traced blocks' input gradients took ~15 s per C=16, N=5 candidate at 128 images on 2 cores, the
+eager ones ~1.5 s. Without trainability ProxyScorer keeps it traced with the `switch` formulation.
 """
 from __future__ import annotations
 
@@ -73,7 +74,6 @@ from jaxnas.spaces.nb201 import eager
 INPUTS = ("noise", "images")
 SPECTRA = ("reference", "psd")
 INITS = ("kaiming", "as_is")
-OUTPUTS = ("az_expressivity", "az_progressivity", "az_trainability")
 _HI = jax.lax.Precision.HIGHEST
 
 
@@ -178,7 +178,8 @@ def _az_from(feats, pairs, spectrum: str = "reference"):
 def az_scores(graphdef, params, stats, arch, images, labels, *, seed: int = 0, inputs: str = "noise",
               init: str = "kaiming", trainability: bool = True, impl=None, spectrum: str = "reference"):
     """AZ-NAS's expressivity, progressivity and (with `trainability`) trainability of one
-    architecture (float32, vmappable): {"az_expressivity", "az_progressivity"[, "az_trainability"]}.
+    architecture (float32, vmappable): {"az_expressivity", "az_progressivity", "az_expressivity_psd",
+    "az_progressivity_psd"[, "az_trainability"]}.
     `inputs`, `init`, `spectrum`: the module doc; `impl` overrides the supernet's single-path formulation.
     `eager_az_scores` computes the same for a host architecture through the eager kernels."""
     del labels

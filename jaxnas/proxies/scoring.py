@@ -98,11 +98,13 @@ class ProxyScorer:
 
     def __init__(self, proxies, *, C=16, N=5, num_classes=10, seed=0, init="per_arch", chunk_size=1,
                  das_weight=1.0, das_da="logdet", fast_train_steps=0, fast_train_lr=0.1, single_path_impl="merged",
-                 host_gradients=False, space=nb201.SPACE):
+                 host_gradients=False, az_spectrum="reference", space=nb201.SPACE):
         if init not in INITS:
             raise ValueError(f"init must be one of {INITS}, got {init!r}")
         if das_da not in activation.DAS_DA:
             raise ValueError(f"das_da must be one of {activation.DAS_DA}, got {das_da!r}")
+        if az_spectrum not in aznas.SPECTRA:
+            raise ValueError(f"az_spectrum must be one of {aznas.SPECTRA}, got {az_spectrum!r}")
         if chunk_size < 1 or fast_train_steps < 0:
             raise ValueError("chunk_size must be >= 1 and fast_train_steps >= 0")
         self.proxies = parse_proxies(proxies) if isinstance(proxies, str) else list(proxies)
@@ -122,9 +124,10 @@ class ProxyScorer:
             elif fn is aznas.az_scores:  # reference init unless fast training moved the weights (aznas doc)
                 trainability = "az_trainability" in self.proxies
                 # without trainability AZ-NAS is forward only: traced with the chosen op alone, like
-                # NASWOT (1.6x the host path's throughput on 2 CPU cores, BENCHMARKS.md section 5)
+                # NASWOT (1.6x the host path's throughput on 2 CPU cores, BENCHMARKS.md section 12)
                 fn = functools.partial(fn, seed=seed, init="as_is" if fast_train_steps else "kaiming",
-                                       trainability=trainability, **({} if trainability else {"impl": "switch"}))
+                                       trainability=trainability, spectrum=az_spectrum,
+                                       **({} if trainability else {"impl": "switch"}))
             elif fn is cost_proxies.cost_scores:
                 fn = functools.partial(fn, space=space, C=C, N=N, num_classes=num_classes)
             fns.setdefault(PROXIES[name][0], fn)
@@ -336,4 +339,5 @@ def make_scorer(cfg: Config, proxies, num_classes: int) -> ProxyScorer:
                        fast_train_steps=cfg.proxy.fast_train_steps, fast_train_lr=cfg.proxy.fast_train_lr,
                        single_path_impl=cfg.nb201.single_path_impl,  # resolved per pass by the network
                        host_gradients=backend.host_path(cfg.nb201.single_path_impl),  # CPU: eager gradients
+                       az_spectrum=cfg.proxy.az_spectrum,
                        space=spaces.get(cfg.space))
