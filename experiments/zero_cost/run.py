@@ -284,8 +284,9 @@ def main():
         lines += ["", (f"## Part C: jaxnas's forward and cost metrics on {c['n']:,} architectures (`jaxnas score "
                        f"--archs all`{speed}); rules calibrated on {c['calib_n']} seeded ones against cifar10-valid "
                        "validation accuracy"), "",
-                  f"jaxnas's NASWOT against the reference's v1 scores: Spearman {c['naswot_vs_reference_v1']['spearman']:.3f}"
-                  f" / Kendall {c['naswot_vs_reference_v1']['kendall']:.3f}.", "",
+                  (f"jaxnas's NASWOT against the reference's v1 scores: Spearman "
+                   f"{c['naswot_vs_reference_v1']['spearman']:.3f} / Kendall {c['naswot_vs_reference_v1']['kendall']:.3f}."),
+                  "",
                   ("| score | Spearman / Kendall, CIFAR-10 | without the calibration set | CIFAR-100 | ImageNet16-120 "
                    f"| search N = {' / '.join(map(str, next(iter(c['rows'].values()))['search']))} |"),
                   "|---|---|---|---|---|---|"]
