@@ -184,7 +184,7 @@ class Proxy:
                                        # None: the DA's weight chosen on a 200-arch calibration set
                                        # (logdet 1.75, min_dist 1.33; experiments/proxy_fidelity)
     az_spectrum: str = "reference"     # AZ-NAS expressivity's covariance spectrum: reference (float32 as it
-                                       # comes; rounding makes ~5% of NB201 cells -inf) | psd (negative
+                                       # comes; rounding makes ~6% of NB201 cells -inf) | psd (negative
                                        # eigenvalues clamped to 0; jaxnas.proxies.aznas)
     fast_train_steps: int = 0          # DAS fast training: SGD steps per candidate before scoring
     fast_train_lr: float = 0.1         # its learning rate

@@ -23,7 +23,8 @@ SETN_EXTRA_STEP_S = 1.2    # SETN's architecture step on top of it
 CANDIDATE_S = 1.2          # ranking one candidate on 512 validation images
 FORWARD_PROXY_S = 0.25     # NASWOT / DAS, one candidate, 128 images
 GRADIENT_PROXY_S = 1.5     # synflow / snip / grad_norm / jacov through the eager kernels
-AZ_S = {False: 0.4, True: 1.5}  # AZ-NAS's components, one pass: without / with trainability's pullbacks
+AZ_S = {False: 0.25, True: 1.5}  # AZ-NAS's components: traced forward (BENCHMARKS.md section 12) /
+                                 # with trainability's eager pullbacks
 ZICO_S = 3.0               # ZiCo: two half-batch loss gradients
 COST_PROXIES = ("params", "flops", "layers")  # from the cost model: no forward pass
 FAST_TRAIN_STEP_S = 0.6    # one fast-training step of one candidate, batch 64

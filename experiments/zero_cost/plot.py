@@ -73,7 +73,7 @@ def main():
     ax2.axhline(93.90, color="black", ls="--", lw=1, label="TE-NAS 93.90 (paper)")
     ax2.axhline(93.55, color="grey", ls="--", lw=1, label="NASI 93.55 (paper)")
     ax2.set_xscale("log")
-    ax2.set_ylim(88, 94.5)
+    ax2.set_ylim(90, 94.3)
     ax2.set_xlabel("N candidates (sampling); pruning at the right")
     ax2.set_ylabel("NB201 CIFAR-10 test of the pick")
     ax2.set_title("Search simulations (whole space) and pruning searches", fontsize=10)

@@ -124,7 +124,7 @@ class ProxyScorer:
             elif fn is aznas.az_scores:  # reference init unless fast training moved the weights (aznas doc)
                 trainability = "az_trainability" in self.proxies
                 # without trainability AZ-NAS is forward only: traced with the chosen op alone, like
-                # NASWOT (1.6x the host path's throughput on 2 CPU cores, BENCHMARKS.md section 12)
+                # NASWOT (1.9x the host path's throughput on 2 CPU cores, BENCHMARKS.md section 12)
                 fn = functools.partial(fn, seed=seed, init="as_is" if fast_train_steps else "kaiming",
                                        trainability=trainability, spectrum=az_spectrum,
                                        **({} if trainability else {"impl": "switch"}))
