@@ -233,6 +233,13 @@ def part_b(a, every, truth, valid, calib_idx, eval_idx) -> dict:
     return out
 
 
+def rule_lines(rows: dict) -> list[str]:
+    """One line per rule row: its weights and calibration tau."""
+    return [f"- {name}: weights {dict(zip(r['rule']['metrics'], r['rule']['weights']))}"
+            + (f", calibration tau {r['calibration_tau']:.3f}" if r["calibration_tau"] is not None else "")
+            for name, r in rows.items() if "rule" in r]
+
+
 def fmt_search(s: dict) -> str:
     return " / ".join(f"{m:.2f} ± {sd:.2f}" for m, sd in s.values())
 
@@ -273,10 +280,7 @@ def main():
                      + f" | {fmt_search(r['search'])} |")
     lines += ["", "Published training-free searches on NB201 CIFAR-10: "
               + "; ".join(f"{k} {v}" for k, v in PUBLISHED.items()) + ".", ""]
-    for name, r in results["part_a"].items():
-        if "rule" in r:
-            lines.append(f"- {name}: weights {dict(zip(r['rule']['metrics'], r['rule']['weights']))}"
-                         + (f", calibration tau {r['calibration_tau']:.3f}" if r["calibration_tau"] is not None else ""))
+    lines += rule_lines(results["part_a"])
     if "part_b" in results:
         b = results["part_b"]
         lines += ["", (f"## Part B: jaxnas's metrics on {b['eval_n']} seeded architectures (rules calibrated on "
@@ -292,11 +296,7 @@ def main():
                              f"{c[t]['spearman']:.3f} / {c[t]['kendall']:.3f}" for t in ("cifar100", "imagenet16"))
                          + f" | {fmt_search(r['search'])} |")
         lines.append("")
-        for name, r in b["rows"].items():
-            if "rule" in r:
-                lines.append(f"- {name}: weights {dict(zip(r['rule']['metrics'], r['rule']['weights']))}"
-                             + (f", calibration tau {r['calibration_tau']:.3f}" if r["calibration_tau"] is not None
-                                else ""))
+        lines += rule_lines(b["rows"])
     if results["part_c"]:
         c = results["part_c"]
         speed = f"; {c['archs_per_s']:.2f} architectures/s on this machine" if "archs_per_s" in c else ""
@@ -319,11 +319,7 @@ def main():
                          + " / ".join(f"{g:+.3f} [{lo:+.3f}, {hi:+.3f}]" for g, lo, hi in r.get("gain_over_params", {}).values())
                          + " |")
         lines.append("")
-        for name, r in c["rows"].items():
-            if "rule" in r:
-                lines.append(f"- {name}: weights {dict(zip(r['rule']['metrics'], r['rule']['weights']))}"
-                             + (f", calibration tau {r['calibration_tau']:.3f}" if r["calibration_tau"] is not None
-                                else ""))
+        lines += rule_lines(c["rows"])
     (HERE / "table.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
