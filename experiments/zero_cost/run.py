@@ -54,14 +54,17 @@ def search_picks(scores, truth, n, draws=500, seed=0) -> np.ndarray:
 
 
 def search_sim(scores, truth, n, draws=500, seed=0) -> tuple[float, float]:
-    picks = search_picks(scores, truth, n, draws, seed)
+    return mean_std(search_picks(scores, truth, n, draws, seed))
+
+
+def mean_std(picks) -> tuple[float, float]:
     return float(np.mean(picks)), float(np.std(picks))
 
 
-def paired_gain(scores, baseline, truth, n, boot=2000, seed=1) -> list[float]:
-    """[mean, 2.5 %, 97.5 %] of the pick's gain over `baseline`'s on the same draws (bootstrap over
-    draws: the simulation's randomness, not the scoring seed's)."""
-    d = search_picks(scores, truth, n) - search_picks(baseline, truth, n)
+def paired_gain(picks, baseline_picks, boot=2000, seed=1) -> list[float]:
+    """[mean, 2.5 %, 97.5 %] of the gain of `picks` over `baseline_picks` drawn on the same candidate
+    sets (bootstrap over draws: the simulation's randomness, not the scoring seed's)."""
+    d = picks - baseline_picks
     rng = np.random.default_rng(seed)
     means = [rng.choice(d, len(d)).mean() for _ in range(boot)]
     return [float(d.mean()), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))]
@@ -90,7 +93,7 @@ def calibrated_rules(calib_scores, calib_valid, groups) -> dict:
     return rules
 
 
-def part_a(a, every, truth, valid, calib_idx) -> dict:
+def part_a(every, truth, valid, calib_idx, naswot_v1) -> dict:
     import jax.numpy as jnp
 
     from jaxnas.proxies.combine import Rule
@@ -98,7 +101,7 @@ def part_a(a, every, truth, valid, calib_idx) -> dict:
     cost = {k: np.asarray(v, np.float64) for k, v in nb201.SPACE.cost(jnp.asarray(every)).items()}
     convs = np.isin(every, (nb201.CONV1, nb201.CONV3)).sum(-1)
     scores = {"params": cost["params"], "flops": cost["flops"], "layers": (8 + 15 * convs).astype(np.float64)}
-    scores["naswot_v1_ref"] = load_naswot_v1(every)
+    scores["naswot_v1_ref"] = naswot_v1
     calib = {k: v[calib_idx] for k, v in scores.items()}
     rules = calibrated_rules(calib, valid[calib_idx], {"naswot_v1_ref + params": ("naswot_v1_ref", "params"),
                                                        "naswot_v1_ref + params + flops": ("naswot_v1_ref", "params",
@@ -117,7 +120,7 @@ def part_a(a, every, truth, valid, calib_idx) -> dict:
     return rows
 
 
-def part_c(whole: pathlib.Path, every, truth, valid, calib_idx) -> dict | None:
+def part_c(whole: pathlib.Path, truth, valid, calib_idx, naswot_v1) -> dict | None:
     """jaxnas's forward and cost metrics on the whole space (`jaxnas score --archs all`, the CPU plan
     of issue 21: no gradient metric), rules calibrated on `calib_idx` against validation accuracy.
     Uses the rows scored so far when the run is unfinished (`n` says how many)."""
@@ -150,19 +153,19 @@ def part_c(whole: pathlib.Path, every, truth, valid, calib_idx) -> dict | None:
     t = {k: v[idx] for k, v in truth.items()}
     held_out = np.setdiff1d(np.arange(len(idx)), ci)  # the same figures without the calibration architectures
     out = {"n": len(idx), "calib_n": len(ci), "rows": {}}
-    ref = load_naswot_v1(every)[idx]
-    out["naswot_vs_reference_v1"] = correlations(scores["naswot"], ref)
+    out["naswot_vs_reference_v1"] = correlations(scores["naswot"], naswot_v1[idx])
     summary = whole / "summary.json"
     if summary.exists():
         out["archs_per_s"] = json.loads(summary.read_text())["archs_per_s"]
+    ns = [n for n in (10, 100, 1000) if n <= len(idx) // 2]
+    params_picks = {n: search_picks(scores["params"], t["cifar10"], n) for n in ns}
     for name, s in [*scores.items(), *((n, r(scores)) for n, (r, _) in rules.items())]:
+        picks = {n: search_picks(s, t["cifar10"], n) for n in ns}
         row = out["rows"][name] = {"corr": {k: correlations(s, v) for k, v in t.items()},
                                    "corr_held_out": correlations(s[held_out], t["cifar10"][held_out]),
-                                   "search": {n: search_sim(s, t["cifar10"], n) for n in (10, 100, 1000)
-                                              if n <= len(idx) // 2}}
+                                   "search": {n: mean_std(p) for n, p in picks.items()}}
         if name != "params":
-            row["gain_over_params"] = {n: paired_gain(s, scores["params"], t["cifar10"], n) for n in (100, 1000)
-                                       if n <= len(idx) // 2}
+            row["gain_over_params"] = {n: paired_gain(picks[n], params_picks[n]) for n in ns if n >= 100}
         if name in rules:
             row["rule"], row["calibration_tau"] = rules[name][0].to_json(), rules[name][1]
     return out
@@ -261,9 +264,10 @@ def main():
     valid = load_table(NASWOT_V1).values(every, "valid_top1")
     perm = np.random.default_rng(2026).permutation(len(every))
     calib_idx, eval_idx = np.sort(perm[:a.calib]), perm[a.calib:a.calib + a.eval]  # eval: sorted per chunk
-    results = {"part_a": part_a(a, every, truth, valid, calib_idx), "published_search": PUBLISHED}
+    naswot_v1 = load_naswot_v1(every)
+    results = {"part_a": part_a(every, truth, valid, calib_idx, naswot_v1), "published_search": PUBLISHED}
     part_c_run = pathlib.Path(a.whole or pathlib.Path(a.runs) / "all_fwd")
-    results["part_c"] = part_c(part_c_run, every, truth, valid, np.sort(perm[:a.calib_whole]))
+    results["part_c"] = part_c(part_c_run, truth, valid, np.sort(perm[:a.calib_whole]), naswot_v1)
     if not a.no_part_b:
         results["part_b"] = part_b(a, every, truth, valid, calib_idx, eval_idx)
     (HERE / "results.json").write_text(json.dumps(results, indent=2))

@@ -115,7 +115,7 @@ def entropy_of_covariance(f, spectrum: str = "reference"):
     """Expressivity of one feature map [B, H, W, C]: the entropy of its normalised covariance
     spectrum; `spectrum` "reference" or "psd" (negative eigenvalues, float32 rounding, set to 0:
     module doc)."""
-    return _entropies(_covariance_spectrum(f))[SPECTRA.index(spectrum)]
+    return _entropies(_covariance_spectrum(f))[spectrum]
 
 
 def _covariance_spectrum(f):
@@ -124,12 +124,12 @@ def _covariance_spectrum(f):
     return jnp.linalg.eigvalsh(jnp.dot(x.T, x, precision=_HI) / x.shape[0])
 
 
-def _entropies(s):
-    """(reference, psd) entropies of the normalised spectrum `s`."""
+def _entropies(s) -> dict:
+    """{spectrum: entropy of the normalised spectrum `s`} for each of SPECTRA."""
     def entropy(s):
         p = s / s.sum()
         return jnp.sum(-p * jnp.log(p + 1e-8))
-    return entropy(s), entropy(jnp.maximum(s, 0.0))
+    return {"reference": entropy(s), "psd": entropy(jnp.maximum(s, 0.0))}
 
 
 def pixel_unshuffle(x, r: int):
@@ -165,12 +165,12 @@ def _az_from(feats, pairs, spectrum: str = "reference"):
     """The scores from the block features [f_0 .. f_L] and the (probe, pullback) pairs of blocks
     1 .. L (empty: no trainability): expressivity and progressivity from `spectrum`, and from the
     "psd" spectrum as az_expressivity_psd / az_progressivity_psd whichever `spectrum` is."""
-    ref, psd = (jnp.stack(e) for e in zip(*(_entropies(_covariance_spectrum(f)) for f in feats)))
-    expr = {"reference": ref, "psd": psd}[spectrum]
-    out = {"az_expressivity": _finite_or_ninf(expr.sum()),
-           "az_progressivity": _finite_or_ninf(jnp.min(expr[1:] - expr[:-1])),
-           "az_expressivity_psd": _finite_or_ninf(psd.sum()),
-           "az_progressivity_psd": _finite_or_ninf(jnp.min(psd[1:] - psd[:-1]))}
+    entropies = [_entropies(_covariance_spectrum(f)) for f in feats]
+    out = {}
+    for suffix, key in (("", spectrum), ("_psd", "psd")):
+        expr = jnp.stack([e[key] for e in entropies])
+        out[f"az_expressivity{suffix}"] = _finite_or_ninf(expr.sum())
+        out[f"az_progressivity{suffix}"] = _finite_or_ninf(jnp.min(expr[1:] - expr[:-1]))
     if pairs:
         out["az_trainability"] = _finite_or_ninf(jnp.mean(jnp.stack([block_trainability(g_in, g_out)
                                                                      for g_out, g_in in pairs])))

@@ -10,7 +10,7 @@ The DAS fast-training strategy: before scoring, each candidate takes `fast_train
 (momentum 0.9, Nesterov, weight decay 5e-4, lr `fast_train_lr`) on fixed training batches.
 
 Everything that differentiates the network (those steps, the gradient proxies, ZiCo, AZ-NAS's
-blocks) runs inside the program by default; with `host_gradients` (jaxnas's default on CPU) it runs
+block pullbacks for its trainability) runs inside the program by default; with `host_gradients` (jaxnas's default on CPU) it runs
 one candidate at a time through the eager kernels (jaxnas.spaces.nb201.eager; `EAGER` below) instead, since on XLA:CPU the traced single-path
 gradient at C=16, N=5 compiles for many minutes and runs ~50x slower than PyTorch
 (benchmarks/BENCHMARKS.md section 1). Both give the same weights and scores up to float rounding.
@@ -115,6 +115,7 @@ class ProxyScorer:
                                        single_path_impl=single_path_impl)
         self.graphdef, self.params, self.stats = split(self._make(rngs=nnx.Rngs(seed)))
         fns = {}
+        trainability = "az_trainability" in self.proxies  # AZ-NAS differentiates only for this one
         for name in self.proxies:
             fn = PROXIES[name][0]
             if fn is activation.activation_scores:  # forward only: the chosen op alone (`switch`) is fastest
@@ -122,7 +123,6 @@ class ProxyScorer:
                 fn = functools.partial(fn, das_weight=das_weight, das_da=das_da, impl="switch",
                                        prune=True if fast_train_steps else "zero")
             elif fn is aznas.az_scores:  # reference init unless fast training moved the weights (aznas doc)
-                trainability = "az_trainability" in self.proxies
                 # without trainability AZ-NAS is forward only: traced with the chosen op alone, like
                 # NASWOT (1.9x the host path's throughput on 2 CPU cores, BENCHMARKS.md section 12)
                 fn = functools.partial(fn, seed=seed, init="as_is" if fast_train_steps else "kaiming",
@@ -131,8 +131,7 @@ class ProxyScorer:
             elif fn is cost_proxies.cost_scores:
                 fn = functools.partial(fn, space=space, C=C, N=N, num_classes=num_classes)
             fns.setdefault(PROXIES[name][0], fn)
-        gradient_fns = [f for f, g in fns.items() if f in EAGER and not (f is aznas.az_scores
-                                                                        and not g.keywords["trainability"])]
+        gradient_fns = [f for f in fns if f in EAGER and (f is not aznas.az_scores or trainability)]
         self.host = bool(host_gradients and (fast_train_steps or gradient_fns))
         self._fns = [f for k, f in fns.items() if not (self.host and k in gradient_fns)]  # traced
         # the eager twin takes the keywords the traced function was given
