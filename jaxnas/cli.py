@@ -100,8 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common(s)
     t = sub.add_parser("train", help="train one architecture from scratch (NB201 recipe)")
     arch = t.add_mutually_exclusive_group(required=True)
-    arch.add_argument("--arch", help="NB201 string |op~0|+|op~0|op~1|+|op~0|op~1|op~2|, or a finished run "
-                                     "directory / its result.json")
+    arch.add_argument("--arch", help="NB201 string |op~0|+|op~0|op~1|+|op~0|op~1|op~2| or NB201 index, or a "
+                                     "finished search's run directory / its result.json")
     arch.add_argument("--arch-from", metavar="RUN", help="train the architecture a finished search found")
     t.add_argument("--space", default=None, choices=SEARCH_SPACES,
                    help="the architecture's space (default: the run's, with --arch-from; else nb201)")
@@ -120,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", help="a run directory")
     p.add_argument("--bench-table", help="NB201 table for a score run (default: the shared table if present)")
     sub.add_parser("list", help="the spaces, methods, proxies and presets, one line each")
-    d = sub.add_parser("demo", help="two short real searches on CIFAR-10 (training-free DAS, then RSPS)")
+    d = sub.add_parser("demo", help="two short real searches on CIFAR-10 (training-free pruning, then RSPS)")
     d.add_argument("--out", default=DEMO_OUT,
                    help=f"folder of the two runs (default {DEMO_OUT}, replaced on every demo)")
     d.add_argument("--overwrite", action="store_true", help="replace the jaxnas run in a --out of your choice")
@@ -148,9 +148,15 @@ def train_arch(args) -> tuple[str, dict]:
     or --arch-from RUN) and the config fields of its space ({} for a string; a run's `space` and its
     `hybrid` sizes)."""
     spec, flag = (args.arch_from, "--arch-from") if args.arch_from else (args.arch, "--arch")
+    if not spec.strip():
+        raise ValueError(f"{flag} is empty; give an architecture string, an NB201 index, or a finished search's "
+                         "run directory / result.json")
     path = pathlib.Path(spec).expanduser()
     if args.arch_from or path.exists():
         result = path / "result.json" if path.is_dir() else path
+        if not result.exists() and (result.parent / "summary.json").exists():
+            raise ValueError(f"{flag} {spec} is a `jaxnas score` run: it scores architectures and picks none; "
+                             f"train one of its scores.csv by --arch '<NB201 string>' ({_best_scored(result.parent)})")
         try:
             arch = json.loads(result.read_text())["arch"]
         except FileNotFoundError:
@@ -167,14 +173,41 @@ def train_arch(args) -> tuple[str, dict]:
     return spec, {}
 
 
+def _best_scored(run: pathlib.Path) -> str:
+    """A score run's best architecture by its first score column, for an error message."""
+    from jaxnas.rundir import read_scores
+    try:
+        header, rows = read_scores(run / "scores.csv")
+        values = [float(r[header[2]]) for r in rows]
+        best = rows[max(range(len(rows)), key=lambda i: (values[i] == values[i], values[i]))]
+        return f"its best by {header[2]}: {best['arch']}"
+    except (OSError, ValueError, IndexError, KeyError, RuntimeError):
+        return "its scores.csv lists them"
+
+
 def _check_train_arch(cfg, flag: str):
-    """cfg with its architecture string checked and normalised by its space."""
+    """cfg with its architecture string checked and normalised by its space; a plain number is an
+    index into a space that lists its architectures (NB201's benchmark order)."""
     from jaxnas import spaces
+    from jaxnas.spaces import has
     space = spaces.get(cfg.space, cfg)
+    text = cfg.arch.strip()
+    if text.isdigit():
+        if not has(space, "enumerate"):
+            raise ValueError(f"{flag} {text}: space {space.name!r} has no architecture indices; give its string form")
+        if int(text) >= space.size:
+            raise ValueError(f"{flag} {text}: an index of space {space.name!r} is in [0, {space.size - 1}]")
+        return cfg.replace(arch=space.to_string(jax_tree_index(space.enumerate(), int(text))))
     try:
         return cfg.replace(arch=space.to_string(space.from_string(cfg.arch)))
     except ValueError as err:
         raise ValueError(f"{flag}: {err}") from None
+
+
+def jax_tree_index(archs, i: int):
+    """Architecture `i` of a batch (a pytree with a leading axis on every leaf)."""
+    import jax
+    return jax.tree.map(lambda a: a[i], archs)
 
 
 def _config(args):
@@ -183,8 +216,11 @@ def _config(args):
             raise ValueError("jaxnas train trains one architecture: method= and arch= overrides do not apply "
                              "(give the architecture with --arch or --arch-from; search with jaxnas search)")
         arch, fields = train_arch(args)
-        if args.space and args.space != fields.get("space"):  # another space than the run's: its defaults
-            fields = {"space": args.space}
+        if args.space and fields.get("space") not in (None, args.space):
+            raise ValueError(f"--space {args.space}: the run searched space {fields['space']!r}, so its architecture "
+                             f"is one of {fields['space']!r}; leave --space out")
+        if args.space:
+            fields = {**fields, "space": args.space}
         cfg = PRESETS["train-" + args.preset].replace(arch=arch).set(fields)
     elif args.command == "score":
         from jaxnas.proxies import parse_proxies
@@ -196,7 +232,14 @@ def _config(args):
     cfg = apply_overrides(validate(cfg.replace(data=args.data, seed=args.seed)), args.overrides)
     if args.bench_table and cfg.space != "nb201":
         raise ValueError(f"--bench-table: benchmark tables cover NB201; space {cfg.space!r} has none")
-    return _check_train_arch(cfg, "--arch-from" if args.arch_from else "--arch") if args.command == "train" else cfg
+    if args.bench_table and not pathlib.Path(args.bench_table).expanduser().is_file():
+        raise ValueError(f"--bench-table {args.bench_table}: no such file (expected an NB201-style CSV)")
+    if args.command == "train":
+        cfg = _check_train_arch(cfg, "--arch-from" if args.arch_from else "--arch")
+    if args.command != "score":
+        from jaxnas import methods, spaces
+        methods.get(cfg.method).check(cfg, spaces.get(cfg.space, cfg))
+    return cfg
 
 
 def _training_free(args, cfg) -> bool:
@@ -243,6 +286,8 @@ def _run(args) -> dict:
     from jaxnas import methods
     from jaxnas.train import sharding
 
+    if args.distributed and not args.print_config:  # before anything touches a JAX backend
+        sharding.initialize_distributed()
     cfg = _config(args)
     # read once: what the bench table must cover, and what a score run scores
     candidates = _candidates(args, cfg) if args.bench_table or args.command == "score" else None
@@ -255,8 +300,6 @@ def _run(args) -> dict:
                          "chunks, eval_chunk_size=); leave --devices out")
     from jaxnas.rundir import check_run_dir
     check_run_dir(args.out, cfg, args.overwrite, "summary.json" if args.command == "score" else "result.json")
-    if args.distributed:
-        sharding.initialize_distributed()
     table = None
     if args.bench_table:
         from jaxnas.bench import load_table
@@ -293,16 +336,27 @@ def listing() -> str:
     def block(title, items):
         return f"{title}:\n" + "".join(f"  {k:12s} {v}\n" for k, v in items.items())
 
-    methods = {**METHOD_HELP, "train": "`jaxnas train`: one architecture from scratch (NB201 recipe)"}
     return "\n".join([block("spaces", {k: s.description for k, s in spaces.SPACES.items()}),
-                      block("methods (jaxnas search --method)", methods),
+                      block("methods (jaxnas search --method)", METHOD_HELP),
                       block("proxies (jaxnas score --proxy)", PROXY_HELP),
                       block("presets (--preset)", PRESET_HELP)])
 
 
+SHOWN_CHARS = 240  # a list longer than this (as JSON) is summarised on stdout
+
+
+def _brief(value):
+    """`value` with every long list (candidates, rounds, histograms) replaced by its length."""
+    if isinstance(value, dict):
+        return {k: _brief(v) for k, v in value.items()}
+    if isinstance(value, list) and len(json.dumps(value)) > SHOWN_CHARS:
+        return f"({len(value)} entries: in the run directory's result.json / summary.json)"
+    return value
+
+
 def _print_result(result: dict) -> None:
-    shown = {k: v for k, v in result.items() if k != "candidates"}
-    print(json.dumps(shown, indent=2))
+    """The result on stdout with long lists summarised; the run directory holds them whole."""
+    print(json.dumps(_brief({k: v for k, v in result.items() if k != "candidates"}), indent=2))
 
 
 # The demo's two searches: (folder, method, one-line description, overrides); both at the tiny preset.

@@ -39,18 +39,36 @@ def plot_run(run_dir, bench_table=None) -> list[pathlib.Path]:
     run = pathlib.Path(run_dir)
     if not run.is_dir():
         raise PlotError(f"{run} is not a folder" if run.exists() else f"{run} does not exist")
-    metrics, scores = run / "metrics.jsonl", run / "scores.csv"
+    metrics, scores, result = run / "metrics.jsonl", run / "scores.csv", run / "result.json"
     if not metrics.is_file() and not scores.is_file():
-        raise PlotError(f"{run} holds no jaxnas run (no metrics.jsonl or scores.csv)")
+        raise PlotError(_nothing_to_plot(run))
     out = run / "plots"
+    if out.exists() and not out.is_dir():
+        raise PlotError(f"{out} is a file; jaxnas plot writes its PNGs into that folder: move the file away")
     paths = []
     if metrics.is_file():
         paths += _plot_metrics(metrics, out)
     if scores.is_file():
         paths += _plot_scores(scores, out, bench_table, _data_name(run))
-    if (run / "result.json").is_file():
-        paths += _plot_histograms(run / "result.json", out)
+    if result.is_file():
+        paths += _plot_histograms(result, out)
+    if not paths:
+        raise PlotError(_nothing_to_plot(run))
     return paths
+
+
+def _nothing_to_plot(run: pathlib.Path) -> str:
+    """Why a folder gives no figure: not a run, a run that has not logged yet, or a run with no
+    curves (a training-free search writes one result.json)."""
+    if not rundir.is_jaxnas_run(run):
+        inner = sorted(str(d) for d in run.iterdir() if d.is_dir() and rundir.is_jaxnas_run(d))
+        if inner:  # e.g. the demo's folder of two runs
+            return f"{run} is a folder of runs; plot one of them: {', '.join(inner[:4])}"
+        return f"{run} holds no jaxnas run (no config.json written by jaxnas, no metrics.jsonl or scores.csv)"
+    if (run / "result.json").is_file():
+        return (f"{run} is a finished run with nothing to plot: it trained nothing (a training-free search "
+                "writes its scores into result.json, no curves); `jaxnas score` runs give score plots")
+    return f"{run} is a jaxnas run that has written no metrics yet; plot it once its first steps are logged"
 
 
 def _plot_histograms(path: pathlib.Path, out: pathlib.Path) -> list[pathlib.Path]:
@@ -219,6 +237,7 @@ def _grid(n: int, size: tuple[float, float]) -> Figure:
 
 
 def _save(fig: Figure, path: pathlib.Path) -> pathlib.Path:
+    assert path.name in rundir.PLOT_FILES, path  # --overwrite removes only the plots it knows
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
     return path

@@ -2,7 +2,9 @@
 
 - A run directory is marked as jaxnas's by the `config.json` jaxnas writes first (it records the
   jaxnas version); `--overwrite` replaces only a marked directory, only the entries jaxnas writes
-  (`OWNED`), and never the working directory, one of its ancestors, the home folder or `/`.
+  (`OWNED`, and inside its folders only what `OWNED_INSIDE` names: a user's file in `plots/` is
+  kept like one at the top level), and never the working directory, one of its ancestors, the
+  home folder or `/`.
 - Appended files survive a crash mid-write: a torn last line of `metrics.jsonl` is dropped with a
   warning naming the file; appends are written in one call and flushed to disk.
 """
@@ -15,6 +17,7 @@ import json
 import os
 import pathlib
 import platform
+import re
 import shutil
 import signal
 import sys
@@ -32,6 +35,11 @@ except ImportError:  # not POSIX: no run-directory lock
 # Everything jaxnas may write into a run directory; --overwrite removes only these.
 OWNED = ("config.json", "metrics.jsonl", "result.json", "checkpoints", "scores.csv", "progress.json",
          "summary.json", "aggregate.csv", "plots")
+# What jaxnas writes inside the folders it owns (plot names: `jaxnas.plot`; checkpoint steps,
+# Orbax's temporary step folders and the digests file: `jaxnas.checkpoint`).
+PLOT_FILES = ("curves.png", "epoch_metrics.png", "scores.png", "candidates.png")
+OWNED_INSIDE = {"plots": re.compile("|".join(re.escape(f) for f in PLOT_FILES)),
+                "checkpoints": re.compile(r"\d+(\.orbax-checkpoint-tmp.*)?|digests\.json(\.tmp)?")}
 MARKER = "config.json"
 LOCK = ".lock"  # held (flock) by the process writing the run directory; never removed
 _HELD: dict = {}  # resolved run directory -> the open lock file this process holds
@@ -123,6 +131,8 @@ def check_run_dir(run_dir, cfg: Config, overwrite: bool, finished_file: str = "r
     cfg_file = run / MARKER
     if cfg_file.exists():
         saved = _saved_config(cfg_file)
+        if same_data(saved.data, cfg.data):  # the same dataset however it is spelled
+            saved = saved.replace(data=cfg.data)
         if saved != cfg:
             old, new = flat(saved), flat(cfg)
             diff = {k: (old[k], new[k]) for k in new if old[k] != new[k]}
@@ -131,6 +141,15 @@ def check_run_dir(run_dir, cfg: Config, overwrite: bool, finished_file: str = "r
     elif run.exists() and _entries(run):
         raise RunError(f"{run} exists, is not empty and holds no jaxnas run; choose another --out")
     return run
+
+
+def same_data(a: str, b: str) -> bool:
+    """Whether two `--data` values name the same dataset: equal names, or paths that resolve to the
+    same file or folder (a relative and an absolute spelling, `~`, symlinks)."""
+    if a == b:
+        return True
+    pa, pb = pathlib.Path(a).expanduser(), pathlib.Path(b).expanduser()
+    return pa.exists() and pb.exists() and pa.resolve() == pb.resolve()
 
 
 def _saved_config(cfg_file: pathlib.Path) -> Config:
@@ -152,7 +171,8 @@ def _check_removable(run: pathlib.Path) -> None:
 
 
 def remove_run(run: pathlib.Path) -> None:
-    """Remove what jaxnas wrote into the run directory `run`; keep (and name) anything else."""
+    """Remove what jaxnas wrote into the run directory `run`; keep (and name) anything else, at
+    any depth (a folder jaxnas owns that holds a user's file is kept with that file only)."""
     _check_removable(run)
     if not run.exists():
         return
@@ -162,6 +182,8 @@ def remove_run(run: pathlib.Path) -> None:
         name = entry.name.removesuffix(".tmp")
         if name not in OWNED:
             kept.append(entry.name)
+        elif name in OWNED_INSIDE and entry.is_dir() and not entry.is_symlink():
+            kept += _remove_owned_inside(entry, OWNED_INSIDE[name])
         elif entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry)
         else:
@@ -169,6 +191,22 @@ def remove_run(run: pathlib.Path) -> None:
     if kept:
         warnings.warn(f"--overwrite kept {len(kept)} entries of {run} that jaxnas did not write: "
                       f"{', '.join(kept[:5])}{' ...' if len(kept) > 5 else ''}", stacklevel=2)
+
+
+def _remove_owned_inside(folder: pathlib.Path, pattern: re.Pattern) -> list[str]:
+    """Remove the entries of `folder` whose names `pattern` matches, and the folder once empty;
+    the names (relative to the run directory) of the entries kept."""
+    kept = []
+    for entry in folder.iterdir():
+        if not pattern.fullmatch(entry.name):
+            kept.append(f"{folder.name}/{entry.name}")
+        elif entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+    if not kept:
+        folder.rmdir()
+    return kept
 
 
 def _entries(run: pathlib.Path) -> list[pathlib.Path]:
@@ -184,6 +222,9 @@ def lock_run_dir(run: pathlib.Path) -> None:
     if key in _HELD or fcntl is None:
         return
     run.mkdir(parents=True, exist_ok=True)
+    if (run / LOCK).is_dir() or ((run / LOCK).exists() and not (run / LOCK).is_file()):
+        raise RunError(f"{run / LOCK} is not a file (jaxnas keeps its run-directory lock there); "
+                       "remove it, then rerun")
     f = open(run / LOCK, "a+")  # noqa: SIM115 -- held open while the run lasts
     try:
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -91,7 +91,7 @@ def test_missing_folder(tmp_path):
 
 
 def test_empty_folder(tmp_path):
-    with pytest.raises(PlotError, match=r"holds no jaxnas run \(no metrics.jsonl or scores.csv\)"):
+    with pytest.raises(PlotError, match=r"holds no jaxnas run \(no config.json written by jaxnas, no metrics.jsonl"):
         plot_run(tmp_path)
 
 

@@ -385,16 +385,39 @@ def _channel_stats(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 # ------------------------------------------------------------------------------------------ TFDS
 
 
+# TFDS downloads from its Google Cloud Storage mirror, else the dataset's own site (CIFAR's).
+DOWNLOAD_HOSTS = (("storage.googleapis.com", 443), ("www.cs.toronto.edu", 443))
+
+
+def _online(timeout: float = 3.0) -> bool:
+    """Whether one of TFDS's download hosts accepts a connection within `timeout` seconds: offline,
+    TFDS would retry its downloads for minutes before failing."""
+    import socket
+    for host in DOWNLOAD_HOSTS:
+        try:
+            socket.create_connection(host, timeout=timeout).close()
+            return True
+        except OSError:
+            continue
+    return False
+
+
 def _load_tfds(name: str, max_per_class) -> Dataset:
     """Load a TFDS dataset whole into numpy (needs TensorFlow to download and prepare it)."""
     tfds_name, test_split, keep = _TFDS[name]
     try:
         import tensorflow_datasets as tfds
 
+        if not tfds.builder(tfds_name).is_prepared() and not _online():
+            raise DataError(f"{name!r} is not prepared in TFDS's data folder and no download host answers "
+                            f"({', '.join(h for h, _ in DOWNLOAD_HOSTS)}): connect to the network once, or point "
+                            f"--data / JAXNAS_DATA at an image folder or .tar.gz ({_LAYOUT})")
         (train, test), info = tfds.load(tfds_name, split=["train", test_split], batch_size=-1,
                                         as_supervised=True, with_info=True)
         train, test = tfds.as_numpy(train), tfds.as_numpy(test)
         class_names = tuple(info.features["label"].names)
+    except DataError:
+        raise
     except Exception as e:
         looked = (f" (no CIFAR-10 archive in $JAXNAS_DATA, at {SHARED_CIFAR10}, or at {CWD_CIFAR10[0]} or "
                   f"{CWD_CIFAR10[1]} from the working directory)" if name == "cifar10" else "")

@@ -82,8 +82,9 @@ def _listed(scores):
 class ABS(Method):
     name = "abs"
 
-    def __init__(self, cfg, space, num_classes: int):
-        super().__init__(cfg, space, num_classes)
+    @classmethod
+    def check(cls, cfg, space) -> None:
+        super().check(cfg, space)
         for capability in ("enumerate", "init_state", "allows"):
             if not has(space, capability):
                 raise ValueError(f"abs needs a space with {capability}; {space.name} lacks it")
@@ -91,6 +92,21 @@ class ABS(Method):
             raise ValueError(f"abs.metric=angle needs a space that defines weight angles; {space.name} does not")
         if cfg.abs.metric == "magnitude" and cfg.abs.base != "setn":
             raise ValueError("abs.metric=magnitude scores operators by SETN's alpha: set abs.base=setn")
+        BASES[cfg.abs.base].check(cfg, space)
+        ops = space.init_state()["ops"]
+        droppable = ops.size - ops.shape[0]  # every decision keeps one option
+        if cfg.abs.schedule == "oneshot" and cfg.abs.drop_num > droppable:
+            raise ValueError(f"abs.drop_num={cfg.abs.drop_num} exceeds the {droppable} droppable operators of "
+                             f"{space.name} ({ops.size}, one kept per edge); at most {droppable} (which leaves one "
+                             "architecture)")
+        total = cfg.train.epochs * cfg.train.rounds
+        if cfg.abs.shrink_after > total:
+            raise ValueError(f"abs.shrink_after={cfg.abs.shrink_after} is beyond the run's {total} epochs, so "
+                             f"the space would never shrink; at most {total} (0: half of the run's epochs)")
+
+    def __init__(self, cfg, space, num_classes: int):
+        super().__init__(cfg, space, num_classes)
+        self.check(cfg, space)
         self.base = BASES[cfg.abs.base](cfg, space, num_classes)
         self.split, self.uses_arch_batch = self.base.split, self.base.uses_arch_batch
         self.host_step = self.base.host_step

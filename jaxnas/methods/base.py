@@ -28,7 +28,7 @@ from jaxnas.config import Config
 from jaxnas.evaluate import Evaluator
 from jaxnas.nn import split
 from jaxnas.spaces.arch import KINDS, Choice
-from jaxnas.spaces.base import Space
+from jaxnas.spaces.base import Space, has
 from jaxnas.train import optim, steps
 from jaxnas.train import state as state_lib
 
@@ -43,9 +43,31 @@ class Method(abc.ABC):
     host_step = False        # does train_step run outside jit?
     trains = True            # False: no training steps, the loop goes straight to `select`
     needs_dataset = False    # True: the constructor also takes `dataset=` (the loaded Dataset)
+    reads_rule = False       # True: the method ranks by `proxy.rule`
+    progress = False         # show progress bars in long hooks (set by the loop from --no-progress)
 
     def __init__(self, cfg: Config, space: Space, num_classes: int):
         self.cfg, self.space, self.num_classes = cfg, space, num_classes
+
+    @classmethod
+    def check(cls, cfg: Config, space: Space) -> None:
+        """ValueError, before any data is read or any step runs, for a config this method on
+        `space` would silently ignore or fail on later. Subclasses add their own rules."""
+        name = cfg.method
+        if cfg.proxy.rule and not cls.reads_rule:
+            raise ValueError(f"proxy.rule={cfg.proxy.rule} is read by --method rule and --method prune (and "
+                             f"`jaxnas score`); --method {name} would ignore it: drop it or use --method rule")
+        probe = cfg.eval.rank_probe
+        if probe:
+            if not (cls.trains and cls.split == "search" and hasattr(cls, "rank")):
+                raise ValueError(f"eval.rank_probe ranks fixed architectures with a supernet's shared weights; "
+                                 f"--method {name} trains none: leave eval.rank_probe at 0")
+            if not has(space, "enumerate"):
+                raise ValueError(f"eval.rank_probe draws architectures from a space that lists them; space "
+                                 f"{space.name!r} does not: leave eval.rank_probe at 0")
+            if probe > space.size:
+                raise ValueError(f"eval.rank_probe={probe} exceeds the {space.size} architectures of space "
+                                 f"{space.name!r}")
 
     @abc.abstractmethod
     def init(self) -> state_lib.SearchState:

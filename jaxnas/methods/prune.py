@@ -30,6 +30,7 @@ import numpy as np
 
 from jaxnas.methods.training_free import TrainingFree
 from jaxnas.proxies.scoring import PROXIES
+from jaxnas.report import progress_bar
 from jaxnas.spaces.nb201 import cell as nb
 
 DEFAULT_RULE = "naswot_params"
@@ -69,11 +70,13 @@ class Prune(TrainingFree):
 
     name = "prune"
     rule_name = ""
+    reads_rule = True
 
-    def __init__(self, cfg, space, num_classes, *, dataset):
+    @classmethod
+    def check(cls, cfg, space) -> None:
         if cfg.proxy.fine_rank_top:
             raise ValueError("proxy.fine_rank_top re-ranks sampled candidates; --method prune ends at one cell")
-        super().__init__(cfg, space, num_classes, dataset=dataset)
+        super().check(cfg, space)
 
     @classmethod
     def rule_of(cls, cfg):
@@ -81,16 +84,21 @@ class Prune(TrainingFree):
 
     def select(self, state, evaluator):
         metric_rows = []
+        start = np.ones((nb.NUM_EDGES, nb.NUM_OPS), bool)
+        start[:, nb.NONE] = False  # TE-NAS drops `none` before the first round
+        # candidates of round r: on every edge still holding more than one op, each of its kept ops
+        total = sum(int(k) for r in range(nb.NUM_OPS) for k in start.sum(-1) - r if k > 1)
+        bar = progress_bar(total, 0, self.progress, "prune", unit="cell")
 
         def score(masks):
             res = self.scorer.score_mixed(masks, self.images, self.labels)
             metrics = {m: res[PROXIES[m][1]] for m in self.rule.metrics}
             metric_rows.append(metrics)
+            bar.update(len(masks))
             return self.rule(metrics)
 
-        start = np.ones((nb.NUM_EDGES, nb.NUM_OPS), bool)
-        start[:, nb.NONE] = False  # TE-NAS drops `none` before the first round
         mask, rounds = prune(score, start)
+        bar.close()
         for r, metrics in zip(rounds, metric_rows):
             r["metrics"] = {m: v.tolist() for m, v in metrics.items()}
         arch = mask.argmax(-1).astype(np.int32)

@@ -39,9 +39,15 @@ class TrainingFree(Method):
     proxy = ""
     rule_name = None  # a combination rule ranks instead: a name in combine.NAMED, "" for proxy.rule
 
-    def __init__(self, cfg, space, num_classes, *, dataset):
+    @classmethod
+    def check(cls, cfg, space) -> None:
+        super().check(cfg, space)
         if space.name != "nb201":
             raise ValueError(f"the training-free proxies read NB201 networks; space {space.name!r} is not supported")
+        cls.rule_of(cfg)  # a named rule, or a readable rule file of known metrics
+
+    def __init__(self, cfg, space, num_classes, *, dataset):
+        self.check(cfg, space)
         super().__init__(cfg, space, num_classes)
         (self.images, self.labels), self.train_batches = proxy_batches(dataset, cfg)
         self.rule = self.rule_of(cfg)
@@ -84,7 +90,8 @@ class TrainingFree(Method):
     @classmethod
     def for_rule(cls, name: str) -> type:
         """The method ranking by combination rule `name` ("rule": the config's proxy.rule)."""
-        return type(f"TrainingFree[{name}]", (cls,), {"name": name, "rule_name": "" if name == "rule" else name})
+        return type(f"TrainingFree[{name}]", (cls,), {"name": name, "rule_name": "" if name == "rule" else name,
+                                                      "reads_rule": name == "rule"})
 
     def init(self):
         return state_lib.create({}, {}, self.cfg.seed)

@@ -67,6 +67,10 @@ class Rule:
             raise ValueError(f"combination rule must be one of {', '.join(KINDS)}, got {self.kind!r}")
         if len(self.metrics) != len(self.weights) or not self.metrics:
             raise ValueError("a combination rule needs one weight per metric, and at least one metric")
+        if not all(np.isfinite(w) for w in self.weights):
+            raise ValueError(f"a combination rule's weights must be finite numbers, got {list(self.weights)}")
+        if not any(self.weights):
+            raise ValueError("a combination rule needs a non-zero weight (all zero: every aggregate is equal)")
 
     def __call__(self, scores: dict) -> np.ndarray:
         """The aggregate of every architecture of the population `scores` ({metric: values})."""
@@ -85,6 +89,15 @@ class Rule:
 
     @classmethod
     def from_json(cls, d: dict) -> Rule:
+        if not isinstance(d, dict) or not {"kind", "metrics", "weights"} <= set(d):
+            raise ValueError("expected a JSON object with keys kind, metrics and weights")
+        for key in ("metrics", "weights"):
+            if not isinstance(d[key], list):  # a malformed file: load_rule reports ValueErrors
+                raise ValueError(  # noqa: TRY004f"{key!r} must be a list (one entry per metric), got {d[key]!r}")
+        if not all(isinstance(m, str) for m in d["metrics"]):
+            raise ValueError(f"'metrics' must list metric names, got {d['metrics']!r}")
+        if not all(isinstance(w, (int, float)) and not isinstance(w, bool) for w in d["weights"]):
+            raise ValueError(f"'weights' must list numbers, got {d['weights']!r}")
         return cls(d["kind"], tuple(d["metrics"]), tuple(float(w) for w in d["weights"]))
 
 
@@ -105,10 +118,14 @@ def load_rule(spec: str) -> Rule:
     path = pathlib.Path(spec).expanduser()
     if not path.suffix == ".json":
         raise ValueError(f"proxy.rule: {spec!r} is neither a named rule ({', '.join(NAMED)}) nor a rule .json file")
+    if path.is_dir():
+        raise ValueError(f"proxy.rule: {path} is a folder; expected a rule .json file")
     try:
         return Rule.from_json(json.loads(path.read_text()))
     except FileNotFoundError:
         raise ValueError(f"proxy.rule: no file {path}") from None
+    except OSError as err:
+        raise ValueError(f"proxy.rule: cannot read {path}: {err.strerror or err}") from None
     except (ValueError, KeyError, TypeError) as err:
         raise ValueError(f"proxy.rule: {path} is not a rule ({{'kind', 'metrics', 'weights'}}): {err}") from None
 

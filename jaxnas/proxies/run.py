@@ -51,11 +51,16 @@ def select_archs(spec: str, seed: int) -> np.ndarray:
             raise ValueError(f"--archs N must be in [1, {nb201.NUM_ARCHS}], got {n}")
         idx = np.sort(np.random.default_rng(seed).choice(nb201.NUM_ARCHS, n, replace=False))
         return nb201.from_index(idx)
-    path = pathlib.Path(spec)
+    if not spec:
+        raise ValueError("--archs is empty; give all, a number N, or a file with one NB201 string per line")
+    if spec.lstrip("+-").isdigit():
+        raise ValueError(f"--archs N must be in [1, {nb201.NUM_ARCHS}], got {spec}")
+    path = pathlib.Path(spec).expanduser()
     if path.is_dir():
         raise ValueError(f"--archs {spec} is a directory; expected a file with one NB201 string per line")
     if not path.is_file():
-        raise FileNotFoundError(f"--archs takes all, a number or a file of NB201 strings; {spec!r} is none")
+        raise ValueError(f"--archs {spec}: no such file (--archs takes all, a number N, or a file with one "
+                         "NB201 string per line)")
     try:
         text = path.read_text(encoding="utf-8-sig")  # -sig: a byte-order mark is not part of line 1
     except UnicodeDecodeError:

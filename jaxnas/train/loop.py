@@ -51,11 +51,13 @@ class SearchRun:
         run = check_run_dir(run_dir, cfg, overwrite)
         self.mesh = sharding.make_mesh(num_devices)
         sharding.check_divisible(cfg.train.batch_size, self.mesh)
+        self.space = spaces.get(cfg.space, cfg)
+        method_cls.check(cfg, self.space)  # what the config alone shows, before the data is read
         ds = dataset or data_lib.load(cfg.data, max_per_class=cfg.max_per_class)
         self.dataset = ds
-        self.space = spaces.get(cfg.space, cfg)
         self.method = method_cls(cfg, self.space, ds.num_classes,
                                  **({"dataset": ds} if method_cls.needs_dataset else {}))
+        self.method.progress = progress
         rep = sharding.replicated(self.mesh)
         if self.method.split == "search":
             w_idx, a_idx = data_lib.search_split(len(ds.train_labels), cfg.seed)
@@ -66,8 +68,12 @@ class SearchRun:
         self.steps_per_epoch = len(w_idx) // cfg.train.batch_size
         if self.steps_per_epoch == 0 and self.method.trains:
             raise RunError(f"batch_size={cfg.train.batch_size} exceeds the {len(w_idx)} training images")
-        if cfg.train.steps_per_epoch:
-            self.steps_per_epoch = min(self.steps_per_epoch, cfg.train.steps_per_epoch)
+        if cfg.train.steps_per_epoch and self.method.trains:
+            if cfg.train.steps_per_epoch > self.steps_per_epoch:
+                raise RunError(f"train.steps_per_epoch={cfg.train.steps_per_epoch} exceeds an epoch's "
+                               f"{self.steps_per_epoch} steps ({len(w_idx)} images / batch {cfg.train.batch_size}); "
+                               f"set at most {self.steps_per_epoch}, or leave it out for whole epochs")
+            self.steps_per_epoch = cfg.train.steps_per_epoch
         self.epochs = cfg.train.epochs * cfg.train.rounds if self.method.trains else 0
         self.total_steps = self.steps_per_epoch * self.epochs
         self.evaluator = self._evaluator(ds, a_idx)
@@ -235,9 +241,8 @@ class SearchRun:
         return self._write_result(state, result, elapsed0 + time.time() - t0)
 
     def _rank_probe(self, state) -> dict:
-        """How well the shared weights rank a fixed set of architectures (one validation batch)."""
-        if not has(self.space, "enumerate"):
-            raise RunError(f"rank_probe needs a space that lists its architectures; {self.space.name} does not")
+        """How well the shared weights rank a fixed set of architectures (one validation batch);
+        `Method.check` refused a space that does not list them before the run began."""
         idx = np.sort(np.random.default_rng(RANK_PROBE_SEED).choice(self.space.size, self.cfg.eval.rank_probe,
                                                                      replace=False))
         archs = jax.tree.map(lambda a: a[idx], self.space.enumerate())

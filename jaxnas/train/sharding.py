@@ -5,6 +5,8 @@ BatchNorm batch statistics over the global batch), so 1 and 8 devices compute th
 """
 from __future__ import annotations
 
+import os
+
 import jax
 from jax.sharding import AxisType, NamedSharding
 from jax.sharding import PartitionSpec as P
@@ -33,6 +35,23 @@ def check_divisible(size: int, mesh, what: str = "batch_size") -> None:
         raise ValueError(f"{what}={size} must be divisible by the number of devices ({n})")
 
 
+DISTRIBUTED_ENV = ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID")
+
+
 def initialize_distributed() -> None:
-    """Multi-host set-up (`--distributed`): coordinator and process ids come from the environment."""
-    jax.distributed.initialize()
+    """Multi-host set-up (`--distributed`): the coordinator and process ids come from a cluster JAX
+    detects (SLURM, Open MPI, Kubernetes, Cloud TPU) or from DISTRIBUTED_ENV on every process;
+    ValueError naming those variables when neither gives them."""
+    kw = {}
+    for var, arg in (("JAX_NUM_PROCESSES", "num_processes"), ("JAX_PROCESS_ID", "process_id")):
+        if os.environ.get(var, "").strip():
+            try:
+                kw[arg] = int(os.environ[var])
+            except ValueError:
+                raise ValueError(f"--distributed: {var} must be an integer, got {os.environ[var]!r}") from None
+    try:
+        jax.distributed.initialize(**kw)
+    except (ValueError, TypeError, RuntimeError) as err:
+        raise ValueError(f"--distributed: {err} Outside a cluster JAX detects (SLURM, Open MPI, Kubernetes, "
+                         f"Cloud TPU) set {', '.join(f'{v}=...' for v in DISTRIBUTED_ENV)} on every process "
+                         "(e.g. JAX_COORDINATOR_ADDRESS=host0:1234 JAX_NUM_PROCESSES=2 JAX_PROCESS_ID=0)") from None

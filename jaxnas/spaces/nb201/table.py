@@ -18,6 +18,7 @@ from jaxnas.spaces.nb201 import cell as nb
 
 # Columns that may hold the NB201 architecture string, in order of preference.
 ARCH_COLUMNS = ("ArchitectureString", "arch_str", "cellstr", "arch")
+TEXT_COLUMNS = (*ARCH_COLUMNS, "UniqueString")  # text columns of the NB201 tables, read or ignored quietly
 
 # Short names for the columns of the shipped NATS-tss (NB201) 200-epoch test-accuracy table.
 ALIASES = {
@@ -179,7 +180,8 @@ def load_table(path: str | os.PathLike) -> BenchTable:
 
     The architecture column is the first of `ARCH_COLUMNS` present; numeric columns are those whose
     every non-empty cell parses as a float (empty/'nan' cells become NaN). Text columns are ignored;
-    a column with some numbers and a cell that is not one is dropped with a warning naming it. Raises FileNotFoundError for a missing file and ValueError for a file without an
+    a column with some numbers and a cell that is not one, or a text column other than
+    `TEXT_COLUMNS`, is dropped with a warning naming it. Raises FileNotFoundError for a missing file and ValueError for a file without an
     architecture column, without numeric columns, with an unparsable or repeated architecture.
     """
     path = os.fspath(path)
@@ -225,6 +227,9 @@ def load_table(path: str | os.PathLike) -> BenchTable:
             if len(bad) < len(cols[j]):  # some cells are numbers: a damaged numeric column
                 warnings.warn(f"{path}: column {name!r} dropped: line {bad[0] + 2} holds {cols[j][bad[0]]!r}, "
                               f"not a number ({len(bad)} such cells)", stacklevel=2)
+            elif name not in TEXT_COLUMNS:  # a text column the NB201 tables do not have
+                warnings.warn(f"{path}: column {name!r} ignored: it holds text ({cols[j][0]!r}), not accuracies",
+                              stacklevel=2)
             continue
         if np.all(np.isnan(vals)):
             continue
