@@ -93,7 +93,7 @@ class Rule:
             raise ValueError("expected a JSON object with keys kind, metrics and weights")
         for key in ("metrics", "weights"):
             if not isinstance(d[key], list):  # a malformed file: load_rule reports ValueErrors
-                raise ValueError(  # noqa: TRY004f"{key!r} must be a list (one entry per metric), got {d[key]!r}")
+                raise ValueError(f"{key!r} must be a list (one entry per metric), got {d[key]!r}")  # noqa: TRY004
         if not all(isinstance(m, str) for m in d["metrics"]):
             raise ValueError(f"'metrics' must list metric names, got {d['metrics']!r}")
         if not all(isinstance(w, (int, float)) and not isinstance(w, bool) for w in d["weights"]):
