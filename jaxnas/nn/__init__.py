@@ -1,5 +1,11 @@
 """Generic network pieces: PyTorch-exact layers (`ops`) and the functional split/apply of NNX modules.
-Networks of a particular space live with the space (e.g. `jaxnas.spaces.nb201.networks`)."""
-from jaxnas.nn.functional import apply, count_params, loss_and_accuracy, split
+Networks of a particular space live with the space (e.g. `jaxnas.spaces.nb201.networks`).
 
-__all__ = ["apply", "count_params", "loss_and_accuracy", "split"]
+Re-exported: `conv` (torch.nn.functional.conv2d with stride, padding, dilation, groups and
+non-square kernels; NHWC / HWIO), `weight_norm` (torch.nn.utils.weight_norm), `orthogonal`
+(torch.nn.init.orthogonal_ in the output-axis-last layouts)."""
+from jaxnas.nn.functional import apply, count_params, loss_and_accuracy, split
+from jaxnas.nn.init import orthogonal
+from jaxnas.nn.ops import conv, weight_norm
+
+__all__ = ["apply", "conv", "count_params", "loss_and_accuracy", "orthogonal", "split", "weight_norm"]

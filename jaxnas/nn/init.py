@@ -82,3 +82,53 @@ def fresh_params(key, params, used=None):
             out.append(vals.reshape(x.shape) * bound)
         at += x.size
     return jax.tree_util.tree_unflatten(treedef, out)
+
+
+def _orthogonal_np(seed, rows: int, cols: int, gain: float) -> np.ndarray:
+    """torch.nn.init.orthogonal_ on a (rows, cols) matrix, in float64 from a numpy generator."""
+    a = np.random.default_rng(np.asarray(seed).ravel().tolist()).standard_normal((rows, cols))
+    if rows < cols:
+        a = a.T
+    q, r = np.linalg.qr(a)
+    q = q * np.sign(np.diag(r))  # the sign fix: Q unique, Haar-distributed
+    if rows < cols:
+        q = q.T
+    return (gain * q).astype(np.float32)
+
+
+def orthogonal(key, shape, gain: float = 1.0, dtype=jnp.float32):
+    """A (semi-)orthogonal weight, torch.nn.init.orthogonal_(w, gain) (Saxe et al., ICLR 2014)
+    in this library's layouts: output axis last (HWIO conv kernels, [in, out] dense kernels).
+
+    PyTorch flattens its weight to a (rows, cols) matrix with rows = the output axis (dim 0 of OIHW
+    or of [out, in]) and cols = the rest in (I, H, W) order, fills it from the QR decomposition of
+    a standard normal matrix (R's diagonal signs folded into Q), and scales by `gain`. Here the same
+    matrix M (O, I*kh*kw) is reshaped to (O, I, kh, kw) and transposed to HWIO by (2, 3, 1, 0); for
+    a dense [in, out] kernel, M (out, in) is transposed. So `w.reshape(-1, O)` (this layout,
+    flattened) has orthonormal columns times `gain` when O <= the rest (W^T W = gain^2 I), else
+    orthonormal rows (W W^T = gain^2 I). 1-D shapes are refused, as in PyTorch.
+
+    The normal draw comes from numpy seeded by the key's bits (as `jaxnas.nn.ops.uniform` does):
+    jax.random plus jnp.linalg.qr would compile once per shape, about 0.5 s each on XLA:CPU. Under
+    tracing (jit, vmap) the same numpy computation runs as a host callback, so a key gives the same
+    weights traced or not. Deterministic for a key; not PyTorch's random stream.
+    """
+    shape = tuple(int(s) for s in shape)
+    if len(shape) < 2:
+        raise ValueError(f"orthogonal needs at least 2 dimensions, got shape {shape}")
+    rows = shape[-1]
+    cols = int(np.prod(shape[:-1]))
+    torch_shape = (rows, shape[-2], *shape[:-2])  # (O, I, kh, kw) / (out, in)
+    to_ours = (*range(2, len(shape)), 1, 0)  # OIHW -> HWIO; (out, in) -> (in, out)
+
+    def host(seed):
+        m = _orthogonal_np(seed, rows, cols, gain)
+        return np.ascontiguousarray(m.reshape(torch_shape).transpose(to_ours))
+
+    seed = jax.random.key_data(key) if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else key
+    if isinstance(seed, jax.core.Tracer):
+        out = jax.pure_callback(host, jax.ShapeDtypeStruct(shape, jnp.float32), seed,
+                                vmap_method="sequential")
+    else:
+        out = jnp.asarray(host(np.asarray(seed)))
+    return out.astype(dtype)

@@ -4,6 +4,9 @@ Follows xautodl/models/cell_operations.py (ReLUConvBN, POOLING, Zero, Identity, 
 padding is explicit and symmetric as in PyTorch, average pooling excludes padding from its divisor,
 BatchNorm uses batch statistics in training, momentum 0.1, eps 1e-5, and an *unbiased* running
 variance. Initialisation follows PyTorch's defaults (uniform +-1/sqrt(fan_in)).
+
+Generic functional pieces beside them: `conv` (torch.nn.functional.conv2d with stride, padding,
+dilation, groups and non-square kernels) and `weight_norm` (torch.nn.utils.weight_norm).
 """
 from __future__ import annotations
 
@@ -82,6 +85,95 @@ def _conv2d_bwd(stride, padding, res, g):
 
 
 conv2d.defvjp(_conv2d_fwd, _conv2d_bwd)
+
+
+def _pair(v, name: str) -> tuple[int, int]:
+    """An int or an (h, w) pair as an (h, w) pair of ints."""
+    if isinstance(v, (int, np.integer)):
+        return int(v), int(v)
+    if isinstance(v, (tuple, list)) and len(v) == 2 and all(isinstance(a, (int, np.integer)) for a in v):
+        return int(v[0]), int(v[1])
+    raise ValueError(f"{name} must be an int or an (h, w) pair of ints, got {v!r}")
+
+
+def _conv_padding(padding, kernel_hw, dilation, stride) -> tuple[tuple[int, int], tuple[int, int]]:
+    """((top, bottom), (left, right)) from an int, an (h, w) pair, ((top, bottom), (left, right)),
+    "valid" or "same" (torch.nn.functional.conv2d's rules: "same" needs stride 1; an even effective
+    kernel puts the extra row / column at the bottom / right)."""
+    if isinstance(padding, str):
+        if padding == "valid":
+            return (0, 0), (0, 0)
+        if padding != "same":
+            raise ValueError(f"padding must be an int, a pair, 'valid' or 'same', got {padding!r}")
+        if stride != (1, 1):
+            raise ValueError(f"padding='same' needs stride 1 (as in PyTorch), got stride {stride}")
+        total = [d * (k - 1) for k, d in zip(kernel_hw, dilation)]
+        return tuple((t // 2, t - t // 2) for t in total)
+    if (isinstance(padding, (tuple, list)) and len(padding) == 2
+            and all(isinstance(p, (tuple, list)) for p in padding)):
+        return _pair(tuple(padding[0]), "padding[0]"), _pair(tuple(padding[1]), "padding[1]")
+    ph, pw = _pair(padding, "padding")
+    return (ph, ph), (pw, pw)
+
+
+def conv(x, kernel, *, stride=1, padding=0, dilation=1, groups: int = 1):
+    """torch.nn.functional.conv2d(x, w, stride=, padding=, dilation=, groups=) for NHWC `x` and an
+    HWIO `kernel` of shape (kh, kw, C_in // groups, C_out), kh and kw free (non-square kernels).
+
+    `stride`, `dilation`: an int or an (h, w) pair. `padding`: an int or an (h, w) pair (symmetric,
+    zeros, as PyTorch), ((top, bottom), (left, right)), "valid", or "same" (stride 1 only, as in
+    PyTorch). `groups` splits input and output channels into that many contiguous groups as PyTorch
+    does (depthwise: groups == C_in); the HWIO kernel is PyTorch's OIHW weight transposed
+    (2, 3, 1, 0). Used by SMASH (Brock et al., ICLR 2018: dilated, grouped, non-square convs
+    sliced from a shared kernel bank) and NSE's MBConv cells (Ci et al., ICCV 2021: depthwise).
+
+    Without dilation and groups and with equal strides and symmetric, equal paddings this is
+    `conv2d` (the same XLA convolution, so the same values, and on CPU its chunked kernel gradient:
+    equal to XLA's own up to float summation order, 2-3x faster there). Otherwise
+    `jax.lax.conv_general_dilated` with XLA's gradient.
+    """
+    stride, dilation = _pair(stride, "stride"), _pair(dilation, "dilation")
+    kh, kw, c_in_g, c_out = kernel.shape
+    if groups < 1 or x.shape[-1] % groups or c_out % groups or x.shape[-1] // groups != c_in_g:
+        raise ValueError(f"groups={groups} does not fit input channels {x.shape[-1]}, kernel {kernel.shape} "
+                         "(HWIO: kh, kw, C_in // groups, C_out; both channel counts divisible by groups)")
+    pad = _conv_padding(padding, (kh, kw), dilation, stride)
+    if (dilation == (1, 1) and groups == 1 and stride[0] == stride[1]
+            and pad[0][0] == pad[0][1] == pad[1][0] == pad[1][1]):
+        return conv2d(x, kernel, stride[0], pad[0][0])
+    return jax.lax.conv_general_dilated(
+        x, kernel, stride, pad, rhs_dilation=dilation, feature_group_count=groups,
+        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def weight_norm_g(v, axis: int | None = -1):
+    """The norm of `v` over every axis but `axis` (over the whole tensor when None), shaped
+    (v.shape[axis],) (a scalar when None): torch.nn.utils.weight_norm's initial g, so that
+    `weight_norm(v, weight_norm_g(v, axis), axis) == v` at first."""
+    if axis is None:
+        return jnp.sqrt(jnp.sum(jnp.square(v)))
+    axis = axis % v.ndim
+    return jnp.sqrt(jnp.sum(jnp.square(v), axis=tuple(a for a in range(v.ndim) if a != axis)))
+
+
+def weight_norm(v, g, axis: int | None = -1):
+    """Weight normalisation (Salimans & Kingma, NeurIPS 2016): w = g * v / ||v||, the norm over
+    every axis of `v` but the output axis `axis`; torch.nn.utils.weight_norm(module, dim=0)'s
+    `_weight_norm(v, g, 0)` (computed, as there, as v * (g / ||v||)).
+
+    Output axis last in this library: -1 (the default) both for HWIO conv kernels (PyTorch's dim 0
+    of OIHW) and for [in, out] dense kernels (dim 0 of PyTorch's [out, in]). `g`: shape
+    (v.shape[axis],), or already broadcastable against `v`. `axis=None`: the norm of the whole
+    tensor and a scalar `g` (PyTorch's dim=None; SMASH's `wn2d` is this with g = 1).
+    """
+    if axis is None:
+        return v * (g / jnp.sqrt(jnp.sum(jnp.square(v))))
+    axis = axis % v.ndim
+    norm = jnp.sqrt(jnp.sum(jnp.square(v), axis=tuple(a for a in range(v.ndim) if a != axis), keepdims=True))
+    g = jnp.asarray(g)
+    if g.ndim == 1 and v.ndim > 1:
+        g = g.reshape([-1 if a == axis else 1 for a in range(v.ndim)])
+    return v * (g / norm)
 
 
 @functools.cache
