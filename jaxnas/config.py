@@ -81,9 +81,20 @@ class Train:
     decay_unsampled: bool = False      # momentum+decay for ops not sampled this step (PyTorch<2.0 zero_grad)
     augment: bool = True               # pad-4 random crop + horizontal flip
     steps_per_epoch: int | None = None  # cap on steps per epoch (None: the whole weights half)
+    schedule: str = "cosine"           # learning rate: cosine (one cosine over every round, per step) |
+                                       # cosine_per_round (restarts each round, NSE)
+    warmup_epochs: float = 0.0         # linear warmup at the start of the schedule (of each round with
+                                       # cosine_per_round), then the cosine over the remaining steps
+    held_out: float = 0.5              # search split: the fraction of the training set held out from the
+                                       # weights for architecture steps and ranking (NB201: half; SMASH: 0.1)
 
     def check(self):
         _check_positive(self, ("epochs", "rounds", "batch_size"))
+        _check_choice(self, "schedule", ("cosine", "cosine_per_round"))
+        if self.warmup_epochs < 0:
+            raise ValueError(f"train.warmup_epochs must be >= 0, got {self.warmup_epochs}")
+        if not 0 < self.held_out < 1:
+            raise ValueError(f"train.held_out is a fraction in (0, 1), got {self.held_out}")
         if self.lr <= 0 or self.lr_min < 0:
             raise ValueError("train.lr must be > 0 and train.lr_min >= 0")
         if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
@@ -98,12 +109,13 @@ class Eval:
     chunk_size: int = 0                # candidates vmapped at once (bounds memory); 0: 1 for candidate
                                        # evaluation; for proxies 1 on CPU, 16 on GPU (backend.eval_chunk_size)
     bn: str = "batch"                  # BN during evaluation: batch | running | recal
+    recal_batches: int = 4             # eval.bn=recal: training batches BN statistics are recomputed on
     rank_probe: int = 0                # at the end, rank this many fixed architectures (same set for every
                                        # seed and method) with the shared weights; result.json reports their
                                        # accuracies and, with a bench table, Kendall tau / Spearman
 
     def check(self):
-        _check_positive(self, ("select_num", "batch_size"))
+        _check_positive(self, ("select_num", "batch_size", "recal_batches"))
         _check_choice(self, "bn", ("batch", "running", "recal"))
         if self.chunk_size < 0:
             raise ValueError(f"eval.chunk_size must be >= 0 (0: automatic), got {self.chunk_size}")

@@ -431,6 +431,11 @@ def test_search_split():
     np.testing.assert_array_equal(a, a2)
     assert not np.array_equal(w, search_split(101, seed=1)[0])
     assert 10 < np.sum(w < 50) < 40  # a random half, not the first half
+    w, a = search_split(50000, seed=0, held_out=0.1)  # SMASH's 5k of 50k
+    assert (len(w), len(a)) == (45000, 5000) and not set(w[:100]) & set(a)
+    np.testing.assert_array_equal(search_split(101, 0, 0.5)[0], search_split(101, 0)[0])
+    with pytest.raises(ValueError, match="leaves 0 of 3"):
+        search_split(3, 0, held_out=0.9)
 
 
 def test_epoch_order():

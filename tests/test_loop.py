@@ -328,3 +328,17 @@ def test_cli_train_writes_test_acc_and_overwrite(image_folder, tmp_path, capsys)
     assert (out / "marker").read_text() == "a file jaxnas did not write"  # never deleted
     again = json.loads((out / "result.json").read_text())
     assert again["test_acc"] == result["test_acc"] and again["arch"] == TRAIN_ARCH
+
+
+def test_recal_batches_held_out_fraction_and_warmup_reach_the_run(search_cfg, tmp_path):
+    """eval.recal_batches sizes the BN recalibration batches, train.held_out the search split, and
+    a warmup that leaves no cosine step is refused before the run directory is written."""
+    cfg = search_cfg.set({"eval.bn": "recal", "eval.recal_batches": 2, "train.held_out": 0.25})
+    run = SearchRun(cfg, tmp_path / "a", method_cls=RSPS, progress=False)
+    assert run.evaluator.recal_images.shape[:2] == (2, 16)
+    assert (len(run.wdata), len(run.adata)) == (90, 30)  # 120 images, a quarter held out
+    with pytest.raises(RunError, match="eval.recal_batches=9 batches of 16 exceed"):
+        SearchRun(cfg.set({"eval.recal_batches": 9}), tmp_path / "b", method_cls=RSPS, progress=False)
+    with pytest.raises(RunError, match="train.warmup_epochs=2.0 leaves no step"):
+        SearchRun(search_cfg.set({"train.warmup_epochs": 2.0}), tmp_path / "c", method_cls=RSPS, progress=False)
+    assert not (tmp_path / "b").exists() and not (tmp_path / "c").exists()

@@ -18,7 +18,7 @@ from jaxnas.spaces import nb201
 from jaxnas.spaces.arch import Choice
 from jaxnas.spaces.nb201.networks import used_params
 from jaxnas.train import optim, steps
-from jaxnas.train.steps import clip_grad_norm, cosine_lr
+from jaxnas.train.steps import clip_grad_norm, cosine_lr, scheduled_lr
 
 LR, MU, WD = 0.1, 0.9, 5e-4
 SHAPES = {"a": (3, 4), "b": (5,), "c": (2, 3, 3)}
@@ -167,6 +167,26 @@ def test_cosine_lr_endpoints_midpoint_and_torch():
         sched.step()
     got = jax.jit(jax.vmap(lambda s: cosine_lr(s, total, lr, lr_min)))(jnp.arange(total + 1))
     np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-8)
+
+
+def test_scheduled_lr_warmup_and_per_round_restarts_against_a_plain_loop():
+    lr, lr_min, per_round, rounds, warm = 0.1, 0.002, 12, 3, 4
+    got = jax.jit(jax.vmap(lambda s: scheduled_lr(s, per_round, rounds, warm, lr, lr_min, True)))(
+        jnp.arange(per_round * rounds))
+    want = []
+    for step in range(per_round * rounds):  # the definition, written out
+        t = step % per_round
+        if t < warm:
+            want.append(lr * (t + 1) / warm)
+        else:
+            u = (t - warm) / (per_round - warm)
+            want.append(lr_min + 0.5 * (lr - lr_min) * (1 + np.cos(np.pi * u)))
+    np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5)
+    # no warmup, one schedule over the run: exactly cosine_lr (the loop's schedule before)
+    steps = jnp.arange(per_round * rounds + 2)
+    np.testing.assert_array_equal(
+        np.asarray(jax.vmap(lambda s: scheduled_lr(s, per_round, rounds, 0, lr, lr_min, False))(steps)),
+        np.asarray(jax.vmap(lambda s: cosine_lr(s, per_round * rounds, lr, lr_min))(steps)))
 
 
 # --------------------------------------------------------------------- method level: decay_unsampled

@@ -37,7 +37,7 @@ from jaxnas.rundir import (
 from jaxnas.spaces.base import has
 from jaxnas.train import sharding
 from jaxnas.train.state import KEY_AUGMENT_A, KEY_AUGMENT_W, step_key
-from jaxnas.train.steps import cosine_lr
+from jaxnas.train.steps import scheduled_lr
 
 RANK_PROBE_SEED = 2019  # the rank probe's architectures: one fixed set for every run
 
@@ -60,7 +60,7 @@ class SearchRun:
         self.method.progress = progress
         rep = sharding.replicated(self.mesh)
         if self.method.split == "search":
-            w_idx, a_idx = data_lib.search_split(len(ds.train_labels), cfg.seed)
+            w_idx, a_idx = data_lib.search_split(len(ds.train_labels), cfg.seed, cfg.train.held_out)
         else:
             w_idx = a_idx = np.arange(len(ds.train_labels))
         self.wdata = data_lib.DeviceData.put(ds.train_images[w_idx], ds.train_labels[w_idx], rep)
@@ -76,6 +76,10 @@ class SearchRun:
             self.steps_per_epoch = cfg.train.steps_per_epoch
         self.epochs = cfg.train.epochs * cfg.train.rounds if self.method.trains else 0
         self.total_steps = self.steps_per_epoch * self.epochs
+        self.warmup_steps = int(round(cfg.train.warmup_epochs * self.steps_per_epoch))
+        if self.method.trains and self.warmup_steps >= self.steps_per_epoch * cfg.train.epochs:
+            raise RunError(f"train.warmup_epochs={cfg.train.warmup_epochs} leaves no step of the "
+                           f"{cfg.train.epochs}-epoch {'round' if cfg.train.rounds > 1 else 'run'} for the cosine")
         self.evaluator = self._evaluator(ds, a_idx)
         self.run_dir = prepare_run_dir(run, cfg, overwrite)  # only now that everything is valid
         self.ckpt = checkpoint.Checkpointer(self.run_dir / "checkpoints", keep=cfg.run.keep_checkpoints)
@@ -100,9 +104,13 @@ class SearchRun:
         x = data_lib.normalize(images[pick], ds.mean, ds.std)
         recal = None
         if self.cfg.eval.bn == "recal":
-            r = rng.permutation(len(self.wdata))[: 4 * self.cfg.train.batch_size]
+            n = self.cfg.eval.recal_batches
+            if n * self.cfg.train.batch_size > len(self.wdata):
+                raise RunError(f"eval.recal_batches={n} batches of {self.cfg.train.batch_size} exceed the "
+                               f"{len(self.wdata)} training images; lower eval.recal_batches")
+            r = rng.permutation(len(self.wdata))[: n * self.cfg.train.batch_size]
             recal = data_lib.normalize(np.asarray(self.wdata.images)[r], ds.mean, ds.std)
-            recal = recal.reshape(4, self.cfg.train.batch_size, *recal.shape[1:])
+            recal = recal.reshape(n, self.cfg.train.batch_size, *recal.shape[1:])
         return Evaluator(x, jnp.asarray(labels[pick]), recal, bn=self.cfg.eval.bn,
                          chunk_size=backend.eval_chunk_size(self.cfg.eval.chunk_size))
 
@@ -114,7 +122,9 @@ class SearchRun:
 
     def _prepare_fn(self, state, wdata, adata, w_idx, a_idx):
         """The step's learning rate and (augmented, normalised, sharded) batches."""
-        lr = cosine_lr(state.step, self.total_steps, self.cfg.train.lr, self.cfg.train.lr_min)
+        t = self.cfg.train
+        lr = scheduled_lr(state.step, self.steps_per_epoch * t.epochs, t.rounds, self.warmup_steps, t.lr, t.lr_min,
+                          t.schedule == "cosine_per_round")
         wbatch = self._batch(state, wdata, w_idx, KEY_AUGMENT_W)
         abatch = self._batch(state, adata, a_idx, KEY_AUGMENT_A) if self.method.uses_arch_batch else None
         return lr, wbatch, abatch

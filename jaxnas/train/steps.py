@@ -23,6 +23,19 @@ def cosine_lr(step, total_steps: int, lr: float, lr_min: float):
     return lr_min + 0.5 * (lr - lr_min) * (1.0 + jnp.cos(jnp.pi * t))
 
 
+def scheduled_lr(step, steps_per_round: int, rounds: int, warmup_steps: int, lr: float, lr_min: float,
+                 per_round: bool):
+    """The learning rate at `step`: a linear warmup over `warmup_steps` (lr * (t + 1) / warmup_steps),
+    then `cosine_lr` from `lr` to `lr_min` over the remaining steps; over the whole run, or restarted
+    every round (`per_round`, NSE). Without warmup and `per_round`, exactly `cosine_lr` over the run."""
+    span = steps_per_round if per_round else steps_per_round * rounds
+    t = step % span if per_round else step
+    if not warmup_steps:
+        return cosine_lr(t, span, lr, lr_min)
+    warm = lr * (jnp.asarray(t, jnp.float32) + 1.0) / warmup_steps
+    return jnp.where(t < warmup_steps, warm, cosine_lr(t - warmup_steps, span - warmup_steps, lr, lr_min))
+
+
 def clip_grad_norm(grads, max_norm: float):
     """torch.nn.utils.clip_grad_norm_: scale by max_norm / (norm + 1e-6) when that is below 1."""
     if not max_norm:
