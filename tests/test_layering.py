@@ -14,6 +14,7 @@ LAYERS = [
     {"backend", "rundir", "data", "checkpoint"},
     {"nn"},
     {"spaces"},
+    {"search"},  # distributions and selection: above nn / spaces, below every user of a choice
     {"evaluate", "bench", "report", "estimate"},
     {"train", "plot"},
     {"proxies"},

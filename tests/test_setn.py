@@ -19,8 +19,10 @@ from jaxnas.checkpoint import Checkpointer
 from jaxnas.config import Config
 from jaxnas.evaluate import Evaluator
 from jaxnas.methods import SETN, get
-from jaxnas.methods.setn import log_prob, sample, top_k
+from jaxnas.methods.setn import top_k
 from jaxnas.nn import apply, loss_and_accuracy
+from jaxnas.search import categorical_log_prob as log_prob
+from jaxnas.search import categorical_sample as sample
 from jaxnas.spaces import nb201
 from jaxnas.spaces.arch import Choice, Weights
 from jaxnas.train.loop import RANK_PROBE_SEED, SearchRun

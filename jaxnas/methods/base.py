@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jaxnas import backend
+from jaxnas import backend, search
 from jaxnas.config import Config
 from jaxnas.evaluate import Evaluator
 from jaxnas.nn import split
@@ -124,18 +124,18 @@ class SupernetMethod(Method):
                                  used=used, host=host)
 
     def rank(self, state, archs, evaluator: Evaluator):
-        """Validation metrics of candidates `archs` (a container batch; plain architectures are read
-        as `Choice`) with the shared weights (one jitted call)."""
-        archs = archs if isinstance(archs, KINDS) else Choice(jnp.asarray(archs))
+        """Validation metrics of candidates `archs` (a container batch; plain architectures, an
+        array or a pytree of arrays, are read as `Choice`) with the shared weights (one jitted call)."""
+        archs = archs if isinstance(archs, KINDS) else Choice(jax.tree.map(jnp.asarray, archs))
         return evaluator(self.graphdef, state.params, state.stats, archs)
 
     def pick_best(self, state, archs, evaluator: Evaluator) -> dict:
-        """Evaluate `archs` and return the most accurate (ties: lower loss, then first); accuracies
+        """Evaluate `archs` (an array or a pytree of arrays, leading K axis) and return the best by
+        `jaxnas.search.best` (most accurate; ties: lower loss, then first), as host arrays; accuracies
         in percent, as everywhere jaxnas writes them."""
-        res = jax.device_get(self.rank(state, jnp.asarray(archs), evaluator))
+        res = jax.device_get(self.rank(state, jax.tree.map(jnp.asarray, archs), evaluator))
         acc, loss = 100 * np.asarray(res["acc"], np.float64), np.asarray(res["loss"])
-        order = np.lexsort((np.arange(len(acc)), loss, -acc))
-        best = int(order[0])
-        return {"arch": np.asarray(archs[best]), "valid_acc": float(acc[best]), "valid_loss": float(loss[best]),
-                "candidates": [{"arch": self.space.to_string(a), "valid_acc": float(c), "valid_loss": float(l)}
-                               for a, c, l in zip(np.asarray(archs), acc, loss)]}
+        archs, i = jax.device_get(archs), search.best(acc, loss)  # host arrays, indexed once each
+        return {"arch": search.take(archs, i), "valid_acc": float(acc[i]), "valid_loss": float(loss[i]),
+                "candidates": [{"arch": self.space.to_string(search.take(archs, j)), "valid_acc": float(c),
+                                "valid_loss": float(l)} for j, (c, l) in enumerate(zip(acc, loss))]}

@@ -43,6 +43,8 @@ import optax
 
 from jaxnas import cpu_kernels
 from jaxnas.methods.base import SupernetMethod
+from jaxnas.search import categorical_log_prob as log_prob  # setn.log_prob: alpha's view (experiments/abs)
+from jaxnas.search import categorical_sample, categorical_top_k
 from jaxnas.spaces import nb201
 from jaxnas.spaces.arch import Weights
 from jaxnas.spaces.base import has
@@ -53,44 +55,17 @@ from jaxnas.train.state import KEY_METHOD, KEY_SAMPLE, select_key, step_key
 ALPHA_INIT_STEP = -2  # alpha's initial draw uses this "step", apart from training and selection
 
 
-def log_prob(alpha, archs):
-    """Log-probability of architectures under the evaluator: sum_e log_softmax(alpha)[e, archs[..., e]].
-
-    alpha: float[6, 5]; archs: int32[..., 6]. Returns float[...] (e.g. [K] for [K, 6]).
-    """
-    logp = jax.nn.log_softmax(alpha, axis=-1)
-    return logp[jnp.arange(alpha.shape[0]), archs].sum(-1)
-
-
 @functools.cache
 def _all_archs(space=nb201.SPACE) -> jax.Array:
     return jnp.asarray(space.enumerate())
-
-
-@functools.partial(jax.jit, static_argnames="k")
-def _top_k(alpha, archs, allowed, k: int):
-    scores = log_prob(alpha, archs)
-    scores = jnp.where(allowed[jnp.arange(alpha.shape[0]), archs].all(-1), scores, -jnp.inf)
-    scores, idx = jax.lax.top_k(scores, k)
-    return archs[idx], scores
 
 
 def top_k(alpha, k: int, allowed=None, space=nb201.SPACE):
     """The k architectures of highest log-probability among all of `space` (NB201: 15,625,
     int32[k, 6]) and their log-probabilities (float[k]), best first; ties keep enumeration (NB201
     index) order. `allowed` (bool like alpha, a space state's ops): only architectures using
-    allowed ops, k capped at their number."""
-    archs = _all_archs(space)
-    allowed = np.ones(np.shape(alpha), bool) if allowed is None else np.asarray(allowed, bool)
-    k = min(int(k), int(np.prod(allowed.sum(-1))))
-    return _top_k(jnp.asarray(alpha, jnp.float32), archs, jnp.asarray(allowed), k=k)
-
-
-def sample(key, alpha, k: int, allowed=None):
-    """k architectures drawn from the evaluator: each edge's op ~ softmax(alpha[e]) over the
-    `allowed` ops (bool like alpha, all when None); int32[k, decisions]."""
-    logits = alpha if allowed is None else jnp.where(allowed, alpha, -jnp.inf)
-    return jax.random.categorical(key, logits, axis=-1, shape=(k, alpha.shape[0])).astype(jnp.int32)
+    allowed ops, k capped at their number (`jaxnas.search.categorical_top_k`)."""
+    return categorical_top_k(jnp.asarray(alpha, jnp.float32), _all_archs(space), k, allowed)
 
 
 _softmax_vjp = cpu_kernels.jit(lambda alpha: jax.vjp(lambda a: jax.nn.softmax(a, axis=-1), alpha))
@@ -145,7 +120,7 @@ class SETN(SupernetMethod):
         alpha, allowed = state.method["alpha"], state.space["ops"]
         k = min(self.cfg.eval.select_num, self.space.size)
         if self.cfg.setn.select == "sample":
-            return np.asarray(sample(select_key(state), alpha, k, allowed))
+            return np.asarray(categorical_sample(select_key(state), alpha, k, allowed))
         return np.asarray(top_k(alpha, k, allowed, self.space)[0])
 
     def select(self, state, evaluator) -> dict:

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxnas import data as data_lib
+from jaxnas import search
 from jaxnas.methods.base import Method
 from jaxnas.proxies import combine
 from jaxnas.proxies.scoring import PROXIES, make_scorer, parse_proxies, proxy_batches
@@ -107,13 +108,13 @@ class TrainingFree(Method):
         else:
             metrics = {m: np.asarray(res[PROXIES[m][1]], np.float64) for m in self.rule.metrics}
             scores = self.rule(metrics)
-        order = np.lexsort((np.arange(len(scores)), -np.nan_to_num(scores, nan=-np.inf)))
+        order = search.order_by_score(scores)  # NaN lowest, ties to the first drawn
         best = int(order[0])
         fine = None
         if self.fine_ranker is not None:
             top = order[:self.cfg.proxy.fine_rank_top]
             accs = self.fine_rank(archs[top], evaluator)
-            best = int(top[int(np.argmax(accs))])
+            best = int(top[search.best_by_score(accs)])
             fine = {"top": len(top), "steps": self.cfg.proxy.fine_rank_steps,
                     "candidates": [{"arch": self.space.to_string(archs[i]), "score": float(scores[i]), "val_acc": float(v)}
                                    for i, v in zip(top, accs)]}
@@ -138,7 +139,7 @@ class TrainingFree(Method):
 def fine_rank_batches(ds, cfg):
     """Fine-ranking's training batches, [T, B, H, W, 3] and [T, B]: a seeded order of the weights
     half of the search split (cycled if T * B exceeds it), normalised, not augmented."""
-    w_idx, _ = data_lib.search_split(len(ds.train_labels), cfg.seed)
+    w_idx, _ = data_lib.search_split(len(ds.train_labels), cfg.seed, cfg.train.held_out)
     shape = (cfg.proxy.fine_rank_steps, cfg.proxy.fast_train_batch_size)
     pick = np.resize(w_idx[np.random.default_rng(cfg.seed + 2).permutation(len(w_idx))], shape[0] * shape[1])
     x = np.asarray(data_lib.normalize(ds.train_images[pick], ds.mean, ds.std))
