@@ -69,9 +69,9 @@ class Recording:
         for hook in ("epoch_end", "round_end"):
             original = getattr(method, hook)
 
-            def recorded(state, evaluator, original=original, hook=hook):
-                out = original(state, evaluator)
-                self.calls.append((hook, out))
+            def recorded(state, evaluator, original=original, hook=hook, **kw):
+                out = original(state, evaluator, **kw)
+                self.calls.append((hook, out) if hook == "epoch_end" else (hook, out, kw.get("last")))
                 return out
             setattr(method, hook, recorded)
         return method
@@ -96,8 +96,9 @@ def test_method_contract_and_bit_exact_resume(case, image_folder, tmp_path):
         return
     # 2 rounds of 1 epoch: the loop called epoch_end twice and round_end twice, each returning
     # (SearchState, metrics dict)
-    assert [hook for hook, _ in cls.calls] == ["epoch_end", "round_end"] * 2
-    assert all(isinstance(out[0], SearchState) and isinstance(out[1], dict) for _, out in cls.calls)
+    assert [call[0] for call in cls.calls] == ["epoch_end", "round_end"] * 2
+    assert all(isinstance(call[1][0], SearchState) and isinstance(call[1][1], dict) for call in cls.calls)
+    assert [call[2] for call in cls.calls if call[0] == "round_end"] == [False, True]  # told the last round
     assert saved["steps"] == int(run.state.step) == 2 * run.steps_per_epoch
     assert int(run.state.round) == 2 and int(run.state.epoch) == 2
     final = jax.device_get(run.state)

@@ -7,7 +7,7 @@ A method is driven by the one loop (`jaxnas.train.loop`):
         for epoch:
             for step: state, m = method.train_step(state, wbatch, abatch, lr)   # pure
             state, m = method.epoch_end(state, evaluator)     # may change the state (ABS shrinks)
-        state, m = method.round_end(state, evaluator)         # may change the state (NSE evolves)
+        state, m = method.round_end(state, evaluator, last)   # may change the state (NSE evolves)
     result = method.select(state, evaluator)                  # {"arch": ..., "candidates": [...], ...}
 
 `train_step` is jitted by the loop with the state donated, unless `host_step` (the network's host
@@ -81,8 +81,9 @@ class Method(abc.ABC):
         """(state, metrics) at the end of each epoch."""
         return state, {}
 
-    def round_end(self, state, evaluator: Evaluator):
-        """(state, metrics) at the end of each round."""
+    def round_end(self, state, evaluator: Evaluator, last: bool = False):
+        """(state, metrics) at the end of each round; `last`: the final round, whose end `select`
+        follows at once (a method that re-initialises per round must not do it then)."""
         return state, {}
 
     @abc.abstractmethod

@@ -76,7 +76,7 @@ class SearchRun:
             self.steps_per_epoch = cfg.train.steps_per_epoch
         self.epochs = cfg.train.epochs * cfg.train.rounds if self.method.trains else 0
         self.total_steps = self.steps_per_epoch * self.epochs
-        self.warmup_steps = int(round(cfg.train.warmup_epochs * self.steps_per_epoch))
+        self.warmup_steps = round(cfg.train.warmup_epochs * self.steps_per_epoch)
         if self.method.trains and self.warmup_steps >= self.steps_per_epoch * cfg.train.epochs:
             raise RunError(f"train.warmup_epochs={cfg.train.warmup_epochs} leaves no step of the "
                            f"{cfg.train.epochs}-epoch {'round' if cfg.train.rounds > 1 else 'run'} for the cosine")
@@ -238,7 +238,8 @@ class SearchRun:
                 if extra:
                     self._log(dict(jsonable(extra), **where, step=int(state.step), kind="epoch_end"))
                 if int(state.epoch) % cfg.train.epochs == 0:  # the round's last epoch
-                    state, extra = self.method.round_end(state, self.evaluator)
+                    last = int(state.epoch) == self.epochs
+                    state, extra = self.method.round_end(state, self.evaluator, last=last)
                     state = self._place(state.replace(round=state.round + 1))
                     if extra:
                         self._log(dict(jsonable(extra), round=round_, step=int(state.step), kind="round_end"))
