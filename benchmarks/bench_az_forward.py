@@ -34,7 +34,7 @@ def main():
     eager = ProxyScorer(PROXIES, host_gradients=True)  # the previous routing: AZ-NAS on the host
     fn = next(f for f in traced._fns if getattr(f, "func", None) is aznas.az_scores)
     eager._fns = [f for f in traced._fns if f is not fn]
-    eager._eager_fns = [functools.partial(aznas.eager_az_scores, **fn.keywords)]
+    eager._eager_fns = [functools.partial(aznas.eager_az_scores, space=eager.space, **fn.keywords)]
     eager.host = True
     results = {}
     for name, scorer, block in (("eager AZ-NAS", eager, 8), ("traced", traced, 16)):

@@ -68,3 +68,74 @@ def test_imports_flow_down_and_are_not_hidden(path):
         assert RANK[unit] < RANK[me], f"{path.name}:{line}: {me} (layer {RANK[me]}) imports {unit} (layer {RANK[unit]})"
         rel = str(path.relative_to(ROOT))
         assert not in_function or rel in LAZY_OK, f"{rel}:{line}: a jaxnas import inside a function ({unit})"
+
+
+# --- one package per space: only the registry reaches into a space's package ------------------
+SPACE_PACKAGES = sorted(d.name for d in (ROOT / "spaces").iterdir() if (d / "__init__.py").exists())
+REGISTRY = "spaces/__init__.py"
+# modules outside jaxnas/spaces/<name>/ that still import that package, each with its reason; the
+# issue "one package per space and per method" shrinks this list (the rest reach a space through
+# the registry, `jaxnas.spaces.get(name)`, and the `Space` object)
+SPACE_BOUND = {
+    "bench/__init__.py": "re-exports NB201's ground-truth table reader (nb201.table)",
+    "cli.py": "`jaxnas bench` / `train` enumerate and parse NB201 architectures for the bench tables",
+    "proxies/run.py": "`jaxnas score` enumerates, parses and indexes NB201 architectures (bench-table join)",
+    "proxies/scoring.py": "ProxyScorer's default space=nb201.SPACE",
+    "proxies/cost.py": "cost_scores' default space=nb201.SPACE",
+    "methods/setn.py": "top_k / _all_archs default to space=nb201.SPACE",
+    "methods/prune.py": "TE-NAS pruning over NB201's edges x ops (nb201.cell constants)",
+    "methods/pgnas.py": "PGNAS gates NB201's op columns (nb201.cell constants)",
+}
+
+
+def _space_imports(tree):
+    """(space package, line) for every import of jaxnas.spaces.<package> (or `spaces.<package>`
+    attribute access after `from jaxnas import spaces`)."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            parts = node.module.split(".")
+            if parts[:2] == ["jaxnas", "spaces"]:
+                names = [parts[2]] if len(parts) > 2 else [a.name for a in node.names]
+                found += [(n, node.lineno) for n in names if n in SPACE_PACKAGES]
+        elif isinstance(node, ast.Import):
+            for a in node.names:
+                parts = a.name.split(".")
+                if parts[:2] == ["jaxnas", "spaces"] and len(parts) > 2 and parts[2] in SPACE_PACKAGES:
+                    found.append((parts[2], node.lineno))
+        elif (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "spaces"
+              and node.attr in SPACE_PACKAGES):
+            found.append((node.attr, node.lineno))
+    return found
+
+
+def _space_users():
+    """{module path relative to jaxnas/: [(space package, line)]} for the modules outside a space's
+    own package that import it, the registry left out."""
+    users = {}
+    for path in FILES:
+        rel = path.relative_to(ROOT)
+        own = rel.parts[1] if rel.parts[0] == "spaces" and len(rel.parts) > 2 else None
+        hits = [(pkg, line) for pkg, line in _space_imports(ast.parse(path.read_text())) if pkg != own]
+        if hits and str(rel) != REGISTRY:
+            users[str(rel)] = hits
+    return users
+
+
+def test_space_packages_are_found():
+    assert {"nb201", "hybrid"} <= set(SPACE_PACKAGES)
+
+
+def test_only_the_registry_and_declared_modules_import_a_space_package():
+    """Outside jaxnas/spaces/<name>/, a space's package is imported by the registry and by the
+    declared space-bound modules only; every other module reaches a space through its `Space`
+    object (e.g. the proxies' host passes: `space.host_passes`)."""
+    undeclared = {rel: hits for rel, hits in _space_users().items() if rel not in SPACE_BOUND}
+    assert not undeclared, ("modules importing a space package directly (reach it through the registry "
+                            f"and the Space object, or declare them in SPACE_BOUND with a reason): {undeclared}")
+
+
+def test_every_declared_space_bound_module_still_is():
+    """A module that no longer imports a space package leaves SPACE_BOUND (the list only shrinks)."""
+    stale = sorted(set(SPACE_BOUND) - set(_space_users()))
+    assert not stale, f"no longer space-bound, remove from SPACE_BOUND: {stale}"

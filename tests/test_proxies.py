@@ -297,7 +297,7 @@ def test_synflow_computes_past_float32s_range(scorer, batch):
     with jax.enable_x64(True):
         traced = jax.jit(lambda p, a: gradient.synflow(scorer.graphdef, p, scorer.stats, a, batch[0], None))(
             big, jnp.asarray(arch))
-        host = gradient.eager_synflow(scorer.graphdef, big, scorer.stats, arch, batch[0], None)
+        host = gradient.eager_synflow(scorer.graphdef, big, scorer.stats, arch, batch[0], None, space=scorer.space)
     assert float(traced["synflow"]) == pytest.approx(ref, rel=1e-6)
     assert float(host["synflow"]) == pytest.approx(ref, rel=1e-6)
     with pytest.raises(RuntimeError, match="enable_x64"):

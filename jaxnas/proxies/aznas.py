@@ -70,8 +70,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from jaxnas.proxies.gradient import host_passes
 from jaxnas.spaces.arch import Choice, wrap
-from jaxnas.spaces.nb201 import eager
 
 INPUTS = ("noise", "images")
 SPECTRA = ("reference", "psd")
@@ -214,15 +214,16 @@ _noise_jit = jax.jit(noise_input, static_argnums=(0, 1, 2))
 
 
 def eager_az_scores(graphdef, params, stats, arch, images, labels, *, seed: int = 0, inputs: str = "noise",
-                    init: str = "kaiming", trainability: bool = True, impl=None, spectrum: str = "reference"):
-    """`az_scores` of a concrete host architecture, each block and its pullback through the eager
-    kernels (`eager.block_pullbacks`): on XLA:CPU the traced blocks' input gradients took ~15 s per
-    C=16, N=5 candidate at 128 images."""
+                    init: str = "kaiming", trainability: bool = True, impl=None, spectrum: str = "reference",
+                    space=None):
+    """`az_scores` of a concrete host architecture, each block and its pullback through the space's
+    host passes (`space.host_passes.block_pullbacks`; `gradient.host_passes` without `space`): on
+    XLA:CPU the traced blocks' input gradients took ~15 s per C=16, N=5 candidate at 128 images."""
     del labels, impl
     _check(inputs, init, spectrum)
     if init == "kaiming":
         params = _kaiming_normal_jit(params)
     x = _noise_jit(seed, tuple(images.shape), images.dtype) if inputs == "noise" else images
     probe_fn = (lambda i, y: _probe_jit(seed, i, tuple(y.shape), y.dtype)) if trainability else None
-    feats, pairs = eager.block_pullbacks(graphdef, params, stats, x, Choice(arch), probe_fn)
+    feats, pairs = host_passes(space).block_pullbacks(graphdef, params, stats, x, Choice(arch), probe_fn)
     return _az_from_jit(feats, pairs, spectrum)

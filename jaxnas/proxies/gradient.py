@@ -31,9 +31,10 @@ sums over the weights of every convolution and linear layer (kernels only, no bi
 Every function is pure in (params, stats, arch, batch), `arch` a plain architecture read as a
 `Choice` (or a container, e.g. a mixed `Gates` cell of the pruning search), and vmaps over candidates. Parameters of ops the architecture does not use receive zero
 gradient and so add nothing. `EAGER` maps each to
-its twin for a concrete host architecture, which takes the gradients through the eager kernels
-(jaxnas.spaces.nb201.eager): on XLA:CPU the traced single-path gradient of a C=16, N=5 network compiles for
-many minutes; both share the reductions below, so they compute the same scores.
+its twin for a concrete host architecture, which takes the gradients through the space's host
+passes (`space.host_passes`, the keyword `space`; NB201: its eager kernels): on XLA:CPU the traced
+single-path gradient of a C=16, N=5 network compiles for many minutes; both share the reductions
+below, so they compute the same scores.
 """
 from __future__ import annotations
 
@@ -43,7 +44,7 @@ import jax.numpy as jnp
 from jaxnas.nn import functional, loss_and_accuracy
 from jaxnas.nn.ops import BN_EPS
 from jaxnas.spaces.arch import Choice, wrap
-from jaxnas.spaces.nb201 import eager
+from jaxnas.spaces.base import has
 
 
 def _kernels(tree):
@@ -165,24 +166,36 @@ _jacov_from_jit = jax.jit(_jacov_from)
 _zico_from_jit = jax.jit(_zico_from)
 
 
-def eager_loss_gradient_scores(graphdef, params, stats, arch, images, labels):
-    _, grads = eager.value_and_grad(graphdef, params, stats, images, labels, Choice(arch), train=True)
+def host_passes(space):
+    """The host passes the eager twins run (`space.host_passes`: value_and_grad,
+    summed_logits_grad, block_pullbacks, ...)."""
+    if space is None or not has(space, "host_passes"):
+        raise ValueError(f"space {getattr(space, 'name', space)!r} has no host passes: score it traced "
+                         "(host_gradients=False)")
+    return space.host_passes
+
+
+def eager_loss_gradient_scores(graphdef, params, stats, arch, images, labels, *, space=None):
+    _, grads = host_passes(space).value_and_grad(graphdef, params, stats, images, labels, Choice(arch), train=True)
     return _grad_norm_snip_jit(params, grads)
 
 
-def eager_synflow(graphdef, params, stats, arch, images, labels):
+def eager_synflow(graphdef, params, stats, arch, images, labels, *, space=None):
     del labels
     pos, ident, ones = _synflow_inputs_jit(params, stats, images)
-    return _synflow_from_jit(pos, eager.summed_logits_grad(graphdef, pos, ident, ones, Choice(arch), train=False))
+    grads = host_passes(space).summed_logits_grad(graphdef, pos, ident, ones, Choice(arch), train=False)
+    return _synflow_from_jit(pos, grads)
 
 
-def eager_jacov(graphdef, params, stats, arch, images, labels):
+def eager_jacov(graphdef, params, stats, arch, images, labels, *, space=None):
     del labels
-    return _jacov_from_jit(eager.summed_logits_grad(graphdef, params, stats, images, Choice(arch), wrt="images"))
+    return _jacov_from_jit(host_passes(space).summed_logits_grad(graphdef, params, stats, images, Choice(arch),
+                                                                 wrt="images"))
 
 
-def eager_zico(graphdef, params, stats, arch, images, labels, *, batches: int = ZICO_BATCHES):
-    grads = [eager.value_and_grad(graphdef, params, stats, x, y, Choice(arch), train=True)[1]
+def eager_zico(graphdef, params, stats, arch, images, labels, *, batches: int = ZICO_BATCHES, space=None):
+    passes = host_passes(space)
+    grads = [passes.value_and_grad(graphdef, params, stats, x, y, Choice(arch), train=True)[1]
              for x, y in _split_batches(images, labels, batches)]
     return _zico_from_jit([_kernels(g) for g in grads])
 

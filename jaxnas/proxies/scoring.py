@@ -11,7 +11,7 @@ The DAS fast-training strategy: before scoring, each candidate takes `fast_train
 
 Everything that differentiates the network (those steps, the gradient proxies, ZiCo, AZ-NAS's
 block pullbacks for its trainability) runs inside the program by default; with `host_gradients` (jaxnas's default on CPU) it runs
-one candidate at a time through the eager kernels (jaxnas.spaces.nb201.eager; `EAGER` below) instead, since on XLA:CPU the traced single-path
+one candidate at a time through the eager kernels (the space's `host_passes`; `EAGER` below) instead, since on XLA:CPU the traced single-path
 gradient at C=16, N=5 compiles for many minutes and runs ~50x slower than PyTorch
 (benchmarks/BENCHMARKS.md section 1). Both give the same weights and scores up to float rounding.
 """
@@ -135,7 +135,7 @@ class ProxyScorer:
         self.host = bool(host_gradients and (fast_train_steps or gradient_fns))
         self._fns = [f for k, f in fns.items() if not (self.host and k in gradient_fns)]  # traced
         # the eager twin takes the keywords the traced function was given
-        self._eager_fns = [functools.partial(EAGER[k], **getattr(fns[k], "keywords", {}))
+        self._eager_fns = [functools.partial(EAGER[k], space=space, **getattr(fns[k], "keywords", {}))
                            for k in gradient_fns] if self.host else []
         # YNNPACK for convolutions, matmuls and reductions (BatchNorm's statistics: +12 % NASWOT
         # throughput on 2 cores); its elementwise fusions made the scorer slower (BENCHMARKS.md section 5)

@@ -11,8 +11,12 @@ Required: `spec` (shapes and dtypes of one architecture), `sample`, `validate`, 
 `size` / `enumerate` (a finite space listed in full), `bench_index` (row of a ground-truth table),
 `relaxed_spec` (a continuous form, e.g. NB201's `[6, 5]` op weights), `encode` (the float features
 a hypernetwork reads), `cost` (traceable FLOPs / parameters), `init_state` (a space state),
-`allows` (which architectures a space state still holds) and `angles` (ABS's angle between an
-architecture's initial and current supernet weights).
+`allows` (which architectures a space state still holds), `angles` (ABS's angle between an
+architecture's initial and current supernet weights) and `host_passes` (the CPU host path: an
+object, e.g. a module, whose `value_and_grad` / `weights_value_and_grad` (the weight and relaxed
+steps, `jaxnas.train.steps`), `forward`, `summed_logits_grad` and `block_pullbacks` (the eager
+proxies) run the supernet for a concrete host architecture on `jaxnas.nn.tape`; NB201:
+`jaxnas.spaces.nb201.eager`).
 
 Spaces that train networks also give `build_supernet(cfg, num_classes)` (the weight-sharing
 network the supernet methods train) and `build_network(arch, cfg, num_classes)` (one
@@ -26,7 +30,8 @@ import abc
 import jax
 
 CAPABILITIES = ("size", "enumerate", "bench_index", "relaxed_spec", "encode", "cost", "init_state", "allows",
-                "angles")
+                "angles", "host_passes")
+_ATTRIBUTES = ("size", "relaxed_spec", "host_passes")  # capabilities that are values, not methods
 
 
 class Space(abc.ABC):
@@ -72,4 +77,4 @@ def has(space: Space, capability: str) -> bool:
     if capability not in CAPABILITIES:
         raise ValueError(f"unknown capability {capability!r}; capabilities: {', '.join(CAPABILITIES)}")
     return callable(getattr(space, capability, None)) or (
-        capability in ("size", "relaxed_spec") and getattr(space, capability, None) is not None)
+        capability in _ATTRIBUTES and getattr(space, capability, None) is not None)

@@ -14,12 +14,15 @@ parameter tree. An earlier version let jax.grad differentiate through the Python
 the kernels; the explicit tape computes the same values without jax.grad's per-call tracing and
 partial evaluation outside jit (15% of the step). Kernels run with YNNPACK on CPU (cpu_kernels).
 
+The tape is generic (`jaxnas.nn.tape`); NB201's part is here: which modules the passes call
+(`_Plan`), the cell functions, the weighted mode's mixed-edge kernel and its record kind (its
+pullback gives the input's gradient and the edge's op-weight gradient), and the public passes
+below, which `NB201Space.host_passes` exposes.
+
 Results equal the traced supernet (a `Choice`: `impl` merged / switch / mask; `Weights`)
 up to float rounding, including which BatchNorm running statistics move (only the ops that ran).
 """
 from __future__ import annotations
-
-import functools
 
 import jax
 import jax.numpy as jnp
@@ -27,25 +30,12 @@ import numpy as np
 from flax import nnx
 
 from jaxnas import cpu_kernels
-from jaxnas.nn.functional import apply, loss_and_accuracy
+from jaxnas.nn import tape as tp
 from jaxnas.nn.ops import ResNetBlock, avg_pool_3x3
 from jaxnas.spaces.arch import Choice, Weights, check
 from jaxnas.spaces.nb201 import cell as nb
 
-# --- loss and gradients with an explicit tape -----------------------------------------------
-
-@cpu_kernels.jit(static_argnums=(0, 4, 5))
-def _module_vjp(graphdef, params, stats, x, train, param_grads):
-    """One module's forward and its pullback (a pytree of residuals, so it leaves jit); the
-    pullback gives (parameter grads, input grad), or the input grad alone."""
-    def f(p, h):
-        return apply(graphdef, p, stats, h, train)
-    if param_grads:
-        y, pullback, new_stats = jax.vjp(f, params, x, has_aux=True)
-    else:
-        y, pullback, new_stats = jax.vjp(lambda h: f(params, h), x, has_aux=True)
-    return y, new_stats, pullback
-
+# --- NB201's kernels and plan on the generic tape (jaxnas.nn.tape) ----------------------------
 
 @cpu_kernels.jit(static_argnums=(0, 5))
 def _mixed_edge_vjp(graphdef, params, stats, x, w, train):
@@ -61,167 +51,45 @@ def _mixed_edge_vjp(graphdef, params, stats, x, w, train):
 
 
 _pool_vjp = cpu_kernels.jit(lambda x: jax.vjp(avg_pool_3x3, x))
-_pull = cpu_kernels.jit(lambda pullback, g: pullback(g))
-_add = cpu_kernels.jit(jnp.add)  # jitted calls dispatch asynchronously; eager jnp ops stalled the step
 
 
-@cpu_kernels.jit
-def _loss_vjp(logits, labels):
-    (loss, acc), grad = jax.value_and_grad(loss_and_accuracy, has_aux=True)(logits, labels)
-    return loss, acc, grad
+def _pull_edge(pullback, g, e, side):
+    """The mixed edge's record kind: the input's gradient; edge e's op-weight gradient into side[e]."""
+    g_x, g_w = tp.pull(pullback, g)
+    tp.accumulate(side, e, g_w)
+    return g_x
 
 
-@functools.cache
-def _zeros(shape, dtype, sharding):
-    """A shared zero array (arrays are immutable): gradients of the ops that did not run."""
-    return jax.device_put(jnp.zeros(shape, dtype), sharding)
+class _Plan(tp.Plan):
+    """The modules the passes call: stem, head, ResNet reduction blocks, and of every search cell
+    each edge (weighted mode) and its conv1 / conv3 (single path)."""
 
-
-def _like(x):
-    return x.shape, x.dtype, x.sharding
-
-
-def _keys(key_path):
-    return tuple(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k))) for k in key_path)
-
-
-class _Plan:
-    """Where each module of a supernet lives in the flat parameter / statistics leaves."""
-
-    def __init__(self, graphdef, params, stats):
-        model = nnx.merge(graphdef, params, stats, copy=True)
-        p_paths = [_keys(k) for k, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
-        s_paths = [_keys(k) for k, _ in jax.tree_util.tree_flatten_with_path(stats)[0]]
-        self.modules = {}  # path -> (graphdef, param leaf ids, param treedef, stat leaf ids, stat treedef)
-
-        def add(path, module):
-            g, p, s = nnx.split(module, nnx.Param, nnx.BatchStat)
-            p, s = nnx.as_pure(p), nnx.as_pure(s)
-            pick = lambda paths: [i for i, q in enumerate(paths) if q[:len(path)] == path]
-            self.modules[path] = (g, pick(p_paths), jax.tree.structure(p), pick(s_paths), jax.tree.structure(s))
-
-        add(("stem",), model.stem)
-        add(("head",), model.head)
+    def layout(self, model):
+        modules = [(("stem",), model.stem), (("head",), model.head)]
         self.resnet = set()
         for i, cell in enumerate(model.cells):
             if isinstance(cell, ResNetBlock):
                 self.resnet.add(i)
-                add(("cells", i), cell)
+                modules.append((("cells", i), cell))
                 continue
             for e in range(nb.NUM_EDGES):
-                add(("cells", i, "edges", e), cell.edges[e])
-                add(("cells", i, "edges", e, "conv1"), cell.edges[e].conv1)
-                add(("cells", i, "edges", e, "conv3"), cell.edges[e].conv3)
+                modules += [(("cells", i, "edges", e), cell.edges[e]),
+                            (("cells", i, "edges", e, "conv1"), cell.edges[e].conv1),
+                            (("cells", i, "edges", e, "conv3"), cell.edges[e].conv3)]
         self.num_cells = len(model.cells)
+        return modules
 
 
-_plans: dict = {}
+def _tape(graphdef, params, stats, train, param_grads):
+    return tp.Tape(_Plan.of(graphdef, params, stats), params, stats, train, param_grads)
 
 
-class _Tape:
-    """Runs kernels forward, records their pullbacks, and runs them backward (`backward`)."""
-
-    def __init__(self, graphdef, params, stats, train, param_grads):
-        key = (graphdef, jax.tree.structure(params), jax.tree.structure(stats))
-        if key not in _plans:
-            _plans[key] = _Plan(graphdef, params, stats)
-        self.plan, self.train, self.param_grads = _plans[key], train, param_grads
-        self.p_leaves, self.p_def = jax.tree.flatten(params)
-        s_leaves, self.s_def = jax.tree.flatten(stats)
-        self.s_leaves, self.new_stats = s_leaves, list(s_leaves)
-        self.values, self.records = [], []  # records: (output id, kind, input ids, pullback, key)
-
-    def value(self, v):
-        self.values.append(v)
-        return len(self.values) - 1
-
-    def _module_args(self, path):
-        g, pi, pdef, si, sdef = self.plan.modules[path]
-        return g, jax.tree.unflatten(pdef, [self.p_leaves[i] for i in pi]), \
-            jax.tree.unflatten(sdef, [self.s_leaves[i] for i in si])
-
-    def _keep_stats(self, path, stats):
-        for i, leaf in zip(self.plan.modules[path][3], jax.tree.leaves(stats)):
-            self.new_stats[i] = leaf
-
-    def module(self, path, h):
-        y, stats, pullback = _module_vjp(*self._module_args(path), self.values[h], self.train, self.param_grads)
-        self._keep_stats(path, stats)
-        out = self.value(y)
-        self.records.append((out, "module", (h,), pullback, path))
-        return out
-
-    def mixed_edge(self, path, h, weights, e):
-        y, stats, pullback = _mixed_edge_vjp(*self._module_args(path), self.values[h], weights[e], self.train)
-        self._keep_stats(path, stats)
-        out = self.value(y)
-        self.records.append((out, "edge", (h,), pullback, e))
-        return out
-
-    def pool(self, h):
-        y, pullback = _pool_vjp(self.values[h])
-        out = self.value(y)
-        self.records.append((out, "pool", (h,), pullback, None))
-        return out
-
-    def add(self, ids):
-        if len(ids) == 1:
-            return ids[0]
-        total = self.values[ids[0]]
-        for i in ids[1:]:
-            total = _add(total, self.values[i])
-        out = self.value(total)
-        self.records.append((out, "add", tuple(ids), None, None))
-        return out
-
-    def zeros_like(self, h):
-        return self.value(_zeros(*_like(self.values[h])))
-
-    def network(self, images, cell_fn):
-        """Stem, cells (`cell_fn(tape, cell index, input id)` for search cells), head: the logits id."""
-        h = self.module(("stem",), self.value(images))
-        for c in range(self.plan.num_cells):
-            h = self.module(("cells", c), h) if c in self.plan.resnet else cell_fn(self, c, h)
-        return self.module(("head",), h)
-
-    def backward(self, out, g_out, input_grad=False):
-        """Cotangents from `out` back to the images: (param grad leaves or None, edge weight grads
-        by edge, the images' gradient if `input_grad` else None). Values that do not reach `out` get
-        no cotangent (their gradients are zero)."""
-        cot = {out: g_out}
-        grad_leaves = [None] * len(self.p_leaves)
-        grad_w = {}
-
-        def accumulate(store, i, g):
-            store[i] = _add(store[i], g) if i in store else g
-
-        for out_id, kind, inputs, pullback, key in reversed(self.records):
-            if out_id not in cot:
-                continue
-            g = cot.pop(out_id)
-            if kind == "module" and not inputs[0] and not (self.param_grads or input_grad):
-                continue  # the stem's pullback would give only the images' gradient, not asked for
-            if kind == "add":
-                for i in inputs:
-                    accumulate(cot, i, g)
-                continue
-            if kind == "pool":
-                (g_x,) = _pull(pullback, g)
-            elif kind == "edge":
-                g_x, g_w = _pull(pullback, g)
-                accumulate(grad_w, key, g_w)
-            elif self.param_grads:
-                g_params, g_x = _pull(pullback, g)
-                for i, leaf in zip(self.plan.modules[key][1], jax.tree.leaves(g_params)):
-                    grad_leaves[i] = leaf
-            else:
-                (g_x,) = _pull(pullback, g)
-            if inputs[0] or input_grad:  # value 0 is the images
-                accumulate(cot, inputs[0], g_x)
-        return grad_leaves, grad_w, cot.get(0)
-
-    def stats(self):
-        return jax.tree.unflatten(self.s_def, self.new_stats)
+def _network(tape, images, cell_fn):
+    """Stem, cells (`cell_fn(tape, cell index, input id)` for search cells), head: the logits id."""
+    h = tape.module(("stem",), tape.value(images))
+    for c in range(tape.plan.num_cells):
+        h = tape.module(("cells", c), h) if c in tape.plan.resnet else cell_fn(tape, c, h)
+    return tape.module(("head",), h)
 
 
 def _tape_single_cell(tape, c, h, arch):
@@ -235,17 +103,25 @@ def _tape_single_cell(tape, c, h, arch):
             if op == nb.SKIP:
                 terms.append(nodes[j])
             elif op == nb.POOL:
-                terms.append(tape.pool(nodes[j]))
+                terms.append(tape.op(_pool_vjp, nodes[j]))
             else:
                 terms.append(tape.module(("cells", c, "edges", e, "conv1" if op == nb.CONV1 else "conv3"), nodes[j]))
         nodes.append(tape.add(terms) if terms else tape.zeros_like(h))
     return nodes[-1]
 
 
+def _mixed_edge(tape, c, e, h, w):
+    """Edge e of cell c on value h, mixed by its op weights w [5] (`_mixed_edge_vjp`)."""
+    path = ("cells", c, "edges", e)
+    y, stats, pullback = _mixed_edge_vjp(*tape.module_args(path), tape.values[h], w, tape.train)
+    tape.keep_stats(path, stats)
+    return tape.record(y, h, pullback, _pull_edge, e)
+
+
 def _tape_weighted_cell(tape, c, h, weights):
     nodes = [h]
     for i in range(1, nb.NUM_NODES):
-        nodes.append(tape.add([tape.mixed_edge(("cells", c, "edges", e), nodes[j], weights, e)
+        nodes.append(tape.add([_mixed_edge(tape, c, e, nodes[j], weights[e])
                                for e, j in nb.NODE_INPUTS[i]]))
     return nodes[-1]
 
@@ -258,7 +134,7 @@ def _run(graphdef, params, stats, images, arch, train, param_grads):
     a = arch.value
     if isinstance(arch, Choice):
         if isinstance(a, jax.core.Tracer):
-            raise ValueError("the eager single path needs a concrete architecture (a host array), not a traced one")
+            raise ValueError("the eager single path needs a concrete architecture (a host array), not a traced one")  # noqa: TRY004
         a = np.asarray(a)
         if a.shape != (nb.NUM_EDGES,):
             raise ValueError(f"the eager single path takes one architecture of shape [6], got {a.shape}")
@@ -267,8 +143,8 @@ def _run(graphdef, params, stats, images, arch, train, param_grads):
         if tuple(a.shape) != (nb.NUM_EDGES, nb.NUM_OPS):
             raise ValueError(f"Weights takes op weights of shape [6, 5], got {tuple(a.shape)}")
         cell = _tape_weighted_cell
-    tape = _Tape(graphdef, params, stats, train, param_grads)
-    return tape, tape.network(images, lambda t, c, h: cell(t, c, h, a))
+    tape = _tape(graphdef, params, stats, train, param_grads)
+    return tape, _network(tape, images, lambda t, c, h: cell(t, c, h, a))
 
 
 def forward(graphdef, params, stats, images, arch, train: bool = True):
@@ -284,15 +160,9 @@ def value_and_grad(graphdef, params, stats, images, labels, arch, train: bool = 
     `arch` (a `Choice` of a concrete host int array [6]): the same as jax.value_and_grad over the
     traced supernet."""
     tape, out = _run(graphdef, params, stats, images, check(arch, (Choice,)), train, param_grads=True)
-    loss, acc, g_logits = _loss_vjp(tape.values[out], labels)
+    loss, acc, g_logits = tp.loss_vjp(tape.values[out], labels)
     grad_leaves, _, _ = tape.backward(out, g_logits)
-    return (loss, (acc, tape.stats())), _grad_tree(tape, grad_leaves)
-
-
-def _grad_tree(tape, grad_leaves):
-    """The parameter gradients as a tree like the parameters (zeros for the ops that did not run)."""
-    return jax.tree.unflatten(tape.p_def, [_zeros(*_like(p)) if g is None else g
-                                           for g, p in zip(grad_leaves, tape.p_leaves)])
+    return (loss, (acc, tape.stats())), tape.grads(grad_leaves)
 
 
 def summed_logits_grad(graphdef, params, stats, images, arch, train: bool = True, wrt: str = "params"):
@@ -305,10 +175,10 @@ def summed_logits_grad(graphdef, params, stats, images, arch, train: bool = True
     tape, out = _run(graphdef, params, stats, images, check(arch, (Choice,)), train, param_grads=wrt == "params")
     grad_leaves, _, g_images = tape.backward(out, _ones_like(tape.values[out]), input_grad=wrt == "images")
     if wrt == "params":
-        return _grad_tree(tape, grad_leaves)
+        return tape.grads(grad_leaves)
     # no path from the images to the logits (every cell's output node is cut off from its input,
     # e.g. |none~0|+|..|+|none~0|nor_conv_3x3~1|none~2|): the gradient is exactly zero
-    return _zeros(*_like(jnp.asarray(images))) if g_images is None else g_images
+    return tp.zeros_like(jnp.asarray(images)) if g_images is None else g_images
 
 
 def block_pullbacks(graphdef, params, stats, images, arch, probe=None, train: bool = True):
@@ -325,8 +195,8 @@ def block_pullbacks(graphdef, params, stats, images, arch, probe=None, train: bo
     if a.shape != (nb.NUM_EDGES,):
         raise ValueError(f"the eager single path takes one architecture of shape [6], got {a.shape}")
     features, pairs, h = [], [], images
-    for i in range(_Tape(graphdef, params, stats, train, False).plan.num_cells + 1):
-        tape = _Tape(graphdef, params, stats, train, param_grads=False)
+    for i in range(_Plan.of(graphdef, params, stats).num_cells + 1):
+        tape = _tape(graphdef, params, stats, train, param_grads=False)
         x = tape.value(h)
         if i == 0:
             out = tape.module(("stem",), x)
@@ -338,7 +208,7 @@ def block_pullbacks(graphdef, params, stats, images, arch, probe=None, train: bo
         if i and probe is not None:
             g = probe(i, h)
             g_in = tape.backward(out, g, input_grad=True)[2]
-            pairs.append((g, _zeros(*_like(tape.values[x])) if g_in is None else g_in))
+            pairs.append((g, tp.zeros_like(tape.values[x]) if g_in is None else g_in))
         features.append(h)
     return features, pairs
 
@@ -349,9 +219,9 @@ def weights_value_and_grad(graphdef, params, stats, images, labels, weights, tra
     respect to the weights (the gradient as `Weights` too); no gradient of the network's
     parameters is computed."""
     tape, out = _run(graphdef, params, stats, images, check(weights, (Weights,)), train, param_grads=False)
-    loss, acc, g_logits = _loss_vjp(tape.values[out], labels)
+    loss, acc, g_logits = tp.loss_vjp(tape.values[out], labels)
     _, grad_w, _ = tape.backward(out, g_logits)
-    rows = [grad_w[e] if e in grad_w else _zeros(*_like(weights.value[e])) for e in range(nb.NUM_EDGES)]
+    rows = [grad_w[e] if e in grad_w else tp.zeros_like(weights.value[e]) for e in range(nb.NUM_EDGES)]
     return (loss, (acc, tape.stats())), Weights(_stack(rows))
 
 

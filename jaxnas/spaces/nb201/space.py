@@ -20,7 +20,7 @@ class NB201Space(Space):
     description = "NAS-Bench-201 cell: 6 edges x 5 ops, 15,625 architectures, ground truth for all"
     size = cell.NUM_ARCHS
     relaxed_spec = jax.ShapeDtypeStruct((cell.NUM_EDGES, cell.NUM_OPS), jnp.float32)
-    host_passes = eager  # single-path and weighted gradients on the host (jaxnas.backend)
+    host_passes = eager  # capability: single-path / weighted passes on the host tape (jaxnas.nn.tape)
 
     @property
     def spec(self):
