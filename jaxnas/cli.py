@@ -261,7 +261,8 @@ def _candidates(args, cfg):
 def _estimate(args, cfg, candidates) -> dict:
     from jaxnas.estimate import describe, estimate
     if not _training_free(args, cfg):
-        est = estimate(cfg)
+        from jaxnas import methods
+        est = estimate(cfg, method=methods.get(cfg.method) if args.command == "search" else None)
     else:
         from jaxnas import methods
         from jaxnas.proxies.run import score_proxies

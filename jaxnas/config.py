@@ -177,7 +177,8 @@ class PGNAS:
                                        # single paths ranked with the shared weights; the default: it picks
                                        # best, experiments/pgnas/seeds.py) | projection (per edge the kept op
                                        # of highest keep probability; favours parameter-free cells) |
-                                       # rejection (candidates drawn with at most one op per edge)
+                                       # rejection (one-op-per-edge candidates drawn from the conditioned
+                                       # posterior: one more evaluation pass)
 
     def check(self):
         _check_positive(self, ("candidates",))

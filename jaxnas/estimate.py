@@ -4,6 +4,8 @@ CPU run prints): steps from the dataset's size, seconds from a per-step cost mod
 The cost model is fitted to 2-core CPU measurements (benchmarks/BENCHMARKS.md: the eager weight
 step at C=16, N=5, batch 64; NASWOT at 128 images; SETN's selection) and scales with batch x cells
 x channels²; it is meant to tell minutes from days, not to time a run. There is no GPU model.
+A method whose run this model does not describe gives its own: a classmethod
+`estimate_seconds(cfg, n_train)` on its class (`method=`), e.g. PGNAS's gated steps and candidates.
 """
 from __future__ import annotations
 
@@ -77,9 +79,11 @@ def search_steps(cfg: Config, n_train: int) -> int:
     return per_epoch * cfg.train.epochs
 
 
-def estimate(cfg: Config, proxies: list[str] | None = None, n_archs: int | None = None) -> dict:
+def estimate(cfg: Config, proxies: list[str] | None = None, n_archs: int | None = None, method=None) -> dict:
     """Size and seconds of a run: a training run (`steps`), or with `proxies` the training-free
-    scoring of `n_archs` candidates (`architectures`); `seconds` None where the size is unknown."""
+    scoring of `n_archs` candidates (`architectures`); `seconds` None where the size is unknown.
+    `method`: the method's class; its `estimate_seconds(cfg, n_train)`, where it has one, gives a
+    training run's seconds."""
     if proxies is not None:
         names = set(proxies)
         az = {n for n in names if n.startswith("az_")}
@@ -97,6 +101,9 @@ def estimate(cfg: Config, proxies: list[str] | None = None, n_archs: int | None 
     if n_train is None:
         return {"steps": None, "seconds": None, "basis": "the dataset's size is known once it is decoded"}
     steps = search_steps(cfg, n_train)
+    own = getattr(method, "estimate_seconds", None)
+    if own is not None:
+        return {"steps": steps, "train_images": n_train, "seconds": own(cfg, n_train), "basis": "per step"}
     per_step = (WEIGHT_STEP_S + (SETN_EXTRA_STEP_S if cfg.method == "setn" else 0.0)) * _size(cfg) * cfg.train.batch_size / 64
     selections = cfg.train.epochs + 1 if cfg.method == "setn" else (0 if cfg.method == "train" else 1)
     select = selections * cfg.eval.select_num * CANDIDATE_S * _size(cfg) * cfg.eval.batch_size / 512

@@ -12,7 +12,8 @@ import pytest
 from flax import nnx
 from test_nn import ZERO_FED, build  # abstract build, weights and random BN statistics from numpy
 
-from jaxnas.evaluate import Evaluator, evaluate, recalibrate
+from jaxnas import evaluate as evaluate_mod
+from jaxnas.evaluate import Evaluator, block_plan, evaluate, evaluate_blocks, recalibrate
 from jaxnas.nn import apply, split
 from jaxnas.nn.ops import BN_MOMENTUM, conv2d
 from jaxnas.spaces import nb201
@@ -133,6 +134,53 @@ def test_evaluator_adds_the_space_cost(setup):
         assert float(out["params"][i]) == pytest.approx(float(want["params"]), rel=1e-6)
         assert float(out["flops"][i]) == pytest.approx(float(want["flops"]), rel=1e-6)
     assert len(set(np.round(np.asarray(out["params"]), 6))) > 1  # the candidates' costs differ
+
+
+def test_block_plan():
+    """Blocks of whole chunks (at least two), equal in size, the last padded; the remainder alone."""
+    blocks, rest = block_plan(7, 2, 4)
+    np.testing.assert_array_equal(blocks, [[0, 1, 2, 3], [4, 5, 5, 5]])
+    np.testing.assert_array_equal(rest, [6])
+    blocks, rest = block_plan(9, 1, 4)  # 3 blocks of 3, not 4 + 4 + 1 padded to 4
+    assert blocks.tolist() == [[0, 1, 2], [3, 4, 5], [6, 7, 8]] and len(rest) == 0
+    blocks, rest = block_plan(100, 1, 8)  # 13 blocks of 8 would pad 4: 13 blocks of 8 all the same
+    assert blocks.shape == (13, 8) and set(blocks.ravel()) == set(range(100))
+    assert block_plan(7, 3, 6) is None and block_plan(4, 4, 8) is None and block_plan(5, 1, 1) is not None
+    assert block_plan(5, 1, 1)[0].shape[1] == 2  # never a one-step scan
+
+
+def test_blocks_are_bit_identical_to_one_call(setup, monkeypatch):
+    """Candidates dispatched in blocks (two whole chunks, the last padded, and the remainder of 7 % 2
+    alone) give one call's results bit for bit; the bar advances per block, and a KeyboardInterrupt
+    (Ctrl-C, or SIGTERM through the CLI) raised between blocks stops the dispatching there."""
+    graphdef, params, stats, d = setup
+    one = evaluate(graphdef, params, stats, d["single"], d["images"], d["labels"], bn="batch", chunk_size=2)
+    ev = Evaluator(d["images"], d["labels"], bn="batch", chunk_size=2).in_blocks("test", 4)
+    out = ev(graphdef, params, stats, d["single"])
+    for key in ("loss", "acc"):
+        assert np.array_equal(np.asarray(out[key]), np.asarray(one[key])), key
+    calls = []
+    real = evaluate_mod._evaluate
+    monkeypatch.setattr(evaluate_mod, "_evaluate", lambda *a, **k: (calls.append(a[3].batch_size), real(*a, **k))[1])
+
+    class Bar:
+        def __init__(self, stop=False):
+            self.seen, self.stop = [], stop
+
+        def update(self, n):
+            self.seen.append(n)
+            if self.stop:
+                raise KeyboardInterrupt
+
+    bar = Bar()
+    evaluate_blocks(graphdef, params, stats, d["single"], d["images"], d["labels"], bn="batch", chunk_size=2,
+                    block_size=4, bar=bar)
+    assert bar.seen == [4, 2, 1] and calls == [4, 4, 1]
+    calls.clear()
+    with pytest.raises(KeyboardInterrupt):
+        evaluate_blocks(graphdef, params, stats, d["single"], d["images"], d["labels"], bn="batch", chunk_size=2,
+                        block_size=4, bar=Bar(stop=True))
+    assert calls == [4]
 
 
 def test_recalibrate_stem_statistics(setup):

@@ -23,18 +23,26 @@ are evaluated with the shared weights, without fine-tuning, on a held-out batch 
 batch-statistics BatchNorm (`eval.bn=batch`, the default) a candidate is exactly its sub-network;
 with running statistics a dropped conv still adds BatchNorm's shift, as in the reference layer.
 The fixed-rate dropout baseline of the paper's Table 3 samples as many candidates with one
-constant p, the mean learned p.
+constant p, the mean learned p. The evaluations go in blocks dispatched from Python
+(`Evaluator.in_blocks`, bit-identical to one call): a progress bar, and Ctrl-C acting within
+seconds; `PGNAS.estimate_seconds` is the run's cost model for `--print-config`.
 
 Adaptation to NB201, on purpose: the paper gates the channels of parametrised operations only; here
 the parameter-free ops (skip, pool) are gated too, so `none` is every gate of an edge off, and their
 groups carry the entropy term (k = their input channels) but no weight term. A candidate maps to an
 NB201 genotype directly when each edge keeps at most one op; otherwise `pgnas.genotype` decides:
-"projection" keeps, per edge, the kept op of highest keep probability; "rejection" picks the best
-candidate among those that keep at most one op per edge; "ranked" (jaxnas's, not the paper's) draws
-per candidate and edge one of its kept ops uniformly and ranks those single paths by their held-out
-accuracy with the shared weights, since projection favours the parameter-free ops whose drop
-probability the l^2 term leaves low. The result records which, and how many candidates were
-one-op-per-edge.
+"projection" keeps, per edge, the kept op of highest keep probability; "rejection" evaluates
+`pgnas.candidates` more candidates that keep at most one op per edge, drawn exactly from the
+posterior conditioned on that event (`one_op_probs`: per edge, `none` and each single op in
+proportion to their probability under the independent gates; with `per_cell`, the same op in
+every cell), which is the distribution rejection sampling of ordinary candidates converges to,
+though with drop probabilities near 0.1 hardly one in 10^15 of those qualifies; the best of them
+wins (result: `rejection`, with their accuracies; the ordinary pool and its histograms are kept
+as they are); "ranked" (jaxnas's, not the paper's) draws per candidate and edge one of its kept
+ops uniformly and ranks those single paths by their held-out accuracy with the shared weights,
+since projection favours the parameter-free ops whose drop probability the l^2 term leaves low.
+The result records which, and how many candidates of the ordinary pool were one-op-per-edge. On
+the hybrid network every candidate is a pruned network: `pgnas.genotype` does not apply.
 """
 from __future__ import annotations
 
@@ -44,6 +52,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxnas import search
+from jaxnas.estimate import search_steps
 from jaxnas.methods.base import SupernetMethod
 from jaxnas.nn import apply, concrete, loss_and_accuracy
 from jaxnas.spaces.arch import InputGates
@@ -53,6 +63,19 @@ from jaxnas.train.state import KEY_SAMPLE, select_key, step_key
 
 GATED_OPS = (nb.SKIP, nb.CONV1, nb.CONV3, nb.POOL)  # the columns of p_logit, in NB201's op order
 HIST_BINS = np.linspace(0.0, 100.0, 21)  # candidate accuracy histograms, percent
+
+# Cost model (`PGNAS.estimate_seconds`, and the evaluation blocks' size), measured on the 2-core
+# development VM with the `tiny` preset (nb201: C=8, N=1, genotype=ranked; hybrid: hybrid.C=8, 1
+# block per stage; batch 64, 230 steps, 100 candidates, 256 validation images), the fastest of
+# three timed runs each (benchmarks/BENCHMARKS.md section 13): 138 s / 88 s in all, steady steps
+# 0.243 / 0.173 s, a gated candidate 0.239 / 0.174 s, 98 ranked genotypes 7.0 s with their compile,
+# the rest (the step's compile 18 / 5 s, start-up, checkpoints) ~27 / ~13 s. Scaled by the
+# network's size relative to the tiny one and by the images per step / per evaluation.
+STEP_S = {"nb201": 0.24, "hybrid": 0.17}       # one training step: every op of every edge gated, traced
+CANDIDATE_S = {"nb201": 0.24, "hybrid": 0.17}  # one candidate's gated evaluation, 256 images
+SINGLE_S = 0.05                                # one ranked genotype's single-path evaluation (nb201)
+FIXED_S = {"nb201": 30.0, "hybrid": 15.0}      # compiling, start-up, checkpoints
+EVAL_BLOCK_S = 2.0                             # candidates evaluated in blocks of about this
 
 
 def gate_values(keep, p_logit, rescale: bool):
@@ -70,11 +93,48 @@ def to_genotype(keep, keep_prob) -> np.ndarray:
     return np.where(np.isfinite(score.max(-1)), np.asarray(GATED_OPS)[best], nb.NONE).astype(np.int32)
 
 
+def one_op_probs(p_logit) -> np.ndarray:
+    """float64 [6, 5]: per edge, the probability of each op (columns in NB201's op order: none,
+    skip, conv 1x1, conv 3x3, pool) under the posterior conditioned on at most one kept op per edge
+    (p_logit [6, 4]), and with per-cell gates (p_logit [3N, 6, 4]) on the same op in every cell.
+
+    The gates are independent, so the condition factorises per edge: P(none kept) is prod_j p_j and
+    P(only op i kept) is (1 - p_i) prod_{j != i} p_j, i.e. exp(-p_logit_i) times the former; per
+    cell the same, and the same choice c in every cell has weight prod_cells P_cell(c). Exactly the
+    distribution rejection sampling of one-op-per-edge candidates converges to."""
+    z = np.asarray(p_logit, np.float64)
+    z = z.sum(0) if z.ndim == 3 else z  # per cell: the cells' likelihood ratios multiply
+    logits = np.concatenate([np.zeros(z.shape[:-1] + (1,)), -z], -1)
+    w = np.exp(logits - logits.max(-1, keepdims=True))
+    return w / w.sum(-1, keepdims=True)
+
+
+def sample_one_op(key, p_logit, num: int) -> np.ndarray:
+    """int32[num, 6]: `num` genotypes drawn from `one_op_probs`, edges independent (inverse CDF
+    of one uniform per genotype and edge, drawn from `key`)."""
+    cdf = np.cumsum(one_op_probs(p_logit), -1)
+    u = np.asarray(jax.random.uniform(key, (num, nb.NUM_EDGES)), np.float64)
+    return np.asarray([nb.NONE, *GATED_OPS], np.int32)[(u[..., None] >= cdf[:, :-1]).sum(-1)]
+
+
 def _summary(acc) -> dict:
     acc = np.asarray(acc, np.float64)
     return {"mean": float(acc.mean()), "std": float(acc.std()), "max": float(acc.max()),
             "histogram": np.histogram(acc, HIST_BINS)[0].tolist(), "bins": HIST_BINS.tolist(),
             "values": np.round(acc, 3).tolist()}
+
+
+def relative_size(cfg) -> float:
+    """A network's cost relative to the tiny one the constants were measured on."""
+    if cfg.space == "hybrid":
+        return cfg.hybrid.blocks * (cfg.hybrid.C / 8) ** 2
+    return cfg.nb201.N * (cfg.nb201.C / 8) ** 2
+
+
+def candidate_seconds(cfg, single: bool = False) -> float:
+    """Seconds to evaluate one candidate (gated), or with `single` one ranked genotype."""
+    per = SINGLE_S if single else CANDIDATE_S.get(cfg.space, CANDIDATE_S["nb201"])
+    return per * relative_size(cfg) * cfg.eval.batch_size / 256
 
 
 class OperationGates:
@@ -142,6 +202,15 @@ class OperationGates:
         """[..., 6, 4]: the ops a candidate keeps (in at least one cell, per cell)."""
         return np.asarray(keep).max(-3) if self.per_cell else np.asarray(keep)
 
+    def one_op_draw(self, key, p_logit, num):
+        """`num` genotypes int32[num, 6] drawn from `one_op_probs`, and their keep-masks (the
+        candidates' form: [num, 6, 4], the same in every cell with `per_cell`)."""
+        archs = sample_one_op(key, p_logit, num)
+        keep = (archs[..., None] == np.asarray(GATED_OPS)).astype(np.float32)
+        if self.per_cell:
+            keep = np.broadcast_to(keep[:, None], (num, *self.shape)).copy()
+        return archs, keep
+
 
 class ChannelGates:
     """The hybrid network at the channel level (the paper's construction): p_logit [L, S], one per
@@ -186,9 +255,14 @@ class PGNAS(SupernetMethod):
     name = "pgnas"
     needs_dataset = True  # the effective training-set size N defaults to 10x the weights' images
 
-    def __init__(self, cfg, space, num_classes: int, *, dataset):
+    @classmethod
+    def check(cls, cfg, space) -> None:
+        super().check(cfg, space)
         if space.name not in LAYOUTS:
             raise ValueError(f"pgnas gates the spaces {', '.join(LAYOUTS)}; space {space.name!r} is not supported")
+
+    def __init__(self, cfg, space, num_classes: int, *, dataset):
+        self.check(cfg, space)
         super().__init__(cfg, space, num_classes)
         self.host, self.host_step = None, False  # the gated forward is one traced program on every backend
         c = cfg.pgnas
@@ -196,6 +270,19 @@ class PGNAS(SupernetMethod):
         n_weights = len(dataset.train_labels) // (2 if self.split == "search" else 1)
         self.n_train = c.n_train or 10.0 * n_weights
         self.gates = LAYOUTS[space.name](self._params, space, c.per_cell)
+
+    @classmethod
+    def estimate_seconds(cls, cfg, n_train: int) -> float:
+        """A run's seconds on a 2-core CPU (`jaxnas.estimate`): the gated steps, then 2 x
+        `pgnas.candidates` gated evaluations (the pairs and the fixed-rate baseline), on NB201 one
+        more set of candidates for genotype=rejection or up to as many single paths for ranked."""
+        c, space = cfg.pgnas, cfg.space if cfg.space in STEP_S else "nb201"
+        step = STEP_S[space] * relative_size(cfg) * cfg.train.batch_size / 64
+        gated = 2 + (space == "nb201" and c.genotype == "rejection")
+        select = gated * c.candidates * candidate_seconds(cfg)
+        if space == "nb201" and c.genotype == "ranked":
+            select += c.candidates * candidate_seconds(cfg, single=True)
+        return FIXED_S[space] + search_steps(cfg, n_train) * step + select
 
     def init(self):
         state = super().init()
@@ -233,10 +320,15 @@ class PGNAS(SupernetMethod):
         return state, {"drop_p": np.round(np.asarray(jax.nn.sigmoid(state.method["p_logit"])), 4).tolist()}
 
     # --- selection ---------------------------------------------------------------------------
-    def _evaluate(self, state, keep, p_logit, evaluator):
+    def _evaluate(self, state, keep, p_logit, evaluator, desc):
         gates = self.gates.gates(jnp.asarray(keep, jnp.float32), p_logit, self.cfg.pgnas.rescale)
-        res = jax.device_get(self.rank(state, InputGates(gates), evaluator))
+        res = jax.device_get(self.rank(state, InputGates(gates), self._blocks(evaluator, desc)))
         return 100 * np.asarray(res["acc"], np.float64), np.asarray(res["loss"], np.float64)
+
+    def _blocks(self, evaluator, desc, single=False):
+        """`evaluator` dispatching blocks of about EVAL_BLOCK_S of candidates by the cost model, so
+        that a progress bar moves and Ctrl-C acts within seconds (results bit-identical)."""
+        return evaluator.in_blocks(desc, max(1, round(EVAL_BLOCK_S / candidate_seconds(self.cfg, single))))
 
     def _candidates(self, key, p_logit, num):
         keep = concrete.sample_candidate_masks(key, self.gates.expand(p_logit), num)
@@ -244,27 +336,21 @@ class PGNAS(SupernetMethod):
 
     def select(self, state, evaluator) -> dict:
         c, p_logit = self.cfg.pgnas, state.method["p_logit"]
-        key_pg, key_fixed, key_rank = jax.random.split(select_key(state), 3)
+        key_pg, key_fixed, key_map = jax.random.split(select_key(state), 3)
         keep = self._candidates(key_pg, p_logit, c.candidates)
-        acc, loss = self._evaluate(state, keep, p_logit, evaluator)
+        acc, loss = self._evaluate(state, keep, p_logit, evaluator, "pgnas candidates")
         mean_p = float(jnp.mean(jax.nn.sigmoid(p_logit)))
         fixed_logit = jnp.full_like(p_logit, math.log(mean_p) - math.log1p(-mean_p))
         keep_fixed = self._candidates(key_fixed, fixed_logit, c.candidates)
-        acc_fixed, _ = self._evaluate(state, keep_fixed, fixed_logit, evaluator)
+        acc_fixed, _ = self._evaluate(state, keep_fixed, fixed_logit, evaluator, "pgnas fixed-rate candidates")
 
         exact = self.gates.exact(keep)
-        order = np.lexsort((np.arange(len(acc)), loss, -acc))
-        if c.genotype == "rejection":  # on hybrid every candidate is exact: the filter keeps all
-            order = order[exact[order]]
-            if not len(order):
-                raise ValueError(f"pgnas.genotype=rejection: none of the {c.candidates} candidates keeps at most one "
-                                 "op per edge; use pgnas.genotype=projection or more candidates")
-        best = int(order[0])
+        best = search.best(acc, loss)
         out = {"valid_acc": float(acc[best]), "valid_loss": float(loss[best]), "candidates_n": c.candidates,
                "drop_p": np.round(np.asarray(jax.nn.sigmoid(p_logit)), 4).tolist(),
                "candidates_acc": _summary(acc), "fixed_rate_acc": {"p": mean_p, **_summary(acc_fixed)},
                **self.gates.extras(keep, p_logit)}
-        if self.space.name == "hybrid":
+        if self.space.name == "hybrid":  # every candidate is a pruned network: rejection keeps them all
             cost = jax.device_get(self.space.cost(jnp.asarray(keep[best], bool)))
             full = jax.device_get(self.space.cost(jnp.asarray(self.space.valid)))
             return {"arch": keep[best].astype(bool), **out, "params": int(cost["params"]),
@@ -275,13 +361,31 @@ class PGNAS(SupernetMethod):
         keep_prob = np.asarray(jax.nn.sigmoid(-p_logit))
         out.update({"mask": keep[best].astype(int).tolist(), "genotype_mapping": c.genotype,
                     "exact_genotype": bool(exact[best])})
+        if c.genotype == "rejection":
+            return {**out, "pair_valid_acc": out["valid_acc"], **self._rejection(state, key_map, p_logit, evaluator)}
         projected = self.gates.project(keep[best], keep_prob)
         if c.genotype != "ranked":
             return {"arch": projected, **out}
-        ranked = self.pick_best(state, self._kept_paths(key_rank, self.gates.any_cell(keep)), evaluator)
+        ranked = self.pick_best(state, self._kept_paths(key_map, self.gates.any_cell(keep)),
+                                self._blocks(evaluator, "pgnas ranked genotypes", single=True))
         return {**out, "arch": ranked["arch"], "projected_arch": nb.to_string(projected),
                 "pair_valid_acc": out["valid_acc"], "valid_acc": ranked["valid_acc"],
                 "valid_loss": ranked["valid_loss"], "ranked_genotypes": len(ranked["candidates"])}
+
+    def _rejection(self, state, key, p_logit, evaluator) -> dict:
+        """genotype=rejection: `pgnas.candidates` one-op-per-edge candidates drawn exactly from the
+        posterior conditioned on that event (`one_op_probs`: what rejection sampling of ordinary
+        candidates converges to, when hardly any of them is one-op-per-edge), evaluated as keep-masks
+        with the shared weights like the ordinary candidates; the best wins (same tie rule)."""
+        c = self.cfg.pgnas
+        archs, keep = self.gates.one_op_draw(key, p_logit, c.candidates)
+        acc, loss = self._evaluate(state, keep, p_logit, evaluator, "pgnas rejection candidates")
+        best = search.best(acc, loss)
+        return {"arch": archs[best], "mask": keep[best].astype(int).tolist(), "exact_genotype": True,
+                "valid_acc": float(acc[best]), "valid_loss": float(loss[best]),
+                "rejection": {"draw": "conditional", "candidates": c.candidates,
+                              "distinct": len(np.unique(archs, axis=0)),
+                              "edge_probs": np.round(one_op_probs(p_logit), 4).tolist(), "acc": _summary(acc)}}
 
     @staticmethod
     def _kept_paths(key, keep) -> np.ndarray:
@@ -291,5 +395,4 @@ class PGNAS(SupernetMethod):
         score = np.where(keep > 0, u, -1.0)
         pick = np.asarray(GATED_OPS)[score.argmax(-1)]
         archs = np.where(score.max(-1) >= 0, pick, nb.NONE).astype(np.int32)
-        _, first = np.unique(archs, axis=0, return_index=True)
-        return archs[np.sort(first)]
+        return archs[search.dedup(archs)]

@@ -112,7 +112,7 @@ class SearchRun:
             recal = data_lib.normalize(np.asarray(self.wdata.images)[r], ds.mean, ds.std)
             recal = recal.reshape(n, self.cfg.train.batch_size, *recal.shape[1:])
         return Evaluator(x, jnp.asarray(labels[pick]), recal, bn=self.cfg.eval.bn,
-                         chunk_size=backend.eval_chunk_size(self.cfg.eval.chunk_size))
+                         chunk_size=backend.eval_chunk_size(self.cfg.eval.chunk_size), progress=self.progress)
 
     def _batch(self, state, data, idx, tag):
         x, y = jax.lax.with_sharding_constraint(data.batch(idx), sharding.data_sharded(self.mesh))
