@@ -26,6 +26,7 @@ demo: $(STAMP)
 	$(BIN)/python -m jaxnas demo
 
 test: $(REF_STAMP)
+	$(BIN)/ruff check jaxnas tests benchmarks experiments tools
 	$(BIN)/python -m pytest -q tests
 
 bench: $(REF_STAMP)

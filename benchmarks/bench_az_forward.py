@@ -13,7 +13,8 @@ import time
 
 import numpy as np
 
-DATA = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg" / "cifar10-jpeg.tar.gz"
+DATA = (pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg"
+        / "cifar10-jpeg.tar.gz")
 PROXIES = "naswot,das,az_expressivity,az_progressivity,params,flops,layers"
 
 
@@ -29,7 +30,8 @@ def main():
     ds = data_lib.load(a.data)
     x = np.asarray(data_lib.normalize(ds.train_images[:128], ds.mean, ds.std))
     y = ds.train_labels[:128].astype(np.int32)
-    archs = nb201.from_index(np.sort(np.random.default_rng(1).choice(nb201.NUM_ARCHS, a.archs + 16, replace=False)))
+    archs = nb201.from_index(np.sort(np.random.default_rng(1).choice(nb201.NUM_ARCHS, a.archs + 16,
+                                                                     replace=False)))
     traced = ProxyScorer(PROXIES, host_gradients=True)  # AZ-NAS without trainability: traced (now)
     eager = ProxyScorer(PROXIES, host_gradients=True)  # the previous routing: AZ-NAS on the host
     fn = next(f for f in traced._fns if getattr(f, "func", None) is aznas.az_scores)
@@ -41,12 +43,14 @@ def main():
         scorer(archs[:block], x, y)  # compile
         t = time.perf_counter()
         out = [scorer(archs[i:i + block], x, y) for i in range(16, len(archs), block)]
-        results[name] = (time.perf_counter() - t) / a.archs, np.concatenate([o["az_expressivity"] for o in out])
+        results[name] = ((time.perf_counter() - t) / a.archs,
+                         np.concatenate([o["az_expressivity"] for o in out]))
         print(f"{name}: {results[name][0]:.3f} s / architecture", flush=True)
     e, t = results["eager AZ-NAS"][1], results["traced"][1]
     fin = np.isfinite(e) & np.isfinite(t)
-    print(f"speed-up x{results['eager AZ-NAS'][0] / results['traced'][0]:.2f}; az_expressivity max rel. difference "
-          f"{np.max(np.abs(e[fin] - t[fin]) / np.abs(e[fin])):.1e} ({(~fin).sum()} not finite on one side)")
+    print(f"speed-up x{results['eager AZ-NAS'][0] / results['traced'][0]:.2f}; az_expressivity max rel. "
+          f"difference {np.max(np.abs(e[fin] - t[fin]) / np.abs(e[fin])):.1e} ({(~fin).sum()} not finite on "
+          "one side)")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,8 @@ of architectures in one jitted call (lax.map, `--chunk` candidates vmapped at a 
 The two alternate block by block on the same architectures so machine load hits both alike.
 jaxnas compile time is reported apart (paid once per run, not per architecture).
 
-Usage: python benchmarks/bench_naswot.py [--archs 64] [--block 16] [--chunk 1] [--torch-device cuda] [--out FILE.json]
+Usage: python benchmarks/bench_naswot.py [--archs 64] [--block 16] [--chunk 1] [--torch-device cuda] \
+       [--out FILE.json]
 """
 from __future__ import annotations
 
@@ -75,7 +76,8 @@ def main():
         t = time.perf_counter()
         torch_scores.extend(torch_naswot(arch, xt) for arch in block)
         tt += time.perf_counter() - t
-    res = {**machine_info(), "torch_device": a.torch_device, "archs": a.archs, "block": a.block, "chunk": a.chunk,
+    res = {**machine_info(), "torch_device": a.torch_device, "archs": a.archs, "block": a.block,
+           "chunk": a.chunk,
            "batch": a.batch, "jax_compile_and_first_block_s": compile_s,
            "jax_archs_per_s": a.archs / tj, "torch_archs_per_s": a.archs / tt, "speedup": tt / tj,
            "jax_score_range": [float(np.min(jax_scores)), float(np.max(jax_scores))],

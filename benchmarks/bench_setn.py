@@ -10,7 +10,8 @@ iteration: one SETN step at batch 64: a uniformly sampled architecture's SGD wei
            `search_func` body.
 Both at C=16, N=5 (NB201's search network), CIFAR-10 shapes; medians; jaxnas compile reported apart.
 
-Usage: python benchmarks/bench_setn.py [--cands 100] [--reps 5] [--chunk 0] [--torch-device cuda] [--out FILE.json]
+Usage: python benchmarks/bench_setn.py [--cands 100] [--reps 5] [--chunk 0] [--torch-device cuda] \
+       [--out FILE.json]
 """
 from __future__ import annotations
 
@@ -79,13 +80,16 @@ def main():
     ap.add_argument("--C", type=int, default=16)
     ap.add_argument("--N", type=int, default=5)
     ap.add_argument("--skip", default="", help="selection or iteration, to skip one")
-    ap.add_argument("--chunk", type=int, default=0, help="candidates per vmapped chunk (0: the backend's default)")
+    ap.add_argument("--chunk", type=int, default=0,
+                    help="candidates per vmapped chunk (0: the backend's default)")
     ap.add_argument("--torch-device", default="cpu", help="cpu, or cuda for the GPU peer")
     ap.add_argument("--out")
     a = ap.parse_args()
     rng = np.random.default_rng(0)
-    cfg = PRESETS["paper"].replace(method="setn").set({"nb201.C": a.C, "nb201.N": a.N, "eval.select_num": a.cands,
-                                                       "eval.batch_size": a.eval_batch, "eval.chunk_size": a.chunk})
+    cfg = PRESETS["paper"].replace(method="setn").set({"nb201.C": a.C, "nb201.N": a.N,
+                                                       "eval.select_num": a.cands,
+                                                       "eval.batch_size": a.eval_batch,
+                                                       "eval.chunk_size": a.chunk})
     method = SETN(cfg, nb201.SPACE, 10)
     state = method.init()
     dev = a.torch_device
@@ -112,7 +116,8 @@ def main():
         step = lambda st, wb, ab: method.train_step(st, wb, ab, 0.025)[0]  # noqa: E731
         if not method.host_step:  # the CPU default (eager) runs outside jit, its pieces compiled
             step = jax.jit(step, donate_argnums=0)
-        batches = [(rng.standard_normal((b, 32, 32, 3)).astype(np.float32), rng.integers(0, 10, b).astype(np.int32))
+        batches = [(rng.standard_normal((b, 32, 32, 3)).astype(np.float32),
+                    rng.integers(0, 10, b).astype(np.int32))
                    for _ in range(2)]
         wb, ab = [(jnp.asarray(x), jnp.asarray(y)) for x, y in batches]
         tb = [(torch.from_numpy(x.transpose(0, 3, 1, 2).copy()).to(dev), torch.from_numpy(y).long().to(dev))
@@ -123,13 +128,14 @@ def main():
         archs = nb201.from_index(rng.choice(nb201.NUM_ARCHS, a.reps + 1, replace=False))
         torch_iteration(net, w_opt, a_opt, archs[0], *tb[0], *tb[1])  # warm-up
         tj, tt = [], []
-        for arch in archs[1:]:
+        for arch in archs[1:]:  # the noqa: B023 lambdas run inside their own iteration
             holder = {}
-            tj.append(timed(lambda: holder.update(s=jax.block_until_ready(step(state, wb, ab)))))
+            tj.append(timed(lambda: holder.update(s=jax.block_until_ready(step(state, wb, ab)))))  # noqa: B023
             state = holder["s"]
-            tt.append(timed(lambda: torch_iteration(net, w_opt, a_opt, arch, *tb[0], *tb[1])))
+            tt.append(timed(lambda: torch_iteration(net, w_opt, a_opt, arch, *tb[0], *tb[1])))  # noqa: B023
         res["iteration"] = {"batch": b, "reps": a.reps, "jax_ms": float(np.median(tj) * 1e3),
-                            "torch_ms": float(np.median(tt) * 1e3), "speedup": float(np.median(tt) / np.median(tj)),
+                            "torch_ms": float(np.median(tt) * 1e3),
+                            "speedup": float(np.median(tt) / np.median(tj)),
                             "jax_compile_s": compile_s}
         print("iteration", json.dumps(res["iteration"]), flush=True)
     if a.out:

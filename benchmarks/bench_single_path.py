@@ -54,7 +54,8 @@ def jax_fns(impl, C, N, batch):
         return loss_and_accuracy(logits, y)[0]
 
     def step(st, arch, x, y):
-        return steps.weight_step(SGD, GRAD_CLIP, g, st, x, y, 0.025, Choice(arch), used=used_params(st.params, arch))[0]
+        return steps.weight_step(SGD, GRAD_CLIP, g, st, x, y, 0.025, Choice(arch),
+                                 used=used_params(st.params, arch))[0]
 
     return state, jax.jit(jax.grad(loss)), jax.jit(step, donate_argnums=0)
 
@@ -80,7 +81,8 @@ def torch_step(net, opt, arch, x, y, update):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--reps", type=int, default=20)
-    ap.add_argument("--impls", default="eager", help="comma list of eager, merged, switch, mask (merged at N=5: ~10 min compile)")
+    ap.add_argument("--impls", default="eager",
+                    help="comma list of eager, merged, switch, mask (merged at N=5: ~10 min compile)")
     ap.add_argument("--C", type=int, default=16)
     ap.add_argument("--N", type=int, default=5)
     ap.add_argument("--batch", type=int, default=64)
@@ -88,7 +90,8 @@ def main():
     a = ap.parse_args()
     rng = np.random.default_rng(0)
     archs = rng.integers(0, 5, (a.reps + 1, 6)).astype(np.int32)
-    archs[0] = [nb201.CONV1, nb201.CONV3, nb201.POOL, nb201.SKIP, nb201.NONE, nb201.CONV3]  # warm-up: every op
+    # warm-up: every op
+    archs[0] = [nb201.CONV1, nb201.CONV3, nb201.POOL, nb201.SKIP, nb201.NONE, nb201.CONV3]
     x = rng.standard_normal((a.batch, 32, 32, 3)).astype(np.float32)
     y = rng.integers(0, 10, a.batch).astype(np.int32)
     xj, yj = jnp.asarray(x), jnp.asarray(y)
@@ -106,23 +109,25 @@ def main():
         compile_step = time.perf_counter() - t0
         torch_step(net, opt, archs[0], xt, yt, True)  # warm-up
         jf, js, tf, ts = [], [], [], []
-        for arch in archs[1:]:
+        for arch in archs[1:]:  # the noqa: B023 lambdas run inside their own iteration
             aj = jnp.asarray(arch)
-            jf.append(timed(lambda: jax.block_until_ready(fwd_bwd(state.params, state.stats, aj, xj, yj))))
-            tf.append(timed(lambda: torch_step(net, opt, arch, xt, yt, False)))
+            jf.append(timed(lambda: jax.block_until_ready(fwd_bwd(state.params, state.stats, aj, xj, yj))))  # noqa: B023
+            tf.append(timed(lambda: torch_step(net, opt, arch, xt, yt, False)))  # noqa: B023
             holder = {}
-            js.append(timed(lambda: holder.update(s=jax.block_until_ready(step(state, aj, xj, yj)))))
+            js.append(timed(lambda: holder.update(s=jax.block_until_ready(step(state, aj, xj, yj)))))  # noqa: B023
             state = holder["s"]
-            ts.append(timed(lambda: torch_step(net, opt, arch, xt, yt, True)))
+            ts.append(timed(lambda: torch_step(net, opt, arch, xt, yt, True)))  # noqa: B023
         med = lambda v: float(np.median(v) * 1000)  # noqa: E731
         row = {"jax_fwd_bwd_ms": med(jf), "torch_fwd_bwd_ms": med(tf), "jax_step_ms": med(js),
-               "torch_step_ms": med(ts), "jax_compile_fwd_bwd_s": compile_fb, "jax_compile_step_s": compile_step}
+               "torch_step_ms": med(ts), "jax_compile_fwd_bwd_s": compile_fb,
+               "jax_compile_step_s": compile_step}
         row["speedup_fwd_bwd"] = row["torch_fwd_bwd_ms"] / row["jax_fwd_bwd_ms"]
         row["speedup_step"] = row["torch_step_ms"] / row["jax_step_ms"]
         results[impl] = row
-        print(f"[{impl}] fwd+bwd jaxnas {row['jax_fwd_bwd_ms']:.0f} ms vs xautodl {row['torch_fwd_bwd_ms']:.0f} ms "
-              f"(x{row['speedup_fwd_bwd']:.2f}); weight step jaxnas {row['jax_step_ms']:.0f} ms vs "
-              f"{row['torch_step_ms']:.0f} ms (x{row['speedup_step']:.2f}); compile {compile_fb:.0f}s/{compile_step:.0f}s",
+        print(f"[{impl}] fwd+bwd jaxnas {row['jax_fwd_bwd_ms']:.0f} ms vs xautodl "
+              f"{row['torch_fwd_bwd_ms']:.0f} ms (x{row['speedup_fwd_bwd']:.2f}); weight step jaxnas "
+              f"{row['jax_step_ms']:.0f} ms vs {row['torch_step_ms']:.0f} ms (x{row['speedup_step']:.2f}); "
+              f"compile {compile_fb:.0f}s/{compile_step:.0f}s",
               flush=True)
     if a.out:
         with open(a.out, "w") as f:

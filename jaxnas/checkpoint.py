@@ -104,7 +104,8 @@ class Checkpointer:
                 return state
             except Exception as err:  # corrupt or partial: fall back to the previous one
                 warnings.warn(f"checkpoint {step} in {self.directory} could not be restored "
-                              f"({type(err).__name__}: {str(err)[:200]}); trying the previous one")
+                              f"({type(err).__name__}: {str(err)[:200]}); trying the previous one",
+                              stacklevel=2)
         return None
 
     def close(self) -> None:

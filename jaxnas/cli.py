@@ -68,7 +68,8 @@ def _count(minimum: int):
 
 
 def _common(p):
-    p.add_argument("--data", default="cifar10", help="cifar10 | cifar100 | imagenet16-120 | image folder | .tar.gz")
+    p.add_argument("--data", default="cifar10",
+                   help="cifar10 | cifar100 | imagenet16-120 | image folder | .tar.gz")
     p.add_argument("--out", required=True, help="run directory (created; rerun the same command to resume)")
     p.add_argument("--seed", type=_count(0), default=0)
     p.add_argument("--bench-table", help="NB201 table (CSV) to look the result up in")
@@ -81,7 +82,8 @@ def _common(p):
     p.add_argument("--print-config", action="store_true",
                    help="print the resolved config and an estimate of steps and time, then exit")
     p.add_argument("overrides", nargs="*", metavar="section.field=value",
-                   help="override any config field, e.g. train.epochs=20 (see --print-config), anywhere on the line")
+                   help="override any config field, e.g. train.epochs=20 (see --print-config), anywhere on "
+                        "the line")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -90,9 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     search_presets = [k for k in PRESETS if not k.startswith("train")]
     methods = "\n".join(f"  {k:10s} {v}" for k, v in METHOD_HELP.items())
-    s = sub.add_parser("search", help="run an architecture search", formatter_class=argparse.RawDescriptionHelpFormatter,
-                       epilog=f"methods:\n{methods}\n\npresets: paper (the published protocol; days on a CPU), "
-                              "tiny (minutes on 2 CPU cores)")
+    s = sub.add_parser("search", help="run an architecture search",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog=f"methods:\n{methods}\n\npresets: paper (the published protocol; days on a "
+                              "CPU), tiny (minutes on 2 CPU cores)")
     s.add_argument("--space", default="nb201", choices=SEARCH_SPACES,
                    help="nb201 | hybrid (PGNAS's multi-kernel ResNet; --method pgnas or rsps)")
     s.add_argument("--method", default="rsps", help=f"{' | '.join(METHOD_HELP)} (listed below)")
@@ -111,9 +114,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--space", default="nb201", choices=["nb201"])
     c.add_argument("--proxy", default="naswot",
                    help="naswot | das | synflow | snip | grad_norm | jacov | zico | az_expressivity | "
-                        "az_progressivity | az_trainability | params | flops | layers, or several, comma-separated "
-                        "(`jaxnas list` describes each)")
-    c.add_argument("--archs", default="all", help="all | N (a seeded sample of N) | file with one NB201 string per line")
+                        "az_progressivity | az_trainability | params | flops | layers, or several, "
+                        "comma-separated (`jaxnas list` describes each)")
+    c.add_argument("--archs", default="all",
+                   help="all | N (a seeded sample of N) | file with one NB201 string per line")
     c.add_argument("--preset", default="paper", choices=search_presets)
     _common(c)
     p = sub.add_parser("plot", help="plot a run: learning curves, or scores against the bench table (PNGs)")
@@ -123,7 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="two short real searches on CIFAR-10 (training-free pruning, then RSPS)")
     d.add_argument("--out", default=DEMO_OUT,
                    help=f"folder of the two runs (default {DEMO_OUT}, replaced on every demo)")
-    d.add_argument("--overwrite", action="store_true", help="replace the jaxnas run in a --out of your choice")
+    d.add_argument("--overwrite", action="store_true",
+                   help="replace the jaxnas run in a --out of your choice")
     parser.subcommands = sub.choices
     return parser
 
@@ -149,14 +154,15 @@ def train_arch(args) -> tuple[str, dict]:
     `hybrid` sizes)."""
     spec, flag = (args.arch_from, "--arch-from") if args.arch_from else (args.arch, "--arch")
     if not spec.strip():
-        raise ValueError(f"{flag} is empty; give an architecture string, an NB201 index, or a finished search's "
-                         "run directory / result.json")
+        raise ValueError(f"{flag} is empty; give an architecture string, an NB201 index, or a finished "
+                         "search's run directory / result.json")
     path = pathlib.Path(spec).expanduser()
     if args.arch_from or path.exists():
         result = path / "result.json" if path.is_dir() else path
         if not result.exists() and (result.parent / "summary.json").exists():
-            raise ValueError(f"{flag} {spec} is a `jaxnas score` run: it scores architectures and picks none; "
-                             f"train one of its scores.csv by --arch '<NB201 string>' ({_best_scored(result.parent)})")
+            raise ValueError(f"{flag} {spec} is a `jaxnas score` run: it scores architectures and picks "
+                             "none; train one of its scores.csv by --arch '<NB201 string>' "
+                             f"({_best_scored(result.parent)})")
         try:
             arch = json.loads(result.read_text())["arch"]
         except FileNotFoundError:
@@ -194,7 +200,8 @@ def _check_train_arch(cfg, flag: str):
     text = cfg.arch.strip()
     if text.isdigit():
         if not has(space, "enumerate"):
-            raise ValueError(f"{flag} {text}: space {space.name!r} has no architecture indices; give its string form")
+            raise ValueError(f"{flag} {text}: space {space.name!r} has no architecture indices; give its "
+                             "string form")
         if int(text) >= space.size:
             raise ValueError(f"{flag} {text}: an index of space {space.name!r} is in [0, {space.size - 1}]")
         return cfg.replace(arch=space.to_string(jax_tree_index(space.enumerate(), int(text))))
@@ -217,8 +224,8 @@ def _config(args):
                              "(give the architecture with --arch or --arch-from; search with jaxnas search)")
         arch, fields = train_arch(args)
         if args.space and fields.get("space") not in (None, args.space):
-            raise ValueError(f"--space {args.space}: the run searched space {fields['space']!r}, so its architecture "
-                             f"is one of {fields['space']!r}; leave --space out")
+            raise ValueError(f"--space {args.space}: the run searched space {fields['space']!r}, so its "
+                             f"architecture is one of {fields['space']!r}; leave --space out")
         if args.space:
             fields = {**fields, "space": args.space}
         cfg = PRESETS["train-" + args.preset].replace(arch=arch).set(fields)
@@ -279,7 +286,8 @@ def _warn_if_long(est: dict) -> None:
     if jax.default_backend() == "cpu" and est["seconds"] is not None and est["seconds"] > 600:
         size = f"{est['steps']} steps" if "steps" in est else f"{est['architectures']} architectures"
         print(f"jaxnas: note: {size}, estimated {est['duration_2_core_cpu']} on 2 CPU cores (a rough model, "
-              "benchmarks/BENCHMARKS.md); --preset tiny or --archs N is CPU-sized; Ctrl-C stops, rerun resumes",
+              "benchmarks/BENCHMARKS.md); --preset tiny or --archs N is CPU-sized; Ctrl-C stops, rerun "
+              "resumes",
               file=sys.stderr, flush=True)
 
 
@@ -364,8 +372,8 @@ def _print_result(result: dict) -> None:
 # The training-free one prunes (issue 21: at the tiny preset, seeds 0-7, 93.52 +- 0.19 against DAS
 # min_dist over 100 candidates' 93.31 +- 0.62, in the same ~13 s; README "What the demo shows").
 DEMO_RUNS = (
-    ("training-free", "prune", ("training-free search: TE-NAS-style pruning of the whole cell by NASWOT + #params, "
-                                "no training"), []),
+    ("training-free", "prune", ("training-free search: TE-NAS-style pruning of the whole cell by NASWOT + "
+                                "#params, no training"), []),
     ("rsps", "rsps", "weight-sharing search: RSPS, a C=8, N=1 supernet trained 3 epochs on 3,000 images", []),
 )
 
@@ -406,13 +414,16 @@ def _demo_summary(results, table_path) -> str:
         truth = load_table(table_path).values(nb201.enumerate_all(), "cifar10")
     for folder, what, result in results:
         lines.append(f"  {what}")
-        lines.append(f"    found {result['arch']}  in {result.get('wall_time_s', 0):.0f} s  ({folder}/result.json)")
+        lines.append(f"    found {result['arch']}  in {result.get('wall_time_s', 0):.0f} s  "
+                     f"({folder}/result.json)")
         acc = result.get("bench", {}).get("CIFAR10TestAccuracy200Epochs")
         if truth is not None and acc is not None:
             top = 100 * float((truth > acc).mean())
-            lines.append(f"    NB201 CIFAR-10 test accuracy {acc:.2f} %: top {max(top, 0.01):.1f} % of the 15,625")
+            lines.append(f"    NB201 CIFAR-10 test accuracy {acc:.2f} %: top {max(top, 0.01):.1f} % of the "
+                         "15,625")
     if truth is not None:
-        lines.append(f"  for scale: a random architecture averages {truth.mean():.2f} %, the best is {truth.max():.2f} %")
+        lines.append(f"  for scale: a random architecture averages {truth.mean():.2f} %, the best is "
+                     f"{truth.max():.2f} %")
     lines.append("  (one seed, CPU-sized: what that costs is in README, 'What the demo shows')")
     return "\n".join(lines)
 

@@ -37,7 +37,8 @@ def _check_positive(section, names):
 
 def _check_choice(section, name, choices):
     if getattr(section, name) not in choices:
-        raise ValueError(f"{section.NAME}.{name} must be one of {', '.join(choices)}, got {getattr(section, name)!r}")
+        raise ValueError(f"{section.NAME}.{name} must be one of {', '.join(choices)}, got "
+                         f"{getattr(section, name)!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,7 +64,8 @@ class Hybrid:
     def check(self):
         _check_positive(self, ("C", "blocks"))
         if self.C % 4:
-            raise ValueError(f"hybrid.C divides its channels among 4 kernel branches: a multiple of 4, got {self.C}")
+            raise ValueError("hybrid.C divides its channels among 4 kernel branches: a multiple of 4, got "
+                             f"{self.C}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,13 +143,15 @@ class ABS:
     NAME = "abs"
     base: str = "rsps"                 # the supernet method ABS wraps: rsps | setn
     metric: str = "angle"              # operator score: angle (the paper) | acc | magnitude (SETN's alpha)
-    schedule: str = "oneshot"          # oneshot (NB201 study: drop drop_num once) | progressive (ImageNet code)
+    # oneshot (NB201 study: drop drop_num once) | progressive (ImageNet code)
+    schedule: str = "oneshot"
     shrink_after: int = 0              # epochs before the (first) shrink; 0: half of the run's epochs
     drop_num: int = 20                 # oneshot: operators dropped (NB201: 20 of 30)
     per_stage: int = 5                 # progressive: operators dropped per stage
     stage_epochs: int = 1              # progressive: epochs between stages
     min_size: int = 16                 # progressive: stop once the space has <= this many architectures
-    reset_after: int = 0               # progressive: replace theta0 once more than this many are dropped (0: never)
+    # progressive: replace theta0 once more than this many are dropped (0: never)
+    reset_after: int = 0
     acc_archs: int = 300               # metric=acc: seeded architectures evaluated with the shared weights
 
     def check(self):
@@ -193,8 +197,9 @@ class Proxy:
     names: str = "naswot"              # proxies to compute, comma-separated (`jaxnas score`); the first ranks
     batch_size: int = 128              # images the proxies see (NASWOT paper: 128)
     init: str = "per_arch"             # per_arch: a fresh network per candidate (reference) | shared
-    das_da: str = "logdet"             # DAS's distinguishing ability: logdet (log|S|) | min_dist (the closest
-                                       # pair of images' codes; ranks NB201 better, experiments/proxy_fidelity)
+    das_da: str = "logdet"             # DAS's distinguishing ability: logdet (log|S|) | min_dist (the
+                                       # closest pair of images' codes; ranks NB201 better,
+                                       # experiments/proxy_fidelity)
     das_weight: float | None = None  # DAS = DA + das_weight * B * log(NAU); 1.0 with logdet is NASWOT.
                                        # None: the DA's weight chosen on a 200-arch calibration set
                                        # (logdet 1.75, min_dist 1.33; experiments/proxy_fidelity)
@@ -315,8 +320,8 @@ def _resolve(key: str):
     elif key in TOP_LEVEL:
         return None, key
     if key in RENAMED:
-        raise ValueError(f"config field {key!r} is now {RENAMED[key]!r} (fields are grouped in sections since "
-                         f"jaxnas 0.2); use {RENAMED[key]}=...")
+        raise ValueError(f"config field {key!r} is now {RENAMED[key]!r} (fields are grouped in sections "
+                         f"since jaxnas 0.2); use {RENAMED[key]}=...")
     close = difflib.get_close_matches(key, all_fields(), n=1)
     hint = f"did you mean {close[0]!r}? " if close else ""
     raise ValueError(f"unknown config field {key!r}; {hint}fields are `jaxnas search --print-config`'s, "
@@ -346,7 +351,8 @@ def _parse_value(key: str, text: str):
         if "float" in kind:
             return float(text)  # validate() rejects nan / inf
     except ValueError:
-        raise ValueError(f"{key} takes {'an integer' if 'int' in kind else 'a number'}, got {text!r}") from None
+        raise ValueError(f"{key} takes {'an integer' if 'int' in kind else 'a number'}, "
+                         f"got {text!r}") from None
     return text
 
 
@@ -402,15 +408,18 @@ PRESETS = {
     # NB201 search protocol: 250 epochs, batch 64, SGD Nesterov 0.9, lr 0.025 -> 0.001, wd 5e-4.
     "paper": Config(),
     # CPU variant: 6% of CIFAR-10 (300 images per class), a narrow and shallow supernet, a few short epochs.
-    "tiny": Config(max_per_class=300).set({"nb201.C": 8, "nb201.N": 1, "train.epochs": 3, "train.batch_size": 64,
+    "tiny": Config(max_per_class=300).set({"nb201.C": 8, "nb201.N": 1, "train.epochs": 3,
+                                           "train.batch_size": 64,
                                            "train.lr": 0.05, "eval.select_num": 30, "eval.batch_size": 256}),
     # NB201 training recipe for one architecture (`jaxnas train`): 200 epochs, batch 256, lr 0.1.
     "train-paper": Config(method="train").set({
         "train.epochs": 200, "train.batch_size": 256, "train.lr": 0.1, "train.lr_min": 0.0,
-        "train.weight_decay": 5e-4, "train.grad_clip": 0.0, "nb201.affine": True, "nb201.track_running_stats": True}),
+        "train.weight_decay": 5e-4, "train.grad_clip": 0.0, "nb201.affine": True,
+        "nb201.track_running_stats": True}),
     "train-tiny": Config(method="train", max_per_class=500).set({
         "nb201.C": 8, "nb201.N": 1, "train.epochs": 3, "train.batch_size": 128, "train.lr": 0.1,
-        "train.lr_min": 0.0, "train.grad_clip": 0.0, "nb201.affine": True, "nb201.track_running_stats": True}),
+        "train.lr_min": 0.0, "train.grad_clip": 0.0, "nb201.affine": True,
+        "nb201.track_running_stats": True}),
 }
 # What a preset changes for one method: the protocol of that method's paper (`paper`) and its
 # CPU-sized variant (`tiny`), applied on top of the preset by `preset()`.
@@ -436,7 +445,8 @@ def preset(name: str, method: str | None = None, space: str | None = None) -> Co
 
 # One line per preset for `jaxnas list`.
 PRESET_HELP = {
-    "paper": "the NB201 search protocol (250 epochs, C=16, N=5): days on a CPU; --method pgnas: its supplement's",
+    "paper": "the NB201 search protocol (250 epochs, C=16, N=5): days on a CPU; --method pgnas: its "
+             "supplement's",
     "tiny": "CPU-sized search: 6% of CIFAR-10 (300 per class), C=8, N=1, 3 epochs (minutes on 2 cores)",
     "train-paper": "jaxnas train: NB201's 200-epoch training recipe for one architecture",
     "train-tiny": "jaxnas train: 3 epochs at C=8, N=1 on 500 images per class",

@@ -58,8 +58,9 @@ def jit(fun=None, *, fusions=ALL_FUSIONS, **jit_kwargs):
         except jax.errors.JaxRuntimeError as e:
             if "YNN" not in str(e):
                 raise
-            warnings.warn(f"{getattr(fun, '__name__', fun)}: YNNPACK failed on it ({str(e).splitlines()[0]}); "
-                          "using XLA's own kernels", RuntimeWarning, stacklevel=3)
+            warnings.warn(f"{getattr(fun, '__name__', fun)}: YNNPACK failed on it "
+                          f"({str(e).splitlines()[0]}); using XLA's own kernels", RuntimeWarning,
+                          stacklevel=3)
             chosen[0] = plain
             return plain(*args, **kwargs)
 

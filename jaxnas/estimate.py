@@ -104,10 +104,12 @@ def estimate(cfg: Config, proxies: list[str] | None = None, n_archs: int | None 
     own = getattr(method, "estimate_seconds", None)
     if own is not None:
         return {"steps": steps, "train_images": n_train, "seconds": own(cfg, n_train), "basis": "per step"}
-    per_step = (WEIGHT_STEP_S + (SETN_EXTRA_STEP_S if cfg.method == "setn" else 0.0)) * _size(cfg) * cfg.train.batch_size / 64
+    per_step = ((WEIGHT_STEP_S + (SETN_EXTRA_STEP_S if cfg.method == "setn" else 0.0)) * _size(cfg)
+                * cfg.train.batch_size / 64)
     selections = cfg.train.epochs + 1 if cfg.method == "setn" else (0 if cfg.method == "train" else 1)
     select = selections * cfg.eval.select_num * CANDIDATE_S * _size(cfg) * cfg.eval.batch_size / 512
-    return {"steps": steps, "train_images": n_train, "seconds": steps * per_step + select, "basis": "per step"}
+    return {"steps": steps, "train_images": n_train, "seconds": steps * per_step + select,
+            "basis": "per step"}
 
 
 def describe(seconds: float | None) -> str:

@@ -68,13 +68,15 @@ def recalibrate(graphdef, params, stats, arch, recal_images):
 
 # YNNPACK for its convolutions and matmuls (cpu_kernels): 15-20% faster forward passes on CPU; and
 # for reductions (BatchNorm statistics): ~12 % more on SETN's selection (BENCHMARKS.md section 6)
-@cpu_kernels.jit(static_argnames=("graphdef", "bn", "chunk_size"), fusions=(cpu_kernels.DOT, cpu_kernels.REDUCE))
+@cpu_kernels.jit(static_argnames=("graphdef", "bn", "chunk_size"),
+                 fusions=(cpu_kernels.DOT, cpu_kernels.REDUCE))
 def _evaluate(graphdef, params, stats, archs, images, labels, recal_images, *, bn, chunk_size):
     def one(arch):
         s = stats
         if bn == "recal":
             s = recalibrate(graphdef, params, stats, arch, recal_images)
-        logits, _ = functional.apply(graphdef, params, s, images, arch, train=(bn == "batch"), forward_only=True)
+        logits, _ = functional.apply(graphdef, params, s, images, arch, train=(bn == "batch"),
+                                     forward_only=True)
         return loss_and_accuracy(logits, labels)
 
     loss, acc = map_chunked(one, archs, chunk_size)
@@ -131,7 +133,8 @@ def block_plan(k: int, chunk_size: int, block_size: int):
     return blocks, np.arange(chunks * c, k)
 
 
-def evaluate_blocks(graphdef, params, stats, archs, images, labels, *, bn: str = "running", chunk_size: int = 16,
+def evaluate_blocks(graphdef, params, stats, archs, images, labels, *, bn: str = "running",
+                    chunk_size: int = 16,
                     recal_images=None, block_size: int = 16, bar=None):
     """`evaluate`, bit for bit, dispatched from Python in blocks of about `block_size` candidates
     (`block_plan`), each waited for before the next is dispatched, so that a KeyboardInterrupt

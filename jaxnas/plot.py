@@ -3,9 +3,9 @@
 A search/train run (metrics.jsonl) gives curves.png (loss, accuracy, learning rate vs step) and,
 when the method logs per-epoch numbers, epoch_metrics.png. A score run (scores.csv) gives
 scores.png: each proxy against a benchmark table's test accuracy, or each proxy's histogram
-without a table. A result holding candidate accuracy histograms (PGNAS) gives candidates.png. Runs may still be going or may have crashed, so a torn last line is skipped.
-Figures are drawn on `matplotlib.figure.Figure`, never pyplot, so importing this module leaves a
-notebook's backend alone.
+without a table. A result holding candidate accuracy histograms (PGNAS) gives candidates.png. Runs may still
+be going or may have crashed, so a torn last line is skipped. Figures are drawn on `matplotlib.figure.Figure`,
+never pyplot, so importing this module leaves a notebook's backend alone.
 """
 from __future__ import annotations
 
@@ -84,7 +84,8 @@ def _plot_histograms(path: pathlib.Path, out: pathlib.Path) -> list[pathlib.Path
     fig = Figure(figsize=(6, 4), layout="constrained")
     ax = fig.subplots()
     for name, h in hists.items():
-        label = f"{name}: mean {h['mean']:.2f}, std {h['std']:.2f}, max {h['max']:.2f}" if "mean" in h else name
+        label = (f"{name}: mean {h['mean']:.2f}, std {h['std']:.2f}, max {h['max']:.2f}" if "mean" in h
+                 else name)
         ax.stairs(h["histogram"], h["bins"], label=label)
     ax.set(xlabel="validation accuracy (%)", ylabel="candidates", title="candidate accuracies")
     ax.legend(fontsize=8)

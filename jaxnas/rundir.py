@@ -127,7 +127,8 @@ def check_run_dir(run_dir, cfg: Config, overwrite: bool, finished_file: str = "r
         _check_removable(run)
         return run
     if (run / finished_file).exists():
-        raise RunError(f"{run} already holds a finished run ({finished_file}); pass --overwrite to replace it")
+        raise RunError(f"{run} already holds a finished run ({finished_file}); pass --overwrite to "
+                       "replace it")
     cfg_file = run / MARKER
     if cfg_file.exists():
         saved = _saved_config(cfg_file)
@@ -280,9 +281,11 @@ def read_jsonl(path: pathlib.Path) -> list[dict]:
             rows.append(json.loads(line))
         except ValueError:
             if i == len(lines):
-                warnings.warn(f"{path}:{i}: dropped a torn last line (the run was killed mid-write)", stacklevel=2)
+                warnings.warn(f"{path}:{i}: dropped a torn last line (the run was killed mid-write)",
+                              stacklevel=2)
                 break
-            raise RunError(f"{path}:{i}: not a JSON row; the file is damaged (remove the line to resume)") from None
+            raise RunError(f"{path}:{i}: not a JSON row; the file is damaged (remove the line to "
+                           "resume)") from None
     return rows
 
 

@@ -6,7 +6,8 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # faster and runs the small test programs about 2x slower (benchmarks/BENCHMARKS.md). Subprocesses
 # (CLI tests) inherit it, so runs compared with each other are compiled alike.
 if "--xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0").strip()
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS",
+                                              "") + " --xla_backend_optimization_level=0").strip()
 
 # 8 emulated devices share 2 cores. With multi-threaded Eigen, an async convolution's completion
 # runs the rest of a device's program on a pool thread, where an all-reduce then blocks. Twice in
@@ -25,7 +26,7 @@ if "--xla_cpu_multi_thread_eigen" not in os.environ["XLA_FLAGS"]:
 # subprocesses run under it too.
 os.environ.setdefault("JAX_NUMPY_DTYPE_PROMOTION", "strict")
 
-import jax
+import jax  # noqa: E402  (the environment above must be set before JAX is imported)
 
 jax.config.update("jax_num_cpu_devices", 8)
 # XLA:CPU compiles take seconds to minutes; tests that build the same programs (and subprocesses,
@@ -35,9 +36,9 @@ os.environ.setdefault("JAXNAS_XLA_CACHE", _CACHE)
 jax.config.update("jax_compilation_cache_dir", os.environ["JAXNAS_XLA_CACHE"])
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
 
-import pathlib
+import pathlib  # noqa: E402  (kept below the JAX set-up)
 
-import pytest
+import pytest  # noqa: E402
 
 SHARED = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data"
 NB201_TABLE = SHARED / "nb201" / "nats_tss_hp200_test_acc.csv"
@@ -73,3 +74,17 @@ def image_folder(tmp_path_factory):
                 img = rng.normal(25 * c, 60, (32, 32, 3)).clip(0, 255).astype(np.uint8)
                 Image.fromarray(img).save(d / f"{i:03d}.png")
     return root
+
+
+@pytest.fixture(scope="module")
+def torch_one_thread():
+    """PyTorch's thread pool costs more than it saves on these tiny tensors (and spins on a busy CPU).
+
+    Modules comparing against PyTorch apply it with `pytestmark = pytest.mark.usefixtures(...)`.
+    """
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -183,7 +183,8 @@ def test_search_run_reports_the_shrunk_space(image_folder, nb201_table_path, tmp
     assert kept.sum() == 10 and kept.sum(-1).min() >= 1 and result["space_size"] == int(np.prod(kept.sum(-1)))
     state = {"ops": kept}
     cands = np.stack([nb201.from_string(c["arch"]) for c in result["candidates"]])
-    assert nb201.SPACE.allows(cands, state).all() and nb201.SPACE.allows(nb201.from_string(result["arch"]), state)
+    assert nb201.SPACE.allows(cands, state).all() and nb201.SPACE.allows(nb201.from_string(result["arch"]),
+                                                                         state)
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     shrink = [r for r in rows if r.get("kind") == "epoch_end" and "abs_op_scores" in r]
     assert [r["epoch"] for r in shrink] == [1] and len(shrink[0]["abs_dropped"]) == 20
@@ -191,5 +192,7 @@ def test_search_run_reports_the_shrunk_space(image_folder, nb201_table_path, tmp
     every = nb201.enumerate_all()
     acc = table.values(every, column)
     keep = nb201.SPACE.allows(every, state)
-    assert result["space_bench"] == {"column": column, "size": int(keep.sum()), "best_acc": float(acc[keep].max()),
-                                     "optimum_acc": float(acc.max()), "optimum_kept": bool(keep[np.argmax(acc)])}
+    assert result["space_bench"] == {"column": column, "size": int(keep.sum()),
+                                     "best_acc": float(acc[keep].max()),
+                                     "optimum_acc": float(acc.max()),
+                                     "optimum_kept": bool(keep[np.argmax(acc)])}

@@ -22,14 +22,18 @@ def _supernet(N, affine=False, seed=0):
     _, params0, _ = split(NB201SuperNet(C=8, N=N, num_classes=10, affine=affine, rngs=nnx.Rngs(seed)))
     rng = np.random.default_rng(seed + 1)
     leaves, tree = jax.tree_util.tree_flatten(params0)
-    noisy = [jnp.asarray(np.asarray(w) + rng.uniform(0.05, 1.0) * (np.std(w) + 0.1) * rng.normal(size=w.shape),
+    noisy = [jnp.asarray(np.asarray(w) + rng.uniform(0.05,
+                                                     1.0) * (np.std(w) + 0.1) * rng.normal(size=w.shape),
                          jnp.float32) for w in leaves]
     return params0, jax.tree_util.tree_unflatten(tree, noisy)
 
 
 def _vector(p, arch):
     """theta_a of `arch` from params `p`, in float64, built leaf by leaf from the definition."""
-    f = lambda x: np.asarray(x, np.float64).ravel()
+
+    def f(x):
+        return np.asarray(x, np.float64).ravel()
+
     parts = [f(p["stem"]["conv"]["kernel"]), f(p["stem"]["bn"]["scale"]), f(p["stem"]["bn"]["bias"]),
              f(p["head"]["bn"]["scale"]), f(p["head"]["bn"]["bias"]),
              f(p["head"]["classifier"]["kernel"]), f(p["head"]["classifier"]["bias"])]
@@ -37,7 +41,8 @@ def _vector(p, arch):
     for cell in cells:
         if "conv_a" in cell:  # ResNet reduction block
             for conv in ("conv_a", "conv_b"):
-                parts += [f(cell[conv]["conv"]["kernel"]), f(cell[conv]["bn"]["scale"]), f(cell[conv]["bn"]["bias"])]
+                parts += [f(cell[conv]["conv"]["kernel"]), f(cell[conv]["bn"]["scale"]),
+                          f(cell[conv]["bn"]["bias"])]
             parts.append(f(cell["shortcut"]["kernel"]))
     for path in PATHS:
         for cell in cells:
@@ -98,7 +103,10 @@ def test_matches_oracle_float64(nets, N):
     want = _oracle(params0, paramsT, archs)
     assert np.ptp(want) > 0.1  # the architectures differ
     with jax.enable_x64(True):
-        to64 = lambda p: jax.tree.map(lambda x: jnp.asarray(np.asarray(x, np.float64)), p)
+
+        def to64(p):
+            return jax.tree.map(lambda x: jnp.asarray(np.asarray(x, np.float64)), p)
+
         blocks = angle.angle_blocks(to64(params0), to64(paramsT))
         assert blocks.cells.shape == (3 * N, 6, 5, 3) and blocks.cells.dtype == jnp.float64
         got = np.asarray(angle.angles(blocks, archs))
@@ -116,7 +124,8 @@ def test_matches_oracle_float32(nets):
     np.testing.assert_allclose(np.asarray(got), _oracle(params0, paramsT, archs), rtol=0, atol=1e-4)
     # traceable in the architecture; one architecture of shape [6] works too
     blocks = angle.angle_blocks(params0, paramsT)
-    np.testing.assert_array_equal(jax.vmap(angle.angles, (None, 0))(blocks, archs), angle.angles(blocks, archs))
+    np.testing.assert_array_equal(jax.vmap(angle.angles, (None, 0))(blocks, archs),
+                                  angle.angles(blocks, archs))
     np.testing.assert_allclose(angle.angles(blocks, archs[7]), got[7], rtol=1e-6)
     # unchanged weights: angle 0 for every architecture (cos clipped at 1)
     np.testing.assert_allclose(angle.arch_angles(params0, params0, archs), 0.0, atol=1e-3)

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from test_loop import _main_in_process
+from helpers import main_in_process
 
 from jaxnas import cli, rundir
 from jaxnas.checkpoint import Checkpointer, CorruptCheckpoint, _check_contents
@@ -31,7 +31,7 @@ ARCH = "|nor_conv_3x3~0|+|skip_connect~0|nor_conv_1x1~1|+|avg_pool_3x3~0|none~1|
 
 def run_cli(capsys, *argv):
     """`jaxnas ...` in process: (returncode, stdout, stderr)."""
-    return _main_in_process(argv, capsys)
+    return main_in_process(argv, capsys)
 
 
 def one_line_error(rc, err, *, code=2):
@@ -74,14 +74,16 @@ def test_overwrite_refuses_a_parent_of_runs(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("out, reason", [("", "--out is empty"), (".", "it is the working directory"),
-                                         ("..", "it contains the working directory"), ("~", "it is the home folder"),
+                                         ("..", "it contains the working directory"),
+                                         ("~", "it is the home folder"),
                                          ("/", "it is the file-system root")])
 def test_overwrite_refuses_cwd_ancestors_home_root_and_empty(tmp_path, monkeypatch, capsys, out, reason):
     home = fake_run(tmp_path / "home")  # marked as jaxnas runs: only the location protects them
     work = fake_run(fake_run(home / "a") / "work")
     monkeypatch.chdir(work)
     monkeypatch.setenv("HOME", str(home))
-    rc, _, err = run_cli(capsys, "search", "--preset", "tiny", "--out", os.path.expanduser(out), "--overwrite")
+    rc, _, err = run_cli(capsys, "search", "--preset", "tiny", "--out", os.path.expanduser(out),
+                         "--overwrite")
     assert reason in one_line_error(rc, err)
     assert all((d / "result.json").exists() for d in (work, work.parent, home))
 
@@ -108,7 +110,8 @@ def test_demo_replaces_only_its_own_folder(tmp_path, monkeypatch, capsys):
     for argv in (["demo"], ["demo", "--out", cli.DEMO_OUT], ["demo", "--out", tmp_path / "new"],
                  ["demo", "--out", folder, "--overwrite"]):
         assert run_cli(capsys, *argv)[0] == 0
-    assert seen == [("training-free", True), ("rsps", True)] * 2 + [("training-free", False), ("rsps", False)] \
+    assert seen == [("training-free", True), ("rsps", True)] * 2 + [("training-free", False),
+                                                                    ("rsps", False)] \
         + [("training-free", True), ("rsps", True)]
     assert not (folder / "result.json").exists() and not (folder / "config.json").exists()  # --overwrite
     # the demo's own overrides are valid config (the mocked _run above does not parse them)
@@ -246,7 +249,8 @@ def test_non_finite_contents_are_corrupt():
 def small_search_run(image_folder, tmp_path):
     from jaxnas.methods import RSPS
     from jaxnas.train.loop import SearchRun
-    cfg = Config(data=str(image_folder)).set({"nb201.C": 4, "nb201.N": 1, "train.batch_size": 16, "train.epochs": 2,
+    cfg = Config(data=str(image_folder)).set({"nb201.C": 4, "nb201.N": 1, "train.batch_size": 16,
+                                              "train.epochs": 2,
                                               "eval.select_num": 4, "eval.batch_size": 16})
     run = SearchRun(cfg, tmp_path / "run", method_cls=RSPS, progress=False)
     yield run
@@ -261,7 +265,8 @@ def test_no_restorable_checkpoint_is_loud_and_resets_metrics(small_search_run):
     for f in run.ckpt.directory.rglob("*"):
         if f.is_file() and f.name != "digests.json" and f.parent.name != "checkpoints":
             f.write_bytes(b"\0garbage")
-    (run.run_dir / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "loss": 1.0}) + "\n" for s in (2, 4, 6)))
+    (run.run_dir / "metrics.jsonl").write_text("".join(json.dumps({"step": s,
+                                                                   "loss": 1.0}) + "\n" for s in (2, 4, 6)))
     with pytest.warns(UserWarning, match="NONE of the 2 checkpoints .* starts again from step 0"):
         restored = run.restore_or_init()
     assert int(restored.step) == 0 and run.resumed_from is None
@@ -335,7 +340,8 @@ def test_bench_table_coverage_is_checked_before_any_work(image_folder, tmp_path,
                          "--bench-table", table)
     assert "lacks 15624 of 15625 architectures of the NB201 space" in one_line_error(rc, err)
     assert not out.exists()
-    rc, _, err = run_cli(capsys, "score", "--archs", "5", "--data", image_folder, "--out", out, "--bench-table", table)
+    rc, _, err = run_cli(capsys, "score", "--archs", "5", "--data", image_folder, "--out", out,
+                         "--bench-table", table)
     assert "architectures to score" in one_line_error(rc, err)
 
 
@@ -383,14 +389,16 @@ def test_list_names_every_space_method_proxy_and_preset_in_one_line_each(capsys)
     rc, out, _ = run_cli(capsys, "list")
     assert rc == 0
     lines = out.splitlines()
-    for name in [*spaces.SPACES, *cli.METHOD_HELP, *PROXIES, *PRESETS]:  # search methods: `train` is a command
+    # search methods: `train` is a command
+    for name in [*spaces.SPACES, *cli.METHOD_HELP, *PROXIES, *PRESETS]:
         hits = [ln for ln in lines if ln.startswith(f"  {name} ")]
         assert hits and all(len(h.split(maxsplit=1)) == 2 for h in hits), name  # a name and its line
 
 
 def test_print_config_with_overrides_anywhere(image_folder, tmp_path, capsys):
     out = tmp_path / "r"
-    rc, stdout, err = run_cli(capsys, "search", "nb201.C=4", "--preset", "tiny", "--data", image_folder, "nb201.N=2",
+    rc, stdout, err = run_cli(capsys, "search", "nb201.C=4", "--preset", "tiny", "--data", image_folder,
+                              "nb201.N=2",
                               "--out", out, "--print-config", "train.epochs=2")
     assert rc == 0, err
     shown = json.loads(stdout)

@@ -30,7 +30,11 @@ def test_rules_equal_plain_sums():
     want = [math.log(ra[i] / 30) + 0.5 * math.log(rb[i] / 30) for i in range(30)]
     np.testing.assert_allclose(got, want, rtol=1e-12)
     got = Rule("zscore", ("a", "b"), (2.0, 1.0))(scores)
-    z = lambda v: [(u - sum(v) / len(v)) / math.sqrt(sum((w - sum(v) / len(v)) ** 2 for w in v) / len(v)) for u in v]
+
+    def z(v):
+        return [(u - sum(v) / len(v)) / math.sqrt(sum((w - sum(v) / len(v)) ** 2 for w in v) / len(v))
+                for u in v]
+
     za, zb = z(list(scores["a"])), z(list(scores["b"]))
     np.testing.assert_allclose(got, [2 * za[i] + zb[i] for i in range(30)], rtol=1e-10)
     with pytest.raises(ValueError, match="missing b"):
@@ -87,7 +91,8 @@ def test_score_writes_the_rules_aggregate_over_every_scored_architecture(image_f
     rp, rl = plain_ranks(p), plain_ranks(layers)
     want = [math.log(rp[i] / 12) + 2 * math.log(rl[i] / 12) for i in range(12)]
     np.testing.assert_allclose([float(r["aggregate"]) for r in agg], want, rtol=1e-12)
-    assert summary["rule"]["weights"] == [1.0, 2.0] and summary["rule"]["best"]["arch"] == rows[int(np.argmax(want))]["arch"]
+    assert summary["rule"]["weights"] == [1.0, 2.0]
+    assert summary["rule"]["best"]["arch"] == rows[int(np.argmax(want))]["arch"]
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["rule"] == summary["rule"]
 
 
@@ -112,4 +117,5 @@ def test_fine_ranking_picks_the_most_accurate_of_the_top_k(image_folder, tmp_pat
     assert all(0 <= a <= 1 for a in accs)
     assert json.loads((tmp_path / "run" / "result.json").read_text())["fine_rank"] == fine
     with pytest.raises(ValueError, match="ends at one cell"):
-        SearchRun(cfg.replace(method="prune"), tmp_path / "prune", method_cls=methods.get("prune"), progress=False)
+        SearchRun(cfg.replace(method="prune"), tmp_path / "prune", method_cls=methods.get("prune"),
+                  progress=False)

@@ -97,7 +97,8 @@ def test_relaxed_drop_values_float32():
     """float32 against the float64 oracle of the float32-rounded inputs, to 2e-5 (observed 5e-7; the bound
     allows for u = 0.999, where u + 1e-8 rounds to u in float32: log(-log u) moves by ~1e-5, the logit by
     ~5e-5 after / tau, drop by <= 1.3e-5). u within 1e-6 of 1 (but not 1) is left out: there eps = 1e-8 is
-    below float32 resolution, so float32 (like the float32 reference) gives a different, still finite, value."""
+    below float32 resolution, so float32 (like the float32 reference) gives a different, still finite,
+    value."""
     grid = [u for u in U_GRID if not 0 < 1 - u < 1e-6]
     zs, u1s, u2s = (np.array(a, np.float32) for a in zip(*[(z, a, b) for z in Z_GRID for a in grid
                                                                for b in grid]))

@@ -9,8 +9,10 @@ from jaxnas.config import PRESETS, RENAMED, SECTIONS, Config, all_fields, apply_
 
 def test_dotted_overrides_reach_their_section():
     cfg = apply_overrides(PRESETS["tiny"], ["train.lr=0.1", "setn.select=sample", "seed=3", "nb201.N=2",
-                                            "max_per_class=None", "train.steps_per_epoch=none", "train.augment=off"])
-    assert (cfg.train.lr, cfg.setn.select, cfg.seed, cfg.nb201.N, cfg.max_per_class) == (0.1, "sample", 3, 2, None)
+                                            "max_per_class=None", "train.steps_per_epoch=none",
+                                            "train.augment=off"])
+    assert (cfg.train.lr, cfg.setn.select, cfg.seed, cfg.nb201.N, cfg.max_per_class) == (0.1, "sample", 3, 2,
+                                                                                         None)
     assert cfg.train.steps_per_epoch is None and cfg.train.augment is False
     assert cfg.nb201.C == PRESETS["tiny"].nb201.C  # the rest of the section is kept
 

@@ -72,7 +72,8 @@ def test_conv_matches_torch_over_grid(shape, torch_one_thread):
     got = every_conv(jnp.asarray(x), kernels, cotangents)
     for (opts, k), want, have in zip(grid, expected, got):
         for name, a, b in zip(("out", "grad_x", "grad_kernel"), have, want):
-            np.testing.assert_allclose(np.asarray(a), b, rtol=1e-5, atol=2e-5, err_msg=f"{name} {opts} kernel {k}")
+            np.testing.assert_allclose(np.asarray(a), b, rtol=1e-5, atol=2e-5,
+                                       err_msg=f"{name} {opts} kernel {k}")
 
 
 def test_conv_simple_case_is_conv2d():
@@ -89,7 +90,8 @@ def test_conv_simple_case_is_conv2d():
     a = loss(lambda a, b: ops.conv(a, b, stride=(2, 2), padding=(1, 1)))(x, k)
     b = loss(lambda a, b: ops.conv2d(a, b, 2, 1))(x, k)
     jax.tree.map(lambda u, v: np.testing.assert_array_equal(np.asarray(u), np.asarray(v)), a, b)
-    general = jax.lax.conv_general_dilated(x, k, (2, 2), ((1, 1), (1, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    general = jax.lax.conv_general_dilated(x, k, (2, 2), ((1, 1), (1, 1)),
+                                           dimension_numbers=("NHWC", "HWIO", "NHWC"))
     np.testing.assert_array_equal(np.asarray(ops.conv(x, k, stride=2, padding=1)), np.asarray(general))
 
 
@@ -126,12 +128,14 @@ def test_weight_norm_matches_torch(shape):
         have = np.asarray(ops.weight_norm(jnp.asarray(v), jnp.asarray(gg), axis=-1 if dim == 0 else None))
         np.testing.assert_allclose(have, want, rtol=1e-6, atol=1e-7)
     # torch's initial g makes w == v; the output columns have norm g
-    np.testing.assert_allclose(np.asarray(ops.weight_norm(v, ops.weight_norm_g(v), -1)), v, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(np.asarray(ops.weight_norm(v, ops.weight_norm_g(v), -1)), v, rtol=1e-6,
+                               atol=1e-7)
     w = np.asarray(ops.weight_norm(jnp.asarray(v), jnp.asarray(g)))
     np.testing.assert_allclose(np.linalg.norm(w.reshape(-1, shape[-1]), axis=0), g, rtol=1e-6)
 
 
-@pytest.mark.parametrize("shape", [(3, 3, 4, 8), (3, 3, 16, 8), (1, 1, 8, 8), (7, 7, 3, 64), (6, 4), (4, 6)], ids=str)
+@pytest.mark.parametrize("shape", [(3, 3, 4, 8), (3, 3, 16, 8), (1, 1, 8, 8), (7, 7, 3, 64), (6, 4), (4, 6)],
+                         ids=str)
 def test_orthogonal(shape):
     """Flattened as PyTorch flattens (rows: the output axis), W W^T = gain^2 I when the output axis
     is the shorter, else W^T W = gain^2 I; deterministic for a key, the same under jit."""
@@ -146,8 +150,10 @@ def test_orthogonal(shape):
     torch_rows = w.transpose((3, 2, 0, 1) if len(shape) == 4 else (1, 0)).reshape(shape[-1], -1)
     matrix = init._orthogonal_np(jax.random.key_data(jax.random.key(3)), shape[-1], torch_rows.shape[1], gain)
     np.testing.assert_array_equal(torch_rows.astype(np.float32), matrix)
-    np.testing.assert_array_equal(np.asarray(init.orthogonal(jax.random.key(3), shape, gain)), w.astype(np.float32))
-    np.testing.assert_array_equal(np.asarray(jax.jit(lambda k: init.orthogonal(k, shape, gain))(jax.random.key(3))),
+    np.testing.assert_array_equal(np.asarray(init.orthogonal(jax.random.key(3), shape, gain)),
+                                  w.astype(np.float32))
+    np.testing.assert_array_equal(np.asarray(jax.jit(lambda k: init.orthogonal(k, shape,
+                                                                               gain))(jax.random.key(3))),
                                   w.astype(np.float32))
     assert not np.allclose(np.asarray(init.orthogonal(jax.random.key(4), shape, gain)), w)
     with pytest.raises(ValueError, match="2 dimensions"):

@@ -12,8 +12,8 @@ from flax import nnx
 
 from jaxnas import cpu_kernels
 from jaxnas.nn import ops, split
-from jaxnas.spaces.nb201.networks import NB201SuperNet
 from jaxnas.proxies import activation
+from jaxnas.spaces.nb201.networks import NB201SuperNet
 
 
 def _conv_loss(x, w):

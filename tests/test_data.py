@@ -42,7 +42,8 @@ def make_folder(root, per_class=(3, 2)):
         for c in CLASSES:
             (root / split / c).mkdir(parents=True)
             for i in reversed(range(n)):
-                Image.fromarray(_image(zlib.crc32(f'{split}/{c}/{i}'.encode()))).save(root / split / c / f"{i:03d}.png")
+                Image.fromarray(_image(zlib.crc32(f'{split}/{c}/{i}'.encode()))).save(
+                    root / split / c / f"{i:03d}.png")
             (root / split / c / "notes.txt").write_text("not an image")
         for label, c in enumerate(sorted(CLASSES)):
             for i in range(n):
@@ -344,7 +345,8 @@ def _fake_tfds(monkeypatch, calls, error=None):
             labels = np.tile(np.arange(150), n)[::-1].copy()
             out.append((np.broadcast_to(labels.astype(np.uint8)[:, None, None, None], (len(labels), 4, 4, 3)),
                         labels.astype(np.int64)))
-        info = types.SimpleNamespace(features={"label": types.SimpleNamespace(names=[f"c{i}" for i in range(150)])})
+        info = types.SimpleNamespace(
+            features={"label": types.SimpleNamespace(names=[f"c{i}" for i in range(150)])})
         return out, info
 
     module = types.ModuleType("tensorflow_datasets")
@@ -369,7 +371,8 @@ def test_tfds_imagenet16_120_keeps_first_120_classes(monkeypatch, cache):
 
 def test_tfds_failure_is_a_data_error(monkeypatch, cache):
     _fake_tfds(monkeypatch, [], error=ImportError("No module named 'tensorflow'"))
-    with pytest.raises(DataError, match="cifar100.*No module named 'tensorflow'.*pip install jaxnas\\[tfds\\]"):
+    with pytest.raises(DataError,
+                       match="cifar100.*No module named 'tensorflow'.*pip install jaxnas\\[tfds\\]"):
         load("cifar100", cache_dir=cache)
 
 
@@ -377,7 +380,8 @@ def test_tfds_missing_module_is_named(monkeypatch, cache, tmp_path):
     """A module TFDS imports lazily is named with its pip install, not blamed on TensorFlow/network."""
     missing = ModuleNotFoundError("No module named 'importlib_resources'", name="importlib_resources")
     _fake_tfds(monkeypatch, [], error=missing)
-    with pytest.raises(DataError, match="module 'importlib_resources' is missing.*pip install importlib_resources$"):
+    with pytest.raises(DataError,
+                       match="module 'importlib_resources' is missing.*pip install importlib_resources$"):
         load("cifar100", cache_dir=cache)
     _fake_tfds(monkeypatch, [], error=ModuleNotFoundError("No module named 'tensorflow'", name="tensorflow"))
     with pytest.raises(DataError, match="module 'tensorflow' is missing.*pip install jaxnas\\[tfds\\]$"):

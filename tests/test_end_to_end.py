@@ -9,7 +9,8 @@ def test_rsps_search_on_real_cifar10(tmp_path, monkeypatch, cifar10_tgz, nb201_t
     monkeypatch.setenv("JAXNAS_DATA", str(cifar10_tgz))
     out = tmp_path / "run"
     argv = ["search", "--method", "rsps", "--preset", "tiny", "--data", "cifar10", "--out", str(out),
-            "--bench-table", str(nb201_table_path), "--no-progress", "nb201.C=4", "nb201.N=1", "train.epochs=1",
+            "--bench-table", str(nb201_table_path), "--no-progress", "nb201.C=4", "nb201.N=1",
+            "train.epochs=1",
             "max_per_class=8", "train.batch_size=16", "eval.select_num=3", "eval.batch_size=16"]
     assert cli.main(argv) == 0
     result = json.loads((out / "result.json").read_text())

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
-from test_nn import ZERO_FED, build  # abstract build, weights and random BN statistics from numpy
+from helpers import ZERO_FED, build  # abstract build, weights and random BN statistics from numpy
 
 from jaxnas import evaluate as evaluate_mod
 from jaxnas.evaluate import Evaluator, block_plan, evaluate, evaluate_blocks, recalibrate
@@ -89,7 +89,8 @@ def test_bn_modes_differ(setup):
     of test_evaluate_equals_loop are reused)."""
     graphdef, params, stats, d = setup
     res = {bn: np.asarray(evaluate(graphdef, params, stats, d["single"], d["images"], d["labels"], bn=bn,
-                                   chunk_size=CHUNK, recal_images=d["recal"] if bn == "recal" else None)["loss"])
+                                   chunk_size=CHUNK,
+                                   recal_images=d["recal"] if bn == "recal" else None)["loss"])
            for bn in ("running", "batch", "recal")}
     for a, b in (("running", "batch"), ("running", "recal"), ("batch", "recal")):
         assert np.abs(res[a] - res[b]).max() > 1e-3, (a, b)
@@ -104,11 +105,13 @@ def test_forward_only_picks_the_pruning(setup, monkeypatch):
     monkeypatch.setattr(networks, "live_ops", lambda a, tapped, zero_inputs=False: (
         seen.append(zero_inputs), real(a, tapped, zero_inputs))[1])
     graphdef, params, stats, d = setup
-    _, aff_params, aff_stats = split(build(lambda: NB201SuperNet(C, 1, 10, affine=True, rngs=nnx.Rngs(0)), seed=1))
+    _, aff_params, aff_stats = split(build(lambda: NB201SuperNet(C, 1, 10, affine=True, rngs=nnx.Rngs(0)),
+                                           seed=1))
     aff_graphdef = split(NB201SuperNet(C, 1, 10, affine=True, rngs=nnx.Rngs(0)))[0]
     x, arch = d["images"], Choice(jnp.asarray(ZERO_FED))
     picks = {}
-    for name, (g, p, s) in {"plain": (graphdef, params, stats), "affine": (aff_graphdef, aff_params, aff_stats)}.items():
+    for name, (g, p, s) in {"plain": (graphdef, params, stats),
+                            "affine": (aff_graphdef, aff_params, aff_stats)}.items():
         for train in (True, False):
             seen.clear()
             apply(g, p, s, x, arch, train=train, forward_only=True)
@@ -126,7 +129,8 @@ def test_evaluator_adds_the_space_cost(setup):
     ranks on both); the values are the space's cost of each architecture."""
     graphdef, params, stats, d = setup
     cost = functools.partial(nb201.SPACE.cost, C=C, N=1, num_classes=10, image_size=H)
-    out = Evaluator(d["images"], d["labels"], bn="batch", chunk_size=CHUNK, cost=cost)(graphdef, params, stats,
+    out = Evaluator(d["images"], d["labels"], bn="batch", chunk_size=CHUNK, cost=cost)(graphdef, params,
+                                                                                       stats,
                                                                                      d["single"])
     assert set(out) == {"loss", "acc", "params", "flops"}
     for i, arch in enumerate(np.asarray(d["single"].value)):
@@ -161,7 +165,8 @@ def test_blocks_are_bit_identical_to_one_call(setup, monkeypatch):
         assert np.array_equal(np.asarray(out[key]), np.asarray(one[key])), key
     calls = []
     real = evaluate_mod._evaluate
-    monkeypatch.setattr(evaluate_mod, "_evaluate", lambda *a, **k: (calls.append(a[3].batch_size), real(*a, **k))[1])
+    monkeypatch.setattr(evaluate_mod, "_evaluate", lambda *a,
+                        **k: (calls.append(a[3].batch_size), real(*a, **k))[1])
 
     class Bar:
         def __init__(self, stop=False):
@@ -178,7 +183,8 @@ def test_blocks_are_bit_identical_to_one_call(setup, monkeypatch):
     assert bar.seen == [4, 2, 1] and calls == [4, 4, 1]
     calls.clear()
     with pytest.raises(KeyboardInterrupt):
-        evaluate_blocks(graphdef, params, stats, d["single"], d["images"], d["labels"], bn="batch", chunk_size=2,
+        evaluate_blocks(graphdef, params, stats, d["single"], d["images"], d["labels"], bn="batch",
+                        chunk_size=2,
                         block_size=4, bar=Bar(stop=True))
     assert calls == [4]
 

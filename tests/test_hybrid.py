@@ -75,7 +75,8 @@ def test_masked_supernet_is_the_pruned_network_with_inherited_weights(supernet):
 def test_per_example_gates_act_on_each_example_alone(supernet):
     graphdef, params, stats = split(supernet)
     x = images(3)
-    gates = jnp.asarray(np.random.default_rng(4).uniform(size=(B, *SPACE.valid.shape)) * SPACE.valid, jnp.float32)
+    gates = jnp.asarray(np.random.default_rng(4).uniform(size=(B, *SPACE.valid.shape)) * SPACE.valid,
+                        jnp.float32)
     y = apply(graphdef, params, stats, x, InputGates(gates), train=False)[0]
     for i in range(B):
         want = apply(graphdef, params, stats, x, InputGates(gates[i]), train=False)[0]
@@ -127,7 +128,8 @@ def test_one_step_moves_every_channel_group():
     state = m.init()
     x = jnp.asarray(np.random.default_rng(3).normal(size=(8, 8, 8, 3)), jnp.float32)
     new, metrics = jax.jit(m.train_step)(state, (x, jnp.arange(8) % 10), None, 0.05)
-    assert float(metrics["loss"]) == pytest.approx(float(metrics["ce"]) + float(metrics["regulariser"]), rel=1e-6)
+    assert float(metrics["loss"]) == pytest.approx(float(metrics["ce"]) + float(metrics["regulariser"]),
+                                                   rel=1e-6)
     assert np.abs(np.asarray(new.method["p_logit"] - state.method["p_logit"])).min() > 0
 
 

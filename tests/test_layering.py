@@ -65,7 +65,8 @@ def test_imports_flow_down_and_are_not_hidden(path):
     for unit, line, in_function in _imports(ast.parse(path.read_text())):
         if unit == me or unit == "__version__":
             continue
-        assert RANK[unit] < RANK[me], f"{path.name}:{line}: {me} (layer {RANK[me]}) imports {unit} (layer {RANK[unit]})"
+        assert RANK[unit] < RANK[me], (f"{path.name}:{line}: {me} (layer {RANK[me]}) imports {unit} "
+                                       f"(layer {RANK[unit]})")
         rel = str(path.relative_to(ROOT))
         assert not in_function or rel in LAZY_OK, f"{rel}:{line}: a jaxnas import inside a function ({unit})"
 
@@ -103,7 +104,8 @@ def _space_imports(tree):
                 parts = a.name.split(".")
                 if parts[:2] == ["jaxnas", "spaces"] and len(parts) > 2 and parts[2] in SPACE_PACKAGES:
                     found.append((parts[2], node.lineno))
-        elif (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "spaces"
+        elif (isinstance(node, ast.Attribute) and isinstance(node.value,
+                                                             ast.Name) and node.value.id == "spaces"
               and node.attr in SPACE_PACKAGES):
             found.append((node.attr, node.lineno))
     return found
@@ -132,7 +134,8 @@ def test_only_the_registry_and_declared_modules_import_a_space_package():
     object (e.g. the proxies' host passes: `space.host_passes`)."""
     undeclared = {rel: hits for rel, hits in _space_users().items() if rel not in SPACE_BOUND}
     assert not undeclared, ("modules importing a space package directly (reach it through the registry "
-                            f"and the Space object, or declare them in SPACE_BOUND with a reason): {undeclared}")
+                            "and the Space object, or declare them in SPACE_BOUND with a reason): "
+                            f"{undeclared}")
 
 
 def test_every_declared_space_bound_module_still_is():

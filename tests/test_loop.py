@@ -24,6 +24,7 @@ import warnings
 import jax
 import numpy as np
 import pytest
+from helpers import main_in_process
 
 from jaxnas.bench import load_table
 from jaxnas.checkpoint import Checkpointer
@@ -167,7 +168,8 @@ def test_nan_loss_stops_and_keeps_a_good_checkpoint(image_folder, tmp_path):
     # Checkpoints every step but NaN checks only every log_every=10 steps: nothing non-finite may
     # be saved in between.
     cfg = Config(data=str(image_folder), method="train", arch=TRAIN_ARCH).set({
-        "nb201.C": 4, "nb201.N": 1, "train.batch_size": 16, "train.epochs": 1, "train.lr": 1e30, "nb201.affine": True,
+        "nb201.C": 4, "nb201.N": 1, "train.batch_size": 16, "train.epochs": 1, "train.lr": 1e30,
+        "nb201.affine": True,
         "nb201.track_running_stats": True, "run.checkpoint_every_steps": 1, "run.log_every": 10,
         "eval.batch_size": 16})
     run = SearchRun(cfg, tmp_path / "run", method_cls=TrainArch, progress=False)
@@ -222,7 +224,8 @@ def wait_for_checkpoint(proc, ckpt_dir: pathlib.Path, above: int, timeout=SUBPRO
     while time.time() < deadline:
         if proc.poll() is not None:
             _, err = proc.communicate()
-            pytest.fail(f"run ended (rc {proc.returncode}) before a checkpoint past step {above}:\n{err[-3000:]}")
+            pytest.fail(f"run ended (rc {proc.returncode}) before a checkpoint past step "
+                        f"{above}:\n{err[-3000:]}")
         steps = [int(p.name) for p in ckpt_dir.iterdir() if p.name.isdigit()] if ckpt_dir.exists() else []
         if steps and max(steps) > above:
             return max(steps)
@@ -264,17 +267,6 @@ def test_cli_kill_sigint_resume_matches_uninterrupted_run(ref_run, image_folder,
     assert steps == sorted(set(steps)) and steps[-1] == 6  # rows of the killed run were dropped
 
 
-def _main_in_process(argv, capsys):
-    from jaxnas import cli
-
-    try:
-        rc = cli.main([str(a) for a in argv])
-    except SystemExit as exit_:  # argparse errors
-        rc = exit_.code
-    out, err = capsys.readouterr()
-    return rc, out, err
-
-
 def test_cli_usage_errors_are_one_line(image_folder, tmp_path, capsys):
     base = ["search", "--data", image_folder, "--no-progress"]
     # one real process (the whole path, imports included, must print nothing else) ...
@@ -283,13 +275,17 @@ def test_cli_usage_errors_are_one_line(image_folder, tmp_path, capsys):
     expected = {"missing data": "no such path"}
     # ... and the other cases through cli.main in this process (same code, no interpreter start-up)
     for name, args, message in [
-        ("unknown field", [*base, "--out", tmp_path / "a", "bogus_field=1"], "unknown config field 'bogus_field'"),
-        ("bad value", [*base, "--out", tmp_path / "b", "nb201.C=four"], "nb201.C takes an integer, got 'four'"),
-        ("bad choice", [*base, "--out", tmp_path / "f", "proxy.das_da=median"], "proxy.das_da must be one of logdet, min_dist"),
+        ("unknown field", [*base, "--out", tmp_path / "a", "bogus_field=1"],
+         "unknown config field 'bogus_field'"),
+        ("bad value", [*base, "--out", tmp_path / "b", "nb201.C=four"],
+         "nb201.C takes an integer, got 'four'"),
+        ("bad choice", [*base, "--out", tmp_path / "f", "proxy.das_da=median"],
+         "proxy.das_da must be one of logdet, min_dist"),
         ("unknown method", [*base, "--out", tmp_path / "c", "--method", "nope"], "unknown method 'nope'"),
-        ("bad flag", [*base, "--out", tmp_path / "d", "--frobnicate"], "unrecognized arguments: --frobnicate"),
+        ("bad flag", [*base, "--out", tmp_path / "d", "--frobnicate"],
+         "unrecognized arguments: --frobnicate"),
     ]:
-        cases[name], expected[name] = _main_in_process(args, capsys), message
+        cases[name], expected[name] = main_in_process(args, capsys), message
     for name, (rc, out, err) in cases.items():
         lines = err.strip().splitlines()
         assert rc == 2, (name, err)
@@ -305,8 +301,12 @@ def test_cli_train_writes_test_acc_and_overwrite(image_folder, tmp_path, capsys)
     runs share compiled kernels, which a subprocess each would compile again."""
     out = tmp_path / "train"
     args = ["train", "--arch", TRAIN_ARCH, "--data", image_folder, "--out", out, "--preset", "tiny",
-            "--no-progress", "nb201.C=4", "nb201.N=1", "train.epochs=1", "train.batch_size=16", "max_per_class=None"]
-    run_cli = lambda *argv: _main_in_process(argv, capsys)
+            "--no-progress", "nb201.C=4", "nb201.N=1", "train.epochs=1", "train.batch_size=16",
+            "max_per_class=None"]
+
+    def run_cli(*argv):
+        return main_in_process(argv, capsys)
+
     rc, stdout, err = run_cli(*args)
     assert rc == 0, err[-3000:]
     result = json.loads((out / "result.json").read_text())
@@ -318,7 +318,8 @@ def test_cli_train_writes_test_acc_and_overwrite(image_folder, tmp_path, capsys)
 
     rc, _, err = run_cli(*args)  # finished run directory: refused, untouched
     assert rc == 2 and err.strip().splitlines() == [err.strip()]
-    assert err.startswith("jaxnas: error: ") and "already holds a finished run" in err and "--overwrite" in err
+    assert (err.startswith("jaxnas: error: ") and "already holds a finished run" in err
+            and "--overwrite" in err)
     assert json.loads((out / "result.json").read_text()) == result
 
     (out / "marker").write_text("a file jaxnas did not write")
@@ -340,5 +341,6 @@ def test_recal_batches_held_out_fraction_and_warmup_reach_the_run(search_cfg, tm
     with pytest.raises(RunError, match="eval.recal_batches=9 batches of 16 exceed"):
         SearchRun(cfg.set({"eval.recal_batches": 9}), tmp_path / "b", method_cls=RSPS, progress=False)
     with pytest.raises(RunError, match="train.warmup_epochs=2.0 leaves no step"):
-        SearchRun(search_cfg.set({"train.warmup_epochs": 2.0}), tmp_path / "c", method_cls=RSPS, progress=False)
+        SearchRun(search_cfg.set({"train.warmup_epochs": 2.0}), tmp_path / "c", method_cls=RSPS,
+                  progress=False)
     assert not (tmp_path / "b").exists() and not (tmp_path / "c").exists()

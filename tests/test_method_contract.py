@@ -112,6 +112,7 @@ def test_method_contract_and_bit_exact_resume(case, image_folder, tmp_path):
     resumed = again.run()
     assert again.resumed_from == steps[0]
     assert strip_wall(resumed) == strip_wall(result)
-    leaves = jax.tree.leaves(jax.tree.map(np.asarray, jax.device_get(again.state.replace(elapsed=final.elapsed))))
+    leaves = jax.tree.leaves(jax.tree.map(np.asarray,
+                                          jax.device_get(again.state.replace(elapsed=final.elapsed))))
     want = jax.tree.leaves(jax.tree.map(np.asarray, final))
     assert len(leaves) == len(want) and all(np.array_equal(a, b) for a, b in zip(leaves, want))

@@ -16,62 +16,27 @@ import optax
 import pytest
 import torch
 from flax import nnx
-from xautodl.models.cell_infers.cells import InferCell as TInferCell
+from helpers import ZERO_FED, build, module_pairs
 from xautodl.models.cell_infers.tiny_network import TinyNetwork
-from xautodl.models.cell_operations import POOLING, Identity, ResNetBasicblock, Zero
-from xautodl.models.cell_operations import ReLUConvBN as TReLUConvBN
 from xautodl.models.cell_searchs.genotypes import Structure
-from xautodl.models.cell_searchs.search_cells import NAS201SearchCell
 from xautodl.models.cell_searchs.search_model_setn import TinyNetworkSETN
 
 from jaxnas.nn import apply, count_params, ops, split
+from jaxnas.spaces import nb201
 from jaxnas.spaces.arch import Choice, Gates, Weights
 from jaxnas.spaces.nb201 import eager
-from jaxnas.spaces.nb201.networks import NB201Network, NB201SuperNet, extract
-from jaxnas.spaces.nb201.networks import InferCell, SearchCell
-from jaxnas.nn.ops import ResNetBlock
-from jaxnas.spaces import nb201
+from jaxnas.spaces.nb201.networks import InferCell, NB201Network, NB201SuperNet, SearchCell, extract
 
 C, H, B = 8, 8, 4  # channel width, image size, batch of the small tests
 ALL_CONV3 = [nb201.CONV3] * 6
-WITH_NONE = nb201.from_string("|nor_conv_1x1~0|+|none~0|nor_conv_3x3~1|+|avg_pool_3x3~0|none~1|skip_connect~2|")
+WITH_NONE = nb201.from_string("|nor_conv_1x1~0|+|none~0|nor_conv_3x3~1|+"
+                              "|avg_pool_3x3~0|none~1|skip_connect~2|")
 MIXED = np.array([nb201.CONV3, nb201.CONV1, nb201.SKIP, nb201.POOL, nb201.NONE, nb201.CONV3], np.int32)
 TORCH_TOL = {"rtol": 1e-4, "atol": 1e-4}
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 # ----------------------------------------------------------------------------------------------- helpers
-@pytest.fixture(scope="module", autouse=True)
-def _torch_one_thread():
-    """PyTorch's thread pool costs more than it saves on these tiny tensors (and spins on a busy CPU)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def build(ctor, seed=0):
-    """Build a module abstractly and fill every variable from numpy: no XLA compiles for PRNG init.
-
-    Kernels ~ U(+-1/sqrt(fan_in)); BN scale and running variance ~ U(0.5, 1.5); biases and running
-    means ~ N(0, 0.2): random statistics make eval mode differ from train mode.
-    """
-    graphdef, state = nnx.split(nnx.eval_shape(ctor))
-    rng = np.random.default_rng(seed)
-
-    def fill(path, s):
-        name = path[-2].key
-        if name == "kernel":
-            v = rng.uniform(-1, 1, s.shape) / np.sqrt(np.prod(s.shape[:-1]))
-        elif name in ("scale", "var"):
-            v = rng.uniform(0.5, 1.5, s.shape)
-        else:
-            assert name in ("bias", "mean"), path
-            v = rng.normal(0, 0.2, s.shape)
-        return jnp.asarray(v, jnp.float32)
-
-    return nnx.merge(graphdef, jax.tree_util.tree_map_with_path(fill, state))
-
-
 def images(seed=0, n=B, h=H):
     return np.random.default_rng(seed).normal(size=(n, h, h, 3)).astype(np.float32)
 
@@ -93,49 +58,6 @@ def randomize_torch_bn(model, seed):
                 if m.track_running_stats:
                     m.running_mean.copy_(0.2 * torch.randn(n, generator=g))
                     m.running_var.copy_(0.5 + torch.rand(n, generator=g))
-
-
-def module_pairs(tnet, net):
-    """(kind, torch module, our module) for every weight-carrying layer, matched by structure."""
-    yield "conv", tnet.stem[0], net.stem.conv
-    yield "bn", tnet.stem[1], net.stem.bn
-    assert len(tnet.cells) == len(net.cells)
-    for tcell, cell in zip(tnet.cells, net.cells):
-        if isinstance(tcell, ResNetBasicblock):
-            assert isinstance(cell, ResNetBlock)
-            for a in ("conv_a", "conv_b"):
-                yield "conv", getattr(tcell, a).op[1], getattr(cell, a).conv
-                yield "bn", getattr(tcell, a).op[2], getattr(cell, a).bn
-            assert isinstance(tcell.downsample[0], torch.nn.AvgPool2d)
-            yield "conv", tcell.downsample[1], cell.shortcut
-        elif isinstance(tcell, TInferCell):
-            assert isinstance(cell, InferCell)
-            # xautodl's layers follow the genotype: node 1 <- 0; node 2 <- 0, 1; node 3 <- 0, 1, 2,
-            # i.e. layer e is edge e of our string order.
-            assert [j for node in tcell.node_IN for j in node] == [j for _, j in nb201.EDGES]
-            assert [k for node in tcell.node_IX for k in node] == list(range(nb201.NUM_EDGES))
-            kinds = {nb201.NONE: Zero, nb201.SKIP: Identity, nb201.CONV1: TReLUConvBN,
-                     nb201.CONV3: TReLUConvBN, nb201.POOL: POOLING}
-            conv_edges = []
-            for e, layer in enumerate(tcell.layers):
-                assert isinstance(layer, kinds[cell.arch[e]]), (e, layer)
-                if isinstance(layer, TReLUConvBN):
-                    conv_edges.append(str(e))
-                    yield "conv", layer.op[1], cell.convs[str(e)].conv
-                    yield "bn", layer.op[2], cell.convs[str(e)].bn
-            assert sorted(cell.convs.keys()) == conv_edges
-        else:
-            assert isinstance(tcell, NAS201SearchCell) and isinstance(cell, SearchCell)
-            for e, (i, j) in enumerate(nb201.EDGES):
-                key = f"{i}<-{j}"
-                assert tcell.edge2index[key] == e
-                tops = tcell.edges[key]
-                assert [type(o) for o in tops] == [Zero, Identity, TReLUConvBN, TReLUConvBN, POOLING]
-                for k, name in ((nb201.CONV1, "conv1"), (nb201.CONV3, "conv3")):
-                    yield "conv", tops[k].op[1], getattr(cell.edges[e], name).conv
-                    yield "bn", tops[k].op[2], getattr(cell.edges[e], name).bn
-    yield "bn", tnet.lastact[0], net.head.bn
-    yield "linear", tnet.classifier, net.head.classifier
 
 
 def t2n(t):
@@ -367,7 +289,8 @@ def test_eager_single_path_matches_setn_and_traced_gradients(setn_pair, arch):
     nnx.update(net, new)
     assert_stats_match(tnet, net)
 
-    (l_e, (acc_e, st_e)), g_e = eager.value_and_grad(graphdef, params, stats, jnp.asarray(x), labels, Choice(arch))
+    (l_e, (acc_e, st_e)), g_e = eager.value_and_grad(graphdef, params, stats, jnp.asarray(x), labels,
+                                                     Choice(arch))
     assert float(acc_e) == float(np.mean(np.asarray(logits).argmax(-1) == np.asarray(labels)))
     (l_t, (_, st_t)), g_t = jax.jit(jax.value_and_grad(_loss_fn(graphdef, stats, jnp.asarray(x), labels,
                                                                jnp.asarray(arch)), has_aux=True))(params)
@@ -375,7 +298,8 @@ def test_eager_single_path_matches_setn_and_traced_gradients(setn_pair, arch):
     assert_trees_close_scaled(g_e, g_t, 1e-5)
     assert_trees_close_scaled(st_e, st_t, 1e-5)
     with pytest.raises(ValueError, match="concrete architecture"):
-        jax.jit(lambda a: eager.forward(graphdef, params, stats, jnp.asarray(x), Choice(a)))(jnp.asarray(arch))
+        jax.jit(lambda a: eager.forward(graphdef, params, stats, jnp.asarray(x),
+                                        Choice(a)))(jnp.asarray(arch))
     with pytest.raises(ValueError, match="shape \\[6\\]"):
         eager.forward(graphdef, params, stats, jnp.asarray(x), Choice(np.stack([arch, arch])))
 
@@ -715,7 +639,8 @@ def test_live_ops_prunes_exactly_the_unused_edges(zero_inputs):
     archs = nb201.from_index(np.arange(nb201.NUM_ARCHS))
     conv = np.isin(archs, (nb201.CONV1, nb201.CONV3))
     for tapped in (False, True):
-        got = np.asarray(jax.jit(jax.vmap(lambda a, t=tapped: live_ops(a, t, zero_inputs)))(jnp.asarray(archs)))
+        got = np.asarray(jax.jit(jax.vmap(lambda a,
+                                          t=tapped: live_ops(a, t, zero_inputs)))(jnp.asarray(archs)))
         want = archs.copy()
         for n, arch in enumerate(archs):
             for e, (to, src) in enumerate(nb201.EDGES):
@@ -730,10 +655,9 @@ def test_live_ops_prunes_exactly_the_unused_edges(zero_inputs):
         assert low < pruned < high, pruned  # a real share of the convolutions is skipped
 
 
-# node 1 all-zero (1<-0 none), so its conv into node 3 outputs BN(0)
-ZERO_FED = nb201.from_string("|none~0|+|skip_connect~0|nor_conv_3x3~1|+|avg_pool_3x3~0|nor_conv_1x1~1|none~2|")
 # node 2 unused (3<-2 none); node 1 read only by a conv into node 2: kept for its tap only
-PRUNABLE = nb201.from_string("|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_1x1~1|+|skip_connect~0|none~1|none~2|")
+PRUNABLE = nb201.from_string("|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_1x1~1|+"
+                             "|skip_connect~0|none~1|none~2|")
 
 
 def test_pruned_cell_equals_full_cell(search_cell):
@@ -754,7 +678,8 @@ def test_pruned_cell_equals_full_cell(search_cell):
                      lambda v, count: taps.append(count * v), prune)
         return y, taps
 
-    archs = [PRUNABLE, MIXED, WITH_NONE, ZERO_FED] + list(nb201.from_index(np.random.default_rng(0).choice(15625, 5)))
+    archs = [PRUNABLE, MIXED, WITH_NONE,
+             ZERO_FED] + list(nb201.from_index(np.random.default_rng(0).choice(15625, 5)))
     for arch in archs:
         for train in (True, False):
             full = run(jnp.asarray(arch), False, train)

@@ -42,7 +42,8 @@ def test_explore_candidates_notebook_runs(image_folder, nb201_table_path, tmp_pa
     # started at the repository root, not in notebooks/ (where Jupyter would start it)
     NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}},
                    ).execute()
-    text = "\n".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    text = "\n".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs",
+                                                                                                 []))
     assert f"table: ../shared/data/nb201/{nb201_table_path.name}" in text
     assert "naswot   Kendall tau vs NB201" in text and "synflow  Kendall tau vs NB201" in text
     assert "supernet one-batch accuracy Kendall tau" in text

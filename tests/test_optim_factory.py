@@ -19,13 +19,16 @@ LRS["adamw"] = LRS["adam"]
 
 def _problem(seed=0, n_steps=5):
     rng = np.random.default_rng(seed)
-    params = {"w": rng.standard_normal((4, 3)).astype(np.float32), "b": rng.standard_normal(3).astype(np.float32)}
-    grads = [{k: rng.standard_normal(v.shape).astype(np.float32) for k, v in params.items()} for _ in range(n_steps)]
+    params = {"w": rng.standard_normal((4, 3)).astype(np.float32),
+              "b": rng.standard_normal(3).astype(np.float32)}
+    grads = [{k: rng.standard_normal(v.shape).astype(np.float32) for k,
+              v in params.items()} for _ in range(n_steps)]
     return params, grads
 
 
 def _torch_opt(kind, tp, masked, options):
-    groups = ([{"params": [tp["w"]], "weight_decay": WD}, {"params": [tp["b"]], "weight_decay": 0.0}] if masked
+    groups = ([{"params": [tp["w"]], "weight_decay": WD},
+               {"params": [tp["b"]], "weight_decay": 0.0}] if masked
               else [{"params": list(tp.values()), "weight_decay": WD}])
     if kind == "sgd":
         return torch.optim.SGD(groups, lr=1.0, momentum=options.get("momentum", 0.9),
@@ -42,10 +45,12 @@ CASES = [  # (kind, mask form, kind-specific options)
 ]
 
 
-@pytest.mark.parametrize("kind,mask,options", CASES, ids=[f"{k}-{m}-{i}" for i, (k, m, _) in enumerate(CASES)])
+@pytest.mark.parametrize("kind,mask,options", CASES,
+                         ids=[f"{k}-{m}-{i}" for i, (k, m, _) in enumerate(CASES)])
 def test_make_matches_torch_step_by_step(kind, mask, options):
     p0, grads = _problem()
-    decay_mask = {None: None, "callable": optim.no_decay_on_bn_and_bias, "tree": {"w": True, "b": False}}[mask]
+    decay_mask = {None: None, "callable": optim.no_decay_on_bn_and_bias,
+                  "tree": {"w": True, "b": False}}[mask]
     tx = optim.make(kind, LRS[kind][0], weight_decay=WD, decay_mask=decay_mask, **options)
     tp = {k: torch.nn.Parameter(torch.tensor(v)) for k, v in p0.items()}
     topt = _torch_opt(kind, tp, mask is not None, options)
@@ -59,10 +64,12 @@ def test_make_matches_torch_step_by_step(kind, mask, options):
         for k, t in tp.items():
             t.grad = torch.tensor(g[k])
         topt.step()
-        updates, opt_state = step(params, optim.with_learning_rate(opt_state, lr), jax.tree.map(jnp.asarray, g))
+        updates, opt_state = step(params, optim.with_learning_rate(opt_state, lr),
+                                  jax.tree.map(jnp.asarray, g))
         params = optax.apply_updates(params, updates)
         for k, t in tp.items():
-            np.testing.assert_allclose(np.asarray(params[k]), t.detach().numpy(), rtol=1e-6, atol=1e-7, err_msg=k)
+            np.testing.assert_allclose(np.asarray(params[k]), t.detach().numpy(), rtol=1e-6, atol=1e-7,
+                                       err_msg=k)
     assert float(opt_state.hyperparams["learning_rate"]) == np.float32(LRS[kind][-1])
     # the decay mask matters at this tolerance: the bias moved differently from an unmasked run
     if mask is not None:
@@ -91,7 +98,8 @@ def test_make_sgd_is_sgd_bit_for_bit():
             params = optax.apply_updates(params, u)
         results.append((params, s.inner_state.momentum))
     for other in results[1:]:
-        jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)), results[0], other)
+        jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)), results[0],
+                     other)
 
 
 @pytest.mark.parametrize("kind", ["sgd", "adamw"])
@@ -100,7 +108,8 @@ def test_used_skips_like_a_torch_none_gradient(kind):
     (momentum; Adam's moments and per-parameter step count) waits; through `steps.update`."""
     p0, grads = _problem(2, 4)
     lrs = LRS[kind][:4]
-    used_at = [{"w": True, "b": True}, {"w": True, "b": False}, {"w": False, "b": True}, {"w": True, "b": True}]
+    used_at = [{"w": True, "b": True}, {"w": True, "b": False}, {"w": False, "b": True},
+               {"w": True, "b": True}]
     tx = optim.make(kind, lrs[0], weight_decay=WD)
     tp = {k: torch.nn.Parameter(torch.tensor(v)) for k, v in p0.items()}
     topt = _torch_opt(kind, tp, False, {})
@@ -114,7 +123,8 @@ def test_used_skips_like_a_torch_none_gradient(kind):
         topt.step()
         params, opt_state, _ = steps.update(tx, 0.0, params, opt_state, g, lr, used=used)
         for k, t in tp.items():
-            np.testing.assert_allclose(np.asarray(params[k]), t.detach().numpy(), rtol=1e-6, atol=1e-7, err_msg=k)
+            np.testing.assert_allclose(np.asarray(params[k]), t.detach().numpy(), rtol=1e-6, atol=1e-7,
+                                       err_msg=k)
     if kind == "adamw":
         assert {k: int(v) for k, v in opt_state.inner_state.step.items()} == {"w": 3, "b": 3}
 
@@ -123,7 +133,8 @@ def test_no_decay_on_bn_and_bias_and_options():
     params = {"conv": {"kernel": jnp.zeros((3, 3, 4, 8))}, "bn": {"scale": jnp.ones(8), "bias": jnp.zeros(8)},
               "fc": {"kernel": jnp.zeros((8, 10)), "bias": jnp.zeros(10)}, "t": jnp.zeros(())}
     assert optim.no_decay_on_bn_and_bias(params) == {
-        "conv": {"kernel": True}, "bn": {"scale": False, "bias": False}, "fc": {"kernel": True, "bias": False},
+        "conv": {"kernel": True}, "bn": {"scale": False, "bias": False},
+        "fc": {"kernel": True, "bias": False},
         "t": False}
     # cached: equal settings, equal object (a bool tree compared by value)
     mask = {"w": True, "b": False}

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
-from test_nn import build
+from helpers import build
 
 from jaxnas.config import Config, preset
 from jaxnas.estimate import estimate
@@ -66,7 +66,10 @@ def test_relaxed_input_gates_scale_each_op_input(supernet):
     (eval mode): example i of a per-example call equals a call with example i's gates for all."""
     graphdef, params, stats = supernet
     x = images(2)
-    only = lambda op, g: jnp.zeros((6, 5)).at[:, op].set(g)  # every edge: one op at gate g
+
+    def only(op, g):  # every edge: one op at gate g
+        return jnp.zeros((6, 5)).at[:, op].set(g)
+
     for op in (nb201.SKIP, nb201.POOL):
         half = apply(graphdef, params, stats, x, InputGates(only(op, 0.5)), train=False)[0]
         assert not np.allclose(np.asarray(half), np.asarray(
@@ -103,9 +106,11 @@ def test_regulariser_of_the_network_equals_a_plain_sum():
             for c in cells:
                 k += c["edges"][e]["conv1"]["conv"]["kernel"].shape[2]
                 if op in (nb201.CONV1, nb201.CONV3):
-                    w = np.asarray(c["edges"][e]["conv1" if op == nb201.CONV1 else "conv3"]["conv"]["kernel"], np.float64)
+                    w = np.asarray(c["edges"][e]["conv1" if op == nb201.CONV1 else "conv3"]["conv"]["kernel"],
+                                   np.float64)
                     w_sq += float((w * w).sum())
-            want += 7.0 / m.n_train * (1 - p) * w_sq + k / m.n_train * (p * math.log(p) + (1 - p) * math.log(1 - p))
+            want += (7.0 / m.n_train * (1 - p) * w_sq
+                     + k / m.n_train * (p * math.log(p) + (1 - p) * math.log(1 - p)))
     assert got == pytest.approx(want, rel=1e-5)
 
 
@@ -126,10 +131,14 @@ def test_one_step_trains_weights_and_drop_logits_together():
     x = jnp.asarray(np.random.default_rng(3).normal(size=(8, 16, 16, 3)), jnp.float32)
     y = jnp.arange(8) % 10
     new, metrics = jax.jit(m.train_step)(state, (x, y), None, 0.05)
-    assert float(metrics["loss"]) == pytest.approx(float(metrics["ce"]) + float(metrics["regulariser"]), rel=1e-6)
+    assert float(metrics["loss"]) == pytest.approx(float(metrics["ce"]) + float(metrics["regulariser"]),
+                                                   rel=1e-6)
     moved = np.abs(np.asarray(new.method["p_logit"] - state.method["p_logit"]))
     assert moved.min() > 0  # every gate's drop logit learns
-    kernel = lambda s: np.asarray(s.params["cells"][0]["edges"][0]["conv3"]["conv"]["kernel"])
+
+    def kernel(s):
+        return np.asarray(s.params["cells"][0]["edges"][0]["conv3"]["conv"]["kernel"])
+
     assert not np.array_equal(kernel(new), kernel(state))
     # a different step draws different relaxed gates: the loss changes with the step's key
     _, again = jax.jit(m.train_step)(state.replace(step=jnp.int32(5)), (x, y), None, 0.05)
@@ -141,11 +150,15 @@ def test_plot_draws_the_candidate_histograms(tmp_path):
     from jaxnas.plot import plot_run
 
     (tmp_path / "metrics.jsonl").write_text('{"step": 1, "loss": 2.0, "acc": 10.0, "lr": 0.1}\n')
-    result = {"arch": "x", "candidates_acc": _summary([20.0, 22.5, 30.0]), "fixed_rate_acc": _summary([10.0, 12.0])}
-    assert result["candidates_acc"]["histogram"][4] == 2 and result["candidates_acc"]["values"] == [20.0, 22.5, 30.0]
+    result = {"arch": "x", "candidates_acc": _summary([20.0, 22.5, 30.0]),
+              "fixed_rate_acc": _summary([10.0, 12.0])}
+    assert result["candidates_acc"]["histogram"][4] == 2 and result["candidates_acc"]["values"] == [20.0,
+                                                                                                    22.5,
+                                                                                                    30.0]
     (tmp_path / "result.json").write_text(json.dumps(result))
     paths = plot_run(tmp_path)
-    assert tmp_path / "plots" / "candidates.png" in paths and (tmp_path / "plots" / "candidates.png").stat().st_size
+    assert (tmp_path / "plots" / "candidates.png" in paths
+            and (tmp_path / "plots" / "candidates.png").stat().st_size)
 
 
 def test_ranked_genotypes_draw_kept_ops_and_are_ranked_with_the_shared_weights():
@@ -203,9 +216,11 @@ def test_per_cell_regulariser_projection_and_selection():
                 k = cell["edges"][e]["conv1"]["conv"]["kernel"].shape[2]
                 w_sq = 0.0
                 if op in (nb201.CONV1, nb201.CONV3):
-                    w = np.asarray(cell["edges"][e]["conv1" if op == nb201.CONV1 else "conv3"]["conv"]["kernel"], np.float64)
+                    name = "conv1" if op == nb201.CONV1 else "conv3"
+                    w = np.asarray(cell["edges"][e][name]["conv"]["kernel"], np.float64)
                     w_sq = float((w * w).sum())
-                want += 5.0 / m.n_train * (1 - p) * w_sq + k / m.n_train * (p * math.log(p) + (1 - p) * math.log(1 - p))
+                want += (5.0 / m.n_train * (1 - p) * w_sq
+                         + k / m.n_train * (p * math.log(p) + (1 - p) * math.log(1 - p)))
     assert float(m.regulariser(state.params, p_logit)) == pytest.approx(want, rel=1e-5)
     # per edge the op kept in the most cells; ties by the mean keep probability
     keep = np.zeros((3, 6, 4))
@@ -213,7 +228,8 @@ def test_per_cell_regulariser_projection_and_selection():
     keep[:, :, 2] = [[1] * 6, [0] * 6, [1] * 6]      # conv3 in 2 cells too: the tie goes to conv3 below
     keep_prob = np.tile([0.5, 0.5, 0.9, 0.5], (3, 6, 1))
     np.testing.assert_array_equal(m.gates.project(keep, keep_prob), [nb201.CONV3] * 6)
-    assert not m.gates.exact(keep[None])[0] and m.gates.exact(np.stack([np.eye(4)[[0, 1, 2, 3, 0, 1]]] * 3)[None])[0]
+    assert not m.gates.exact(keep[None])[0] and m.gates.exact(np.stack([np.eye(4)[[0, 1, 2, 3, 0,
+                                                                                   1]]] * 3)[None])[0]
     x = jnp.asarray(np.random.default_rng(7).normal(size=(16, H, H, 3)), jnp.float32)
     res = m.select(state, Evaluator(x, jnp.arange(16) % 10, chunk_size=4))
     assert res["per_cell"] and np.asarray(res["mask"]).shape == (3, 6, 4) and len(res["arch"]) == 6

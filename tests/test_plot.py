@@ -35,7 +35,8 @@ def _search_run(run, torn_last=True):
             step = epoch * 3 + i
             rows.append({"loss": 2.3 / step, "acc": 10.0 + 5 * step, "lr": 0.025 * math.cos(step / 10),
                          "images_per_s": 100.0, "epoch": epoch, "step": step})
-        rows.append({"selected_arch": nb201.to_string(nb201.from_index(epoch)), "selected_valid_acc": 40.0 + epoch,
+        rows.append({"selected_arch": nb201.to_string(nb201.from_index(epoch)),
+                     "selected_valid_acc": 40.0 + epoch,
                      "selected_valid_loss": 1.5 - 0.1 * epoch, "nested": {"a": 1}, "flag": True,
                      "epoch": epoch, "step": epoch * 3 + 3, "kind": "epoch_end"})
     text = "".join(json.dumps(r) + "\n" for r in rows)
@@ -67,7 +68,8 @@ def test_search_run_curves_and_epoch_metrics(tmp_path):
 def test_search_run_without_epoch_end_rows(tmp_path):
     run = tmp_path / "run"
     _config(run)
-    (run / "metrics.jsonl").write_text(json.dumps({"loss": 1.0, "acc": 50.0, "lr": 0.1, "epoch": 0, "step": 1}))
+    (run / "metrics.jsonl").write_text(json.dumps({"loss": 1.0, "acc": 50.0, "lr": 0.1, "epoch": 0,
+                                                   "step": 1}))
     assert [p.name for p in plot_run(run)] == ["curves.png"]
 
 
@@ -91,7 +93,8 @@ def test_missing_folder(tmp_path):
 
 
 def test_empty_folder(tmp_path):
-    with pytest.raises(PlotError, match=r"holds no jaxnas run \(no config.json written by jaxnas, no metrics.jsonl"):
+    with pytest.raises(PlotError,
+                       match=r"holds no jaxnas run \(no config.json written by jaxnas, no metrics.jsonl"):
         plot_run(tmp_path)
 
 

@@ -12,21 +12,17 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
-from flax import nnx
-from test_nn import _torch_one_thread, module_pairs  # noqa: F401  (the fixture applies here too)
-from xautodl.models.cell_infers.tiny_network import TinyNetwork
-from xautodl.models.cell_searchs.genotypes import Structure
+from helpers import C, N, candidate_params, main_in_process, nchw, torch_twin
 
 from jaxnas.nn.ops import BN_EPS
 from jaxnas.proxies import ProxyScorer, activation_scores
 from jaxnas.proxies.run import select_archs
 from jaxnas.spaces import nb201
 from jaxnas.spaces.arch import Choice
-from jaxnas.spaces.nb201.networks import extract
 from jaxnas.train import state as state_lib
 from jaxnas.train import steps
 
-C, N, B, H = 4, 1, 8, 8
+B, H = 8, 8
 ARCHS = np.stack([
     nb201.from_string("|nor_conv_3x3~0|+|nor_conv_1x1~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|none~2|"),
     nb201.from_string("|nor_conv_1x1~0|+|none~0|nor_conv_3x3~1|+|avg_pool_3x3~0|skip_connect~1|nor_conv_3x3~2|"),
@@ -34,6 +30,7 @@ ARCHS = np.stack([
     nb201.from_string("|none~0|+|nor_conv_3x3~0|nor_conv_1x1~1|+|nor_conv_1x1~0|avg_pool_3x3~1|skip_connect~2|"),
 ])
 ALL = "naswot,das,grad_norm,snip,synflow,jacov"
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -50,37 +47,6 @@ def scorer():
 @pytest.fixture(scope="module")
 def scores(scorer, batch):
     return scorer(ARCHS, *batch)
-
-
-def candidate_params(scorer, arch):
-    """The weights the scorer gives `arch` (drawn from fold_in(seed, NB201 index))."""
-    key = jax.random.fold_in(jax.random.key(scorer.seed), int(nb201.to_index(arch)))
-    return scorer.init_params(key)
-
-
-def torch_twin(scorer, arch, params=None, stats=None):
-    """xautodl's TinyNetwork for `arch` carrying the scorer's weights for it."""
-    params = candidate_params(scorer, arch) if params is None else params
-    supernet = nnx.merge(scorer.graphdef, params, scorer.stats if stats is None else stats)
-    net = extract(supernet, arch)
-    tnet = TinyNetwork(C, N, Structure.str2structure(nb201.to_string(arch)), 10)
-    with torch.no_grad():
-        for kind, t, o in module_pairs(tnet, net):
-            if kind == "conv":
-                t.weight.copy_(torch.from_numpy(np.array(o.kernel[...]).transpose(3, 2, 0, 1).copy()))
-            elif kind == "bn":
-                t.weight.copy_(torch.from_numpy(np.array(o.scale[...])))
-                t.bias.copy_(torch.from_numpy(np.array(o.bias[...])))
-                t.running_mean.copy_(torch.from_numpy(np.array(o.mean[...])))
-                t.running_var.copy_(torch.from_numpy(np.array(o.var[...])))
-            else:
-                t.weight.copy_(torch.from_numpy(np.array(o.kernel[...]).T.copy()))
-                t.bias.copy_(torch.from_numpy(np.array(o.bias[...])))
-    return tnet
-
-
-def nchw(x):
-    return torch.from_numpy(np.ascontiguousarray(np.asarray(x).transpose(0, 3, 1, 2)))
 
 
 def reference_naswot(tnet, x):
@@ -227,7 +193,8 @@ def test_fast_training_equals_explicit_sgd_steps(batch):
     sgd = optim.sgd(0.2, 0.9, True, 5e-4)  # DAS fast training: Nesterov SGD, no clipping
     st = state_lib.create(params, fast.stats, 0, sgd.init(params))
     arch = jnp.asarray(ARCHS[0])
-    one_step = jax.jit(lambda st, x, y: steps.weight_step(sgd, 0.0, fast.graphdef, st, x, y, 0.2, Choice(arch),
+    one_step = jax.jit(lambda st, x,
+                       y: steps.weight_step(sgd, 0.0, fast.graphdef, st, x, y, 0.2, Choice(arch),
                                                           used=used_params(st.params, arch))[0])
     for t in range(3):
         st = one_step(st, tx[t % 2], ty[t % 2])
@@ -257,7 +224,8 @@ def test_host_fast_training_keeps_the_shared_weights(batch):
     before = jax.tree.map(np.array, shared.params)
     params, _ = shared.candidate_weights(ARCHS[0], tx, ty)
     jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.array, shared.params), before)
-    assert any(np.abs(np.asarray(p) - b).max() > 1e-4 for p, b in zip(jax.tree.leaves(params), jax.tree.leaves(before)))
+    assert any(np.abs(np.asarray(p) - b).max() > 1e-4 for p,
+               b in zip(jax.tree.leaves(params), jax.tree.leaves(before)))
 
 
 def test_per_architecture_init_draws_exactly_the_whole_draws_values(scorer):
@@ -291,13 +259,15 @@ def test_synflow_computes_past_float32s_range(scorer, batch):
     from jaxnas.proxies import gradient
     arch = ARCHS[0]
     big = jax.tree_util.tree_map_with_path(
-        lambda path, x: x * 1e5 if getattr(path[-1], "key", None) == "kernel" else x, candidate_params(scorer, arch))
+        lambda path, x: x * 1e5 if getattr(path[-1], "key", None) == "kernel" else x,
+        candidate_params(scorer, arch))
     ref = reference_synflow(torch_twin(scorer, arch, big))
     assert ref > 100
     with jax.enable_x64(True):
         traced = jax.jit(lambda p, a: gradient.synflow(scorer.graphdef, p, scorer.stats, a, batch[0], None))(
             big, jnp.asarray(arch))
-        host = gradient.eager_synflow(scorer.graphdef, big, scorer.stats, arch, batch[0], None, space=scorer.space)
+        host = gradient.eager_synflow(scorer.graphdef, big, scorer.stats, arch, batch[0], None,
+                                      space=scorer.space)
     assert float(traced["synflow"]) == pytest.approx(ref, rel=1e-6)
     assert float(host["synflow"]) == pytest.approx(ref, rel=1e-6)
     with pytest.raises(RuntimeError, match="enable_x64"):
@@ -346,10 +316,8 @@ def _cli(capsys):
     """`jaxnas ...` in process (returncode, stdout, stderr): the runs share compiled programs."""
     from types import SimpleNamespace
 
-    from test_loop import _main_in_process
-
     def run(*args):
-        rc, out, err = _main_in_process(args, capsys)
+        rc, out, err = main_in_process(args, capsys)
         return SimpleNamespace(returncode=rc, stdout=out, stderr=err)
     return run
 
@@ -366,7 +334,8 @@ def test_cli_score_resumes_and_summarises(image_folder, nb201_table_path, tmp_pa
     rows = list(csv.DictReader(open(out / "scores.csv")))
     assert len(rows) == 10 and list(rows[0]) == ["index", "arch", "naswot", "das", "da", "da_min", "log_nau"]
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["n"] == 10 and set(summary["bench"]["correlation"]) == {"naswot", "das", "da", "da_min", "log_nau"}
+    assert summary["n"] == 10 and set(summary["bench"]["correlation"]) == {"naswot", "das", "da", "da_min",
+                                                                           "log_nau"}
     assert -1 <= summary["bench"]["correlation"]["naswot"]["kendall_tau"] <= 1
     # a finished run is not overwritten; a killed one (fewer rows, no summary) resumes to the same rows
     assert _cli(*args).returncode == 2
@@ -392,9 +361,11 @@ def test_cli_score_with_host_fast_training(image_folder, tmp_path, _cli):
     fast = [*SMALL, "proxy.fast_train_steps=1", "proxy.fast_train_batch_size=8"]
     assert make_scorer(apply_overrides(PRESETS["paper"], fast), ["naswot"], 10).host
     assert make_scorer(apply_overrides(PRESETS["paper"], SMALL), ["synflow"], 10).host  # gradient proxies too
-    assert not make_scorer(apply_overrides(PRESETS["paper"], SMALL), ["naswot"], 10).host  # forward only: traced
+    # forward only: traced
+    assert not make_scorer(apply_overrides(PRESETS["paper"], SMALL), ["naswot"], 10).host
     out, n = tmp_path / "fast", HOST_BLOCK + 2
-    args = ["score", "--proxy", "naswot", "--archs", str(n), "--data", image_folder, "--out", out, "--no-progress", *fast]
+    args = ["score", "--proxy", "naswot", "--archs", str(n), "--data", image_folder, "--out", out,
+            "--no-progress", *fast]
     r = _cli(*args)
     assert r.returncode == 0, r.stderr
     rows = list(csv.DictReader(open(out / "scores.csv")))

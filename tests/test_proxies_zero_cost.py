@@ -22,8 +22,7 @@ import pytest
 import scipy.special
 import scipy.stats
 import torch
-from test_nn import _torch_one_thread  # noqa: F401  (the fixture applies here too)
-from test_proxies import C, N, candidate_params, nchw, torch_twin
+from helpers import C, N, candidate_params, main_in_process, nchw, torch_twin
 
 from jaxnas.data import find_shared
 from jaxnas.proxies import PROXIES, ProxyScorer, aznas, parse_proxies
@@ -32,6 +31,7 @@ from jaxnas.proxies.scoring import PROXY_HELP
 from jaxnas.spaces import nb201
 
 B, H, SEED = 16, 8, 3
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 NEW = ["az_expressivity", "az_progressivity", "az_trainability", "zico", "params", "flops", "layers"]
 ARCHS = np.stack([
     nb201.from_string("|nor_conv_3x3~0|+|nor_conv_1x1~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|none~2|"),
@@ -158,7 +158,8 @@ def test_forward_only_az_nas_stays_traced_under_host_gradients(scores, batch):
     """Without trainability AZ-NAS differentiates nothing: host_gradients leaves it in the jitted
     program (chosen op alone), with the same scores as the full traced path; az_spectrum="psd"
     makes the psd spectrum's scores the proxies'."""
-    fwd = ProxyScorer("az_expressivity,az_progressivity", C=C, N=N, seed=SEED, host_gradients=True, az_spectrum="psd")
+    fwd = ProxyScorer("az_expressivity,az_progressivity", C=C, N=N, seed=SEED, host_gradients=True,
+                      az_spectrum="psd")
     assert not fwd.host and not fwd._eager_fns and fwd._fns[0].keywords["impl"] == "switch"
     # with fast training on the host, forward-only AZ-NAS is still one of the traced functions
     ft = ProxyScorer("az_expressivity", C=C, N=N, seed=SEED, host_gradients=True, fast_train_steps=1)
@@ -238,13 +239,15 @@ def test_traced_zico_splits_the_batch_as_the_eager_one(batch, monkeypatch):
 
     def fake_grads(graphdef, params, stats, arch, images, labels):
         m = images.mean((1, 2))  # [b, 3]
-        return {"a": {"kernel": m.T @ m + arch[0].astype(m.dtype)}, "b": {"kernel": jnp.abs(m).sum(0)}, "c": {"bias": m[0]}}
+        return {"a": {"kernel": m.T @ m + arch[0].astype(m.dtype)}, "b": {"kernel": jnp.abs(m).sum(0)},
+                "c": {"bias": m[0]}}
 
     monkeypatch.setattr(gradient, "_loss_grads", fake_grads)
     x, y = batch
     arch = jnp.asarray(ARCHS[0])
     got = jax.jit(lambda x, y: gradient.zico(None, None, None, arch, x, y, batches=4)["zico"])(x, y)
-    per_batch = [gradient._kernels(fake_grads(None, None, None, arch, x[k * 4:(k + 1) * 4], None)) for k in range(4)]
+    per_batch = [gradient._kernels(fake_grads(None, None, None, arch, x[k * 4:(k + 1) * 4],
+                                              None)) for k in range(4)]
     want = 0.0
     for layer in zip(*per_batch):
         g = np.array([np.asarray(v, np.float64).ravel() for v in layer])
@@ -261,12 +264,14 @@ def direct_flops(tnet, x):
     total = [0]
 
     def conv(m, inp, out):
-        total[0] += m.kernel_size[0] * m.kernel_size[1] * m.in_channels * m.out_channels * out.shape[2] * out.shape[3]
+        total[0] += (m.kernel_size[0] * m.kernel_size[1] * m.in_channels * m.out_channels
+                     * out.shape[2] * out.shape[3])
 
     def linear(m, inp, out):
         total[0] += m.in_features * m.out_features + m.out_features
 
-    hooks = [m.register_forward_hook(conv if isinstance(m, torch.nn.Conv2d) else linear) for m in weight_layers(tnet)]
+    hooks = [m.register_forward_hook(conv if isinstance(m, torch.nn.Conv2d) else linear)
+             for m in weight_layers(tnet)]
     with torch.no_grad():
         tnet.eval()(x[:1])
     for h in hooks:
@@ -304,10 +309,11 @@ def test_every_new_proxy_is_registered():
 
 
 def test_cli_score_with_the_new_proxies(image_folder, tmp_path, capsys):
-    from test_loop import _main_in_process
     out = tmp_path / "score"
-    rc, _, err = _main_in_process(["score", "--proxy", "params,flops,layers", "--archs", "4", "--data", image_folder,
-                                   "--out", out, "--no-progress", "nb201.C=2", "nb201.N=1", "proxy.batch_size=16",
+    rc, _, err = main_in_process(["score", "--proxy", "params,flops,layers", "--archs", "4", "--data",
+                                  image_folder,
+                                   "--out", out, "--no-progress", "nb201.C=2", "nb201.N=1",
+                                  "proxy.batch_size=16",
                                    "eval.chunk_size=4"], capsys)
     assert rc == 0, err
     with open(out / "scores.csv", newline="") as f:

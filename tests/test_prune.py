@@ -53,7 +53,8 @@ def test_prune_breaks_ties_by_edge_op_order_and_refuses_an_empty_edge():
 
 def test_pruning_by_parameter_count_ends_at_the_all_conv3x3_cell():
     mask, _ = prune(lambda m: np.asarray(cost.params(Gates(m)), np.float64), START)
-    assert nb201.to_string(mask.argmax(-1)) == "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|"
+    assert nb201.to_string(mask.argmax(-1)) == ("|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+"
+                                                "|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|")
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +71,8 @@ def batch():
 
 
 MASKS = np.stack([START, np.eye(5, dtype=bool)[[3, 1, 2, 4, 0, 3]],
-                  np.array([[0, 1, 0, 1, 0], [1, 0, 0, 0, 0], [0, 0, 1, 1, 1], [0, 0, 0, 0, 1], [1, 1, 1, 1, 1],
+                  np.array([[0, 1, 0, 1, 0], [1, 0, 0, 0, 0], [0, 0, 1, 1, 1], [0, 0, 0, 0, 1],
+                            [1, 1, 1, 1, 1],
                             [0, 0, 1, 0, 0]], bool)])
 
 
@@ -105,7 +107,8 @@ def test_a_mixed_cell_costs_and_counts_every_op_it_keeps(scorer, batch):
             reads = sum(int(m[e, nb.CONV1]) + int(m[e, nb.CONV3]) for e in range(6))
             units += N * reads * c * hw
             if stage:
-                units += c // 2 * (H >> (stage - 1)) ** 2 + c * hw  # conv_a reads the input, conv_b the half-size map
+                # conv_a reads the input, conv_b the half-size map
+                units += c // 2 * (H >> (stage - 1)) ** 2 + c * hw
         units += 4 * C * (H >> 2) ** 2
         np.testing.assert_allclose(np.exp(out["log_nau"][i]), units, rtol=1e-6)
 

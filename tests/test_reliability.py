@@ -47,7 +47,8 @@ def jaxnas_run(folder: pathlib.Path, cfg: Config | None = None, **files) -> path
 
 
 def test_overwrite_keeps_a_user_file_inside_plots_and_checkpoints(tmp_path):
-    run = jaxnas_run(tmp_path / "run", **{"result.json": "{}", "plots/curves.png": "png", "plots/mine.txt": "x",
+    run = jaxnas_run(tmp_path / "run",
+                     **{"result.json": "{}", "plots/curves.png": "png", "plots/mine.txt": "x",
                                           "checkpoints/3/state": "s", "checkpoints/digests.json": "{}",
                                           "checkpoints/notes.md": "y"})
     with pytest.warns(UserWarning, match="kept 2 entries .*plots/mine.txt"):
@@ -88,10 +89,12 @@ def test_search_refuses_options_it_would_ignore_before_anything_runs(tmp_path, c
 def test_rule_files_with_useless_weights_or_wrong_shapes_are_refused(tmp_path, capsys, rule, message):
     path = tmp_path / "rule.json"
     path.write_text(json.dumps(rule))  # json writes NaN / Infinity, which json.loads reads back
-    assert message in cli_error(capsys, "search", "--method", "rule", "--preset", "tiny", "--out", tmp_path / "r",
+    assert message in cli_error(capsys, "search", "--method", "rule", "--preset", "tiny", "--out",
+                                tmp_path / "r",
                                 f"proxy.rule={path}")
     (tmp_path / "x.json").mkdir()
-    assert "x.json is a folder" in cli_error(capsys, "search", "--method", "rule", "--preset", "tiny", "--out",
+    assert "x.json is a folder" in cli_error(capsys, "search", "--method", "rule", "--preset", "tiny",
+                                             "--out",
                                              tmp_path / "r", f"proxy.rule={tmp_path / 'x.json'}")
 
 
@@ -152,8 +155,10 @@ def test_train_arch_messages(tmp_path, capsys):
                                               "scores.csv": f"index,arch,naswot\n1,{ARCH},3.5\n2,x,1.0\n"})
     line = cli_error(capsys, *base, "--arch-from", score)
     assert "is a `jaxnas score` run" in line and f"its best by naswot: {ARCH}" in line
-    hybrid = jaxnas_run(tmp_path / "hybrid", Config(space="hybrid"), **{"result.json": json.dumps({"arch": "x"})})
-    assert "the run searched space 'hybrid'" in cli_error(capsys, *base, "--arch-from", hybrid, "--space", "nb201")
+    hybrid = jaxnas_run(tmp_path / "hybrid", Config(space="hybrid"),
+                        **{"result.json": json.dumps({"arch": "x"})})
+    assert "the run searched space 'hybrid'" in cli_error(capsys, *base, "--arch-from", hybrid, "--space",
+                                                          "nb201")
 
 
 def test_score_archs_messages(tmp_path, capsys):
@@ -205,8 +210,10 @@ def test_tfds_fails_fast_offline(tmp_path, monkeypatch):
 def test_distributed_without_its_environment_names_the_variables(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES",
                                                             "JAX_PROCESS_ID")}
-    proc = subprocess.run([sys.executable, "-m", "jaxnas", "search", "--preset", "tiny", "--out", str(tmp_path / "d"),
-                           "--distributed"], capture_output=True, text=True, env=env, timeout=120, check=False)
+    proc = subprocess.run([sys.executable, "-m", "jaxnas", "search", "--preset", "tiny", "--out",
+                           str(tmp_path / "d"),
+                           "--distributed"], capture_output=True, text=True, env=env, timeout=120,
+                          check=False)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     assert "JAX_COORDINATOR_ADDRESS" in proc.stderr and "JAX_NUM_PROCESSES" in proc.stderr
 
@@ -226,7 +233,8 @@ def test_help_and_list_match_what_runs(capsys):
 
 
 def test_stdout_summarises_long_result_lists():
-    short = cli._brief({"arch": ARCH, "rounds": [{"candidates": list(range(100))}] * 3, "bench": {"acc": 91.0},
+    short = cli._brief({"arch": ARCH, "rounds": [{"candidates": list(range(100))}] * 3,
+                        "bench": {"acc": 91.0},
                         "hist": {"values": list(range(500)), "mean": 1.0}})
     assert short["arch"] == ARCH and short["bench"] == {"acc": 91.0} and short["hist"]["mean"] == 1.0
     assert short["rounds"].startswith("(3 entries") and short["hist"]["values"].startswith("(500 entries")

@@ -133,9 +133,11 @@ def test_dedup_keeps_first_occurrences_in_order():
 
 
 def test_take_indexes_every_leaf():
-    archs = {"ops": jnp.arange(12, dtype=jnp.int32).reshape(4, 3), "gates": {"on": np.array([1, 0, 1, 1], bool)}}
+    archs = {"ops": jnp.arange(12, dtype=jnp.int32).reshape(4, 3),
+             "gates": {"on": np.array([1, 0, 1, 1], bool)}}
     one = search.take(archs, 2)
-    assert isinstance(one["ops"], np.ndarray) and one["ops"].tolist() == [6, 7, 8] and one["gates"]["on"].item()
+    assert isinstance(one["ops"], np.ndarray) and one["ops"].tolist() == [6, 7,
+                                                                          8] and one["gates"]["on"].item()
     some = search.take(archs, np.array([3, 0]))
     assert some["ops"].tolist() == [[9, 10, 11], [0, 1, 2]] and some["gates"]["on"].tolist() == [True, True]
     assert search.take(np.arange(5) * 2, 4) == 8  # a plain array is a one-leaf pytree
@@ -187,7 +189,9 @@ def test_pick_best_over_a_pytree():
     archs = {"ops": ops, "bank": {"mask": mask}}
     state = SimpleNamespace(params=None, stats=None)
     res = _Method().pick_best(state, archs, _evaluator)
-    assert res["arch"]["ops"].tolist() == [0, 2] and res["arch"]["bank"]["mask"].tolist() == [True, True, True]
+    assert res["arch"]["ops"].tolist() == [0, 2] and res["arch"]["bank"]["mask"].tolist() == [True, True,
+                                                                                              True]
     assert res["valid_acc"] == 50.0 and res["valid_loss"] == pytest.approx(0.7)  # tie on acc: lower loss
-    assert [c["arch"] for c in res["candidates"]] == [_Space().to_string(search.take(archs, i)) for i in range(5)]
+    assert [c["arch"] for c in res["candidates"]] == [_Space().to_string(search.take(archs,
+                                                                                     i)) for i in range(5)]
     assert [c["valid_acc"] for c in res["candidates"]] == [25.0, 25.0, 50.0, 25.0, 50.0]

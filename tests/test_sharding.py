@@ -44,13 +44,16 @@ def test_rsps_step_same_on_1_and_8_devices(impl):
     # state.step=5 so the sampled architecture is a fixed function of (seed, step)
     state = state.replace(step=np.int32(5))
 
-    step = lambda s, x, y: method.train_step(s, (x, y), None, 0.05)
+    def step(s, x, y):
+        return method.train_step(s, (x, y), None, 0.05)
+
     if not method.host_step:
         step = jax.jit(step, compiler_options=FAST_COMPILE)
     outs = {}
     for n in (1, 8):
         mesh = sharding.make_mesh(n)
-        s = jax.device_put(jax.device_get(state), sharding.replicated(mesh))  # fresh buffers: the step donates
+        # fresh buffers: the step donates
+        s = jax.device_put(jax.device_get(state), sharding.replicated(mesh))
         x = jax.device_put(images, sharding.data_sharded(mesh))
         y = jax.device_put(labels, sharding.data_sharded(mesh))
         assert len(x.sharding.device_set) == n and x.addressable_shards[0].data.shape[0] == 16 // n

@@ -49,7 +49,7 @@ def test_validate_string_round_trip_and_hash(space):
     hashes = np.asarray(space.hash(valid))
     assert hashes.shape == (50,) and np.issubdtype(hashes.dtype, np.integer)
     for i in range(50):
-        one = jax.tree.map(lambda x: x[i], valid)
+        one = jax.tree.map(lambda x: x[i], valid)  # noqa: B023  (called at once)
         text = space.to_string(one)
         back = space.from_string(text)
         assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(back), jax.tree.leaves(one)))
@@ -76,7 +76,8 @@ def test_space_state_restricts_sampling(space):
     assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(full), jax.tree.leaves(free)))
     # fixed-shape state: a jitted sampler takes any state of the initial one's shapes
     jitted = jax.jit(lambda k, s: space.sample(k, 64, s))
-    assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(jitted(key, state)), jax.tree.leaves(full)))
+    assert all(np.array_equal(a, b) for a,
+               b in zip(jax.tree.leaves(jitted(key, state)), jax.tree.leaves(full)))
 
 
 def test_nb201_shrunk_state_is_respected_and_uniform():
@@ -100,7 +101,8 @@ def test_nb201_hash_is_the_nb201_index():
 
 def test_nb201_capabilities():
     space = nb201.SPACE
-    assert all(has(space, c) for c in ("size", "enumerate", "bench_index", "relaxed_spec", "cost", "init_state"))
+    assert all(has(space, c) for c in ("size", "enumerate", "bench_index", "relaxed_spec", "cost",
+                                       "init_state"))
     assert not has(space, "encode")
     assert space.relaxed_spec.shape == (nb201.NUM_EDGES, nb201.NUM_OPS)
     cost = jax.jit(jax.vmap(space.cost))(jnp.asarray(nb201.from_index(np.array([0, 1]))))

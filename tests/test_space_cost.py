@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from jaxnas.data import find_shared
-from jaxnas.spaces.nb201 import cost
 from jaxnas.spaces.nb201 import cell as nb
+from jaxnas.spaces.nb201 import cost
 
 TABLE = "shared/data/nb201/naswot_v1_cifar10_arch_score_acc.csv"
 
@@ -18,8 +18,10 @@ ALL_CONV3 = np.full(6, nb.CONV3)
 ALL_CONV1 = np.full(6, nb.CONV1)
 ALL_POOL = np.full(6, nb.POOL)
 # NB201 indices 0 and 1 (their FLOPs are quoted in D-X-Y/NATS-Bench issues #24 and #36)
-ARCH0 = nb.from_string("|avg_pool_3x3~0|+|nor_conv_1x1~0|skip_connect~1|+|nor_conv_1x1~0|skip_connect~1|skip_connect~2|")
-ARCH1 = nb.from_string("|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|")
+ARCH0 = nb.from_string("|avg_pool_3x3~0|+|nor_conv_1x1~0|skip_connect~1|+"
+                       "|nor_conv_1x1~0|skip_connect~1|skip_connect~2|")
+ARCH1 = nb.from_string("|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+"
+                       "|skip_connect~0|nor_conv_3x3~1|skip_connect~2|")
 MIXED = np.array([nb.CONV1, nb.SKIP, nb.CONV3, nb.NONE, nb.POOL, nb.CONV3])
 
 

@@ -267,7 +267,8 @@ def test_decay_unsampled_semantics_on_the_supernet():
             d = cfg.train.weight_decay * p1  # its gradient is zero
             buf2 = cfg.train.momentum * buf1 + d
             np.testing.assert_allclose(k(momentum(decay2), op="conv3"), buf2, rtol=1e-5, atol=1e-9)
-            np.testing.assert_allclose(k(decay2.params, op="conv3"), p1 - lr * (d + cfg.train.momentum * buf2),
+            np.testing.assert_allclose(k(decay2.params, op="conv3"),
+                                       p1 - lr * (d + cfg.train.momentum * buf2),
                                        rtol=1e-5, atol=1e-9)
             assert not np.array_equal(k(decay2.params, op="conv3"), p1)
             # and in step 1 the never-sampled 1x1 conv already decays
@@ -286,7 +287,8 @@ def test_eager_weight_step_compiles_its_update_once_and_equals_the_traced_step()
     rng = np.random.default_rng(1)
     x = jnp.asarray(rng.standard_normal((8, 16, 16, 3)), jnp.float32)
     y = jnp.asarray(np.arange(8) % 10, jnp.int32)
-    traced = jax.jit(lambda s, a: steps.weight_step(method.tx, cfg.train.grad_clip, method.graphdef, s, x, y, 0.1, Choice(a),
+    traced = jax.jit(lambda s, a: steps.weight_step(method.tx, cfg.train.grad_clip, method.graphdef, s, x, y,
+                                                    0.1, Choice(a),
                                                     used=used_params(s.params, a))[0],
                      compiler_options=FAST_COMPILE)
     update = steps._jitted_update

@@ -97,7 +97,8 @@ def part1(a, runs, rng) -> dict:
     params = np.asarray(jax.vmap(lambda x: space.cost(x)["params"])(jnp.asarray(every)), np.float64)
     last = max(kept)
     final_params, alpha = kept[last]
-    angles = {e: np.asarray(space.angles(theta0, p, jnp.asarray(every)), np.float64) for e, (p, _) in kept.items()}
+    angles = {e: np.asarray(space.angles(theta0, p, jnp.asarray(every)), np.float64) for e,
+              (p, _) in kept.items()}
     logp = np.asarray(log_prob(jnp.asarray(alpha), jnp.asarray(every)), np.float64)
     acc_idx = np.sort(np.random.default_rng(ACC_SEED).choice(len(every), a.acc_archs, replace=False))
     state = run.state.replace(params=jax.tree.map(jnp.asarray, final_params))
@@ -120,7 +121,8 @@ def part1(a, runs, rng) -> dict:
     def drop(name, scores):
         allowed, dropped = drop_lowest(scores, np.ones((6, 5), bool), 20)
         keep = space.allows(every, {"ops": allowed})
-        return {"metric": name, "dropped_true_rank": round(float(np.mean([true_rank[d * 5 + o] for d, o in dropped])), 2),
+        return {"metric": name,
+                "dropped_true_rank": round(float(np.mean([true_rank[d * 5 + o] for d, o in dropped])), 2),
                 "optimum_kept": bool(keep[best]), "space_size": int(keep.sum()),
                 "best_acc_left": round(float(truth[keep].max()), 2), "kept_ops": allowed.astype(int).tolist()}
 
@@ -135,8 +137,10 @@ def part1(a, runs, rng) -> dict:
     cell_share = 1 - float(blocks.fixed[1]) / _norm0(blocks, np.full(6, nb201.CONV3))
     return {"supernet_seconds": round(sup["seconds"], 1), "epochs": a.epochs, "C": a.C, "N": a.N,
             "kept_epochs": sorted(kept),
-            "taus_all": taus, "taus_subset": taus_sub, "drops": drops, "cell_share_of_norm": round(cell_share, 4),
-            "angle_by_epoch": {e: {"mean": float(angles[e].mean()), "std": float(angles[e].std())} for e in angles}}
+            "taus_all": taus, "taus_subset": taus_sub, "drops": drops,
+            "cell_share_of_norm": round(cell_share, 4),
+            "angle_by_epoch": {e: {"mean": float(angles[e].mean()),
+                                   "std": float(angles[e].std())} for e in angles}}
 
 
 def _norm0(blocks, arch) -> float:
@@ -154,37 +158,43 @@ def part2(a, runs) -> list[dict]:
         for seed in a.seeds:
             out = runs / f"{method}-s{seed}"
             if not (out / "result.json").exists():
-                rc = main(["search", "--method", method, "--preset", "tiny", "--seed", str(seed), "--data", str(DATA),
+                rc = main(["search", "--method", method, "--preset", "tiny", "--seed", str(seed), "--data",
+                           str(DATA),
                            "--out", str(out), "--bench-table", str(TABLE), "--no-progress", "--overwrite",
                            f"max_per_class={a.max_per_class}", f"train.epochs={a.search_epochs}"])
                 if rc:
                     raise SystemExit(f"search {method} seed {seed} failed with exit code {rc}")
             r = json.loads((out / "result.json").read_text())
             rows.append({"method": method, "seed": seed, "arch": r["arch"], "test_acc": r["bench"][C10],
-                         "steps": r["steps"], "space_bench": r.get("space_bench"), "wall_time_s": r["wall_time_s"]})
+                         "steps": r["steps"], "space_bench": r.get("space_bench"),
+                         "wall_time_s": r["wall_time_s"]})
     return rows
 
 
 def write_table(res) -> str:
     p1, p2 = res["part1"], res["part2"]
-    lines = [(f"Supernet: SETN, C={p1['C']}, N={p1['N']}, {p1['epochs']} epochs, {res['max_per_class']} CIFAR-10 images per "
-              f"class ({p1['supernet_seconds']:.0f} s). Kendall tau against NB201 CIFAR-10 test accuracy; "
-              f"permutation p-values ({res['perms']} shuffles)."), "",
+    lines = [(f"Supernet: SETN, C={p1['C']}, N={p1['N']}, {p1['epochs']} epochs, {res['max_per_class']} "
+              f"CIFAR-10 images per class ({p1['supernet_seconds']:.0f} s). Kendall tau against NB201 "
+              f"CIFAR-10 test accuracy; permutation p-values ({res['perms']} shuffles)."), "",
              "| score | architectures | Kendall tau | p |", "|---|---|---|---|"]
     for r in p1["taus_all"] + p1["taus_subset"]:
         lines.append(f"| {r['metric']} | {r['n']} | {r['kendall_tau']:+.3f} | {r['p_value']:.3g} |")
-    lines += ["", ("One-shot drop of 20 of the 30 operators (>= 1 per edge). True rank 1 = the worst operator; "
+    lines += ["",
+              ("One-shot drop of 20 of the 30 operators (>= 1 per edge). True rank 1 = the worst operator; "
                    "random dropping averages 15.5."), "",
-              "| operator score | mean true rank of the dropped | NB201 optimum kept | size left | best acc left (%) |",
+              "| operator score | mean true rank of the dropped | NB201 optimum kept | size left | best acc "
+              "left (%) |",
               "|---|---|---|---|---|"]
     for r in p1["drops"]:
-        lines.append(f"| {r['metric']} | {r['dropped_true_rank']:.2f} | {'yes' if r['optimum_kept'] else 'no'} "
-                     f"| {r['space_size']} | {r['best_acc_left']:.2f} |")
+        lines.append(f"| {r['metric']} | {r['dropped_true_rank']:.2f} | "
+                     f"{'yes' if r['optimum_kept'] else 'no'} | {r['space_size']} | {r['best_acc_left']:.2f} "
+                     "|")
     if not p2:
         return "\n".join(lines) + "\n"
     lines += ["", (f"Search at equal steps ({res['search_epochs']} epochs; ABS drops after half): NB201 "
                    "CIFAR-10 test accuracy of the architecture found."), "",
-              "| method | seed | accuracy (%) | optimum kept | best acc left (%) | steps |", "|---|---|---|---|---|---|"]
+              "| method | seed | accuracy (%) | optimum kept | best acc left (%) | steps |",
+              "|---|---|---|---|---|---|"]
     for r in p2:
         sb = r["space_bench"] or {}
         lines.append(f"| {r['method']} | {r['seed']} | {r['test_acc']:.2f} | "
@@ -206,7 +216,8 @@ def plot(res, path):
     ax1.plot(p1["kept_epochs"], [r["kendall_tau"] for r in ang], "o-", label="angle (all 15,625)")
     for r in p1["taus_all"]:
         if not r["metric"].startswith("angle"):
-            ax1.axhline(r["kendall_tau"], ls="--", label=r["metric"], color="C1" if "alpha" in r["metric"] else "C2")
+            ax1.axhline(r["kendall_tau"], ls="--", label=r["metric"],
+                        color="C1" if "alpha" in r["metric"] else "C2")
     ax1.set(xlabel="epoch", ylabel="Kendall tau vs NB201 C10 test acc", title="ranking by epoch")
     ax1.legend(fontsize=8)
     names = [r["metric"] for r in p1["drops"]]

@@ -26,7 +26,7 @@ import numpy as np
 
 HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from run import DATA, best_of
+from run import DATA, best_of  # noqa: E402  (run.py is found through the sys.path entry above)
 
 SIZES = ("hybrid.C=8", "hybrid.blocks=1")
 
@@ -57,15 +57,19 @@ def main():
     retrain = ["--preset", "tiny", f"max_per_class={a.max_per_class}", f"train.epochs={a.retrain_epochs}"]
     for l2 in a.l2:
         r = cli(["search", "--method", "pgnas", "--space", "hybrid", *common, f"train.epochs={a.epochs}",
-                 f"pgnas.candidates={a.candidates}", f"pgnas.length_scale_sq={l2}", f"eval.batch_size={a.eval_images}"],
+                 f"pgnas.candidates={a.candidates}", f"pgnas.length_scale_sq={l2}",
+                 f"eval.batch_size={a.eval_images}"],
                 runs / f"search-l2-{l2:g}")
-        t = cli(["train", "--arch-from", str(runs / f"search-l2-{l2:g}"), *retrain], runs / f"train-l2-{l2:g}")
+        t = cli(["train", "--arch-from", str(runs / f"search-l2-{l2:g}"), *retrain],
+                runs / f"train-l2-{l2:g}")
         c, f = r["candidates_acc"], r["fixed_rate_acc"]
         rows.append({"l2": l2, "mean_drop_p": f["p"], "drop_p": r["drop_p"], "sparsity": r["sparsity"],
-                     "candidates_sparsity": r["candidates_sparsity"], "fixed_rate_sparsity": r["fixed_rate_sparsity"],
+                     "candidates_sparsity": r["candidates_sparsity"],
+                     "fixed_rate_sparsity": r["fixed_rate_sparsity"],
                      "params": r["params"], "flops": r["flops"], "full_params": r["full_params"],
                      "full_flops": r["full_flops"], "valid_acc": r["valid_acc"],
-                     "pgnas": {k: c[k] for k in ("mean", "std", "max")}, "fixed": {k: f[k] for k in ("mean", "std", "max")},
+                     "pgnas": {k: c[k] for k in ("mean", "std", "max")},
+                     "fixed": {k: f[k] for k in ("mean", "std", "max")},
                      "best_of_pgnas": best_of(c["values"], (10, 50, 100, 300), rng),
                      "best_of_fixed": best_of(f["values"], (10, 50, 100, 300), rng),
                      "hist": {"pgnas": c["histogram"], "fixed": f["histogram"], "bins": c["bins"]},
@@ -79,10 +83,11 @@ def main():
     kernels = [k for k in rows[0]["sparsity"] if k != "all"]
     lines = [(f"Hybrid network C=8, 1 block per stage; {a.epochs} epochs ({rows[0]['steps']} steps) on "
              f"{a.max_per_class} CIFAR-10 images per class; {a.candidates} candidates per population on "
-             f"{a.eval_images} held-out images; retraining {a.retrain_epochs} epochs, CIFAR-10 test accuracy (%)."), "",
-             "| l² | mean p | channels dropped, candidates: " + " / ".join(kernels) + " (all) | selected pair: params "
-             "(of full), FLOPs (of full) | PGNAS candidates mean ± std (max) | fixed-rate mean ± std (max) | "
-             "best-of-10 / 100 / 300 PGNAS vs fixed | retrained test acc (params) |",
+             f"{a.eval_images} held-out images; retraining {a.retrain_epochs} epochs, CIFAR-10 test accuracy "
+             "(%)."), "",
+             "| l² | mean p | channels dropped, candidates: " + " / ".join(kernels) + " (all) | selected "
+             "pair: params (of full), FLOPs (of full) | PGNAS candidates mean ± std (max) | fixed-rate mean "
+             "± std (max) | best-of-10 / 100 / 300 PGNAS vs fixed | retrained test acc (params) |",
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         cs = r["candidates_sparsity"]
@@ -90,10 +95,11 @@ def main():
                         if c in r["best_of_pgnas"])
         lines.append(
             f"| {r['l2']:g} | {r['mean_drop_p']:.3f} | " + " / ".join(f"{cs[k]:.3f}" for k in kernels)
-            + f" ({cs['all']:.3f}) | {r['params']} ({r['params'] / r['full_params']:.0%}), {r['flops'] / 1e6:.2f} M "
-            f"({r['flops'] / r['full_flops']:.0%}) | {r['pgnas']['mean']:.2f} ± {r['pgnas']['std']:.2f} "
-            f"({r['pgnas']['max']:.2f}) | {r['fixed']['mean']:.2f} ± {r['fixed']['std']:.2f} ({r['fixed']['max']:.2f}) "
-            f"| {bo} | {r['retrained_test_acc']:.2f} ({r['retrained_params']}) |")
+            + f" ({cs['all']:.3f}) | {r['params']} ({r['params'] / r['full_params']:.0%}), "
+            f"{r['flops'] / 1e6:.2f} M ({r['flops'] / r['full_flops']:.0%}) | {r['pgnas']['mean']:.2f} ± "
+            f"{r['pgnas']['std']:.2f} ({r['pgnas']['max']:.2f}) | {r['fixed']['mean']:.2f} ± "
+            f"{r['fixed']['std']:.2f} ({r['fixed']['max']:.2f}) | {bo} | {r['retrained_test_acc']:.2f} "
+            f"({r['retrained_params']}) |")
     lines += ["", f"Full network retrained the same way: {full['test_acc']:.2f} % ({full['params']} params)."]
     (HERE / "table_hybrid.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

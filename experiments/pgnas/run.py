@@ -85,8 +85,10 @@ def main():
         pg, fx = r["candidates_acc"], r["fixed_rate_acc"]
         tau, p = posterior_tau(r["drop_p"], truth, every, rng, a.perms)
         acc = r["bench"][C10]
-        rows.append({"l2": l2, "arch": r["arch"], "test_acc": acc, "percentile": float((truth < acc).mean() * 100),
-                     "exact_genotype": r["exact_genotype"], "one_op_per_edge": r["one_op_per_edge_candidates"],
+        rows.append({"l2": l2, "arch": r["arch"], "test_acc": acc,
+                     "percentile": float((truth < acc).mean() * 100),
+                     "exact_genotype": r["exact_genotype"],
+                     "one_op_per_edge": r["one_op_per_edge_candidates"],
                      "candidates": r["candidates_n"], "mean_drop_p": fx["p"],
                      "pgnas": {k: pg[k] for k in ("mean", "std", "max")},
                      "fixed": {k: fx[k] for k in ("mean", "std", "max")},
@@ -97,16 +99,18 @@ def main():
     (HERE / "results.json").write_text(json.dumps(rows, indent=2))
     head = (f"C=8, N=1, {a.epochs} epochs on {a.max_per_class} CIFAR-10 images per class; {a.candidates} "
             f"candidates each, evaluated on {a.eval_images} held-out images (search split). Accuracies in %.")
-    columns = ("| l² | PGNAS mean ± std (max) | fixed-rate mean ± std (max) | mean p | best-of-10 / 50 / 100 / 300, "
-               "PGNAS vs fixed | selected genotype: NB201 acc (percentile) | one-op-per-edge candidates | "
-               "posterior tau (p) |")
+    columns = ("| l² | PGNAS mean ± std (max) | fixed-rate mean ± std (max) | mean p | best-of-10 / 50 / 100 "
+               "/ 300, PGNAS vs fixed | selected genotype: NB201 acc (percentile) | one-op-per-edge "
+               "candidates | posterior tau (p) |")
     lines = [head, "", columns, "|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        bo = " / ".join(f"{r['best_of_pgnas'][c]:.1f} vs {r['best_of_fixed'][c]:.1f}" for c in r["best_of_pgnas"])
-        lines.append(f"| {r['l2']:g} | {r['pgnas']['mean']:.2f} ± {r['pgnas']['std']:.2f} ({r['pgnas']['max']:.2f}) "
-                     f"| {r['fixed']['mean']:.2f} ± {r['fixed']['std']:.2f} ({r['fixed']['max']:.2f}) "
-                     f"| {r['mean_drop_p']:.3f} | {bo} | {r['test_acc']:.2f} ({r['percentile']:.0f}) "
-                     f"| {r['one_op_per_edge']} / {r['candidates']} | {r['posterior_tau']:+.3f} ({r['posterior_tau_p']:.3g}) |")
+        bo = " / ".join(f"{r['best_of_pgnas'][c]:.1f} vs {r['best_of_fixed'][c]:.1f}"
+                        for c in r["best_of_pgnas"])
+        lines.append(f"| {r['l2']:g} | {r['pgnas']['mean']:.2f} ± {r['pgnas']['std']:.2f} "
+                     f"({r['pgnas']['max']:.2f}) | {r['fixed']['mean']:.2f} ± {r['fixed']['std']:.2f} "
+                     f"({r['fixed']['max']:.2f}) | {r['mean_drop_p']:.3f} | {bo} | {r['test_acc']:.2f} "
+                     f"({r['percentile']:.0f}) | {r['one_op_per_edge']} / {r['candidates']} | "
+                     f"{r['posterior_tau']:+.3f} ({r['posterior_tau_p']:.3g}) |")
     (HERE / "table.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     plot(rows)

@@ -30,7 +30,7 @@ import numpy as np
 
 HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from run import C10, DATA, TABLE, best_of, posterior_tau
+from run import C10, DATA, TABLE, best_of, posterior_tau  # noqa: E402  (found through sys.path above)
 
 
 def search(method, seed, a, runs: pathlib.Path, extra=()) -> dict:
@@ -39,7 +39,8 @@ def search(method, seed, a, runs: pathlib.Path, extra=()) -> dict:
     if not (out / "result.json").exists():
         rc = main(["search", "--method", method, "--preset", "tiny", "--seed", str(seed), "--data", str(DATA),
                    "--out", str(out), "--bench-table", str(TABLE), "--no-progress", "--overwrite",
-                   f"max_per_class={a.max_per_class}", f"train.epochs={a.epochs}", f"eval.batch_size={a.eval_images}",
+                   f"max_per_class={a.max_per_class}", f"train.epochs={a.epochs}",
+                   f"eval.batch_size={a.eval_images}",
                    *extra])
         if rc:
             raise SystemExit(f"{method} seed {seed} failed with exit code {rc}")
@@ -81,7 +82,10 @@ def main():
     every = nb201.enumerate_all()
     truth = table.values(every, C10)
     params = np.asarray(nb201.SPACE.cost(jnp.asarray(every))["params"], np.float64)
-    lookup = lambda text: float(table.lookup(text)[C10])
+
+    def lookup(text):
+        return float(table.lookup(text)[C10])
+
     rng = np.random.default_rng(0)
     runs = pathlib.Path(a.runs)
     rows = []
@@ -91,29 +95,34 @@ def main():
         tau, p = posterior_tau(pg["drop_p"], truth, every, rng, a.perms)
         c, f = pg["candidates_acc"], pg["fixed_rate_acc"]
         rows.append({"seed": seed, "ranked": lookup(pg["arch"]), "projected": lookup(pg["projected_arch"]),
-                     "rsps": lookup(rs["arch"]), "ranked_arch": pg["arch"], "projected_arch": pg["projected_arch"],
+                     "rsps": lookup(rs["arch"]), "ranked_arch": pg["arch"],
+                     "projected_arch": pg["projected_arch"],
                      "rsps_arch": rs["arch"], "ranked_genotypes": pg["ranked_genotypes"],
                      "rsps_candidates": len(rs["candidates"]), "mean_drop_p": f["p"],
-                     "pgnas": {k: c[k] for k in ("mean", "std", "max")}, "fixed": {k: f[k] for k in ("mean", "std", "max")},
+                     "pgnas": {k: c[k] for k in ("mean", "std", "max")},
+                     "fixed": {k: f[k] for k in ("mean", "std", "max")},
                      "best_of_pgnas": best_of(c["values"], (10, 50, 100, 300), rng),
                      "best_of_fixed": best_of(f["values"], (10, 50, 100, 300), rng),
                      "posterior_tau": round(tau, 4), "posterior_tau_p": p,
                      "wall_s": {"pgnas": pg["wall_time_s"], "rsps": rs["wall_time_s"]}, "steps": pg["steps"]})
     k_rsps, k_ranked = rows[0]["rsps_candidates"], int(np.mean([r["ranked_genotypes"] for r in rows]))
-    free = {"params_tau": round(kendall_tau(params, truth), 4), f"params_pick_{k_rsps}": params_pick(params, truth, k_rsps, rng),
+    free = {"params_tau": round(kendall_tau(params, truth), 4),
+            f"params_pick_{k_rsps}": params_pick(params, truth, k_rsps, rng),
             f"params_pick_{k_ranked}": params_pick(params, truth, k_ranked, rng),
             "random_mean": float(truth.mean())}
     summary = {key: (float(np.mean([r[key] for r in rows])), float(np.std([r[key] for r in rows])))
                for key in ("ranked", "projected", "rsps", "posterior_tau")}
     summary["ranked_vs_rsps_p"] = exact_permutation_p(np.array([r["ranked"] for r in rows]),
                                                       np.array([r["rsps"] for r in rows]))
-    (HERE / "results_seeds.json").write_text(json.dumps({"rows": rows, "free": free, "summary": summary}, indent=2))
+    (HERE / "results_seeds.json").write_text(json.dumps({"rows": rows, "free": free, "summary": summary},
+                                                        indent=2))
 
-    lines = [(f"C=8, N=1, {a.epochs} epochs ({rows[0]['steps']} steps) on {a.max_per_class} CIFAR-10 images per class, "
-             f"{a.candidates} PGNAS candidates, held-out batch {a.eval_images} images of the search split; NB201 "
-             "CIFAR-10 test accuracy (%) of each pick."), "",
-             ("| seed | PGNAS ranked genotype | PGNAS projected genotype | RSPS (equal steps) | PGNAS candidates "
-             "mean ± std | fixed-rate mean ± std | best-of-300 PGNAS / fixed | posterior tau (p) |"),
+    lines = [(f"C=8, N=1, {a.epochs} epochs ({rows[0]['steps']} steps) on {a.max_per_class} CIFAR-10 images "
+             f"per class, {a.candidates} PGNAS candidates, held-out batch {a.eval_images} images of the "
+             "search split; NB201 CIFAR-10 test accuracy (%) of each pick."), "",
+             ("| seed | PGNAS ranked genotype | PGNAS projected genotype | RSPS (equal steps) | PGNAS "
+              "candidates mean ± std | fixed-rate mean ± std | best-of-300 PGNAS / fixed | posterior tau "
+              "(p) |"),
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['seed']} | {r['ranked']:.2f} | {r['projected']:.2f} | {r['rsps']:.2f} | "
@@ -122,15 +131,16 @@ def main():
                      f"{r['best_of_fixed'].get(300, float('nan')):.2f} | {r['posterior_tau']:+.3f} "
                      f"({r['posterior_tau_p']:.3g}) |")
     s = summary
-    lines += [(f"| **mean ± std** | **{s['ranked'][0]:.2f} ± {s['ranked'][1]:.2f}** | {s['projected'][0]:.2f} ± "
-              f"{s['projected'][1]:.2f} | {s['rsps'][0]:.2f} ± {s['rsps'][1]:.2f} | | | | "
-              f"{s['posterior_tau'][0]:+.3f} |"), "",
-              (f"Ranked PGNAS vs RSPS: exact permutation p = {s['ranked_vs_rsps_p']:.2f} ({len(rows)} + {len(rows)} "
-              f"seeds; the smallest possible p is {2 / math.comb(2 * len(rows), len(rows)):.2f})."),
-              (f"Free baseline (no training): #params Kendall tau {free['params_tau']:+.3f} on all 15,625; the "
-              f"most-parameter architecture among {k_rsps} uniform draws averages {free[f'params_pick_{k_rsps}']:.2f}, "
-              f"among {k_ranked} {free[f'params_pick_{k_ranked}']:.2f}; a uniform architecture averages "
-              f"{free['random_mean']:.2f}.")]
+    lines += [(f"| **mean ± std** | **{s['ranked'][0]:.2f} ± {s['ranked'][1]:.2f}** | "
+              f"{s['projected'][0]:.2f} ± {s['projected'][1]:.2f} | {s['rsps'][0]:.2f} ± {s['rsps'][1]:.2f} "
+              f"| | | | {s['posterior_tau'][0]:+.3f} |"), "",
+              (f"Ranked PGNAS vs RSPS: exact permutation p = {s['ranked_vs_rsps_p']:.2f} ({len(rows)} + "
+               f"{len(rows)} seeds; the smallest possible p is "
+               f"{2 / math.comb(2 * len(rows), len(rows)):.2f})."),
+              (f"Free baseline (no training): #params Kendall tau {free['params_tau']:+.3f} on all 15,625; "
+              f"the most-parameter architecture among {k_rsps} uniform draws averages "
+              f"{free[f'params_pick_{k_rsps}']:.2f}, among {k_ranked} {free[f'params_pick_{k_ranked}']:.2f}; "
+              f"a uniform architecture averages {free['random_mean']:.2f}.")]
     (HERE / "table_seeds.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

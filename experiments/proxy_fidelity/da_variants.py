@@ -1,4 +1,5 @@
-"""Other readings of DAS's "distinguishing ability": does any, recombined with log NAU, rank NB201 better than NASWOT?
+"""Other readings of DAS's "distinguishing ability": does any, recombined with log NAU, rank NB201 better than
+NASWOT?
 
 jaxnas's DA is log|S| of the summed, normalised code kernel (jaxnas/proxies/activation.py), and on
 NB201 no weighting of it against log NAU beats NASWOT (run.py, step 5). The DAS paper's own
@@ -23,7 +24,8 @@ simulation (best of N = 10 / 100 candidates, 500 draws). The one kept, min_dist,
 `das_da=min_dist`: B * log(min distance) + das_weight * B * log NAU ranks as v + w log NAU, and
 das_weight 1.33 is this w (10^0.125) rounded. Writes da_variants.json and da_variants.md here.
 
-Usage: JAXNAS_DATA=<cifar10-jpeg.tar.gz> python experiments/proxy_fidelity/da_variants.py [--runs runs/fidelity/da_variants] [--all]
+Usage: JAXNAS_DATA=<cifar10-jpeg.tar.gz> python experiments/proxy_fidelity/da_variants.py \
+       [--runs runs/fidelity/da_variants] [--all]
 """
 from __future__ import annotations
 
@@ -45,8 +47,8 @@ BOOTSTRAP = 1000
 def code_statistics(graphdef, params, stats, arch, images):
     """The variants' raw inputs for one architecture: summed kernel and units, per-layer log-dets."""
     from jaxnas.nn import functional
-    from jaxnas.spaces.arch import Choice
     from jaxnas.proxies.activation import agreement_matrix
+    from jaxnas.spaces.arch import Choice
     b = images.shape[0]
 
     def tap(x, count):
@@ -73,8 +75,8 @@ def code_statistics(graphdef, params, stats, arch, images):
 def score_set(path: pathlib.Path, archs, images) -> list[dict]:
     """One row per architecture (resumes after the last written row of `path`)."""
     from jaxnas.proxies.scoring import ProxyScorer
-    from jaxnas.spaces import nb201
     from jaxnas.report import progress_bar
+    from jaxnas.spaces import nb201
     rows = _read(path) if path.exists() else []
     scorer = ProxyScorer(["naswot"], seed=0)  # the weights `jaxnas score --seed 0` gives each candidate
     fn = jax.jit(lambda p, s, a: code_statistics(scorer.graphdef, p, s, a, images))
@@ -133,7 +135,8 @@ def main():
     sub_t = load_table(TABLE).values([r["arch"] for r in sub], "cifar10")
     b = images.shape[0]
 
-    res = {"calibration_naswot_tau": _tau(_col(cal, "logdet") + b * _col(cal, "log_nau"), cal_t), "variants": {},
+    res = {"calibration_naswot_tau": _tau(_col(cal, "logdet") + b * _col(cal, "log_nau"), cal_t),
+           "variants": {},
            "weights": {}, "sets": {}}
     for v in VARIANTS:  # each variant's weight, chosen on the calibration set only
         cal_tau = [_tau(_col(cal, v) + w * _col(cal, "log_nau"), cal_t) for w in WEIGHTS]
@@ -141,7 +144,8 @@ def main():
         res["variants"][v] = {"calibration_tau": float(np.nanmax(cal_tau))}
     sets = [("subset", sub, sub_t, BOOTSTRAP)]
     if full:
-        sets.append(("all", full, load_table(TABLE).values([r["arch"] for r in full], "cifar10"), BOOTSTRAP // 5))
+        sets.append(("all", full, load_table(TABLE).values([r["arch"] for r in full], "cifar10"),
+                     BOOTSTRAP // 5))
     for name, rows, truth, n_boot in sets:
         res["sets"][name] = judge(rows, truth, res["weights"], b, n_boot)
         for v, r in res["sets"][name]["variants"].items():
@@ -170,7 +174,8 @@ def judge(rows, truth, weights, b, n_boot, seed=0):
             "alone": rank_summary(_col(rows, v), truth), "w": w, "combined": rank_summary(s, truth),
             "oracle_tau": float(np.nanmax(oracle)), "oracle_w": float(WEIGHTS[int(np.nanargmax(oracle))]),
             "tau_minus_naswot": {"mean": float(diffs.mean()), "n_boot": n_boot,
-                                 "ci95": [float(np.percentile(diffs, 2.5)), float(np.percentile(diffs, 97.5))]}}
+                                 "ci95": [float(np.percentile(diffs, 2.5)),
+                                          float(np.percentile(diffs, 97.5))]}}
         out["search"].update({f"{v} N={n}": search_sim(s, truth, n) for n in (10, 100)})
     return out
 
@@ -180,21 +185,23 @@ def _markdown(res):
               f"{res['calibration_naswot_tau']:.3f}; each variant's best v + w log NAU below."), ""]
     for name, r in res["sets"].items():
         n = r["naswot"]
-        head = ("| DA variant | calibration Kendall | w | alone: Kendall / Spearman | v + w log NAU: Kendall / "
-                "Spearman | Kendall - NASWOT (95 % CI) | oracle Kendall (w) | best of 10 / of 100 |")
+        head = ("| DA variant | calibration Kendall | w | alone: Kendall / Spearman | v + w log NAU: Kendall "
+                "/ Spearman | Kendall - NASWOT (95 % CI) | oracle Kendall (w) | best of 10 / of 100 |")
         lines += [(f"**{name}** ({r['n']} architectures, NB201 CIFAR-10 test accuracy; NASWOT Kendall / "
-                   f"Spearman {n['kendall_tau']:.3f} / {n['spearman']:.3f})"), "", head, "|---|---|---|---|---|---|---|---|"]
+                   f"Spearman {n['kendall_tau']:.3f} / {n['spearman']:.3f})"), "", head,
+                  "|---|---|---|---|---|---|---|---|"]
         for v, x in r["variants"].items():
             a, c, d = x["alone"], x["combined"], x["tau_minus_naswot"]
             s10, s100 = r["search"][f"{v} N=10"], r["search"][f"{v} N=100"]
             lines.append(f"| {v} | {res['variants'][v]['calibration_tau']:.3f} | {x['w']:.3g} | "
-                         f"{a['kendall_tau']:.3f} / {a['spearman']:.3f} | {c['kendall_tau']:.3f} / {c['spearman']:.3f} | "
-                         f"{d['mean']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}] | "
-                         f"{x['oracle_tau']:.3f} ({x['oracle_w']:.3g}) | {s10[0]:.2f} ± {s10[1]:.2f} / "
+                         f"{a['kendall_tau']:.3f} / {a['spearman']:.3f} | {c['kendall_tau']:.3f} / "
+                         f"{c['spearman']:.3f} | {d['mean']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}] "
+                         f"| {x['oracle_tau']:.3f} ({x['oracle_w']:.3g}) | {s10[0]:.2f} ± {s10[1]:.2f} / "
                          f"{s100[0]:.2f} ± {s100[1]:.2f} |")
         s10, s100 = r["search"]["NASWOT N=10"], r["search"]["NASWOT N=100"]
         lines += [(f"| NASWOT | {res['calibration_naswot_tau']:.3f} | | | {n['kendall_tau']:.3f} / "
-                   f"{n['spearman']:.3f} | 0 | | {s10[0]:.2f} ± {s10[1]:.2f} / {s100[0]:.2f} ± {s100[1]:.2f} |"), ""]
+                   f"{n['spearman']:.3f} | 0 | | {s10[0]:.2f} ± {s10[1]:.2f} / {s100[0]:.2f} ± {s100[1]:.2f} "
+                   "|"), ""]
     (HERE / "da_variants.md").write_text("\n".join(lines))
 
 

@@ -67,9 +67,11 @@ def main():
         subset_file.write_text("".join(s + "\n" for s in load_naslib()))
         k, lr = (float(v.split("=")[1]) for v in best.split())
         subset = {}
-        trained = [(best, [f"fast_train_steps={int(k)}", f"fast_train_lr={lr}"])] if k else []  # else: untrained won
+        # else: untrained won
+        trained = [(best, [f"fast_train_steps={int(k)}", f"fast_train_lr={lr}"])] if k else []
         for name, extra in [("untrained", [])] + trained:
-            rows = score(runs / f"subset_{name.replace(' ', '_').replace('=', '')}", str(subset_file), "naswot,das", extra)
+            rows = score(runs / f"subset_{name.replace(' ', '_').replace('=', '')}", str(subset_file),
+                         "naswot,das", extra)
             subset[name] = _summaries(rows, table.values([r["arch"] for r in rows], "cifar10"))
         results["naslib_subset_vs_test_acc"] = subset
     (HERE / "fast_training.json").write_text(json.dumps(results, indent=2))
@@ -77,7 +79,8 @@ def main():
 
 
 def _row(setting, summaries):
-    return f"| {setting} | " + " | ".join(f"{m['kendall_tau']:.3f} / {m['spearman']:.3f}" for m in summaries.values()) + " |"
+    return (f"| {setting} | "
+            + " | ".join(f"{m['kendall_tau']:.3f} / {m['spearman']:.3f}" for m in summaries.values()) + " |")
 
 
 def _markdown(res):

@@ -27,6 +27,7 @@ def load(dataset: str = "cifar10") -> dict[str, dict]:
     data = json.loads(NASLIB_JSON.read_text())[dataset]
     out = {}
     for key, entry in data.items():
-        scores = {k: (v["score"] if isinstance(v, dict) else v) for k, v in entry.items() if k not in ("idx", "arch")}
+        scores = {k: (v["score"] if isinstance(v, dict) else v) for k,
+                  v in entry.items() if k not in ("idx", "arch")}
         out[naslib_to_string(ast.literal_eval(key))] = scores
     return out

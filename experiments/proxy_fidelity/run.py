@@ -1,8 +1,9 @@
 """Fidelity of NASWOT / DAS (and the other proxies) on NB201 CIFAR-10; writes RESULTS.md and plots.
 
 Steps (each `jaxnas score` run resumes if killed; rerunning this script reuses finished runs):
-  1. calibration: `--archs 200` (a seeded sample); DAS's weight w in DA + w * B * log(NAU) is chosen there to maximise Kendall tau against
-     NB201 cifar10-valid *validation* accuracy (never the test accuracy it is judged on);
+  1. calibration: `--archs 200` (a seeded sample); DAS's weight w in DA + w * B * log(NAU) is chosen there
+     to maximise Kendall tau against NB201 cifar10-valid *validation* accuracy (never the test accuracy
+     it is judged on);
   2. NASLib's 724-architecture subset: NASWOT + DAS atomic metrics (+ the gradient proxies on
      `--grad-subset` of them, which cost several forward/backward passes each);
   3. all 15,625 architectures (`--full`), when that run has finished;
@@ -26,7 +27,8 @@ import numpy as np
 
 HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from naslib_subset import SHARED, load as load_naslib  # noqa: E402
+from naslib_subset import SHARED  # noqa: E402  (found through the sys.path entry above)
+from naslib_subset import load as load_naslib  # noqa: E402
 
 TABLE = SHARED / "nats_tss_hp200_test_acc.csv"
 VALID = SHARED / "naswot_v1_cifar10_arch_score_acc.csv"
@@ -36,7 +38,8 @@ B = 128
 def score(out: pathlib.Path, archs: str, proxy: str, extra=()) -> list[dict]:
     from jaxnas.cli import main
     if not (out / "summary.json").exists():
-        rc = main(["score", "--proxy", proxy, "--archs", archs, "--out", str(out), "--bench-table", str(TABLE),
+        rc = main(["score", "--proxy", proxy, "--archs", archs, "--out", str(out), "--bench-table",
+                   str(TABLE),
                    "--seed", "0", *extra])
         if rc:
             raise SystemExit(f"jaxnas score failed ({rc}) for {out}")
@@ -64,7 +67,8 @@ def search_sim(scores, truth, n, runs=500, seed=0):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", default="runs/fidelity")
-    ap.add_argument("--full", action="store_true", help="also use the all-15,625 run (RUNS/all, scored here if needed)")
+    ap.add_argument("--full", action="store_true",
+                    help="also use the all-15,625 run (RUNS/all, scored here if needed)")
     ap.add_argument("--full-run", help="a finished all-15,625 `jaxnas score` run to read instead of RUNS/all "
                                        "(e.g. one scored on a GPU)")
     ap.add_argument("--grad-subset", type=int, default=0, help="score the gradient proxies on this many")
@@ -94,10 +98,12 @@ def main():
         rows[f"NASLib {k} (reference)"] = np.array([naslib[r["arch"]][k] for r in sub])
     table_rows = [(name, rank_summary(v, sub_truth)) for name, v in rows.items()]
     if a.grad_subset:
-        g = score(runs / "naslib_grad", str(_first_lines(subset_file, runs / "grad_subset.txt", a.grad_subset)),
+        g = score(runs / "naslib_grad",
+                  str(_first_lines(subset_file, runs / "grad_subset.txt", a.grad_subset)),
                   "synflow,snip,grad_norm,jacov")
         g_truth = table.values([r["arch"] for r in g], "cifar10")
-        for name, c in (("synflow", "synflow"), ("snip", "snip"), ("grad_norm", "grad_norm"), ("jacov", "jacov")):
+        for name, c in (("synflow", "synflow"), ("snip", "snip"), ("grad_norm", "grad_norm"),
+                        ("jacov", "jacov")):
             table_rows.append((f"{name} (jaxnas, first {a.grad_subset})", rank_summary(col(g, c), g_truth)))
             ref = np.array([naslib[r["arch"]][name] for r in g])
             table_rows.append((f"NASLib {name} (same {a.grad_subset})", rank_summary(ref, g_truth)))
@@ -120,10 +126,12 @@ def main():
         for name, s in (("NASWOT", col(rows_, "naswot")), (f"DAS w={w_star}", das(rows_, w_star))):
             for n in (10, 100):
                 sim_rows.append((pool, name, n, *search_sim(s, truth, n)))
-        sim_rows.append((pool, "random architecture of the pool", 1, float(np.mean(truth)), float(np.std(truth))))
+        sim_rows.append((pool, "random architecture of the pool", 1, float(np.mean(truth)),
+                         float(np.std(truth))))
 
     oracle = _oracle_sweep(full, full_truth) if full else None
-    results = {"w_star": w_star, "oracle_sweep_all": oracle, "calibration_tau": dict(zip(map(float, grid), cal_tau)),
+    results = {"w_star": w_star, "oracle_sweep_all": oracle,
+               "calibration_tau": dict(zip(map(float, grid), cal_tau)),
                "fidelity": {k: v for k, v in table_rows},
                "search": [dict(zip(("pool", "method", "N", "mean", "std"), r)) for r in sim_rows],
                "full_run": str(full_dir) if full else None}
@@ -147,7 +155,8 @@ def _oracle_sweep(rows, truth):
         return rankdata(v[ok]) / ok.sum()
 
     return {"n_finite": int(ok.sum()), "naswot": tau(naswot),
-            "linear_w": {w: tau(da + w * B * log_nau) for w in (0.0, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0, 3.0, 5.0)},
+            "linear_w": {w: tau(da + w * B * log_nau) for w in (0.0, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0,
+                                                                3.0, 5.0)},
             "rank_mix_a": {a: kendall_tau(a * ranks(da) + (1 - a) * ranks(log_nau), truth[ok])
                            for a in (0.25, 0.5, 0.75)}}
 
@@ -170,7 +179,8 @@ def _plots(sub, truth, w_star, grid, cal_tau, full=None):
         ax[3].set_xlabel("NASWOT score")
         ax[3].set_ylabel("NB201 CIFAR-10 test accuracy (%)")
         ax[3].set_title(f"NASWOT, all {ok.sum()} finite of {len(s)}")
-    for a, (name, s) in zip(ax[:2], (("NASWOT", col(sub, "naswot")), (f"DAS (w={w_star})", das(sub, w_star)))):
+    for a, (name, s) in zip(ax[:2],
+                            (("NASWOT", col(sub, "naswot")), (f"DAS (w={w_star})", das(sub, w_star)))):
         ok = np.isfinite(s)
         a.scatter(s[ok], truth[ok], s=5, alpha=0.5)
         a.set_xlabel(f"{name} score")
@@ -198,8 +208,8 @@ def _markdown(res):
         lines.append(f"| {r['pool']} | {r['method']} | {r['N']} | {r['mean']:.2f} | {r['std']:.2f} |")
     if res.get("oracle_sweep_all"):
         o = res["oracle_sweep_all"]
-        title = (f"Oracle sweep over all {o['n_finite']} finite scores (Kendall tau against the test accuracy "
-                 f"itself; NASWOT {o['naswot']:.4f})")
+        title = (f"Oracle sweep over all {o['n_finite']} finite scores (Kendall tau against the test "
+                 f"accuracy itself; NASWOT {o['naswot']:.4f})")
         lines += ["", title, "", "| rule | Kendall tau |", "|---|---|"]
         lines += [f"| DA + {w}·B·log NAU | {t:.4f} |" for w, t in o["linear_w"].items()]
         lines += [f"| {a}·rank(DA) + {1 - a}·rank(log NAU) | {t:.4f} |" for a, t in o["rank_mix_a"].items()]

@@ -50,15 +50,17 @@ def main():
             r = run_one(method, seed, runs)
             rows.append({"method": method, "seed": seed, "arch": r["arch"], "index": r["index"],
                          "test_acc": r["bench"][C10], "valid_acc": r.get("valid_acc"),
-                         "kendall_tau": r["rank_probe"]["kendall_tau"], "spearman": r["rank_probe"]["spearman"],
+                         "kendall_tau": r["rank_probe"]["kendall_tau"],
+                         "spearman": r["rank_probe"]["spearman"],
                          "wall_time_s": r["wall_time_s"]})
     (HERE / "results.json").write_text(json.dumps(rows, indent=2))
     lines = ["| method | seed | NB201 index | C10 test acc (%) | Kendall tau (200 archs) | wall time (s) |",
              "|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['method']} | {r['seed']} | {r['index']} | {r['test_acc']:.2f} | {r['kendall_tau']:.3f} "
-                     f"| {r['wall_time_s']:.0f} |")
-    lines += ["", "| method | C10 test acc, mean ± std | Kendall tau, mean ± std | NB201 paper (full scale) |",
+        lines.append(f"| {r['method']} | {r['seed']} | {r['index']} | {r['test_acc']:.2f} | "
+                     f"{r['kendall_tau']:.3f} | {r['wall_time_s']:.0f} |")
+    lines += ["",
+              "| method | C10 test acc, mean ± std | Kendall tau, mean ± std | NB201 paper (full scale) |",
               "|---|---|---|---|"]
     for method in a.methods:
         acc = np.array([r["test_acc"] for r in rows if r["method"] == method])

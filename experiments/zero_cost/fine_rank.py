@@ -94,7 +94,8 @@ def main():
         for k, i in enumerate(todo):
             cache[ev["arch"][i]] = float(run.method.fine_rank(archs[i][None], run.evaluator)[0])
             cache_file.write_text(json.dumps(cache))
-            print(f"{k + 1}/{len(todo)} {ev['arch'][i]} {cache[ev['arch'][i]]:.3f} test {test[i]:.2f}", flush=True)
+            print(f"{k + 1}/{len(todo)} {ev['arch'][i]} {cache[ev['arch'][i]]:.3f} test {test[i]:.2f}",
+                  flush=True)
         cache[SECONDS] = (time.time() - t) / len(todo)  # this run's, beside whatever else ran
         cache_file.write_text(json.dumps(cache))
     seconds = cache.get(SECONDS)
@@ -108,16 +109,22 @@ def main():
         alone, fine = [test[t[0]] for t in tops[name]], [test[i] for i in picks]
         ceiling = [test[t].max() for t in tops[name]]
         results["rules"][name] = {k: [float(np.mean(v)), float(np.std(v))]
-                                  for k, v in (("rule", alone), ("rule + fine-rank", fine), ("best of top k", ceiling))}
-        results["rules"][name]["fine_rank_changed_pick"] = float(np.mean([i != t[0] for i, t in zip(picks, tops[name])]))
+                                  for k, v in (("rule", alone), ("rule + fine-rank", fine),
+                                               ("best of top k", ceiling))}
+        results["rules"][name]["fine_rank_changed_pick"] = float(np.mean([i != t[0] for i,
+                                                                          t in zip(picks, tops[name])]))
     (HERE / "fine_rank.json").write_text(json.dumps(results, indent=2))
-    lines = [(f"Fine-ranking: {a.draws} draws of N = {a.n} from part B's {len(archs)} evaluation architectures; the "
-              f"top {a.top} trained {a.steps} steps each ({len(need)} architectures in all); NB201 CIFAR-10 test of the pick"),
-             "", "| rule | rule alone | rule + fine-rank | best of top k (ceiling) | pick changed |", "|---|---|---|---|---|"]
+    lines = [(f"Fine-ranking: {a.draws} draws of N = {a.n} from part B's {len(archs)} evaluation "
+              f"architectures; the top {a.top} trained {a.steps} steps each ({len(need)} architectures in "
+              "all); NB201 CIFAR-10 test of the pick"),
+             "", "| rule | rule alone | rule + fine-rank | best of top k (ceiling) | pick changed |",
+             "|---|---|---|---|---|"]
     for name, r in results["rules"].items():
-        cells = " | ".join(f"{r[k][0]:.2f} ± {r[k][1]:.2f}" for k in ("rule", "rule + fine-rank", "best of top k"))
+        cells = " | ".join(f"{r[k][0]:.2f} ± {r[k][1]:.2f}" for k in ("rule", "rule + fine-rank",
+                                                                      "best of top k"))
         lines.append(f"| {name} | {cells} | {100 * r['fine_rank_changed_pick']:.0f} % |")
-    lines += ["", (f"Kendall tau of the fine-rank accuracy with the test accuracy over the {len(need)} trained: "
+    lines += ["",
+              (f"Kendall tau of the fine-rank accuracy with the test accuracy over the {len(need)} trained: "
                    f"{results['kendall_fine_vs_test']:.3f}.")]
     (HERE / "fine_rank.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

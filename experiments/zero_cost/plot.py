@@ -1,9 +1,9 @@
 """The figure of experiments/zero_cost (zero_cost.png) from its results files: left, Kendall tau
 against NB201 CIFAR-10 test accuracy of every metric and rule on part B's evaluation set (95 %
 bootstrap intervals); middle (once part C holds all 15,625), the same for jaxnas's forward and cost
-metrics and their rules on the whole space; right, the CIFAR-10 test accuracy of what each search picks: sampling searches
-at N = 10 / 100 / 1000 on the whole space (part C's jaxnas scores once all 15,625 are scored, else
-part A's reference NASWOT scores; mean over 500 draws), the pruning searches
+metrics and their rules on the whole space; right, the CIFAR-10 test accuracy of what each search picks:
+sampling searches at N = 10 / 100 / 1000 on the whole space (part C's jaxnas scores once all 15,625 are
+scored, else part A's reference NASWOT scores; mean over 500 draws), the pruning searches
 (prune.json, mean and 95 % interval over seeds) and the published TE-NAS / NASI.
 
 Usage: python experiments/zero_cost/plot.py   (after run.py and prune.py)
@@ -41,7 +41,8 @@ def main():
         ax.set_yticks(range(len(names_c)), names_c, fontsize=7)
         ax.axvline(0.75, color="grey", ls=":", lw=1)
         ax.set_xlabel("Kendall tau vs CIFAR-10 test (orange: rules)")
-        ax.set_title(f"Part C: all 15,625, forward + cost metrics (calibrated on {part_c['calib_n']})", fontsize=10)
+        ax.set_title(f"Part C: all 15,625, forward + cost metrics (calibrated on {part_c['calib_n']})",
+                     fontsize=10)
 
     rows = res["part_b"]["rows"]
     names = [n for n in rows if not n.startswith(("da", "log_nau"))]
@@ -62,9 +63,11 @@ def main():
              label="sample: params")
     if whole:  # jaxnas's own whole-space scores
         for n in PART_C_LINES:
-            ax2.plot(ns, [part_c["rows"][n]["search"][str(x)][0] for x in ns], marker="o", label=f"sample: {n}")
+            ax2.plot(ns, [part_c["rows"][n]["search"][str(x)][0] for x in ns], marker="o",
+                     label=f"sample: {n}")
     else:  # the reference's NASWOT scores stand in
-        for n in ("naswot_v1_ref", "naswot_v1_ref + params [logrank, equal weights]", "naswot_v1_ref + params [zscore]"):
+        for n in ("naswot_v1_ref", "naswot_v1_ref + params [logrank, equal weights]",
+                  "naswot_v1_ref + params [zscore]"):
             ax2.plot(ns, [part_a[n]["search"][str(x)][0] for x in ns], marker="o", label=f"sample: {n}")
     for i, (name, r) in enumerate(prune.items()):
         mean, _, (a, b) = r["cifar10"]

@@ -36,10 +36,12 @@ RULES = {
     "das (min_dist)": (("das",), {"proxy.das_da": "min_dist"}, None),
     "naswot + params": (("naswot", "params"), {}, None),
     "AZ expressivity + progressivity + flops": (("az_expressivity", "az_progressivity", "flops"), {}, None),
-    "naswot + AZ expr. + prog. + params": (("naswot", "az_expressivity", "az_progressivity", "params"), {}, None),
+    "naswot + AZ expr. + prog. + params": (("naswot", "az_expressivity", "az_progressivity", "params"), {},
+                                           None),
     # AZ-NAS's rule (named `aznas`): its trainability needs the traced gradient of each mixed cell,
     # ~2 min to compile and ~5 s a cell on this CPU, ~6 min a search: fewer seeds
-    "aznas (AZ-NAS's rule with trainability)": (("az_expressivity", "az_progressivity", "az_trainability", "flops"),
+    "aznas (AZ-NAS's rule with trainability)": (("az_expressivity", "az_progressivity", "az_trainability",
+                                                 "flops"),
                                                  {}, 4),
 }
 
@@ -64,14 +66,16 @@ def run_one(runs: pathlib.Path, name: str, seed: int) -> dict:
 def mean_ci(x, boot=2000, seed=0):
     rng = np.random.default_rng(seed)
     means = [np.mean(rng.choice(x, len(x))) for _ in range(boot)]
-    return float(np.mean(x)), float(np.std(x)), [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))]
+    return float(np.mean(x)), float(np.std(x)), [float(np.percentile(means, 2.5)),
+                                                 float(np.percentile(means, 97.5))]
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", default="runs/zero_cost/prune")
     ap.add_argument("--seeds", type=int, default=8)
-    ap.add_argument("--rules", default="", help="only these rules (comma-separated names), e.g. to run two at once")
+    ap.add_argument("--rules", default="",
+                    help="only these rules (comma-separated names), e.g. to run two at once")
     a = ap.parse_args()
     only = [n.strip() for n in a.rules.split(",") if n.strip()]
     if set(only) - set(RULES):
@@ -93,20 +97,26 @@ def main():
             arch = nb201.from_string(res["arch"])[None]
             picks.append({"seed": seed, "arch": res["arch"], "wall_time_s": res["wall_time_s"],
                           **{t: float(table.values(arch, c)[0]) for t, c in TARGETS.items()}})
-            print(f"{name} seed {seed}: {res['arch']} {picks[-1]['cifar10']:.2f} ({walls[-1]:.0f} s)", flush=True)
+            print(f"{name} seed {seed}: {res['arch']} {picks[-1]['cifar10']:.2f} ({walls[-1]:.0f} s)",
+                  flush=True)
         results[name] = {"metrics": list(RULES[name][0]), "overrides": RULES[name][1], "picks": picks,
                          **{t: mean_ci([p[t] for p in picks]) for t in TARGETS},
                          "distinct_picks": len({p["arch"] for p in picks}),
                          "search_wall_time_s": float(np.median([p["wall_time_s"] for p in picks]))}
-    (HERE / "prune.json").write_text(json.dumps({"seeds": a.seeds, "te_nas": TE_NAS, "rules": results}, indent=2))
+    (HERE / "prune.json").write_text(json.dumps({"seeds": a.seeds, "te_nas": TE_NAS, "rules": results},
+                                                indent=2))
     lines = [(f"Pruning search (`--method prune`), C=16, N=5, 128 images, seeds 0-{a.seeds - 1} (fewer where "
-              "noted below); NB201 test accuracy of the pick, mean ± std [95 % bootstrap interval of the mean]"), "",
-             "| rule (log-rank, equal weights) | CIFAR-10 | CIFAR-100 | ImageNet16-120 | distinct picks | s / search |",
+              "noted below); NB201 test accuracy of the pick, mean ± std [95 % bootstrap interval of the "
+              "mean]"), "",
+             "| rule (log-rank, equal weights) | CIFAR-10 | CIFAR-100 | ImageNet16-120 | distinct picks | s "
+             "/ search |",
              "|---|---|---|---|---|---|"]
     for name, r in results.items():
         cells = [f"{r[t][0]:.2f} ± {r[t][1]:.2f} [{r[t][2][0]:.2f}, {r[t][2][1]:.2f}]" for t in TARGETS]
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {r['distinct_picks']} | {r['search_wall_time_s']:.0f} |")
-    lines.append("| TE-NAS (paper: NTK + linear regions) | " + " | ".join(TE_NAS[t] for t in TARGETS) + " | | |")
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {r['distinct_picks']} | "
+                                                          f"{r['search_wall_time_s']:.0f} |")
+    lines.append("| TE-NAS (paper: NTK + linear regions) | " + " | ".join(TE_NAS[t] for t in TARGETS) + " | "
+                                                                                                        "| |")
     lines += ["", "Seeds per rule: " + ", ".join(f"{n} {len(r['picks'])}" for n, r in results.items()) + "."]
     (HERE / "prune.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -104,9 +104,11 @@ def part_a(every, truth, valid, calib_idx, naswot_v1) -> dict:
     scores["naswot_v1_ref"] = naswot_v1
     calib = {k: v[calib_idx] for k, v in scores.items()}
     rules = calibrated_rules(calib, valid[calib_idx], {"naswot_v1_ref + params": ("naswot_v1_ref", "params"),
-                                                       "naswot_v1_ref + params + flops": ("naswot_v1_ref", "params",
+                                                       "naswot_v1_ref + params + flops": ("naswot_v1_ref",
+                                                                                          "params",
                                                                                           "flops")})
-    rules["naswot_v1_ref + params [logrank, equal weights]"] = (Rule("logrank", ("naswot_v1_ref", "params"), (1.0, 1.0)),
+    rules["naswot_v1_ref + params [logrank, equal weights]"] = (Rule("logrank", ("naswot_v1_ref", "params"),
+                                                                     (1.0, 1.0)),
                                                                  None)
     rows = {}
     for name, s in [*scores.items(), *((n, r(scores)) for n, (r, _) in rules.items())]:
@@ -115,7 +117,8 @@ def part_a(every, truth, valid, calib_idx, naswot_v1) -> dict:
         if name in rules:
             rows[name]["rule"] = rules[name][0].to_json()
             rows[name]["calibration_tau"] = rules[name][1]
-    rows["random"] = {"search": {n: search_sim(np.random.default_rng(1).random(len(every)), truth["cifar10"], n)
+    rows["random"] = {"search": {n: search_sim(np.random.default_rng(1).random(len(every)), truth["cifar10"],
+                                               n)
                                  for n in (10, 100, 1000)}}
     return rows
 
@@ -142,7 +145,8 @@ def part_c(whole: pathlib.Path, truth, valid, calib_idx, naswot_v1) -> dict | No
               "AZ forward + flops": ("az_expressivity", "az_progressivity", "flops"),
               "AZ forward (psd) + flops": ("az_expressivity_psd", "az_progressivity_psd", "flops"),
               "naswot + AZ forward + params": ("naswot", "az_expressivity", "az_progressivity", "params"),
-              "naswot + AZ forward (psd) + params": ("naswot", "az_expressivity_psd", "az_progressivity_psd", "params"),
+              "naswot + AZ forward (psd) + params": ("naswot", "az_expressivity_psd", "az_progressivity_psd",
+                                                     "params"),
               "all forward metrics": tuple(metrics)}
     rules = calibrated_rules({k: v[ci] for k, v in scores.items()}, valid[idx[ci]], groups)
     rules["naswot_params (named rule, equal weights)"] = (NAMED["naswot_params"], None)
@@ -204,7 +208,8 @@ def part_b(a, every, truth, valid, calib_idx, eval_idx) -> dict:
     got = {}
     # the evaluation set is scored in runs of EVAL_CHUNK architectures ("eval", "eval-120", ...: named by
     # their offset), so a larger --eval adds runs and keeps the finished ones
-    chunks = [("calib", calib_idx)] + [("eval" if k == 0 else f"eval-{k}", np.sort(eval_idx[k:k + EVAL_CHUNK]))
+    chunks = [("calib", calib_idx)] + [("eval" if k == 0 else f"eval-{k}",
+                                        np.sort(eval_idx[k:k + EVAL_CHUNK]))
                                        for k in range(0, len(eval_idx), EVAL_CHUNK)]
     for name, idx in chunks:
         f = runs / f"{name}_archs.txt"
@@ -218,7 +223,8 @@ def part_b(a, every, truth, valid, calib_idx, eval_idx) -> dict:
         out.setdefault(f"{key}_archs_per_s", summary["archs_per_s"])
     metrics = [k for k in got["eval"] if not k.startswith("_")]
     groups = {"naswot + params": ("naswot", "params"),
-              "AZ-NAS components + flops": ("az_expressivity", "az_progressivity", "az_trainability", "flops"),
+              "AZ-NAS components + flops": ("az_expressivity", "az_progressivity", "az_trainability",
+                                            "flops"),
               "all metrics": tuple(metrics)}
     ci, ei = got["calib"]["_index"], got["eval"]["_index"]
     rules = calibrated_rules({k: got["calib"][k] for k in metrics}, valid[ci], groups)
@@ -227,8 +233,10 @@ def part_b(a, every, truth, valid, calib_idx, eval_idx) -> dict:
     t_eval = {t: v[ei] for t, v in truth.items()}
     rows = {}
     for name, s in [*ev.items(), *((n, r(ev)) for n, (r, _) in rules.items())]:
-        rows[name] = {"corr": {t: correlations(s, t_eval[t], boot=1000 if t == "cifar10" else 0) for t in t_eval},
-                      "search": {n: search_sim(s, t_eval["cifar10"], n) for n in (10, 100) if n <= len(ei) // 2}}
+        rows[name] = {"corr": {t: correlations(s, t_eval[t],
+                                               boot=1000 if t == "cifar10" else 0) for t in t_eval},
+                      "search": {n: search_sim(s, t_eval["cifar10"], n) for n in (10,
+                                                                                  100) if n <= len(ei) // 2}}
         if name in rules:
             rows[name]["rule"], rows[name]["calibration_tau"] = rules[name][0].to_json(), rules[name][1]
     out["rows"] = rows
@@ -253,7 +261,8 @@ def main():
     ap.add_argument("--calib", type=int, default=200)
     ap.add_argument("--eval", type=int, default=360)
     ap.add_argument("--no-part-b", action="store_true")
-    ap.add_argument("--whole", default=None, help="part C's `jaxnas score --archs all` run (default RUNS/all_fwd)")
+    ap.add_argument("--whole", default=None,
+                    help="part C's `jaxnas score --archs all` run (default RUNS/all_fwd)")
     ap.add_argument("--calib-whole", type=int, default=200, help="part C's calibration architectures")
     a = ap.parse_args()
     from jaxnas.bench import load_table
@@ -272,55 +281,65 @@ def main():
         results["part_b"] = part_b(a, every, truth, valid, calib_idx, eval_idx)
     (HERE / "results.json").write_text(json.dumps(results, indent=2))
 
-    lines = ["## Part A: all 15,625 (cost metrics from jaxnas's cost model; NASWOT = the reference's v1 scores)", "",
-             ("| score | Spearman / Kendall, CIFAR-10 | CIFAR-100 | ImageNet16-120 | search N = 10 / 100 / 1000 "
-             "(CIFAR-10 test of the pick) |"), "|---|---|---|---|---|"]
+    lines = ["## Part A: all 15,625 (cost metrics from jaxnas's cost model; NASWOT = the reference's v1 "
+             "scores)", "",
+             ("| score | Spearman / Kendall, CIFAR-10 | CIFAR-100 | ImageNet16-120 | search N = 10 / 100 / "
+             "1000 (CIFAR-10 test of the pick) |"), "|---|---|---|---|---|"]
     for name, r in results["part_a"].items():
         if "corr" not in r:
             lines.append(f"| {name} | | | | {fmt_search(r['search'])} |")
             continue
         c = r["corr"]
-        lines.append(f"| {name} | " + " | ".join(f"{c[t]['spearman']:.3f} / {c[t]['kendall']:.3f}" for t in TARGETS)
+        lines.append(f"| {name} | " + " | ".join(f"{c[t]['spearman']:.3f} / {c[t]['kendall']:.3f}"
+                                                             for t in TARGETS)
                      + f" | {fmt_search(r['search'])} |")
     lines += ["", "Published training-free searches on NB201 CIFAR-10: "
               + "; ".join(f"{k} {v}" for k, v in PUBLISHED.items()) + ".", ""]
     lines += rule_lines(results["part_a"])
     if "part_b" in results:
         b = results["part_b"]
-        lines += ["", (f"## Part B: jaxnas's metrics on {b['eval_n']} seeded architectures (rules calibrated on "
+        lines += ["",
+                  (f"## Part B: jaxnas's metrics on {b['eval_n']} seeded architectures (rules calibrated on "
                   f"{b['calib_n']} others against cifar10-valid validation accuracy); "
                   f"{b['eval_archs_per_s']:.2f} architectures/s on this machine"), "",
-                  ("| score | Spearman / Kendall (95% CI), CIFAR-10 | CIFAR-100 | ImageNet16-120 | search within the "
-                  f"set, N = {' / '.join(map(str, next(iter(b['rows'].values()))['search']))} |"), "|---|---|---|---|---|"]
+                  ("| score | Spearman / Kendall (95% CI), CIFAR-10 | CIFAR-100 | ImageNet16-120 | search "
+                  f"within the set, N = {' / '.join(map(str, next(iter(b['rows'].values()))['search']))} |"),
+                  "|---|---|---|---|---|"]
         for name, r in b["rows"].items():
             c = r["corr"]
             ci = c["cifar10"]["kendall_95"]
             lines.append(f"| {name} | {c['cifar10']['spearman']:.3f} / {c['cifar10']['kendall']:.3f} "
                          f"({ci[0]:.3f}–{ci[1]:.3f}) | " + " | ".join(
-                             f"{c[t]['spearman']:.3f} / {c[t]['kendall']:.3f}" for t in ("cifar100", "imagenet16"))
+                             f"{c[t]['spearman']:.3f} / {c[t]['kendall']:.3f}" for t in ("cifar100",
+                                                                                         "imagenet16"))
                          + f" | {fmt_search(r['search'])} |")
         lines.append("")
         lines += rule_lines(b["rows"])
     if results["part_c"]:
         c = results["part_c"]
         speed = f"; {c['archs_per_s']:.2f} architectures/s on this machine" if "archs_per_s" in c else ""
-        lines += ["", (f"## Part C: jaxnas's forward and cost metrics on {c['n']:,} architectures (`jaxnas score "
-                       f"--archs all`{speed}); rules calibrated on {c['calib_n']} seeded ones against cifar10-valid "
-                       "validation accuracy"), "",
+        lines += ["",
+                  (f"## Part C: jaxnas's forward and cost metrics on {c['n']:,} architectures (`jaxnas score "
+                       f"--archs all`{speed}); rules calibrated on {c['calib_n']} seeded ones against "
+                       "cifar10-valid validation accuracy"), "",
                   (f"jaxnas's NASWOT against the reference's v1 scores: Spearman "
-                   f"{c['naswot_vs_reference_v1']['spearman']:.3f} / Kendall {c['naswot_vs_reference_v1']['kendall']:.3f}."),
+                   f"{c['naswot_vs_reference_v1']['spearman']:.3f} / Kendall "
+                   f"{c['naswot_vs_reference_v1']['kendall']:.3f}."),
                   "",
-                  ("| score | Spearman / Kendall, CIFAR-10 | without the calibration set | CIFAR-100 | ImageNet16-120 "
-                   f"| search N = {' / '.join(map(str, next(iter(c['rows'].values()))['search']))} "
-                   "| gain over params on the same draws, N = 100 / 1000 [95 % interval] |"),
+                  ("| score | Spearman / Kendall, CIFAR-10 | without the calibration set | CIFAR-100 | "
+                   "ImageNet16-120 | search N = "
+                   f"{' / '.join(map(str, next(iter(c['rows'].values()))['search']))} | gain over params on "
+                   "the same draws, N = 100 / 1000 [95 % interval] |"),
                   "|---|---|---|---|---|---|---|"]
         for name, r in c["rows"].items():
             k, h = r["corr"], r["corr_held_out"]
             lines.append(f"| {name} | " + f"{k['cifar10']['spearman']:.3f} / {k['cifar10']['kendall']:.3f} | "
                          f"{h['spearman']:.3f} / {h['kendall']:.3f} | "
-                         + " | ".join(f"{k[t]['spearman']:.3f} / {k[t]['kendall']:.3f}" for t in ("cifar100", "imagenet16"))
+                         + " | ".join(f"{k[t]['spearman']:.3f} / {k[t]['kendall']:.3f}"
+                                      for t in ("cifar100", "imagenet16"))
                          + f" | {fmt_search(r['search'])} | "
-                         + " / ".join(f"{g:+.3f} [{lo:+.3f}, {hi:+.3f}]" for g, lo, hi in r.get("gain_over_params", {}).values())
+                         + " / ".join(f"{g:+.3f} [{lo:+.3f}, {hi:+.3f}]" for g, lo,
+                                      hi in r.get("gain_over_params", {}).values())
                          + " |")
         lines.append("")
         lines += rule_lines(c["rows"])

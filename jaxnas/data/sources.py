@@ -3,8 +3,8 @@
 Everything downstream (device placement, augmentation, splits) wants whole splits as arrays, so a
 source is decoded once -- in a process pool when cores are idle, since decoding 60,000 small JPEGs
 is Python-bound -- and cached as an uncompressed .npz keyed by the source's path, size and mtime;
-later loads only read that file. TFDS (and the TensorFlow it needs to prepare data) is imported only when a TFDS
-name is asked for: the offline image-folder path needs nothing but Pillow.
+later loads only read that file. TFDS (and the TensorFlow it needs to prepare data) is imported only when a
+TFDS name is asked for: the offline image-folder path needs nothing but Pillow.
 
 `cifar10` is read from the first of: $JAXNAS_DATA; the source tree's ../shared/data/cifar10-jpeg/
 cifar10-jpeg.tar.gz; shared/data/... and then ../shared/data/... from the working directory (an
@@ -124,7 +124,8 @@ def resolve(spec) -> str:
         if env:
             p = Path(env).expanduser()
             if not p.exists():
-                raise DataError(f"JAXNAS_DATA={env} does not exist: expected an image folder or .tar.gz; {_LAYOUT}")
+                raise DataError(f"JAXNAS_DATA={env} does not exist: expected an image folder or .tar.gz; "
+                                f"{_LAYOUT}")
             return str(p.resolve())
         for p in (SHARED_CIFAR10, *CWD_CIFAR10):
             if p.exists():
@@ -203,7 +204,7 @@ def _read_cache(path: Path) -> Dataset | None:
     except FileNotFoundError:
         return None
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:  # rebuilt, never trusted
-        warnings.warn(f"ignoring unreadable dataset cache {path}: {e}")
+        warnings.warn(f"ignoring unreadable dataset cache {path}: {e}", stacklevel=2)
         return None
 
 
@@ -219,7 +220,7 @@ def _write_cache(path: Path, ds: Dataset) -> None:
                      norm_source=np.array(ds.norm_source))
         os.replace(tmp, path)
     except OSError as e:
-        warnings.warn(f"could not write dataset cache {path}: {e}")
+        warnings.warn(f"could not write dataset cache {path}: {e}", stacklevel=2)
         if tmp and os.path.exists(tmp):
             os.unlink(tmp)
 
@@ -327,10 +328,11 @@ def _decode_all(items: list, where: Path) -> np.ndarray:
         # (or from stdin) the pool breaks and decoding falls back to this process.
         ctx = multiprocessing.get_context("spawn")
         try:
-            with concurrent.futures.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_ignore_sigint) as pool:
+            with concurrent.futures.ProcessPoolExecutor(workers, mp_context=ctx,
+                                                        initializer=_ignore_sigint) as pool:
                 images = [a for chunk in pool.map(_decode_chunk, chunks) for a in chunk]
         except concurrent.futures.process.BrokenProcessPool as e:
-            warnings.warn(f"image decoding workers failed ({e}); decoding in this process")
+            warnings.warn(f"image decoding workers failed ({e}); decoding in this process", stacklevel=2)
     if images is None:
         images = [a for chunk in chunks for a in _decode_chunk(chunk)]
     first = images[0].shape
@@ -342,7 +344,8 @@ def _decode_all(items: list, where: Path) -> np.ndarray:
 
 
 def _ignore_sigint() -> None:
-    """Workers leave Ctrl-C to the parent (which stops with one line), instead of each printing a traceback."""
+    """Workers leave Ctrl-C to the parent (which stops with one line), instead of each printing a
+    traceback."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
@@ -362,7 +365,8 @@ def _decode_chunk(items: list) -> np.ndarray | list[np.ndarray]:
     out = []
     for name, ref in items:
         try:
-            with Image.open(io.BytesIO(ref) if isinstance(ref, bytes) else ref, formats=("JPEG", "PNG")) as im:
+            with Image.open(io.BytesIO(ref) if isinstance(ref, bytes) else ref,
+                            formats=("JPEG", "PNG")) as im:
                 out.append(np.asarray(im if im.mode == "RGB" else im.convert("RGB")))
         except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
             raise DataError(f"cannot decode {name}: {e}") from e
@@ -402,16 +406,25 @@ def _online(timeout: float = 3.0) -> bool:
     return False
 
 
+def _prepared(tfds, tfds_name: str) -> bool:
+    """Whether TFDS has `tfds_name` prepared on disk (True when that cannot be told: tfds.load
+    then reports what is wrong)."""
+    try:
+        return bool(tfds.builder(tfds_name).is_prepared())
+    except Exception:  # noqa: BLE001 -- any failure here is tfds.load's to report
+        return True
+
+
 def _load_tfds(name: str, max_per_class) -> Dataset:
     """Load a TFDS dataset whole into numpy (needs TensorFlow to download and prepare it)."""
     tfds_name, test_split, keep = _TFDS[name]
     try:
         import tensorflow_datasets as tfds
 
-        if not tfds.builder(tfds_name).is_prepared() and not _online():
+        if not _prepared(tfds, tfds_name) and not _online():
             raise DataError(f"{name!r} is not prepared in TFDS's data folder and no download host answers "
-                            f"({', '.join(h for h, _ in DOWNLOAD_HOSTS)}): connect to the network once, or point "
-                            f"--data / JAXNAS_DATA at an image folder or .tar.gz ({_LAYOUT})")
+                            f"({', '.join(h for h, _ in DOWNLOAD_HOSTS)}): connect to the network once, or "
+                            f"point --data / JAXNAS_DATA at an image folder or .tar.gz ({_LAYOUT})")
         (train, test), info = tfds.load(tfds_name, split=["train", test_split], batch_size=-1,
                                         as_supervised=True, with_info=True)
         train, test = tfds.as_numpy(train), tfds.as_numpy(test)
@@ -426,8 +439,8 @@ def _load_tfds(name: str, max_per_class) -> Dataset:
             fix = "jaxnas[tfds]" if module == "tensorflow" else module
             raise DataError(f"TFDS could not load {tfds_name!r} for {name!r}{looked}: module {module!r} is "
                             f"missing ({e}): pip install {fix}") from e
-        raise DataError(f"TFDS could not prepare {tfds_name!r} for {name!r}{looked} ({type(e).__name__}: {e}); "
-                        f"TFDS needs TensorFlow and network access: pip install jaxnas[tfds], or point "
+        raise DataError(f"TFDS could not prepare {tfds_name!r} for {name!r}{looked} ({type(e).__name__}: "
+                        f"{e}); TFDS needs TensorFlow and network access: pip install jaxnas[tfds], or point "
                         f"JAXNAS_DATA / the spec at an image folder or .tar.gz ({_LAYOUT})") from e
     if keep is not None:
         class_names = class_names[:keep]

@@ -25,4 +25,5 @@ def get(name: str):
     return METHODS[name]
 
 
-__all__ = ["ABS", "METHODS", "PGNAS", "RSPS", "RULES", "SETN", "TRAINING_FREE", "Method", "Prune", "SupernetMethod", "TrainArch", "TrainingFree", "get"]
+__all__ = ["ABS", "METHODS", "PGNAS", "RSPS", "RULES", "SETN", "TRAINING_FREE", "Method", "Prune",
+           "SupernetMethod", "TrainArch", "TrainingFree", "get"]

@@ -76,7 +76,8 @@ def drop_lowest(scores, allowed, n: int):
 
 def _listed(scores):
     """Scores as nested lists for JSON: None where unmeasured (NaN)."""
-    return [[round(float(v), 6) if np.isfinite(v) else None for v in row] for row in np.asarray(scores, np.float64)]
+    return [[round(float(v), 6) if np.isfinite(v) else None for v in row] for row in np.asarray(scores,
+                                                                                                np.float64)]
 
 
 class ABS(Method):
@@ -89,20 +90,22 @@ class ABS(Method):
             if not has(space, capability):
                 raise ValueError(f"abs needs a space with {capability}; {space.name} lacks it")
         if cfg.abs.metric == "angle" and not has(space, "angles"):
-            raise ValueError(f"abs.metric=angle needs a space that defines weight angles; {space.name} does not")
+            raise ValueError(f"abs.metric=angle needs a space that defines weight angles; {space.name} does "
+                             "not")
         if cfg.abs.metric == "magnitude" and cfg.abs.base != "setn":
             raise ValueError("abs.metric=magnitude scores operators by SETN's alpha: set abs.base=setn")
         BASES[cfg.abs.base].check(cfg, space)
         ops = space.init_state()["ops"]
         droppable = ops.size - ops.shape[0]  # every decision keeps one option
         if cfg.abs.schedule == "oneshot" and cfg.abs.drop_num > droppable:
-            raise ValueError(f"abs.drop_num={cfg.abs.drop_num} exceeds the {droppable} droppable operators of "
-                             f"{space.name} ({ops.size}, one kept per edge); at most {droppable} (which leaves one "
-                             "architecture)")
+            raise ValueError(f"abs.drop_num={cfg.abs.drop_num} exceeds the {droppable} droppable operators "
+                             f"of {space.name} ({ops.size}, one kept per edge); at most {droppable} (which "
+                             "leaves one architecture)")
         total = cfg.train.epochs * cfg.train.rounds
         if cfg.abs.shrink_after > total:
-            raise ValueError(f"abs.shrink_after={cfg.abs.shrink_after} is beyond the run's {total} epochs, so "
-                             f"the space would never shrink; at most {total} (0: half of the run's epochs)")
+            raise ValueError(f"abs.shrink_after={cfg.abs.shrink_after} is beyond the run's {total} epochs, "
+                             f"so the space would never shrink; at most {total} (0: half of the run's "
+                             "epochs)")
 
     def __init__(self, cfg, space, num_classes: int):
         super().__init__(cfg, space, num_classes)
@@ -184,7 +187,8 @@ class ABS(Method):
         total = int(state.method["dropped"]) + len(dropped)
         method = {**state.method, "scores": jnp.asarray(np.nan_to_num(scores, nan=0.0), jnp.float32),
                   "measured": jnp.asarray(~np.isnan(scores)), "dropped": jnp.int32(total)}
-        reset = bool(self.cfg.abs.reset_after and not state.method["reset"] and total > self.cfg.abs.reset_after)
+        reset = bool(self.cfg.abs.reset_after and not state.method["reset"]
+                     and total > self.cfg.abs.reset_after)
         if reset:  # AngleNAS SPOS/shrinking: the reference weights become the current ones, once
             method.update(theta0=jax.tree.map(jnp.copy, state.params), reset=jnp.bool_(True))
         state = state.replace(method=method, space={**state.space, "ops": jnp.asarray(ops)})

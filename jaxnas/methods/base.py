@@ -56,12 +56,13 @@ class Method(abc.ABC):
         name = cfg.method
         if cfg.proxy.rule and not cls.reads_rule:
             raise ValueError(f"proxy.rule={cfg.proxy.rule} is read by --method rule and --method prune (and "
-                             f"`jaxnas score`); --method {name} would ignore it: drop it or use --method rule")
+                             f"`jaxnas score`); --method {name} would ignore it: drop it or use --method "
+                             "rule")
         probe = cfg.eval.rank_probe
         if probe:
             if not (cls.trains and cls.split == "search" and hasattr(cls, "rank")):
-                raise ValueError(f"eval.rank_probe ranks fixed architectures with a supernet's shared weights; "
-                                 f"--method {name} trains none: leave eval.rank_probe at 0")
+                raise ValueError("eval.rank_probe ranks fixed architectures with a supernet's shared "
+                                 f"weights; --method {name} trains none: leave eval.rank_probe at 0")
             if not has(space, "enumerate"):
                 raise ValueError(f"eval.rank_probe draws architectures from a space that lists them; space "
                                  f"{space.name!r} does not: leave eval.rank_probe at 0")
@@ -119,9 +120,11 @@ class SupernetMethod(Method):
         host = self.host if single else None
         if host is not None:
             arch = Choice(np.asarray(arch.value))
-        used = (self.space.used_params(state.params, arch.value) if single and not self.cfg.train.decay_unsampled
+        used = (self.space.used_params(state.params,
+                                       arch.value) if single and not self.cfg.train.decay_unsampled
                 else None)
-        return steps.weight_step(self.tx, self.cfg.train.grad_clip, self.graphdef, state, images, labels, lr, arch,
+        return steps.weight_step(self.tx, self.cfg.train.grad_clip, self.graphdef, state, images, labels, lr,
+                                 arch,
                                  used=used, host=host)
 
     def rank(self, state, archs, evaluator: Evaluator):
@@ -139,4 +142,4 @@ class SupernetMethod(Method):
         archs, i = jax.device_get(archs), search.best(acc, loss)  # host arrays, indexed once each
         return {"arch": search.take(archs, i), "valid_acc": float(acc[i]), "valid_loss": float(loss[i]),
                 "candidates": [{"arch": self.space.to_string(search.take(archs, j)), "valid_acc": float(c),
-                                "valid_loss": float(l)} for j, (c, l) in enumerate(zip(acc, loss))]}
+                                "valid_loss": float(v)} for j, (c, v) in enumerate(zip(acc, loss))]}

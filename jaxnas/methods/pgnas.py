@@ -8,13 +8,13 @@ pruned sub-network with inherited weights; the result gives its params, FLOPs an
 channels dropped per kernel size (paper Table 7), for the best candidate, all candidates and the
 fixed-rate baseline. `jaxnas train --space hybrid --arch <result's arch>` retrains it from scratch.
 
-NB201 (`OperationGates`), training (paper Eq. 14-16, supplement 1.1): every op of every edge (skip, conv 1x1, conv 3x3, avg
-pool) sits behind a concrete-dropout gate with a learned drop probability p = sigmoid(p_logit), one
-per (edge, op) shared across the cells (`pgnas.per_cell`: one per cell and (edge, op), the paper's
-per-layer groups; a candidate's genotype is then, per edge, the op kept in the most cells); each example draws its own relaxed drop value (tau 0.2) and
-the op's input is scaled by 1 - drop (`jaxnas.nn.concrete`, after the reference layer
-Conv2d_with_CD); the ops' outputs are summed (`InputGates`). Weights and drop logits take one SGD
-step together on cross-entropy + the regulariser (l^2/N) sum (1-p)|w|^2 + (k/N) sum [p log p +
+NB201 (`OperationGates`), training (paper Eq. 14-16, supplement 1.1): every op of every edge (skip, conv 1x1,
+conv 3x3, avg pool) sits behind a concrete-dropout gate with a learned drop probability p = sigmoid(p_logit),
+one per (edge, op) shared across the cells (`pgnas.per_cell`: one per cell and (edge, op), the paper's
+per-layer groups; a candidate's genotype is then, per edge, the op kept in the most cells); each example draws
+its own relaxed drop value (tau 0.2) and the op's input is scaled by 1 - drop (`jaxnas.nn.concrete`, after the
+reference layer Conv2d_with_CD); the ops' outputs are summed (`InputGates`). Weights and drop logits take one
+SGD step together on cross-entropy + the regulariser (l^2/N) sum (1-p)|w|^2 + (k/N) sum [p log p +
 (1-p) log(1-p)]; weight decay is off (the paper replaces it by the l^2 term).
 
 Selection (Algorithm 1): `pgnas.candidates` keep-masks 1 - floor(u + p), u drawn once per candidate,
@@ -146,7 +146,8 @@ class OperationGates:
 
     def __init__(self, params, space, per_cell: bool = False):
         self.space, self.per_cell = space, per_cell
-        channels = np.array([cell["edges"][0]["conv1"]["conv"]["kernel"].shape[2] for cell in self._cells(params)])
+        channels = np.array([cell["edges"][0]["conv1"]["conv"]["kernel"].shape[2]
+                             for cell in self._cells(params)])
         self.shape = ((len(channels),) if per_cell else ()) + (nb.NUM_EDGES, len(GATED_OPS))
         # the entropy term's k per gate: the input channels it drops, summed over the cells sharing it
         self.k = channels[:, None, None].astype(np.float32) if per_cell else float(channels.sum())
@@ -259,7 +260,8 @@ class PGNAS(SupernetMethod):
     def check(cls, cfg, space) -> None:
         super().check(cfg, space)
         if space.name not in LAYOUTS:
-            raise ValueError(f"pgnas gates the spaces {', '.join(LAYOUTS)}; space {space.name!r} is not supported")
+            raise ValueError(f"pgnas gates the spaces {', '.join(LAYOUTS)}; space {space.name!r} is not "
+                             "supported")
 
     def __init__(self, cfg, space, num_classes: int, *, dataset):
         self.check(cfg, space)
@@ -303,7 +305,8 @@ class PGNAS(SupernetMethod):
             drop = concrete.sample_relaxed_drop(key, self.gates.expand(p_logit),
                                                 self.gates.noise_shape(images.shape[0]), c.tau)
             gates = self.gates.gates(1.0 - drop, p_logit, c.rescale)
-            logits, stats = apply(self.graphdef, joint["params"], state.stats, images, InputGates(gates), train=True)
+            logits, stats = apply(self.graphdef, joint["params"], state.stats, images, InputGates(gates),
+                                  train=True)
             ce, acc = loss_and_accuracy(logits, labels)
             reg = self.regulariser(joint["params"], p_logit)
             return ce + reg, (ce, acc, reg, stats)
@@ -342,7 +345,8 @@ class PGNAS(SupernetMethod):
         mean_p = float(jnp.mean(jax.nn.sigmoid(p_logit)))
         fixed_logit = jnp.full_like(p_logit, math.log(mean_p) - math.log1p(-mean_p))
         keep_fixed = self._candidates(key_fixed, fixed_logit, c.candidates)
-        acc_fixed, _ = self._evaluate(state, keep_fixed, fixed_logit, evaluator, "pgnas fixed-rate candidates")
+        acc_fixed, _ = self._evaluate(state, keep_fixed, fixed_logit, evaluator,
+                                      "pgnas fixed-rate candidates")
 
         exact = self.gates.exact(keep)
         best = search.best(acc, loss)
@@ -354,7 +358,8 @@ class PGNAS(SupernetMethod):
             cost = jax.device_get(self.space.cost(jnp.asarray(keep[best], bool)))
             full = jax.device_get(self.space.cost(jnp.asarray(self.space.valid)))
             return {"arch": keep[best].astype(bool), **out, "params": int(cost["params"]),
-                    "flops": int(cost["flops"]), "full_params": int(full["params"]), "full_flops": int(full["flops"]),
+                    "flops": int(cost["flops"]), "full_params": int(full["params"]),
+                    "full_flops": int(full["flops"]),
                     "sparsity": self.space.sparsity(keep[best].astype(bool)),
                     "candidates_sparsity": self.space.sparsity(keep.astype(bool)),
                     "fixed_rate_sparsity": self.space.sparsity(keep_fixed.astype(bool))}
@@ -362,7 +367,8 @@ class PGNAS(SupernetMethod):
         out.update({"mask": keep[best].astype(int).tolist(), "genotype_mapping": c.genotype,
                     "exact_genotype": bool(exact[best])})
         if c.genotype == "rejection":
-            return {**out, "pair_valid_acc": out["valid_acc"], **self._rejection(state, key_map, p_logit, evaluator)}
+            return {**out, "pair_valid_acc": out["valid_acc"],
+                    **self._rejection(state, key_map, p_logit, evaluator)}
         projected = self.gates.project(keep[best], keep_prob)
         if c.genotype != "ranked":
             return {"arch": projected, **out}
@@ -385,7 +391,8 @@ class PGNAS(SupernetMethod):
                 "valid_acc": float(acc[best]), "valid_loss": float(loss[best]),
                 "rejection": {"draw": "conditional", "candidates": c.candidates,
                               "distinct": len(np.unique(archs, axis=0)),
-                              "edge_probs": np.round(one_op_probs(p_logit), 4).tolist(), "acc": _summary(acc)}}
+                              "edge_probs": np.round(one_op_probs(p_logit), 4).tolist(),
+                              "acc": _summary(acc)}}
 
     @staticmethod
     def _kept_paths(key, keep) -> np.ndarray:

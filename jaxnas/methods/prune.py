@@ -75,7 +75,8 @@ class Prune(TrainingFree):
     @classmethod
     def check(cls, cfg, space) -> None:
         if cfg.proxy.fine_rank_top:
-            raise ValueError("proxy.fine_rank_top re-ranks sampled candidates; --method prune ends at one cell")
+            raise ValueError("proxy.fine_rank_top re-ranks sampled candidates; --method prune ends at one "
+                             "cell")
         super().check(cfg, space)
 
     @classmethod
@@ -104,8 +105,10 @@ class Prune(TrainingFree):
         arch = mask.argmax(-1).astype(np.int32)
         final = self.scorer.score_mixed(mask[None], self.images, self.labels)
         # `score`: none; a rule ranks a population and the pruned cell has none. Its metrics instead.
-        return {"arch": arch, "score": None, "metrics": {m: float(final[PROXIES[m][1]][0]) for m in self.rule.metrics},
-                "rounds": rounds, "rule": {**self.rule.to_json(), "spec": self.cfg.proxy.rule or DEFAULT_RULE}}
+        return {"arch": arch, "score": None,
+                "metrics": {m: float(final[PROXIES[m][1]][0]) for m in self.rule.metrics},
+                "rounds": rounds,
+                "rule": {**self.rule.to_json(), "spec": self.cfg.proxy.rule or DEFAULT_RULE}}
 
     @classmethod
     def cost_in_candidates(cls, cfg) -> float:

@@ -82,7 +82,8 @@ class SETN(SupernetMethod):
             raise ValueError(f"setn needs a space with {', '.join(missing)} (its evaluator is a relaxed form "
                              f"over an enumerable space); {space.name} lacks them")
         super().__init__(cfg, space, num_classes)
-        self.arch_tx = adam_l2(cfg.setn.arch_lr, cfg.setn.arch_beta1, cfg.setn.arch_beta2, cfg.setn.arch_weight_decay)
+        self.arch_tx = adam_l2(cfg.setn.arch_lr, cfg.setn.arch_beta1, cfg.setn.arch_beta2,
+                               cfg.setn.arch_weight_decay)
         self._jitted_arch_update = jax.jit(self._arch_update, donate_argnums=0)  # for host steps
 
     def init(self):
@@ -98,14 +99,17 @@ class SETN(SupernetMethod):
         Only alpha moves; the BatchNorm statistics of the forward are kept (see the module doc)."""
         weights, softmax_pullback = _softmax_vjp(state.method["alpha"])
         (loss, (acc, stats)), grad_w = steps.loss_and_grads(self.graphdef, state.params, state.stats, images,
-                                                            labels, Weights(weights), wrt="arch", host=self.host)
+                                                            labels, Weights(weights), wrt="arch",
+                                                            host=self.host)
         update = self._arch_update if self.host is None else self._jitted_arch_update
-        return update(state, _pull(softmax_pullback, grad_w.value), stats), {"arch_loss": loss, "arch_acc": acc}
+        return update(state, _pull(softmax_pullback, grad_w.value), stats), {"arch_loss": loss,
+                                                                             "arch_acc": acc}
 
     def _arch_update(self, state, grads, stats):
         alpha, opt = state.method["alpha"], state.method["alpha_opt"]
         updates, opt = self.arch_tx.update(grads, opt, alpha)
-        return state.replace(method={"alpha": optax.apply_updates(alpha, updates), "alpha_opt": opt}, stats=stats)
+        return state.replace(method={"alpha": optax.apply_updates(alpha, updates), "alpha_opt": opt},
+                             stats=stats)
 
     def train_step(self, state, wbatch, abatch, lr):
         arch = self.space.sample(step_key(state, KEY_SAMPLE), 1, state.space)[0]
@@ -134,5 +138,6 @@ class SETN(SupernetMethod):
 
     def epoch_end(self, state, evaluator):
         best = self.select(state, evaluator)
-        return state, {"selected_arch": self.space.to_string(best["arch"]), "selected_valid_acc": best["valid_acc"],
+        return state, {"selected_arch": self.space.to_string(best["arch"]),
+                       "selected_valid_acc": best["valid_acc"],
                        "selected_valid_loss": best["valid_loss"]}

@@ -44,7 +44,8 @@ class TrainingFree(Method):
     def check(cls, cfg, space) -> None:
         super().check(cfg, space)
         if space.name != "nb201":
-            raise ValueError(f"the training-free proxies read NB201 networks; space {space.name!r} is not supported")
+            raise ValueError(f"the training-free proxies read NB201 networks; space {space.name!r} is not "
+                             "supported")
         cls.rule_of(cfg)  # a named rule, or a readable rule file of known metrics
 
     def __init__(self, cfg, space, num_classes, *, dataset):
@@ -91,7 +92,8 @@ class TrainingFree(Method):
     @classmethod
     def for_rule(cls, name: str) -> type:
         """The method ranking by combination rule `name` ("rule": the config's proxy.rule)."""
-        return type(f"TrainingFree[{name}]", (cls,), {"name": name, "rule_name": "" if name == "rule" else name,
+        return type(f"TrainingFree[{name}]", (cls,),
+                    {"name": name, "rule_name": "" if name == "rule" else name,
                                                       "reads_rule": name == "rule"})
 
     def init(self):
@@ -116,11 +118,13 @@ class TrainingFree(Method):
             accs = self.fine_rank(archs[top], evaluator)
             best = int(top[search.best_by_score(accs)])
             fine = {"top": len(top), "steps": self.cfg.proxy.fine_rank_steps,
-                    "candidates": [{"arch": self.space.to_string(archs[i]), "score": float(scores[i]), "val_acc": float(v)}
+                    "candidates": [{"arch": self.space.to_string(archs[i]), "score": float(scores[i]),
+                                    "val_acc": float(v)}
                                    for i, v in zip(top, accs)]}
         out = {"arch": archs[best], "score": float(scores[best]),
                "candidates": [{"arch": self.space.to_string(a), "score": float(v),
-                               **{m: float(metrics[m][i]) for m in metrics}} for i, (a, v) in enumerate(zip(archs, scores))]}
+                               **{m: float(metrics[m][i]) for m in metrics}} for i,
+                              (a, v) in enumerate(zip(archs, scores))]}
         if self.rule is not None:
             out["rule"] = {**self.rule.to_json(), "spec": self.rule_name or self.cfg.proxy.rule}
         if fine is not None:
@@ -132,7 +136,8 @@ class TrainingFree(Method):
         accs = []
         for a in archs:
             params, stats = self.fine_ranker.candidate_weights(a, *self.fine_rank_batches)
-            accs.append(float(evaluator(self.fine_ranker.graphdef, params, stats, Choice(jnp.asarray(a)[None]))["acc"][0]))
+            accs.append(float(evaluator(self.fine_ranker.graphdef, params, stats,
+                                        Choice(jnp.asarray(a)[None]))["acc"][0]))
         return np.asarray(accs)
 
 

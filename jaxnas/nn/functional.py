@@ -1,8 +1,8 @@
 """Flax NNX used functionally: split a module into (graphdef, params, stats), apply as a pure function.
 
 States are pure pytrees of arrays (no Variable objects), so they jit, vmap, shard and checkpoint
-like any pytree. BatchNorm statistics are kept apart from the trainable parameters so candidates can carry their
-own statistics (BN recalibration) and optimizers only ever see `params`.
+like any pytree. BatchNorm statistics are kept apart from the trainable parameters so candidates can carry
+their own statistics (BN recalibration) and optimizers only ever see `params`.
 """
 from __future__ import annotations
 

@@ -79,7 +79,8 @@ def _conv2d_bwd(stride, padding, res, g):
     n = x.shape[0] // k
     grad_w = None
     for i in range(k):
-        part = jax.vjp(lambda w, xi=x[i * n:(i + 1) * n]: _conv(xi, w, stride, padding), kernel)[1](g[i * n:(i + 1) * n])[0]
+        part = jax.vjp(lambda w, xi=x[i * n:(i + 1) * n]: _conv(xi, w, stride, padding),
+                       kernel)[1](g[i * n:(i + 1) * n])[0]
         grad_w = part if grad_w is None else grad_w + part
     return grad_x, grad_w
 

@@ -148,7 +148,8 @@ class Tape:
 
     def module(self, path, h):
         """The module at `path` applied to value `h` (its parameter gradients when `param_grads`)."""
-        y, stats, pullback = _module_vjp(*self.module_args(path), self.values[h], self.train, self.param_grads)
+        y, stats, pullback = _module_vjp(*self.module_args(path), self.values[h], self.train,
+                                         self.param_grads)
         self.keep_stats(path, stats)
         out = self.value(y)
         self.records.append((out, _MODULE, (h,), pullback, path))

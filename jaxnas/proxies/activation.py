@@ -55,7 +55,10 @@ def code_kernel(graphdef, params, stats, arch, images, impl=None, prune=True):
 
     def tap(x, count):
         d = x.size // b
-        agree = lambda: agreement_matrix(x.reshape(b, -1) > 0)
+
+        def agree():
+            return agreement_matrix(x.reshape(b, -1) > 0)
+
         if isinstance(count, (int, float)):  # known at trace time (standalone network)
             kern = count * agree() if count else jnp.zeros((b, b), jnp.float32)
         else:  # traced: a real branch under lax.map / scan (a select under vmap)
@@ -125,7 +128,8 @@ def hamming_matrix(words):
         return jnp.dot(pairs, ones, precision=jax.lax.Precision.HIGHEST)
 
     counted = jax.lax.map(offsets, jnp.arange(1, steps * per_step + 1).reshape(steps, per_step))
-    by_offset = jnp.concatenate([jnp.zeros((1, b), jnp.float32), counted.reshape(-1, b)[:half]])  # [half + 1, B]
+    # [half + 1, B]
+    by_offset = jnp.concatenate([jnp.zeros((1, b), jnp.float32), counted.reshape(-1, b)[:half]])
     i, j = jnp.arange(b)[:, None], jnp.arange(b)[None, :]
     k = (j - i) % b  # (i, j) is pair (i, i + k); for k > B // 2 it is pair (j, j + B - k)
     dist = jnp.where(k <= half, by_offset[jnp.minimum(k, half), i], by_offset[jnp.minimum(b - k, half), j])
@@ -147,7 +151,8 @@ def activation_scores(graphdef, params, stats, arch, images, labels, *, das_weig
     s, units = code_kernel(graphdef, params, stats, arch, images, impl, prune)
     b = images.shape[0]
     _, da = jnp.linalg.slogdet(s)
-    da_min = b * jnp.log(jnp.min(1.0 - s + 2.0 * jnp.eye(b, dtype=s.dtype)))  # 2 on the diagonal: never the minimum
+    # 2 on the diagonal: never the minimum
+    da_min = b * jnp.log(jnp.min(1.0 - s + 2.0 * jnp.eye(b, dtype=s.dtype)))
     log_nau = jnp.log(units)
     das = (da if das_da == "logdet" else da_min) + das_weight * b * log_nau
     return {"naswot": b * log_nau + da, "das": das, "da": da, "da_min": da_min, "log_nau": log_nau}

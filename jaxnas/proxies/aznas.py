@@ -157,8 +157,8 @@ def _finite_or_ninf(x):
 
 def _check(inputs, init, spectrum):
     if inputs not in INPUTS or init not in INITS or spectrum not in SPECTRA:
-        raise ValueError(f"inputs must be one of {INPUTS}, init one of {INITS} and spectrum one of {SPECTRA}, "
-                         f"got {inputs!r}, {init!r}, {spectrum!r}")
+        raise ValueError(f"inputs must be one of {INPUTS}, init one of {INITS} and spectrum one of "
+                         f"{SPECTRA}, got {inputs!r}, {init!r}, {spectrum!r}")
 
 
 def _az_from(feats, pairs, spectrum: str = "reference"):

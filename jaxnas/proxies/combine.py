@@ -70,7 +70,8 @@ class Rule:
         if not all(np.isfinite(w) for w in self.weights):
             raise ValueError(f"a combination rule's weights must be finite numbers, got {list(self.weights)}")
         if not any(self.weights):
-            raise ValueError("a combination rule needs a non-zero weight (all zero: every aggregate is equal)")
+            raise ValueError("a combination rule needs a non-zero weight (all zero: every aggregate is "
+                             "equal)")
 
     def __call__(self, scores: dict) -> np.ndarray:
         """The aggregate of every architecture of the population `scores` ({metric: values})."""
@@ -81,7 +82,8 @@ class Rule:
         total = np.zeros(n, np.float64)
         for m, w in zip(self.metrics, self.weights):
             if w:
-                total += w * (np.log(ranks(scores[m]) / n) if self.kind == "logrank" else standardise(scores[m]))
+                total += w * (np.log(ranks(scores[m]) / n) if self.kind == "logrank"
+                              else standardise(scores[m]))
         return total
 
     def to_json(self) -> dict:
@@ -117,7 +119,8 @@ def load_rule(spec: str) -> Rule:
         return NAMED[spec]
     path = pathlib.Path(spec).expanduser()
     if not path.suffix == ".json":
-        raise ValueError(f"proxy.rule: {spec!r} is neither a named rule ({', '.join(NAMED)}) nor a rule .json file")
+        raise ValueError(f"proxy.rule: {spec!r} is neither a named rule ({', '.join(NAMED)}) nor a rule "
+                         ".json file")
     if path.is_dir():
         raise ValueError(f"proxy.rule: {path} is a folder; expected a rule .json file")
     try:
@@ -127,15 +130,20 @@ def load_rule(spec: str) -> Rule:
     except OSError as err:
         raise ValueError(f"proxy.rule: cannot read {path}: {err.strerror or err}") from None
     except (ValueError, KeyError, TypeError) as err:
-        raise ValueError(f"proxy.rule: {path} is not a rule ({{'kind', 'metrics', 'weights'}}): {err}") from None
+        raise ValueError(f"proxy.rule: {path} is not a rule ({{'kind', 'metrics', 'weights'}}): "
+                         f"{err}") from None
 
 
-def calibrate(scores: dict, target, metrics, kind: str = "logrank", grid=GRID, sweeps: int = 3) -> tuple[Rule, float]:
+def calibrate(scores: dict, target, metrics, kind: str = "logrank", grid=GRID,
+              sweeps: int = 3) -> tuple[Rule, float]:
     """(rule, Kendall tau on the calibration set) with weights from `grid` chosen by coordinate
     ascent from all-ones; `scores` and `target` are the calibration architectures' values."""
     metrics = tuple(metrics)
     weights = [1.0] * len(metrics)
-    tau = lambda w: kendall_tau(Rule(kind, metrics, tuple(w))(scores), target) if any(w) else -np.inf
+
+    def tau(w):
+        return kendall_tau(Rule(kind, metrics, tuple(w))(scores), target) if any(w) else -np.inf
+
     best = tau(weights)
     for _ in range(sweeps):
         improved = False

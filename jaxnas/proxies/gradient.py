@@ -29,8 +29,8 @@ sums over the weights of every convolution and linear layer (kernels only, no bi
                training-mode forward with its own BatchNorm statistics. Float32, as the reference.
 
 Every function is pure in (params, stats, arch, batch), `arch` a plain architecture read as a
-`Choice` (or a container, e.g. a mixed `Gates` cell of the pruning search), and vmaps over candidates. Parameters of ops the architecture does not use receive zero
-gradient and so add nothing. `EAGER` maps each to
+`Choice` (or a container, e.g. a mixed `Gates` cell of the pruning search), and vmaps over candidates.
+Parameters of ops the architecture does not use receive zero gradient and so add nothing. `EAGER` maps each to
 its twin for a concrete host architecture, which takes the gradients through the space's host
 passes (`space.host_passes`, the keyword `space`; NB201: its eager kernels): on XLA:CPU the traced
 single-path gradient of a C=16, N=5 network compiles for many minutes; both share the reductions
@@ -176,7 +176,8 @@ def host_passes(space):
 
 
 def eager_loss_gradient_scores(graphdef, params, stats, arch, images, labels, *, space=None):
-    _, grads = host_passes(space).value_and_grad(graphdef, params, stats, images, labels, Choice(arch), train=True)
+    _, grads = host_passes(space).value_and_grad(graphdef, params, stats, images, labels, Choice(arch),
+                                                 train=True)
     return _grad_norm_snip_jit(params, grads)
 
 
@@ -189,7 +190,8 @@ def eager_synflow(graphdef, params, stats, arch, images, labels, *, space=None):
 
 def eager_jacov(graphdef, params, stats, arch, images, labels, *, space=None):
     del labels
-    return _jacov_from_jit(host_passes(space).summed_logits_grad(graphdef, params, stats, images, Choice(arch),
+    return _jacov_from_jit(host_passes(space).summed_logits_grad(graphdef, params, stats, images,
+                                                                 Choice(arch),
                                                                  wrt="images"))
 
 

@@ -64,7 +64,8 @@ def select_archs(spec: str, seed: int) -> np.ndarray:
     try:
         text = path.read_text(encoding="utf-8-sig")  # -sig: a byte-order mark is not part of line 1
     except UnicodeDecodeError:
-        raise ValueError(f"--archs {spec} is not a UTF-8 text file; expected one NB201 string per line") from None
+        raise ValueError(f"--archs {spec} is not a UTF-8 text file; expected one NB201 string per "
+                         "line") from None
     archs = []
     for i, line in enumerate(text.splitlines(), 1):
         if line.strip() and not line.lstrip().startswith("#"):
@@ -97,19 +98,22 @@ def score(cfg: Config, run_dir, *, overwrite=False, bench_table=None, progress=T
     scorer = make_scorer(cfg, proxies, ds.num_classes)
     run = prepare_run_dir(run, cfg, overwrite)
     try:
-        return _score(cfg, run, archs, proxies, rule, scorer, ds, x, y, train, bench_table, progress, block_size)
+        return _score(cfg, run, archs, proxies, rule, scorer, ds, x, y, train, bench_table, progress,
+                      block_size)
     finally:
         release_run_dir(run)
 
 
-def _score(cfg, run, archs, proxies, rule, scorer, ds, x, y, train, bench_table, progress, block_size) -> dict:
+def _score(cfg, run, archs, proxies, rule, scorer, ds, x, y, train, bench_table, progress,
+           block_size) -> dict:
     out_csv = run / "scores.csv"
     found, done = read_scores(out_csv, repair=True)
     strings = [nb201.to_string(a) for a in archs]
     indices = np.asarray(nb201.to_index(archs))
     if [r["arch"] for r in done] != strings[:len(done)]:
         raise RunError(f"{out_csv} does not match the candidates of this config; use --overwrite")
-    t0, bar = time.time(), progress_bar(len(archs), len(done), progress, f"score {cfg.proxy.names}", unit="arch")
+    t0, bar = time.time(), progress_bar(len(archs), len(done), progress, f"score {cfg.proxy.names}",
+                                        unit="arch")
     columns = None
     prev = json.loads((run / "progress.json").read_text()) if (run / "progress.json").exists() else {}
     elapsed0 = float(prev.get("elapsed_s", 0.0)) if done else 0.0
@@ -118,7 +122,8 @@ def _score(cfg, run, archs, proxies, rule, scorer, ds, x, y, train, bench_table,
     with stop_on_signals() as stop:
         for start in range(len(done), len(archs), block_size):
             block = archs[start:start + block_size]
-            # a fixed block shape: one compilation for every block (host fast training: one candidate a program)
+            # a fixed block shape: one compilation for every block (host fast training: one candidate a
+            # program)
             pad = 0 if scorer.host else block_size - len(block)
             padded = np.concatenate([block, np.repeat(block[-1:], pad, 0)]) if pad else block
             res = scorer(padded, x, y, *train)
@@ -153,13 +158,14 @@ def _score(cfg, run, archs, proxies, rule, scorer, ds, x, y, train, bench_table,
             _csv_line(f) for f in [["index", "arch", "aggregate"]] + [[r["index"], r["arch"], repr(float(v))]
                                                                       for r, v in zip(rows, aggregate)]))
         best = int(np.argmax(aggregate))
-        summary["rule"] = {**rule.to_json(), "spec": cfg.proxy.rule, "best": {"arch": rows[best]["arch"],
-                                                                            "aggregate": float(aggregate[best])}}
+        summary["rule"] = {**rule.to_json(), "spec": cfg.proxy.rule,
+                           "best": {"arch": rows[best]["arch"], "aggregate": float(aggregate[best])}}
         columns["aggregate"] = aggregate
     if bench_table is not None:
         column = dataset_column(ds.num_classes) or cfg.data
         truth = bench_table.values([r["arch"] for r in rows], column)
-        summary["bench"] = {"table": str(bench_table.path), "column": bench_table.resolve(column), "correlation": {}}
+        summary["bench"] = {"table": str(bench_table.path), "column": bench_table.resolve(column),
+                            "correlation": {}}
         for c, values in columns.items():
             summary["bench"]["correlation"][c] = rank_summary(values, truth)
     atomic_write(run / "summary.json", json.dumps(summary, indent=2))

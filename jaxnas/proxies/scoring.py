@@ -3,17 +3,18 @@
 Each candidate gets a freshly initialised network, as in the reference procedures (a new PyTorch
 network per architecture): its weights are drawn inside the program from
 fold_in(seed, space.hash(arch)) (NB201: its index), so an architecture's score depends only on
-(seed, architecture, batch), never on which other candidates share the call. `init="shared"` instead gives every candidate the
-same supernet weights (cheaper, not the reference protocol).
+(seed, architecture, batch), never on which other candidates share the call. `init="shared"` instead gives
+every candidate the same supernet weights (cheaper, not the reference protocol).
 
 The DAS fast-training strategy: before scoring, each candidate takes `fast_train_steps` SGD steps
 (momentum 0.9, Nesterov, weight decay 5e-4, lr `fast_train_lr`) on fixed training batches.
 
 Everything that differentiates the network (those steps, the gradient proxies, ZiCo, AZ-NAS's
-block pullbacks for its trainability) runs inside the program by default; with `host_gradients` (jaxnas's default on CPU) it runs
-one candidate at a time through the eager kernels (the space's `host_passes`; `EAGER` below) instead, since on XLA:CPU the traced single-path
-gradient at C=16, N=5 compiles for many minutes and runs ~50x slower than PyTorch
-(benchmarks/BENCHMARKS.md section 1). Both give the same weights and scores up to float rounding.
+block pullbacks for its trainability) runs inside the program by default; with `host_gradients` (jaxnas's
+default on CPU) it runs one candidate at a time through the eager kernels (the space's `host_passes`; `EAGER`
+below) instead, since on XLA:CPU the traced single-path gradient at C=16, N=5 compiles for many minutes and
+runs ~50x slower than PyTorch (benchmarks/BENCHMARKS.md section 1). Both give the same weights and scores up
+to float rounding.
 """
 from __future__ import annotations
 
@@ -97,7 +98,8 @@ class ProxyScorer:
     """
 
     def __init__(self, proxies, *, C=16, N=5, num_classes=10, seed=0, init="per_arch", chunk_size=1,
-                 das_weight=1.0, das_da="logdet", fast_train_steps=0, fast_train_lr=0.1, single_path_impl="merged",
+                 das_weight=1.0, das_da="logdet", fast_train_steps=0, fast_train_lr=0.1,
+                 single_path_impl="merged",
                  host_gradients=False, az_spectrum="reference", space=nb201.SPACE):
         if init not in INITS:
             raise ValueError(f"init must be one of {INITS}, got {init!r}")
@@ -111,7 +113,8 @@ class ProxyScorer:
         self.seed, self.init, self.chunk_size = seed, init, chunk_size
         self.fast_train_steps, self.fast_train_lr = fast_train_steps, fast_train_lr
         self.space = space
-        self._make = functools.partial(space.supernet, C, N, num_classes, affine=True, track_running_stats=True,
+        self._make = functools.partial(space.supernet, C, N, num_classes, affine=True,
+                                       track_running_stats=True,
                                        single_path_impl=single_path_impl)
         self.graphdef, self.params, self.stats = split(self._make(rngs=nnx.Rngs(seed)))
         fns = {}
@@ -170,9 +173,11 @@ class ProxyScorer:
                                      host=self.space.host_passes if host else None)[0]
 
         if not host:
-            state = jax.lax.fori_loop(0, self.fast_train_steps, step, create(params, stats, 0, tx.init(params)))
+            state = jax.lax.fori_loop(0, self.fast_train_steps, step,
+                                      create(params, stats, 0, tx.init(params)))
             return state.params, state.stats
-        if self.init == "shared":  # the eager update donates the state: never hand it the scorer's own weights
+        # the eager update donates the state: never hand it the scorer's own weights
+        if self.init == "shared":
             params = jax.tree.map(jnp.copy, params)
         state = create(params, stats, 0, tx.init(params))
         for t in range(self.fast_train_steps):
@@ -228,7 +233,8 @@ class ProxyScorer:
             raise ValueError("every decision of a mixed cell must keep at least one option")
         params, stats = self.mixed_weights()
         with self._precision():
-            rows = [jax.device_get(self._score_mixed_one(params, stats, jnp.asarray(m, jnp.float32), images, labels))
+            rows = [jax.device_get(self._score_mixed_one(params, stats, jnp.asarray(m, jnp.float32), images,
+                                                         labels))
                     for m in masks]
         return {k: np.asarray([r[k] for r in rows], np.float64) for k in rows[0]}
 
@@ -256,7 +262,8 @@ class ProxyScorer:
     def _weights(self, arch, train_images, train_labels):
         """candidate_weights for a validated host `arch` and resolved training batches."""
         index = np.int32(self.space.hash(arch))
-        params, stats = self._prepare_one(self.params, self.stats, jnp.asarray(arch), index, train_images, train_labels)
+        params, stats = self._prepare_one(self.params, self.stats, jnp.asarray(arch), index, train_images,
+                                          train_labels)
         if self.fast_train_steps and self.host:
             params, stats = self._fast_train(params, stats, arch, train_images, train_labels, host=True)
         return params, stats
@@ -300,10 +307,12 @@ class ProxyScorer:
 
     def _score(self, archs, images, labels, train_images, train_labels):
         if self.host:  # one candidate at a time, its gradients through the eager kernels
-            rows = [self._score_host(a, images, labels, train_images, train_labels) for a in archs.astype(np.int32)]
+            rows = [self._score_host(a, images, labels, train_images,
+                                     train_labels) for a in archs.astype(np.int32)]
             return {k: np.asarray([r[k] for r in rows], np.float64) for k in rows[0]}
         indices = np.asarray(self.space.hash(archs), np.int32)
-        out = self._run(self.params, self.stats, jnp.asarray(archs, jnp.int32), jnp.asarray(indices), images, labels,
+        out = self._run(self.params, self.stats, jnp.asarray(archs, jnp.int32), jnp.asarray(indices), images,
+                        labels,
                         train_images, train_labels)
         return {k: np.asarray(v, np.float64) for k, v in jax.device_get(out).items()}
 
@@ -332,7 +341,8 @@ def das_weight(cfg: Config) -> float:
 
 
 def make_scorer(cfg: Config, proxies, num_classes: int) -> ProxyScorer:
-    return ProxyScorer(proxies, C=cfg.nb201.C, N=cfg.nb201.N, num_classes=num_classes, seed=cfg.seed, init=cfg.proxy.init,
+    return ProxyScorer(proxies, C=cfg.nb201.C, N=cfg.nb201.N, num_classes=num_classes, seed=cfg.seed,
+                       init=cfg.proxy.init,
                        chunk_size=backend.eval_chunk_size(cfg.eval.chunk_size, accelerator_default=16),
                        das_weight=das_weight(cfg), das_da=cfg.proxy.das_da,
                        fast_train_steps=cfg.proxy.fast_train_steps, fast_train_lr=cfg.proxy.fast_train_lr,

@@ -71,15 +71,17 @@ class SearchRun:
         if cfg.train.steps_per_epoch and self.method.trains:
             if cfg.train.steps_per_epoch > self.steps_per_epoch:
                 raise RunError(f"train.steps_per_epoch={cfg.train.steps_per_epoch} exceeds an epoch's "
-                               f"{self.steps_per_epoch} steps ({len(w_idx)} images / batch {cfg.train.batch_size}); "
-                               f"set at most {self.steps_per_epoch}, or leave it out for whole epochs")
+                               f"{self.steps_per_epoch} steps ({len(w_idx)} images / batch "
+                               f"{cfg.train.batch_size}); set at most {self.steps_per_epoch}, or leave it "
+                               "out for whole epochs")
             self.steps_per_epoch = cfg.train.steps_per_epoch
         self.epochs = cfg.train.epochs * cfg.train.rounds if self.method.trains else 0
         self.total_steps = self.steps_per_epoch * self.epochs
         self.warmup_steps = round(cfg.train.warmup_epochs * self.steps_per_epoch)
         if self.method.trains and self.warmup_steps >= self.steps_per_epoch * cfg.train.epochs:
             raise RunError(f"train.warmup_epochs={cfg.train.warmup_epochs} leaves no step of the "
-                           f"{cfg.train.epochs}-epoch {'round' if cfg.train.rounds > 1 else 'run'} for the cosine")
+                           f"{cfg.train.epochs}-epoch {'round' if cfg.train.rounds > 1 else 'run'} for the "
+                           "cosine")
         self.evaluator = self._evaluator(ds, a_idx)
         self.run_dir = prepare_run_dir(run, cfg, overwrite)  # only now that everything is valid
         self.ckpt = checkpoint.Checkpointer(self.run_dir / "checkpoints", keep=cfg.run.keep_checkpoints)
@@ -123,7 +125,8 @@ class SearchRun:
     def _prepare_fn(self, state, wdata, adata, w_idx, a_idx):
         """The step's learning rate and (augmented, normalised, sharded) batches."""
         t = self.cfg.train
-        lr = scheduled_lr(state.step, self.steps_per_epoch * t.epochs, t.rounds, self.warmup_steps, t.lr, t.lr_min,
+        lr = scheduled_lr(state.step, self.steps_per_epoch * t.epochs, t.rounds, self.warmup_steps, t.lr,
+                          t.lr_min,
                           t.schedule == "cosine_per_round")
         wbatch = self._batch(state, wdata, w_idx, KEY_AUGMENT_W)
         abatch = self._batch(state, adata, a_idx, KEY_AUGMENT_A) if self.method.uses_arch_batch else None
@@ -192,7 +195,8 @@ class SearchRun:
         state = self.restore_or_init()
         t0, elapsed0 = time.time(), float(state.elapsed)
         resumed_at = int(state.step)
-        bar = progress_bar(self.total_steps, resumed_at, self.progress, f"{self.method.name} {self.run_dir.name}")
+        bar = progress_bar(self.total_steps, resumed_at, self.progress,
+                           f"{self.method.name} {self.run_dir.name}")
         data_sh = sharding.data_sharded(self.mesh)
         with stop_on_signals() as stop:
             while int(state.epoch) < self.epochs:
@@ -218,8 +222,8 @@ class SearchRun:
                         if not np.isfinite(row["loss"]):
                             bar.close()
                             raise RunError(
-                                f"loss became {row['loss']} at epoch {epoch} step {int(state.step)}; stopped. "
-                                f"{self._stopped_note()}; lower lr= or check the data")
+                                f"loss became {row['loss']} at epoch {epoch} step {int(state.step)}; "
+                                f"stopped. {self._stopped_note()}; lower lr= or check the data")
                         row["images_per_s"] = n_win / max(time.time() - t_win, 1e-9)
                         bar.update(len(window))
                         bar.set_postfix(epoch=epoch, loss=f"{row['loss']:.3f}", acc=f"{row['acc']:.3f}",
@@ -230,7 +234,8 @@ class SearchRun:
                         state = self._save(state, elapsed0 + time.time() - t0)
                         bar.close()
                         raise Interrupted(f"{stopping} at epoch {epoch} step {int(state.step)}; "
-                                          f"state saved in {self.ckpt.directory}; run the same command to resume")
+                                          f"state saved in {self.ckpt.directory}; run the same command to "
+                                          "resume")
                     if due:
                         state = self._save(state, elapsed0 + time.time() - t0)
                 state, extra = self.method.epoch_end(state, self.evaluator)
@@ -284,7 +289,8 @@ class SearchRun:
         space_bench = self._space_bench(state)
         if space_bench:
             result["space_bench"] = space_bench
-        out = write_result(self.run_dir, self.cfg, self.space, result.pop("arch"), result, wall, self.bench_table,
+        out = write_result(self.run_dir, self.cfg, self.space, result.pop("arch"), result, wall,
+                           self.bench_table,
                            steps=int(state.step), dataset=self.dataset)
         self.ckpt.close()
         return out

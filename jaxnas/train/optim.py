@@ -140,12 +140,14 @@ class TorchAdamState(NamedTuple):
     exp_avg_sq: Any
 
 
-def torch_adam(learning_rate, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8, weight_decay: float = 0.0,
+def torch_adam(learning_rate, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
+               weight_decay: float = 0.0,
                decoupled: bool = False, decay_mask=None) -> optax.GradientTransformationExtraArgs:
     """torch.optim.Adam (`decoupled=False`: weight_decay * p added to the gradient, L2) or
     torch.optim.AdamW (`decoupled=True`: p scaled by 1 - lr * weight_decay before the Adam step;
     Loshchilov & Hutter, ICLR 2019), amsgrad off, PyTorch's single-tensor rule:
-    m = lerp(m, g, 1 - b1); v = b2 v + (1 - b2) g^2; p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps).
+    m = lerp(m, g, 1 - b1); v = b2 v + (1 - b2) g^2;
+    p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps).
 
     `update(..., used=tree)` skips unused parameters as PyTorch does for a None gradient: no move,
     no decay, moments and step count unchanged (so each parameter has its own step count, as in
@@ -217,7 +219,8 @@ KINDS = ("sgd", "adam", "adamw")
 
 def make(kind: str, lr: float, *, weight_decay: float = 0.0, decay_mask=None,
          momentum: float | None = None, nesterov: bool | None = None,
-         betas: tuple[float, float] | None = None, eps: float | None = None) -> optax.GradientTransformationExtraArgs:
+         betas: tuple[float, float] | None = None,
+         eps: float | None = None) -> optax.GradientTransformationExtraArgs:
     """A PyTorch-exact optimizer with its learning rate injected (`optax.inject_hyperparams`: set
     it per step with `with_learning_rate`; checkpoints hold it). Its `update` takes `used=` (a
     bool tree: parameters without a gradient this step are skipped, as PyTorch skips None grads).
@@ -253,8 +256,10 @@ def make(kind: str, lr: float, *, weight_decay: float = 0.0, decay_mask=None,
 
 @functools.cache
 def _masked_sgd(lr, momentum, nesterov, weight_decay, decay_mask):
-    return optax.inject_hyperparams(torch_sgd, static_args=("momentum", "nesterov", "weight_decay", "decay_mask"))(
-        learning_rate=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay, decay_mask=decay_mask)
+    return optax.inject_hyperparams(torch_sgd,
+                                    static_args=("momentum", "nesterov", "weight_decay", "decay_mask"))(
+        learning_rate=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay,
+        decay_mask=decay_mask)
 
 
 @functools.cache

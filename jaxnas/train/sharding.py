@@ -48,10 +48,12 @@ def initialize_distributed() -> None:
             try:
                 kw[arg] = int(os.environ[var])
             except ValueError:
-                raise ValueError(f"--distributed: {var} must be an integer, got {os.environ[var]!r}") from None
+                raise ValueError(f"--distributed: {var} must be an integer, "
+                                 f"got {os.environ[var]!r}") from None
     try:
         jax.distributed.initialize(**kw)
     except (ValueError, TypeError, RuntimeError) as err:
         raise ValueError(f"--distributed: {err} Outside a cluster JAX detects (SLURM, Open MPI, Kubernetes, "
                          f"Cloud TPU) set {', '.join(f'{v}=...' for v in DISTRIBUTED_ENV)} on every process "
-                         "(e.g. JAX_COORDINATOR_ADDRESS=host0:1234 JAX_NUM_PROCESSES=2 JAX_PROCESS_ID=0)") from None
+                         "(e.g. JAX_COORDINATOR_ADDRESS=host0:1234 JAX_NUM_PROCESSES=2 "
+                         "JAX_PROCESS_ID=0)") from None

@@ -83,7 +83,8 @@ def apply_gradients(tx, grad_clip: float, state, grads, stats, lr, used=None):
     return state.replace(params=params, stats=stats, opt_state=opt_state), gnorm
 
 
-def weight_step(tx, grad_clip: float, graphdef, state, images, labels, lr, arch=None, *, used=None, host=None):
+def weight_step(tx, grad_clip: float, graphdef, state, images, labels, lr, arch=None, *, used=None,
+                host=None):
     """One training step of the weights: cross-entropy, gradient clip, optimizer; BN statistics
     updated. With `host` (call it outside jit) the update is one jitted call with the state
     donated. Returns (new_state, metrics)."""
@@ -95,7 +96,8 @@ def weight_step(tx, grad_clip: float, graphdef, state, images, labels, lr, arch=
         # Which leaves hold real gradients and which shared zeros changes with the architecture; jit
         # keys its cache on placement, so give every leaf the placement of its state leaf or the
         # update recompiles at almost every step (session 3: the demo took 3 min 41 s instead of 52 s).
-        grads, used = (None if t is None else jax.device_put(t, _placement(state.params)) for t in (grads, used))
+        grads, used = (None if t is None else jax.device_put(t, _placement(state.params)) for t in (grads,
+                                                                                                    used))
         stats = jax.device_put(stats, _placement(state.stats))
         new, gnorm = _jitted_update(tx, grad_clip, state, grads, stats, lr, used)
     return new, {"loss": loss, "acc": acc, "grad_norm": gnorm}

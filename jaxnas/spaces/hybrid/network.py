@@ -123,7 +123,8 @@ class _Net(nnx.Module):
         self.stem_bn = BatchNorm(C)
         spec = layers(C, blocks)
         self.blocks = nnx.List([
-            HybridBlock(spec[2 * i][0], spec[2 * i][1], spec[2 * i][2], (kept[2 * i], kept[2 * i + 1]), rngs=rngs)
+            HybridBlock(spec[2 * i][0], spec[2 * i][1], spec[2 * i][2], (kept[2 * i], kept[2 * i + 1]),
+                        rngs=rngs)
             for i in range(len(spec) // 2)])
         self.classifier = Linear(4 * C, num_classes, rngs=rngs)
 
@@ -150,7 +151,8 @@ class HybridSuperNet(_Net):
         per_example = isinstance(arch, InputGates) and a.ndim == 4
         if tuple(a.shape[per_example:]) != want or (per_example and a.shape[0] != x.shape[0]):
             raise ValueError(f"{type(arch).__name__} takes a hybrid architecture of shape {want}"
-                             f"{' (or [batch, ...] gates)' if isinstance(arch, InputGates) else ''}, got {a.shape}")
+                             f"{' (or [batch, ...] gates)' if isinstance(arch, InputGates) else ''}, got "
+                             f"{a.shape}")
         a = a.astype(x.dtype)
 
         def gates_of(layer):
@@ -183,5 +185,6 @@ def inherit(supernet: HybridSuperNet, arch) -> HybridNetwork:
             for s, ks in enumerate(conv.kept):
                 conv.kernels[s][...] = sconv.kernels[s][...][:, :, np.asarray(ks, int), :]
     # everything else (stem, BatchNorms, shortcuts, classifier) has the supernet's shapes
-    nnx.update(net, jax.tree.map(lambda s, n: s if s.shape == n.shape else n, nnx.state(supernet), nnx.state(net)))
+    nnx.update(net,
+               jax.tree.map(lambda s, n: s if s.shape == n.shape else n, nnx.state(supernet), nnx.state(net)))
     return net

@@ -30,8 +30,8 @@ class HybridSpace(Space):
 
     def __init__(self, C: int = 16, blocks: int = 4):
         if C < NUM_KERNELS or C % NUM_KERNELS or blocks < 1:
-            raise ValueError(f"hybrid needs C a positive multiple of {NUM_KERNELS} and blocks >= 1, got C={C}, "
-                             f"blocks={blocks}")
+            raise ValueError(f"hybrid needs C a positive multiple of {NUM_KERNELS} and blocks >= 1, got "
+                             f"C={C}, blocks={blocks}")
         self.C, self.blocks = C, blocks
         self.layers = network.layers(C, blocks)
         self.valid = network.channel_valid(C, blocks)
@@ -57,7 +57,8 @@ class HybridSpace(Space):
             raise ValueError("a hybrid architecture is a keep-mask of 0/1 (bool) values")
         a = a.astype(bool)
         if (a & ~self.valid).any():
-            raise ValueError("a hybrid architecture keeps a padding channel (beyond a layer's input channels)")
+            raise ValueError("a hybrid architecture keeps a padding channel (beyond a layer's input "
+                             "channels)")
         return a
 
     def _prefix(self):
@@ -70,15 +71,16 @@ class HybridSpace(Space):
         parts = []
         for layer, (cin, _, _) in enumerate(self.layers):
             width = -(-cin // 4)
-            parts.append(",".join(format(sum(1 << int(i) for i in np.flatnonzero(a[layer, s, :cin])), f"0{width}x")
+            parts.append(",".join(format(sum(1 << int(i) for i in np.flatnonzero(a[layer, s, :cin])),
+                                         f"0{width}x")
                                   for s in range(NUM_KERNELS)))
         return self._prefix() + "/".join(parts)
 
     def from_string(self, text):
         text = text.strip()
         if not text.startswith(self._prefix()):
-            raise ValueError(f"a hybrid architecture string of this space starts with {self._prefix()!r}, got "
-                             f"{text[:24]!r} (set hybrid.C / hybrid.blocks to the string's sizes)")
+            raise ValueError(f"a hybrid architecture string of this space starts with {self._prefix()!r}, "
+                             f"got {text[:24]!r} (set hybrid.C / hybrid.blocks to the string's sizes)")
         layers = text[len(self._prefix()):].split("/")
         if len(layers) != len(self.layers):
             raise ValueError(f"expected {len(self.layers)} '/'-separated layers, got {len(layers)}")
@@ -86,13 +88,15 @@ class HybridSpace(Space):
         for layer, (part, (cin, _, _)) in enumerate(zip(layers, self.layers)):
             branches = part.split(",")
             if len(branches) != NUM_KERNELS:
-                raise ValueError(f"layer {layer}: expected {NUM_KERNELS} ','-separated branches, got {part!r}")
+                raise ValueError(f"layer {layer}: expected {NUM_KERNELS} ','-separated branches, "
+                                 f"got {part!r}")
             for s, h in enumerate(branches):
                 if not h or h.strip(string.hexdigits):
                     raise ValueError(f"layer {layer}, branch {KERNELS[s][0]}: {h!r} is not hex")
                 bits = int(h, 16)
                 if bits >> cin:
-                    raise ValueError(f"layer {layer}, branch {KERNELS[s][0]}: {h!r} keeps channels beyond {cin}")
+                    raise ValueError(f"layer {layer}, branch {KERNELS[s][0]}: {h!r} keeps channels beyond "
+                                     f"{cin}")
                 a[layer, s, :cin] = [(bits >> i) & 1 for i in range(cin)]
         return a
 
@@ -100,7 +104,8 @@ class HybridSpace(Space):
         a = self.validate(arch)
         flat = a.reshape(-1, self.valid.size)
         key = self._prefix().encode()
-        out = [int.from_bytes(hashlib.blake2b(key + np.packbits(row).tobytes(), digest_size=8).digest(), "little")
+        out = [int.from_bytes(hashlib.blake2b(key + np.packbits(row).tobytes(), digest_size=8).digest(),
+                              "little")
                >> 1 for row in flat]
         return np.asarray(out, np.int64).reshape(a.shape[:-3])
 
@@ -132,8 +137,9 @@ class HybridSpace(Space):
         per_channel_params = out[:, None] * ksq[None, :]  # [L, S]
         per_channel_flops = per_channel_params * pixels[:, None]
         full_kept = self.valid.sum(-1)
-        dtype = jnp.int32 if max(params_const + (per_channel_params * full_kept).sum(),
-                                 flops_const + (per_channel_flops * full_kept).sum()) <= _INT32_MAX else jnp.float32
+        dtype = (jnp.int32 if max(params_const + (per_channel_params * full_kept).sum(),
+                                  flops_const + (per_channel_flops * full_kept).sum()) <= _INT32_MAX
+                 else jnp.float32)
         kept = kept.astype(dtype)
         return {"params": params_const + (kept * per_channel_params.astype(dtype)).sum((-2, -1)),
                 "flops": flops_const + (kept * per_channel_flops.astype(dtype)).sum((-2, -1))}
@@ -151,7 +157,8 @@ class HybridSpace(Space):
 
     def network(self, arch, num_classes: int = 10, *, seed: int = 0):
         """The pruned standalone network of `arch`, freshly initialised (`jaxnas train`)."""
-        return network.HybridNetwork(self.validate(arch), self.C, self.blocks, num_classes, rngs=nnx.Rngs(seed))
+        return network.HybridNetwork(self.validate(arch), self.C, self.blocks, num_classes,
+                                     rngs=nnx.Rngs(seed))
 
     def build_supernet(self, cfg, num_classes):
         return self.supernet(num_classes, seed=cfg.seed)

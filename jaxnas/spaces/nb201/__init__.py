@@ -37,5 +37,6 @@ from jaxnas.spaces.nb201.space import SPACE, NB201Space
 
 __all__ = ["CONV1", "CONV3", "EDGES", "INDEX_FILE", "NODE_INPUTS", "NODE_OUTPUTS", "NONE", "NUM_ARCHS",
            "NUM_EDGES", "NUM_NODES", "NUM_OPS", "OPS", "POOL", "SKIP", "SPACE", "NB201Space", "count_ops",
-           "decode", "encode", "enumerate_all", "from_index", "from_mask", "from_string", "sample", "to_index",
+           "decode", "encode", "enumerate_all", "from_index", "from_mask", "from_string", "sample",
+           "to_index",
            "to_mask", "to_string", "validate"]

@@ -26,7 +26,8 @@ INDEX_FILE = os.path.join(os.path.dirname(__file__), "index.npy")
 # The cell plan every walk of the cell shares: node i's incoming edges (e, source node) and
 # node j's outgoing edges (e, target node), in edge order.
 NODE_INPUTS = {i: tuple((e, j) for e, (to, j) in enumerate(EDGES) if to == i) for i in range(1, NUM_NODES)}
-NODE_OUTPUTS = {j: tuple((e, to) for e, (to, src) in enumerate(EDGES) if src == j) for j in range(NUM_NODES - 1)}
+NODE_OUTPUTS = {j: tuple((e, to) for e,
+                         (to, src) in enumerate(EDGES) if src == j) for j in range(NUM_NODES - 1)}
 
 _TOKEN = re.compile(r"^([a-z0-9_]+)~(\d+)$")
 
@@ -62,7 +63,8 @@ def from_string(s: str) -> np.ndarray:
         raise ValueError(f"NB201 string expected, got {type(s).__name__}")
     parts = s.strip().split("+")
     if len(parts) != NUM_NODES - 1:
-        raise ValueError(f"NB201 string must have {NUM_NODES - 1} '+'-separated nodes, got {len(parts)}: {s!r}")
+        raise ValueError(f"NB201 string must have {NUM_NODES - 1} '+'-separated nodes, got {len(parts)}: "
+                         f"{s!r}")
     arch = np.zeros(NUM_EDGES, np.int32)
     for i, part in enumerate(parts, start=1):
         if not (part.startswith("|") and part.endswith("|")):

@@ -45,7 +45,8 @@ def _as_arch(arch):
     if isinstance(arch, Gates):
         mask = jnp.asarray(arch.value)
         if mask.shape[-2:] != (nb.NUM_EDGES, nb.NUM_OPS):
-            raise ValueError(f"an NB201 mask must have shape [..., {nb.NUM_EDGES}, {nb.NUM_OPS}], got {mask.shape}")
+            raise ValueError(f"an NB201 mask must have shape [..., {nb.NUM_EDGES}, {nb.NUM_OPS}], got "
+                             f"{mask.shape}")
         return Gates(mask)
     if not isinstance(arch, jax.Array):
         arch = nb.validate(arch)

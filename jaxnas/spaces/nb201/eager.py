@@ -105,7 +105,8 @@ def _tape_single_cell(tape, c, h, arch):
             elif op == nb.POOL:
                 terms.append(tape.op(_pool_vjp, nodes[j]))
             else:
-                terms.append(tape.module(("cells", c, "edges", e, "conv1" if op == nb.CONV1 else "conv3"), nodes[j]))
+                terms.append(tape.module(("cells", c, "edges", e, "conv1" if op == nb.CONV1 else "conv3"),
+                                         nodes[j]))
         nodes.append(tape.add(terms) if terms else tape.zeros_like(h))
     return nodes[-1]
 
@@ -134,7 +135,8 @@ def _run(graphdef, params, stats, images, arch, train, param_grads):
     a = arch.value
     if isinstance(arch, Choice):
         if isinstance(a, jax.core.Tracer):
-            raise ValueError("the eager single path needs a concrete architecture (a host array), not a traced one")  # noqa: TRY004
+            raise ValueError("the eager single path needs a concrete architecture (a host array), not a "  # noqa: TRY004
+                             "traced one")
         a = np.asarray(a)
         if a.shape != (nb.NUM_EDGES,):
             raise ValueError(f"the eager single path takes one architecture of shape [6], got {a.shape}")
@@ -172,7 +174,8 @@ def summed_logits_grad(graphdef, params, stats, images, arch, train: bool = True
     The gradients synflow (wrt params) and jacov (wrt images) are built from."""
     if wrt not in ("params", "images"):
         raise ValueError(f"wrt must be 'params' or 'images', got {wrt!r}")
-    tape, out = _run(graphdef, params, stats, images, check(arch, (Choice,)), train, param_grads=wrt == "params")
+    tape, out = _run(graphdef, params, stats, images, check(arch, (Choice,)), train,
+                     param_grads=wrt == "params")
     grad_leaves, _, g_images = tape.backward(out, _ones_like(tape.values[out]), input_grad=wrt == "images")
     if wrt == "params":
         return tape.grads(grad_leaves)
@@ -190,7 +193,8 @@ def block_pullbacks(graphdef, params, stats, images, arch, probe=None, train: bo
     zeros when no path joins them); without it pairs is []. Each block runs on its own tape."""
     a = check(arch, (Choice,)).value
     if isinstance(a, jax.core.Tracer):
-        raise TypeError("the eager single path needs a concrete architecture (a host array), not a traced one")
+        raise TypeError("the eager single path needs a concrete architecture (a host array), not a traced "
+                        "one")
     a = np.asarray(a)
     if a.shape != (nb.NUM_EDGES,):
         raise ValueError(f"the eager single path takes one architecture of shape [6], got {a.shape}")

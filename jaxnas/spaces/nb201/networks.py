@@ -360,16 +360,18 @@ class NB201SuperNet(_Macro):
         want = (nb.NUM_EDGES,) if kind == "choice" else (nb.NUM_EDGES, nb.NUM_OPS)
         n_cells = 3 * self.N
         if kind == "input_gates" and a.ndim == 3 and a.shape[0] == x.shape[0] == n_cells:
-            raise ValueError(f"InputGates of shape {tuple(a.shape)} with a batch of {n_cells}: gates per example or "
-                             "per cell? Use another batch size")
+            raise ValueError(f"InputGates of shape {tuple(a.shape)} with a batch of {n_cells}: gates per "
+                             "example or per cell? Use another batch size")
         if kind == "input_gates" and a.ndim in (3, 4) and a.shape[-3] == n_cells and (
                 a.ndim == 3 or a.shape[0] == x.shape[0]):  # gates per search cell: [(B,) 3N, 6, 5]
             if tap is not None:
                 raise ValueError("tap needs one architecture for every cell, not gates per cell")
             if tuple(a.shape[-2:]) != want:
-                raise ValueError(f"InputGates per cell takes gates of shape [(B,) {n_cells}, 6, 5], got {tuple(a.shape)}")
+                raise ValueError(f"InputGates per cell takes gates of shape [(B,) {n_cells}, 6, 5], got "
+                                 f"{tuple(a.shape)}")
             per_cell = iter([a[c] if a.ndim == 3 else jnp.moveaxis(a[:, c], 0, 1) for c in range(n_cells)])
-            return self._forward(x, train, lambda cell, h, record: cell(h, next(per_cell), kind, train, None, record),
+            return self._forward(x, train, lambda cell, h,
+                                 record: cell(h, next(per_cell), kind, train, None, record),
                                  None, False)
         if kind == "input_gates" and a.ndim == 3 and a.shape[0] == x.shape[0]:  # one set per example
             if tap is not None:
@@ -378,7 +380,8 @@ class NB201SuperNet(_Macro):
             if tuple(a.shape[::2]) != (nb.NUM_EDGES, nb.NUM_OPS):
                 raise ValueError(f"InputGates takes gates of shape {want}, got {tuple(arch.value.shape)}")
         elif tuple(a.shape) != want:
-            raise ValueError(f"{type(arch).__name__} takes an architecture of shape {want}, got {tuple(a.shape)}")
+            raise ValueError(f"{type(arch).__name__} takes an architecture of shape {want}, got "
+                             f"{tuple(a.shape)}")
         if prune is None:
             prune = (("zero" if train and not self.affine else True) if forward_only and kind == "choice"
                      else False)

@@ -58,7 +58,8 @@ class NB201Space(Space):
 
     def cost(self, arch, C: int = 16, N: int = 5, num_classes: int = 10, image_size: int = 32) -> dict:
         """Traceable {"params", "flops"} of the standalone network of `arch` (NB201's table conventions)."""
-        return {"params": cost.params(arch, C, N, num_classes), "flops": cost.flops(arch, C, N, num_classes, image_size)}
+        return {"params": cost.params(arch, C, N, num_classes),
+                "flops": cost.flops(arch, C, N, num_classes, image_size)}
 
     def angles(self, params0, params, archs):
         """ABS's weight angle of each architecture int32[K, 6] between the supernet's weights
@@ -69,7 +70,8 @@ class NB201Space(Space):
     def build_supernet(self, cfg, num_classes):
         """The config's supernet (`nb201` section), initialised from `cfg.seed`."""
         n = cfg.nb201
-        return self.supernet(n.C, n.N, num_classes, affine=n.affine, track_running_stats=n.track_running_stats,
+        return self.supernet(n.C, n.N, num_classes, affine=n.affine,
+                             track_running_stats=n.track_running_stats,
                              single_path_impl=n.single_path_impl, rngs=nnx.Rngs(cfg.seed))
 
     def build_network(self, arch, cfg, num_classes):

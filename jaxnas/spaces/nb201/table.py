@@ -181,8 +181,9 @@ def load_table(path: str | os.PathLike) -> BenchTable:
     The architecture column is the first of `ARCH_COLUMNS` present; numeric columns are those whose
     every non-empty cell parses as a float (empty/'nan' cells become NaN). Text columns are ignored;
     a column with some numbers and a cell that is not one, or a text column other than
-    `TEXT_COLUMNS`, is dropped with a warning naming it. Raises FileNotFoundError for a missing file and ValueError for a file without an
-    architecture column, without numeric columns, with an unparsable or repeated architecture.
+    `TEXT_COLUMNS`, is dropped with a warning naming it. Raises FileNotFoundError for a missing file and
+    ValueError for a file without an architecture column, without numeric columns, with an unparsable or
+    repeated architecture.
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
@@ -225,10 +226,11 @@ def load_table(path: str | os.PathLike) -> BenchTable:
         except ValueError:  # a text column (e.g. UniqueString), or numbers with a stray cell
             bad = [i for i, c in enumerate(cols[j]) if not _is_number(c)]
             if len(bad) < len(cols[j]):  # some cells are numbers: a damaged numeric column
-                warnings.warn(f"{path}: column {name!r} dropped: line {bad[0] + 2} holds {cols[j][bad[0]]!r}, "
-                              f"not a number ({len(bad)} such cells)", stacklevel=2)
+                warnings.warn(f"{path}: column {name!r} dropped: line {bad[0] + 2} holds "
+                              f"{cols[j][bad[0]]!r}, not a number ({len(bad)} such cells)", stacklevel=2)
             elif name not in TEXT_COLUMNS:  # a text column the NB201 tables do not have
-                warnings.warn(f"{path}: column {name!r} ignored: it holds text ({cols[j][0]!r}), not accuracies",
+                warnings.warn(f"{path}: column {name!r} ignored: it holds text ({cols[j][0]!r}), not "
+                              "accuracies",
                               stacklevel=2)
             continue
         if np.all(np.isnan(vals)):
