@@ -25,9 +25,12 @@ reference: $(REF_STAMP)
 demo: $(STAMP)
 	$(BIN)/python -m jaxnas demo
 
+# pytest-xdist workers (whole test files per worker, so module fixtures compile once); 0: one process
+TEST_WORKERS ?= 2
+
 test: $(REF_STAMP)
 	$(BIN)/ruff check jaxnas tests benchmarks experiments tools
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=25 tests
 
 bench: $(REF_STAMP)
 	mkdir -p benchmarks/results
