@@ -72,11 +72,12 @@ def _size(cfg: Config) -> float:
 
 
 def search_steps(cfg: Config, n_train: int) -> int:
-    weights = n_train if cfg.method == "train" else n_train // 2  # NB201 search split: half for weights
+    """Training steps of the whole run: every round's epochs over the weights' part of the split."""
+    weights = n_train if cfg.method == "train" else int(n_train * (1.0 - cfg.train.held_out))  # search split
     per_epoch = weights // cfg.train.batch_size
     if cfg.train.steps_per_epoch:
         per_epoch = min(per_epoch, cfg.train.steps_per_epoch)
-    return per_epoch * cfg.train.epochs
+    return per_epoch * cfg.train.epochs * cfg.train.rounds
 
 
 def estimate(cfg: Config, proxies: list[str] | None = None, n_archs: int | None = None, method=None) -> dict:

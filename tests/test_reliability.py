@@ -238,3 +238,11 @@ def test_stdout_summarises_long_result_lists():
                         "hist": {"values": list(range(500)), "mean": 1.0}})
     assert short["arch"] == ARCH and short["bench"] == {"acc": 91.0} and short["hist"]["mean"] == 1.0
     assert short["rounds"].startswith("(3 entries") and short["hist"]["values"].startswith("(500 entries")
+
+
+def test_estimate_counts_rounds_and_the_held_out_fraction():
+    from jaxnas.estimate import search_steps
+    cfg = Config(max_per_class=300).set({"train.batch_size": 64, "train.epochs": 3})
+    assert search_steps(cfg, 3000) == 23 * 3  # 1,500 weight images / 64
+    assert search_steps(cfg.set({"train.rounds": 2}), 3000) == 23 * 3 * 2
+    assert search_steps(cfg.set({"train.held_out": 0.1}), 3000) == 42 * 3  # 2,700 / 64
