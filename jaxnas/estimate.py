@@ -14,6 +14,7 @@ import pathlib
 import tarfile
 import zlib
 
+from jaxnas import spaces
 from jaxnas.config import Config
 from jaxnas.data.sources import IMAGE_SUFFIXES
 
@@ -67,8 +68,9 @@ def _count_per_class(path: pathlib.Path) -> dict | None:
 
 
 def _size(cfg: Config) -> float:
-    """Cost of a network relative to C=16, N=5 (with a floor for per-call overhead)."""
-    return max(0.05, (cfg.nb201.N / 5) * (cfg.nb201.C / 16) ** 2)
+    """Cost of a network relative to the space's benchmarked size (with a floor for per-call
+    overhead)."""
+    return max(0.05, spaces.get(cfg.space, cfg).relative_cost(cfg))
 
 
 def search_steps(cfg: Config, n_train: int) -> int:

@@ -29,7 +29,6 @@ def test_every_field_of_the_flat_config_names_its_new_place(old):
     ("nb201.C=four", "nb201.C takes an integer, got 'four'"),
     ("train.augment=maybe", "train.augment takes true/false"),
     ("train.lr=nan", "train.lr must be a finite number"),
-    ("eval.bn=running", "eval.bn=running needs nb201.track_running_stats=true"),
     ("setn.select=best", "setn.select must be one of topk, sample, got 'best'"),
     ("proxy.das_da=median", "proxy.das_da must be one of logdet, min_dist"),
     ("proxy.az_spectrum=float64", "proxy.az_spectrum must be one of reference, psd"),

@@ -71,6 +71,7 @@ def test_overwrite_keeps_a_user_file_inside_plots_and_checkpoints(tmp_path):
     (["--method", "rsps", "--space", "hybrid", "eval.rank_probe=5"], "space 'hybrid' does not"),
     (["--method", "naswot", "eval.rank_probe=5"], "--method naswot trains none"),
     (["eval.rank_probe=20000"], "exceeds the 15625 architectures"),
+    (["eval.bn=running"], "eval.bn=running needs nb201.track_running_stats=true"),  # the space's rule
 ])
 def test_search_refuses_options_it_would_ignore_before_anything_runs(tmp_path, capsys, argv, message):
     out = tmp_path / "run"

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jaxnas import backend, search
+from jaxnas import search
 from jaxnas.config import Config
 from jaxnas.evaluate import Evaluator
 from jaxnas.nn import split
@@ -54,6 +54,7 @@ class Method(abc.ABC):
         """ValueError, before any data is read or any step runs, for a config this method on
         `space` would silently ignore or fail on later. Subclasses add their own rules."""
         name = cfg.method
+        space.check_config(cfg)
         if cfg.proxy.rule and not cls.reads_rule:
             raise ValueError(f"proxy.rule={cfg.proxy.rule} is read by --method rule and --method prune (and "
                              f"`jaxnas score`); --method {name} would ignore it: drop it or use --method "
@@ -97,8 +98,7 @@ class SupernetMethod(Method):
 
     def __init__(self, cfg: Config, space: Space, num_classes: int):
         super().__init__(cfg, space, num_classes)
-        passes = getattr(space, "host_passes", None)  # a space's CPU host passes, if it has any
-        self.host = passes if passes is not None and backend.host_path(cfg.nb201.single_path_impl) else None
+        self.host = space.host_passes if has(space, "host_passes") and space.host_path(cfg) else None
         self.host_step = self.host is not None
         self.graphdef, self._params, self._stats = split(self.build_model(num_classes))
         self.tx = optim.sgd(cfg.train.lr, cfg.train.momentum, cfg.train.nesterov, cfg.train.weight_decay)

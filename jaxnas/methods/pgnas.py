@@ -52,7 +52,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxnas import search
+from jaxnas import search, spaces
 from jaxnas.estimate import search_steps
 from jaxnas.methods.base import SupernetMethod
 from jaxnas.nn import apply, concrete, loss_and_accuracy
@@ -124,11 +124,14 @@ def _summary(acc) -> dict:
             "values": np.round(acc, 3).tolist()}
 
 
+# the spaces' relative_cost at the tiny sizes the constants were measured on (nb201: C=8, N=1;
+# hybrid: C=8, 1 block per stage)
+TINY_COST = {"nb201": (1 / 5) * (8 / 16) ** 2, "hybrid": (1 / 4) * (8 / 16) ** 2}
+
+
 def relative_size(cfg) -> float:
     """A network's cost relative to the tiny one the constants were measured on."""
-    if cfg.space == "hybrid":
-        return cfg.hybrid.blocks * (cfg.hybrid.C / 8) ** 2
-    return cfg.nb201.N * (cfg.nb201.C / 8) ** 2
+    return spaces.get(cfg.space, cfg).relative_cost(cfg) / TINY_COST.get(cfg.space, TINY_COST["nb201"])
 
 
 def candidate_seconds(cfg, single: bool = False) -> float:

@@ -341,12 +341,11 @@ def das_weight(cfg: Config) -> float:
 
 
 def make_scorer(cfg: Config, proxies, num_classes: int) -> ProxyScorer:
-    return ProxyScorer(proxies, C=cfg.nb201.C, N=cfg.nb201.N, num_classes=num_classes, seed=cfg.seed,
+    space = spaces.get(cfg.space, cfg)
+    return ProxyScorer(proxies, **space.network_kwargs(cfg), num_classes=num_classes, seed=cfg.seed,
                        init=cfg.proxy.init,
                        chunk_size=backend.eval_chunk_size(cfg.eval.chunk_size, accelerator_default=16),
                        das_weight=das_weight(cfg), das_da=cfg.proxy.das_da,
                        fast_train_steps=cfg.proxy.fast_train_steps, fast_train_lr=cfg.proxy.fast_train_lr,
-                       single_path_impl=cfg.nb201.single_path_impl,  # resolved per pass by the network
-                       host_gradients=backend.host_path(cfg.nb201.single_path_impl),  # CPU: eager gradients
-                       az_spectrum=cfg.proxy.az_spectrum,
-                       space=spaces.get(cfg.space))
+                       host_gradients=space.host_path(cfg),  # CPU: eager gradients
+                       az_spectrum=cfg.proxy.az_spectrum, space=space)

@@ -66,6 +66,25 @@ class Space(abc.ABC):
         """The space sized by `cfg` (this one, unless the architecture shape depends on the config)."""
         return self
 
+    # --- what generic code asks of a space's config section (only the space reads its section) ----
+    def check_config(self, cfg) -> None:  # noqa: B027 -- optional: most spaces have no such rule
+        """ValueError for a config this space cannot run (rules across its section and others)."""
+        return None
+
+    def relative_cost(self, cfg) -> float:
+        """The cost of the config's supernet relative to the space's `paper` size (the estimate's
+        scale: 1.0 is a step at the benchmarked size)."""
+        return 1.0
+
+    def host_path(self, cfg) -> bool:
+        """Whether weight steps of the config run the space's host passes (`host_passes`) on this
+        backend instead of one traced program."""
+        return False
+
+    def network_kwargs(self, cfg) -> dict:
+        """The size and formulation keywords of the config's networks (what a scorer builds)."""
+        return {}
+
     @abc.abstractmethod
     def hash(self, arch):
         """A stable integer identity of each architecture (host int64, batch shape): seeds that

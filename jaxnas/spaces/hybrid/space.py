@@ -41,6 +41,10 @@ class HybridSpace(Space):
         return self if (cfg.hybrid.C, cfg.hybrid.blocks) == (self.C, self.blocks) else HybridSpace(
             cfg.hybrid.C, cfg.hybrid.blocks)
 
+    def relative_cost(self, cfg) -> float:
+        """Blocks x channels², relative to the paper's C=16, 4 blocks per stage."""
+        return (cfg.hybrid.blocks / 4) * (cfg.hybrid.C / 16) ** 2
+
     @property
     def spec(self):
         return jax.ShapeDtypeStruct(self.valid.shape, jnp.bool_)

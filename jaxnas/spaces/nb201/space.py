@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from jaxnas import backend
 from jaxnas.spaces.base import Space
 from jaxnas.spaces.nb201 import angle, cell, cost, eager, networks
 
@@ -65,6 +66,21 @@ class NB201Space(Space):
         """ABS's weight angle of each architecture int32[K, 6] between the supernet's weights
         `params0` and `params` (`angle`: AngleNAS's NB201 construction, vectorised)."""
         return angle.arch_angles(params0, params, archs)
+
+    # --- the `nb201` config section -----------------------------------------------------------
+    def check_config(self, cfg) -> None:
+        if cfg.eval.bn == "running" and not cfg.nb201.track_running_stats:
+            raise ValueError("eval.bn=running needs nb201.track_running_stats=true")
+
+    def relative_cost(self, cfg) -> float:
+        """Cells x channels², relative to C=16, N=5 (BENCHMARKS.md's eager step)."""
+        return (cfg.nb201.N / 5) * (cfg.nb201.C / 16) ** 2
+
+    def host_path(self, cfg) -> bool:
+        return backend.host_path(cfg.nb201.single_path_impl)
+
+    def network_kwargs(self, cfg) -> dict:
+        return {"C": cfg.nb201.C, "N": cfg.nb201.N, "single_path_impl": cfg.nb201.single_path_impl}
 
     # --- networks ----------------------------------------------------------------------------
     def build_supernet(self, cfg, num_classes):
