@@ -181,11 +181,11 @@ def train_arch(args) -> tuple[str, dict]:
 
 def _best_scored(run: pathlib.Path) -> str:
     """A score run's best architecture by its first score column, for an error message."""
+    from jaxnas import search
     from jaxnas.rundir import read_scores
     try:
         header, rows = read_scores(run / "scores.csv")
-        values = [float(r[header[2]]) for r in rows]
-        best = rows[max(range(len(rows)), key=lambda i: (values[i] == values[i], values[i]))]
+        best = rows[search.best_by_score([float(r[header[2]]) for r in rows])]
         return f"its best by {header[2]}: {best['arch']}"
     except (OSError, ValueError, IndexError, KeyError, RuntimeError):
         return "its scores.csv lists them"
@@ -194,7 +194,7 @@ def _best_scored(run: pathlib.Path) -> str:
 def _check_train_arch(cfg, flag: str):
     """cfg with its architecture string checked and normalised by its space; a plain number is an
     index into a space that lists its architectures (NB201's benchmark order)."""
-    from jaxnas import spaces
+    from jaxnas import search, spaces
     from jaxnas.spaces import has
     space = spaces.get(cfg.space, cfg)
     text = cfg.arch.strip()
@@ -204,17 +204,11 @@ def _check_train_arch(cfg, flag: str):
                              "string form")
         if int(text) >= space.size:
             raise ValueError(f"{flag} {text}: an index of space {space.name!r} is in [0, {space.size - 1}]")
-        return cfg.replace(arch=space.to_string(jax_tree_index(space.enumerate(), int(text))))
+        return cfg.replace(arch=space.to_string(search.take(space.enumerate(), int(text))))
     try:
         return cfg.replace(arch=space.to_string(space.from_string(cfg.arch)))
     except ValueError as err:
         raise ValueError(f"{flag}: {err}") from None
-
-
-def jax_tree_index(archs, i: int):
-    """Architecture `i` of a batch (a pytree with a leading axis on every leaf)."""
-    import jax
-    return jax.tree.map(lambda a: a[i], archs)
 
 
 def _config(args):
@@ -266,12 +260,11 @@ def _candidates(args, cfg):
 
 
 def _estimate(args, cfg, candidates) -> dict:
+    from jaxnas import methods
     from jaxnas.estimate import describe, estimate
     if not _training_free(args, cfg):
-        from jaxnas import methods
         est = estimate(cfg, method=methods.get(cfg.method) if args.command == "search" else None)
     else:
-        from jaxnas import methods
         from jaxnas.proxies.run import score_proxies
         proxies = score_proxies(cfg) if args.command == "score" else methods.get(cfg.method).proxies(cfg)
         est = estimate(cfg, proxies, len(candidates[0]) if args.command == "score"

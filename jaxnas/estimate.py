@@ -16,6 +16,7 @@ import zlib
 
 from jaxnas import spaces
 from jaxnas.config import Config
+from jaxnas.data.pipeline import weights_size
 from jaxnas.data.sources import IMAGE_SUFFIXES
 
 # (training images, classes) of the named datasets
@@ -75,7 +76,7 @@ def _size(cfg: Config) -> float:
 
 def search_steps(cfg: Config, n_train: int) -> int:
     """Training steps of the whole run: every round's epochs over the weights' part of the split."""
-    weights = n_train if cfg.method == "train" else int(n_train * (1.0 - cfg.train.held_out))  # search split
+    weights = n_train if cfg.method == "train" else weights_size(n_train, cfg.train.held_out)  # search split
     per_epoch = weights // cfg.train.batch_size
     if cfg.train.steps_per_epoch:
         per_epoch = min(per_epoch, cfg.train.steps_per_epoch)

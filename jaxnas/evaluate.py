@@ -134,8 +134,7 @@ def block_plan(k: int, chunk_size: int, block_size: int):
 
 
 def evaluate_blocks(graphdef, params, stats, archs, images, labels, *, bn: str = "running",
-                    chunk_size: int = 16,
-                    recal_images=None, block_size: int = 16, bar=None):
+                    chunk_size: int = 16, recal_images=None, block_size: int = 16, bar=None):
     """`evaluate`, bit for bit, dispatched from Python in blocks of about `block_size` candidates
     (`block_plan`), each waited for before the next is dispatched, so that a KeyboardInterrupt
     (Ctrl-C; the CLI turns SIGTERM into one) acts between blocks. `bar` (tqdm-like, optional)

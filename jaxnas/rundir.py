@@ -185,10 +185,8 @@ def remove_run(run: pathlib.Path) -> None:
             kept.append(entry.name)
         elif name in OWNED_INSIDE and entry.is_dir() and not entry.is_symlink():
             kept += _remove_owned_inside(entry, OWNED_INSIDE[name])
-        elif entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry)
         else:
-            entry.unlink()
+            _remove(entry)
     if kept:
         warnings.warn(f"--overwrite kept {len(kept)} entries of {run} that jaxnas did not write: "
                       f"{', '.join(kept[:5])}{' ...' if len(kept) > 5 else ''}", stacklevel=2)
@@ -199,15 +197,21 @@ def _remove_owned_inside(folder: pathlib.Path, pattern: re.Pattern) -> list[str]
     the names (relative to the run directory) of the entries kept."""
     kept = []
     for entry in folder.iterdir():
-        if not pattern.fullmatch(entry.name):
-            kept.append(f"{folder.name}/{entry.name}")
-        elif entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry)
+        if pattern.fullmatch(entry.name):
+            _remove(entry)
         else:
-            entry.unlink()
+            kept.append(f"{folder.name}/{entry.name}")
     if not kept:
         folder.rmdir()
     return kept
+
+
+def _remove(entry: pathlib.Path) -> None:
+    """Remove a file, a link (not what it points to) or a folder with its contents."""
+    if entry.is_dir() and not entry.is_symlink():
+        shutil.rmtree(entry)
+    else:
+        entry.unlink()
 
 
 def _entries(run: pathlib.Path) -> list[pathlib.Path]:
@@ -223,7 +227,7 @@ def lock_run_dir(run: pathlib.Path) -> None:
     if key in _HELD or fcntl is None:
         return
     run.mkdir(parents=True, exist_ok=True)
-    if (run / LOCK).is_dir() or ((run / LOCK).exists() and not (run / LOCK).is_file()):
+    if (run / LOCK).exists() and not (run / LOCK).is_file():
         raise RunError(f"{run / LOCK} is not a file (jaxnas keeps its run-directory lock there); "
                        "remove it, then rerun")
     f = open(run / LOCK, "a+")  # noqa: SIM115 -- held open while the run lasts

@@ -14,12 +14,17 @@ import jax.numpy as jnp
 import numpy as np
 
 
+def weights_size(num_train: int, held_out: float) -> int:
+    """How many of `num_train` training examples the search split leaves for the weights."""
+    return int(num_train * (1.0 - held_out))
+
+
 def search_split(num_train: int, seed: int, held_out: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
     """(weights, held-out) indices, each sorted: a seeded random `held_out` fraction of the training
     set is held out for architecture steps and ranking (NB201's search split: half; SMASH: 5k of 50k)."""
     if num_train < 2:
         raise ValueError(f"search_split needs at least 2 training examples, got {num_train}")
-    n_weights = int(num_train * (1.0 - held_out))
+    n_weights = weights_size(num_train, held_out)
     if not 0 < n_weights < num_train:
         raise ValueError(f"held_out={held_out} leaves {n_weights} of {num_train} examples for the weights")
     perm = np.random.default_rng(seed).permutation(num_train).astype(np.int32)

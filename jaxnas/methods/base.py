@@ -120,12 +120,10 @@ class SupernetMethod(Method):
         host = self.host if single else None
         if host is not None:
             arch = Choice(np.asarray(arch.value))
-        used = (self.space.used_params(state.params,
-                                       arch.value) if single and not self.cfg.train.decay_unsampled
-                else None)
+        skips_unsampled = single and not self.cfg.train.decay_unsampled
+        used = self.space.used_params(state.params, arch.value) if skips_unsampled else None
         return steps.weight_step(self.tx, self.cfg.train.grad_clip, self.graphdef, state, images, labels, lr,
-                                 arch,
-                                 used=used, host=host)
+                                 arch, used=used, host=host)
 
     def rank(self, state, archs, evaluator: Evaluator):
         """Validation metrics of candidates `archs` (a container batch; plain architectures, an

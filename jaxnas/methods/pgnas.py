@@ -53,6 +53,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxnas import search, spaces
+from jaxnas.config import preset
 from jaxnas.estimate import search_steps
 from jaxnas.methods.base import SupernetMethod
 from jaxnas.nn import apply, concrete, loss_and_accuracy
@@ -124,19 +125,15 @@ def _summary(acc) -> dict:
             "values": np.round(acc, 3).tolist()}
 
 
-# the spaces' relative_cost at the tiny sizes the constants were measured on (nb201: C=8, N=1;
-# hybrid: C=8, 1 block per stage)
-TINY_COST = {"nb201": (1 / 5) * (8 / 16) ** 2, "hybrid": (1 / 4) * (8 / 16) ** 2}
-
-
 def relative_size(cfg) -> float:
-    """A network's cost relative to the tiny one the constants were measured on."""
-    return spaces.get(cfg.space, cfg).relative_cost(cfg) / TINY_COST.get(cfg.space, TINY_COST["nb201"])
+    """A network's cost relative to the `tiny` preset's, which the constants were measured on."""
+    space = spaces.get(cfg.space, cfg)
+    return space.relative_cost(cfg) / space.relative_cost(preset("tiny", "pgnas", cfg.space))
 
 
 def candidate_seconds(cfg, single: bool = False) -> float:
     """Seconds to evaluate one candidate (gated), or with `single` one ranked genotype."""
-    per = SINGLE_S if single else CANDIDATE_S.get(cfg.space, CANDIDATE_S["nb201"])
+    per = SINGLE_S if single else CANDIDATE_S[cfg.space]
     return per * relative_size(cfg) * cfg.eval.batch_size / 256
 
 
@@ -281,7 +278,7 @@ class PGNAS(SupernetMethod):
         """A run's seconds on a 2-core CPU (`jaxnas.estimate`): the gated steps, then 2 x
         `pgnas.candidates` gated evaluations (the pairs and the fixed-rate baseline), on NB201 one
         more set of candidates for genotype=rejection or up to as many single paths for ranked."""
-        c, space = cfg.pgnas, cfg.space if cfg.space in STEP_S else "nb201"
+        c, space = cfg.pgnas, cfg.space
         step = STEP_S[space] * relative_size(cfg) * cfg.train.batch_size / 64
         gated = 2 + (space == "nb201" and c.genotype == "rejection")
         select = gated * c.candidates * candidate_seconds(cfg)
@@ -393,7 +390,7 @@ class PGNAS(SupernetMethod):
         return {"arch": archs[best], "mask": keep[best].astype(int).tolist(), "exact_genotype": True,
                 "valid_acc": float(acc[best]), "valid_loss": float(loss[best]),
                 "rejection": {"draw": "conditional", "candidates": c.candidates,
-                              "distinct": len(np.unique(archs, axis=0)),
+                              "distinct": len(search.dedup(archs)),
                               "edge_probs": np.round(one_op_probs(p_logit), 4).tolist(),
                               "acc": _summary(acc)}}
 

@@ -92,9 +92,9 @@ class TrainingFree(Method):
     @classmethod
     def for_rule(cls, name: str) -> type:
         """The method ranking by combination rule `name` ("rule": the config's proxy.rule)."""
-        return type(f"TrainingFree[{name}]", (cls,),
-                    {"name": name, "rule_name": "" if name == "rule" else name,
-                                                      "reads_rule": name == "rule"})
+        own = name == "rule"  # ranks by the config's proxy.rule, not a named rule
+        return type(f"TrainingFree[{name}]", (cls,), {"name": name, "rule_name": "" if own else name,
+                                                      "reads_rule": own})
 
     def init(self):
         return state_lib.create({}, {}, self.cfg.seed)
@@ -123,8 +123,8 @@ class TrainingFree(Method):
                                    for i, v in zip(top, accs)]}
         out = {"arch": archs[best], "score": float(scores[best]),
                "candidates": [{"arch": self.space.to_string(a), "score": float(v),
-                               **{m: float(metrics[m][i]) for m in metrics}} for i,
-                              (a, v) in enumerate(zip(archs, scores))]}
+                               **{m: float(metrics[m][i]) for m in metrics}}
+                              for i, (a, v) in enumerate(zip(archs, scores))]}
         if self.rule is not None:
             out["rule"] = {**self.rule.to_json(), "spec": self.rule_name or self.cfg.proxy.rule}
         if fine is not None:

@@ -215,9 +215,9 @@ _noise_jit = jax.jit(noise_input, static_argnums=(0, 1, 2))
 
 def eager_az_scores(graphdef, params, stats, arch, images, labels, *, seed: int = 0, inputs: str = "noise",
                     init: str = "kaiming", trainability: bool = True, impl=None, spectrum: str = "reference",
-                    space=None):
+                    space):
     """`az_scores` of a concrete host architecture, each block and its pullback through the space's
-    host passes (`space.host_passes.block_pullbacks`; `gradient.host_passes` without `space`): on
+    host passes (`space.host_passes.block_pullbacks`): on
     XLA:CPU the traced blocks' input gradients took ~15 s per C=16, N=5 candidate at 128 images."""
     del labels, impl
     _check(inputs, init, spectrum)

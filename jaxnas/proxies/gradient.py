@@ -169,33 +169,32 @@ _zico_from_jit = jax.jit(_zico_from)
 def host_passes(space):
     """The host passes the eager twins run (`space.host_passes`: value_and_grad,
     summed_logits_grad, block_pullbacks, ...)."""
-    if space is None or not has(space, "host_passes"):
-        raise ValueError(f"space {getattr(space, 'name', space)!r} has no host passes: score it traced "
+    if not has(space, "host_passes"):
+        raise ValueError(f"space {space.name!r} has no host passes: score it traced "
                          "(host_gradients=False)")
     return space.host_passes
 
 
-def eager_loss_gradient_scores(graphdef, params, stats, arch, images, labels, *, space=None):
+def eager_loss_gradient_scores(graphdef, params, stats, arch, images, labels, *, space):
     _, grads = host_passes(space).value_and_grad(graphdef, params, stats, images, labels, Choice(arch),
                                                  train=True)
     return _grad_norm_snip_jit(params, grads)
 
 
-def eager_synflow(graphdef, params, stats, arch, images, labels, *, space=None):
+def eager_synflow(graphdef, params, stats, arch, images, labels, *, space):
     del labels
     pos, ident, ones = _synflow_inputs_jit(params, stats, images)
     grads = host_passes(space).summed_logits_grad(graphdef, pos, ident, ones, Choice(arch), train=False)
     return _synflow_from_jit(pos, grads)
 
 
-def eager_jacov(graphdef, params, stats, arch, images, labels, *, space=None):
+def eager_jacov(graphdef, params, stats, arch, images, labels, *, space):
     del labels
-    return _jacov_from_jit(host_passes(space).summed_logits_grad(graphdef, params, stats, images,
-                                                                 Choice(arch),
-                                                                 wrt="images"))
+    grads = host_passes(space).summed_logits_grad(graphdef, params, stats, images, Choice(arch), wrt="images")
+    return _jacov_from_jit(grads)
 
 
-def eager_zico(graphdef, params, stats, arch, images, labels, *, batches: int = ZICO_BATCHES, space=None):
+def eager_zico(graphdef, params, stats, arch, images, labels, *, batches: int = ZICO_BATCHES, space):
     passes = host_passes(space)
     grads = [passes.value_and_grad(graphdef, params, stats, x, y, Choice(arch), train=True)[1]
              for x, y in _split_batches(images, labels, batches)]

@@ -126,8 +126,7 @@ class SearchRun:
         """The step's learning rate and (augmented, normalised, sharded) batches."""
         t = self.cfg.train
         lr = scheduled_lr(state.step, self.steps_per_epoch * t.epochs, t.rounds, self.warmup_steps, t.lr,
-                          t.lr_min,
-                          t.schedule == "cosine_per_round")
+                          t.lr_min, t.schedule == "cosine_per_round")
         wbatch = self._batch(state, wdata, w_idx, KEY_AUGMENT_W)
         abatch = self._batch(state, adata, a_idx, KEY_AUGMENT_A) if self.method.uses_arch_batch else None
         return lr, wbatch, abatch
@@ -290,8 +289,7 @@ class SearchRun:
         if space_bench:
             result["space_bench"] = space_bench
         out = write_result(self.run_dir, self.cfg, self.space, result.pop("arch"), result, wall,
-                           self.bench_table,
-                           steps=int(state.step), dataset=self.dataset)
+                           self.bench_table, steps=int(state.step), dataset=self.dataset)
         self.ckpt.close()
         return out
 
