@@ -16,40 +16,13 @@ import signal
 import sys
 
 import jaxnas
+from jaxnas import registry
 from jaxnas.config import PRESETS, apply_overrides, preset, validate
-
-SEARCH_SPACES = ["nb201", "hybrid"]  # jaxnas.spaces.SPACES, listed here so that --help needs no JAX import
 
 EXIT_USAGE, EXIT_INTERRUPTED = 2, 130
 TABLE_NAME = "shared/data/nb201/nats_tss_hp200_test_acc.csv"
 DEMO_OUT = "runs/demo"
 OVERRIDE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*=")
-# One line per method for `jaxnas search --help` (tests check it lists every registered method).
-METHOD_HELP = {
-    "rsps": "random sampling with parameter sharing: train a supernet on random paths, rank candidates",
-    "setn": "SETN: template network + learned evaluator; top-K candidates, best on a validation batch",
-    "abs": "ABS: shrink the space by weight angles around a base method (abs.base=rsps|setn)",
-    "pgnas": "PGNAS: concrete-dropout gates on every op; best of sampled (architecture, weights) pairs",
-    "naswot": "training-free: best of select_num random candidates by the NASWOT score",
-    "das": "training-free: best by DAS (distinguishing ability + log NAU; das_da=logdet|min_dist)",
-    "synflow": "training-free: best by synflow",
-    "snip": "training-free: best by snip",
-    "grad_norm": "training-free: best by the gradient norm",
-    "jacov": "training-free: best by the Jacobian covariance score",
-    "zico": "training-free: best by ZiCo (gradient mean / std across batches)",
-    "az_expressivity": "training-free: best by AZ-NAS expressivity",
-    "az_progressivity": "training-free: best by AZ-NAS progressivity",
-    "az_trainability": "training-free: best by AZ-NAS trainability",
-    "params": "training-free: the largest network by parameter count",
-    "flops": "training-free: the largest network by FLOPs",
-    "layers": "training-free: the network with the most conv + linear layers",
-    "aznas": "training-free: best by AZ-NAS's rule (log-rank sum of its 3 components and FLOPs)",
-    "naswot_params": "training-free: best by the log-rank sum of NASWOT and the parameter count",
-    "rule": "training-free: best by proxy.rule (a named rule or a calibrated rule .json)",
-    "prune": "training-free, TE-NAS: prune the whole cell op by op by proxy.rule (default naswot_params)",
-}
-
-
 class _Parser(argparse.ArgumentParser):
     def error(self, message):
         self.exit(EXIT_USAGE, f"jaxnas: error: {message} (see `{self.prog} --help`)\n")
@@ -91,14 +64,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"jaxnas {jaxnas.__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     search_presets = [k for k in PRESETS if not k.startswith("train")]
-    methods = "\n".join(f"  {k:10s} {v}" for k, v in METHOD_HELP.items())
+    search_methods = registry.search_methods()
+    methods = "\n".join(f"  {k:10s} {registry.METHODS[k].help}" for k in search_methods)
+    spaces = list(registry.SPACES)
     s = sub.add_parser("search", help="run an architecture search",
                        formatter_class=argparse.RawDescriptionHelpFormatter,
                        epilog=f"methods:\n{methods}\n\npresets: paper (the published protocol; days on a "
                               "CPU), tiny (minutes on 2 CPU cores)")
-    s.add_argument("--space", default="nb201", choices=SEARCH_SPACES,
-                   help="nb201 | hybrid (PGNAS's multi-kernel ResNet; --method pgnas or rsps)")
-    s.add_argument("--method", default="rsps", help=f"{' | '.join(METHOD_HELP)} (listed below)")
+    s.add_argument("--space", default=registry.DEFAULT_SPACE, choices=spaces,
+                   help=f"{' | '.join(spaces)} (`jaxnas list` describes each)")
+    s.add_argument("--method", default=registry.DEFAULT_METHOD,
+                   help=f"{' | '.join(search_methods)} (listed below)")
     s.add_argument("--preset", default="paper", choices=search_presets)
     _common(s)
     t = sub.add_parser("train", help="train one architecture from scratch (NB201 recipe)")
@@ -106,16 +82,16 @@ def build_parser() -> argparse.ArgumentParser:
     arch.add_argument("--arch", help="NB201 string |op~0|+|op~0|op~1|+|op~0|op~1|op~2| or NB201 index, or a "
                                      "finished search's run directory / its result.json")
     arch.add_argument("--arch-from", metavar="RUN", help="train the architecture a finished search found")
-    t.add_argument("--space", default=None, choices=SEARCH_SPACES,
-                   help="the architecture's space (default: the run's, with --arch-from; else nb201)")
+    t.add_argument("--space", default=None, choices=spaces,
+                   help=f"the architecture's space (default: the run's, with --arch-from; else "
+                        f"{registry.DEFAULT_SPACE})")
     t.add_argument("--preset", default="paper", choices=["paper", "tiny"])
     _common(t)
     c = sub.add_parser("score", help="score architectures with training-free proxies (NASWOT, DAS, ...)")
-    c.add_argument("--space", default="nb201", choices=["nb201"])
+    c.add_argument("--space", default=registry.DEFAULT_SPACE, choices=spaces)
     c.add_argument("--proxy", default="naswot",
-                   help="naswot | das | synflow | snip | grad_norm | jacov | zico | az_expressivity | "
-                        "az_progressivity | az_trainability | params | flops | layers, or several, "
-                        "comma-separated (`jaxnas list` describes each)")
+                   help=f"{' | '.join(registry.PROXIES)}, or several, comma-separated (`jaxnas list` "
+                        "describes each)")
     c.add_argument("--archs", default="all",
                    help="all | N (a seeded sample of N) | file with one NB201 string per line")
     c.add_argument("--preset", default="paper", choices=search_presets)
@@ -150,8 +126,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def train_arch(args) -> tuple[str, dict]:
     """The architecture string `jaxnas train` trains (--arch: a string, run directory or result.json;
-    or --arch-from RUN) and the config fields of its space ({} for a string; a run's `space` and its
-    `hybrid` sizes)."""
+    or --arch-from RUN) and the config fields of its space ({} for a string; a run's `space` and the
+    fields of its section that the architecture's shape depends on, `Space.arch_fields`: the
+    rest of the section, e.g. a search's BN settings, is the training recipe's)."""
     spec, flag = (args.arch_from, "--arch-from") if args.arch_from else (args.arch, "--arch")
     if not spec.strip():
         raise ValueError(f"{flag} is empty; give an architecture string, an NB201 index, or a finished "
@@ -173,9 +150,11 @@ def train_arch(args) -> tuple[str, dict]:
             run_cfg = json.loads((result.parent / "config.json").read_text())["config"]
         except (OSError, ValueError, KeyError, TypeError):
             return arch, {}
-        space = run_cfg.get("space", "nb201")
-        sizes = {f"hybrid.{k}": v for k, v in run_cfg.get("hybrid", {}).items()} if space == "hybrid" else {}
-        return arch, {"space": space, **sizes}
+        from jaxnas import spaces
+        name = run_cfg.get("space", registry.DEFAULT_SPACE)
+        section = run_cfg.get(name, {})
+        shape = {f"{name}.{k}": section[k] for k in spaces.get(name).arch_fields if k in section}
+        return arch, {"space": name, **shape}
     return spec, {}
 
 
@@ -224,15 +203,20 @@ def _config(args):
             fields = {**fields, "space": args.space}
         cfg = PRESETS["train-" + args.preset].replace(arch=arch).set(fields)
     elif args.command == "score":
-        from jaxnas.proxies import parse_proxies
+        from jaxnas import spaces
+        from jaxnas.proxies.scoring import check_space, parse_proxies
         parse_proxies(args.proxy)
+        check_space(spaces.get(args.space))
         cfg = PRESETS[args.preset].replace(method="score", space=args.space).set({"proxy.names": args.proxy,
                                                                                    "proxy.archs": args.archs})
     else:
         cfg = preset(args.preset, args.method, args.space)
     cfg = apply_overrides(validate(cfg.replace(data=args.data, seed=args.seed)), args.overrides)
-    if args.bench_table and cfg.space != "nb201":
-        raise ValueError(f"--bench-table: benchmark tables cover NB201; space {cfg.space!r} has none")
+    if args.bench_table:
+        from jaxnas import spaces
+        if not spaces.has(spaces.get(cfg.space, cfg), "bench_index"):
+            raise ValueError("--bench-table: benchmark tables index a space's architectures "
+                             f"(`bench_index`); space {cfg.space!r} has none")
     if args.bench_table and not pathlib.Path(args.bench_table).expanduser().is_file():
         raise ValueError(f"--bench-table {args.bench_table}: no such file (expected an NB201-style CSV)")
     if args.command == "train":
@@ -245,25 +229,26 @@ def _config(args):
 
 def _training_free(args, cfg) -> bool:
     from jaxnas import methods
-    return args.command == "score" or cfg.method in methods.TRAINING_FREE
+    return args.command == "score" or not methods.get(cfg.method).trains
 
 
 def _candidates(args, cfg):
     """The architectures a run may look up in the bench table (score: those it scores)."""
-    from jaxnas.spaces import nb201
+    from jaxnas import spaces
+    space = spaces.get(cfg.space, cfg)
     if args.command == "score":
         from jaxnas.proxies.run import select_archs
-        return select_archs(cfg.proxy.archs, cfg.seed), "architectures to score"
+        return select_archs(cfg.proxy.archs, cfg.seed, space), "architectures to score"
     if args.command == "train":
-        return nb201.from_string(cfg.arch)[None], "architecture to train"  # bench tables are NB201's
-    return nb201.enumerate_all(), "architectures of the NB201 space"
+        return space.from_string(cfg.arch)[None], "architecture to train"
+    return space.enumerate(), f"architectures of the {space.name} space"
 
 
 def _estimate(args, cfg, candidates) -> dict:
     from jaxnas import methods
     from jaxnas.estimate import describe, estimate
     if not _training_free(args, cfg):
-        est = estimate(cfg, method=methods.get(cfg.method) if args.command == "search" else None)
+        est = estimate(cfg, method=methods.get(cfg.method))
     else:
         from jaxnas.proxies.run import score_proxies
         proxies = score_proxies(cfg) if args.command == "score" else methods.get(cfg.method).proxies(cfg)
@@ -331,16 +316,15 @@ def _plot(args) -> dict:
 
 def listing() -> str:
     """`jaxnas list`: every registered space, method, proxy and preset with one line each."""
-    from jaxnas import spaces
     from jaxnas.config import PRESET_HELP
-    from jaxnas.proxies.scoring import PROXY_HELP
 
     def block(title, items):
         return f"{title}:\n" + "".join(f"  {k:12s} {v}\n" for k, v in items.items())
 
-    return "\n".join([block("spaces", {k: s.description for k, s in spaces.SPACES.items()}),
-                      block("methods (jaxnas search --method)", METHOD_HELP),
-                      block("proxies (jaxnas score --proxy)", PROXY_HELP),
+    return "\n".join([block("spaces", {k: e.help for k, e in registry.SPACES.items()}),
+                      block("methods (jaxnas search --method)",
+                            {k: registry.METHODS[k].help for k in registry.search_methods()}),
+                      block("proxies (jaxnas score --proxy)", registry.PROXIES),
                       block("presets (--preset)", PRESET_HELP)])
 
 
@@ -389,7 +373,8 @@ def _demo(args) -> None:
     results = []
     for folder, method, what, overrides in DEMO_RUNS:
         print(f"\n== {what}", flush=True)
-        ns = argparse.Namespace(command="search", method=method, space="nb201", preset="tiny", data="cifar10",
+        ns = argparse.Namespace(command="search", method=method, space=registry.DEFAULT_SPACE, preset="tiny",
+                                data="cifar10",
                                 out=str(out / folder), seed=0, bench_table=str(table) if table else None,
                                 overwrite=overwrite, devices=None, distributed=False, no_progress=False,
                                 overrides=overrides, print_config=False)
@@ -402,9 +387,9 @@ def _demo_summary(results, table_path) -> str:
     lines = ["", "jaxnas demo: results"]
     truth = None
     if table_path is not None:
+        from jaxnas import spaces
         from jaxnas.bench import load_table
-        from jaxnas.spaces import nb201
-        truth = load_table(table_path).values(nb201.enumerate_all(), "cifar10")
+        truth = load_table(table_path).values(spaces.get(registry.DEFAULT_SPACE).enumerate(), "cifar10")
     for folder, what, result in results:
         lines.append(f"  {what}")
         lines.append(f"    found {result['arch']}  in {result.get('wall_time_s', 0):.0f} s  "

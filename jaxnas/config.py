@@ -2,15 +2,17 @@
 each validating its own fields. Presets are named after the protocol they reproduce.
 
     space, method, data, max_per_class, seed, arch   what to run
-    nb201   the NB201 networks: width, depth, BatchNorm, single-path formulation
-    hybrid  PGNAS's hybrid multi-kernel ResNet (`--space hybrid`): width, blocks per stage
-    train   weight training: epochs, rounds, batch, SGD, augmentation
-    eval    candidate evaluation: how many, on which batch, BatchNorm mode, rank probe
-    setn    SETN's evaluator (Adam on alpha) and its candidates
-    abs     ABS's search-space shrinking around a base method (`--method abs`)
-    pgnas   PGNAS's concrete-dropout gates, their regulariser and candidate sampling
-    proxy   training-free scores (`jaxnas score`, `jaxnas search --method naswot|das|...`)
-    run     bookkeeping: checkpoints, logging
+    <space>  each registered space's own section (nb201: width, depth, BN, formulation; hybrid: ...)
+    train    weight training: epochs, rounds, batch, optimizer, schedule, augmentation, search split
+    eval     candidate evaluation: how many, on which batch, BatchNorm mode, rank probe
+    <method> each registered method's own section (setn, abs, pgnas; proxy: the training-free ones)
+    run      bookkeeping: checkpoints, logging
+
+This module is the mechanism only: the engine's sections (train, eval, run), dotted overrides,
+renames, presets and validation. A space's or a method's section, its preset values and its renamed
+fields live in that component's JAX-free config module, which `jaxnas.registry` names (e.g.
+`jaxnas/spaces/nb201/config.py`; `jaxnas.sections` says what such a module holds); `Config` is
+assembled from them here.
 
 Overrides are dotted, `section.field=value` (`train.epochs=20`, `setn.select=sample`), or
 `field=value` for the top level. An unknown or renamed field is a one-line error naming the right
@@ -22,50 +24,13 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib
 import json
 import math
 import typing
 
-IMPLS = ("auto", "eager", "merged", "switch", "mask")  # single-path formulations (jaxnas.backend)
-
-
-def _check_positive(section, names):
-    for name in names:
-        if getattr(section, name) < 1:
-            raise ValueError(f"{section.NAME}.{name} must be >= 1, got {getattr(section, name)}")
-
-
-def _check_choice(section, name, choices):
-    if getattr(section, name) not in choices:
-        raise ValueError(f"{section.NAME}.{name} must be one of {', '.join(choices)}, got "
-                         f"{getattr(section, name)!r}")
-
-
-@dataclasses.dataclass(frozen=True)
-class NB201:
-    NAME = "nb201"
-    C: int = 16                        # channels of the first stage
-    N: int = 5                         # cells per stage
-    affine: bool = False               # affine BN in the search cells (reference: off)
-    track_running_stats: bool = False  # running BN statistics in the search cells (NB201 scripts: BN=0)
-    single_path_impl: str = "auto"     # eager | merged | switch | mask | auto (fastest exact one per backend)
-
-    def check(self):
-        _check_positive(self, ("C", "N"))
-        _check_choice(self, "single_path_impl", IMPLS)
-
-
-@dataclasses.dataclass(frozen=True)
-class Hybrid:
-    NAME = "hybrid"
-    C: int = 16                        # channels of the first stage (a multiple of the 4 kernel branches)
-    blocks: int = 4                    # residual blocks per stage (the supplement's SupNet-M: 4)
-
-    def check(self):
-        _check_positive(self, ("C", "blocks"))
-        if self.C % 4:
-            raise ValueError("hybrid.C divides its channels among 4 kernel branches: a multiple of 4, got "
-                             f"{self.C}")
+from jaxnas import registry
+from jaxnas.sections import check_choice, check_positive
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,8 +56,8 @@ class Train:
                                        # weights for architecture steps and ranking (NB201: half; SMASH: 0.1)
 
     def check(self):
-        _check_positive(self, ("epochs", "rounds", "batch_size"))
-        _check_choice(self, "schedule", ("cosine", "cosine_per_round"))
+        check_positive(self, ("epochs", "rounds", "batch_size"))
+        check_choice(self, "schedule", ("cosine", "cosine_per_round"))
         if self.warmup_epochs < 0:
             raise ValueError(f"train.warmup_epochs must be >= 0, got {self.warmup_epochs}")
         if not 0 < self.held_out < 1:
@@ -117,116 +82,12 @@ class Eval:
                                        # accuracies and, with a bench table, Kendall tau / Spearman
 
     def check(self):
-        _check_positive(self, ("select_num", "batch_size", "recal_batches"))
-        _check_choice(self, "bn", ("batch", "running", "recal"))
+        check_positive(self, ("select_num", "batch_size", "recal_batches"))
+        check_choice(self, "bn", ("batch", "running", "recal"))
         if self.chunk_size < 0:
             raise ValueError(f"eval.chunk_size must be >= 0 (0: automatic), got {self.chunk_size}")
         if self.rank_probe < 0:  # its upper bound is the space's size (Method.check)
             raise ValueError(f"eval.rank_probe must be >= 0, got {self.rank_probe}")
-
-
-@dataclasses.dataclass(frozen=True)
-class SETN:
-    NAME = "setn"
-    select: str = "topk"               # candidates: topk (highest log-probability) | sample (from alpha)
-    arch_lr: float = 3e-4              # Adam learning rate of alpha
-    arch_beta1: float = 0.5            # Adam beta1
-    arch_beta2: float = 0.999          # Adam beta2
-    arch_weight_decay: float = 1e-3    # Adam L2 weight decay
-
-    def check(self):
-        _check_choice(self, "select", ("topk", "sample"))
-
-
-@dataclasses.dataclass(frozen=True)
-class ABS:
-    NAME = "abs"
-    base: str = "rsps"                 # the supernet method ABS wraps: rsps | setn
-    metric: str = "angle"              # operator score: angle (the paper) | acc | magnitude (SETN's alpha)
-    # oneshot (NB201 study: drop drop_num once) | progressive (ImageNet code)
-    schedule: str = "oneshot"
-    shrink_after: int = 0              # epochs before the (first) shrink; 0: half of the run's epochs
-    drop_num: int = 20                 # oneshot: operators dropped (NB201: 20 of 30)
-    per_stage: int = 5                 # progressive: operators dropped per stage
-    stage_epochs: int = 1              # progressive: epochs between stages
-    min_size: int = 16                 # progressive: stop once the space has <= this many architectures
-    # progressive: replace theta0 once more than this many are dropped (0: never)
-    reset_after: int = 0
-    acc_archs: int = 300               # metric=acc: seeded architectures evaluated with the shared weights
-
-    def check(self):
-        _check_choice(self, "base", ("rsps", "setn"))
-        _check_choice(self, "metric", ("angle", "acc", "magnitude"))
-        _check_choice(self, "schedule", ("oneshot", "progressive"))
-        _check_positive(self, ("drop_num", "per_stage", "stage_epochs", "min_size", "acc_archs"))
-        if self.shrink_after < 0 or self.reset_after < 0:
-            raise ValueError("abs.shrink_after and abs.reset_after must be >= 0")
-        if self.metric == "magnitude" and self.base != "setn":
-            raise ValueError("abs.metric=magnitude scores operators by SETN's alpha: set abs.base=setn")
-
-
-@dataclasses.dataclass(frozen=True)
-class PGNAS:
-    NAME = "pgnas"
-    length_scale_sq: float = 50.0      # l^2 of the weight prior (supplement, SupNet-M on CIFAR-10: 50)
-    n_train: float = 0.0               # effective training-set size N; 0: 10x the training images (the
-                                       # supplement's 5e5 for CIFAR-10's 5e4, "because of augmentation")
-    tau: float = 0.2                   # concrete temperature (supplement)
-    p_init: float = 0.1                # initial drop probability (supplement)
-    rescale: bool = False              # Gal's 1/(1-p) rescaling of gated inputs (the reference has none)
-    per_cell: bool = False             # NB201: one drop probability per (cell, edge, op) instead of per
-                                       # (edge, op) shared by the cells
-    candidates: int = 1500             # (architecture, weights) pairs sampled at selection (paper, CIFAR-10)
-    genotype: str = "ranked"           # candidate -> NB201 genotype (the paper defines none): ranked (kept
-                                       # single paths ranked with the shared weights; the default: it picks
-                                       # best, experiments/pgnas/seeds.py) | projection (per edge the kept op
-                                       # of highest keep probability; favours parameter-free cells) |
-                                       # rejection (one-op-per-edge candidates drawn from the conditioned
-                                       # posterior: one more evaluation pass)
-
-    def check(self):
-        _check_positive(self, ("candidates",))
-        _check_choice(self, "genotype", ("projection", "rejection", "ranked"))
-        if not (self.length_scale_sq >= 0 and self.n_train >= 0 and self.tau > 0 and 0 < self.p_init < 1):
-            raise ValueError("pgnas needs length_scale_sq >= 0, n_train >= 0, tau > 0 and 0 < p_init < 1")
-
-
-@dataclasses.dataclass(frozen=True)
-class Proxy:
-    NAME = "proxy"
-    names: str = "naswot"              # proxies to compute, comma-separated (`jaxnas score`); the first ranks
-    batch_size: int = 128              # images the proxies see (NASWOT paper: 128)
-    init: str = "per_arch"             # per_arch: a fresh network per candidate (reference) | shared
-    das_da: str = "logdet"             # DAS's distinguishing ability: logdet (log|S|) | min_dist (the
-                                       # closest pair of images' codes; ranks NB201 better,
-                                       # experiments/proxy_fidelity)
-    das_weight: float | None = None  # DAS = DA + das_weight * B * log(NAU); 1.0 with logdet is NASWOT.
-                                       # None: the DA's weight chosen on a 200-arch calibration set
-                                       # (logdet 1.75, min_dist 1.33; experiments/proxy_fidelity)
-    az_spectrum: str = "reference"     # AZ-NAS expressivity's covariance spectrum: reference (float32 as it
-                                       # comes; rounding makes ~6% of NB201 cells -inf) | psd (negative
-                                       # eigenvalues clamped to 0; jaxnas.proxies.aznas)
-    fast_train_steps: int = 0          # DAS fast training: SGD steps per candidate before scoring
-    fast_train_lr: float = 0.1         # its learning rate
-    fast_train_batch_size: int = 64    # its batch size
-    archs: str = "all"                 # `jaxnas score`: all | N (seeded sample) | file of NB201 strings
-    rule: str = ""                     # combination rule of metrics (jaxnas.proxies.combine): a named rule
-                                       # (aznas, naswot_params) or a rule .json; `jaxnas score` adds its
-                                       # aggregate (aggregate.csv), `jaxnas search --method rule` ranks by it
-    fine_rank_top: int = 0             # training-free search: train the top k candidates fine_rank_steps SGD
-                                       # steps (fast_train_lr / _batch_size) and pick the most accurate on the
-                                       # validation batch (0: off, the best score wins)
-    fine_rank_steps: int = 50          # those steps, on the weights half of the search split
-
-    def check(self):
-        _check_positive(self, ("batch_size", "fast_train_batch_size"))
-        _check_choice(self, "init", ("per_arch", "shared"))
-        _check_choice(self, "das_da", ("logdet", "min_dist"))
-        _check_choice(self, "az_spectrum", ("reference", "psd"))
-        if self.fast_train_steps < 0 or self.fast_train_lr <= 0:
-            raise ValueError("proxy.fast_train_steps must be >= 0 and proxy.fast_train_lr > 0")
-        if self.fine_rank_top < 0 or self.fine_rank_steps < 1:
-            raise ValueError("proxy.fine_rank_top must be >= 0 and proxy.fine_rank_steps >= 1")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -237,33 +98,29 @@ class Run:
     log_every: int = 10                # steps between progress-bar / NaN checks
 
     def check(self):
-        _check_positive(self, ("log_every",))
+        check_positive(self, ("log_every",))
         if self.keep_checkpoints < 2:
             raise ValueError("run.keep_checkpoints must be >= 2 so a corrupt checkpoint has a fallback")
         if self.checkpoint_every_steps < 0:
             raise ValueError(f"run.checkpoint_every_steps must be >= 0, got {self.checkpoint_every_steps}")
 
 
-SECTIONS = {s.NAME: s for s in (NB201, Hybrid, Train, Eval, SETN, ABS, PGNAS, Proxy, Run)}
+_SPACE_MODULES, _METHOD_MODULES = (
+    [importlib.import_module(m) for m in modules] for modules in registry.config_modules())
+_COMPONENTS = _SPACE_MODULES + _METHOD_MODULES
+SECTIONS = {s.NAME: s for s in (*[m.SECTION for m in _SPACE_MODULES if hasattr(m, "SECTION")], Train, Eval,
+                                *[m.SECTION for m in _METHOD_MODULES if hasattr(m, "SECTION")], Run)}
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
-    space: str = "nb201"               # search space
-    method: str = "rsps"               # search method (rsps, setn, train, naswot, ...: `jaxnas list`)
+class _Run:
+    """What to run; `Config` adds one field per section (SECTIONS)."""
+    space: str = registry.DEFAULT_SPACE   # search space (`jaxnas list`)
+    method: str = registry.DEFAULT_METHOD  # search method (rsps, setn, train, naswot, ...: `jaxnas list`)
     data: str = "cifar10"              # TFDS name, image folder or .tar.gz of one
     max_per_class: int | None = None  # keep only the first n images per class (CPU-sized runs)
     seed: int = 0                      # the only source of randomness
     arch: str = ""                     # `jaxnas train`: the architecture string to train
-    nb201: NB201 = NB201()
-    hybrid: Hybrid = Hybrid()
-    train: Train = Train()
-    eval: Eval = Eval()
-    setn: SETN = SETN()
-    abs: ABS = ABS()
-    pgnas: PGNAS = PGNAS()
-    proxy: Proxy = Proxy()
-    run: Run = Run()
 
     def replace(self, **kw) -> Config:
         return dataclasses.replace(self, **kw)
@@ -286,22 +143,25 @@ class Config:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
 
 
+Config = dataclasses.make_dataclass(
+    "Config", [(name, cls, dataclasses.field(default_factory=cls)) for name, cls in SECTIONS.items()],
+    bases=(_Run,), frozen=True)
+Config.__module__ = __name__
+Config.__doc__ = "A run's whole configuration: the top-level fields and one section each (SECTIONS)."
+
+
 TOP_LEVEL = tuple(f.name for f in dataclasses.fields(Config) if f.name not in SECTIONS)
 
-# Fields of the flat config before sections (jaxnas 0.1), by their new names.
+# Fields of the flat config before sections (jaxnas 0.1), by their new names (the components' own
+# in their config modules).
 RENAMED = {
-    **{name: f"nb201.{name}" for name in ("C", "N", "affine", "track_running_stats", "single_path_impl")},
     **{name: f"train.{name}" for name in ("epochs", "batch_size", "lr", "lr_min", "momentum", "nesterov",
                                           "weight_decay", "grad_clip", "decay_unsampled", "augment",
                                           "steps_per_epoch")},
-    **{name: f"setn.{name}" for name in ("arch_lr", "arch_beta1", "arch_beta2", "arch_weight_decay")},
-    "setn_select": "setn.select", "select_num": "eval.select_num", "eval_batch_size": "eval.batch_size",
+    "select_num": "eval.select_num", "eval_batch_size": "eval.batch_size",
     "eval_chunk_size": "eval.chunk_size", "eval_bn": "eval.bn", "rank_probe": "eval.rank_probe",
-    "proxy": "proxy.names", "proxy_batch_size": "proxy.batch_size", "proxy_init": "proxy.init",
-    "das_da": "proxy.das_da", "das_weight": "proxy.das_weight", "fast_train_steps": "proxy.fast_train_steps",
-    "fast_train_lr": "proxy.fast_train_lr", "fast_train_batch_size": "proxy.fast_train_batch_size",
-    "score_archs": "proxy.archs",
     **{name: f"run.{name}" for name in ("checkpoint_every_steps", "keep_checkpoints", "log_every")},
+    **{old: new for m in _COMPONENTS for old, new in getattr(m, "RENAMED", {}).items()},
 }
 
 
@@ -402,43 +262,34 @@ def flat(cfg: Config) -> dict:
     return out
 
 
-PRESETS = {
+# The engine's part of each preset (top-level, train and eval fields); every space's config module
+# adds its own (its PRESETS: e.g. `tiny` makes each space's networks small), a method's config module
+# what its paper's protocol changes (`preset()`).
+_ENGINE_PRESETS = {
     # NB201 search protocol: 250 epochs, batch 64, SGD Nesterov 0.9, lr 0.025 -> 0.001, wd 5e-4.
-    "paper": Config(),
-    # CPU variant: 6% of CIFAR-10 (300 images per class), a narrow and shallow supernet, a few short epochs.
-    "tiny": Config(max_per_class=300).set({"nb201.C": 8, "nb201.N": 1, "train.epochs": 3,
-                                           "train.batch_size": 64,
-                                           "train.lr": 0.05, "eval.select_num": 30, "eval.batch_size": 256}),
+    "paper": {},
+    # CPU variant: 6% of CIFAR-10 (300 images per class), a few short epochs.
+    "tiny": {"max_per_class": 300, "train.epochs": 3, "train.batch_size": 64, "train.lr": 0.05,
+             "eval.select_num": 30, "eval.batch_size": 256},
     # NB201 training recipe for one architecture (`jaxnas train`): 200 epochs, batch 256, lr 0.1.
-    "train-paper": Config(method="train").set({
-        "train.epochs": 200, "train.batch_size": 256, "train.lr": 0.1, "train.lr_min": 0.0,
-        "train.weight_decay": 5e-4, "train.grad_clip": 0.0, "nb201.affine": True,
-        "nb201.track_running_stats": True}),
-    "train-tiny": Config(method="train", max_per_class=500).set({
-        "nb201.C": 8, "nb201.N": 1, "train.epochs": 3, "train.batch_size": 128, "train.lr": 0.1,
-        "train.lr_min": 0.0, "train.grad_clip": 0.0, "nb201.affine": True,
-        "nb201.track_running_stats": True}),
+    "train-paper": {"method": "train", "train.epochs": 200, "train.batch_size": 256, "train.lr": 0.1,
+                    "train.lr_min": 0.0, "train.weight_decay": 5e-4, "train.grad_clip": 0.0},
+    "train-tiny": {"method": "train", "max_per_class": 500, "train.epochs": 3, "train.batch_size": 128,
+                   "train.lr": 0.1, "train.lr_min": 0.0, "train.grad_clip": 0.0},
 }
-# What a preset changes for one method: the protocol of that method's paper (`paper`) and its
-# CPU-sized variant (`tiny`), applied on top of the preset by `preset()`.
-METHOD_PRESETS = {
-    # PGNAS supplement 1.1, SupNet-M on CIFAR-10: lr 0.01 cosine, 1,800 epochs, batch 128, no weight
-    # decay (the l^2 term replaces it), l^2 = 50, tau 0.2, p_init 0.1, N = 5e5. Not reproduced: cutout
-    # 16 (no cutout in jaxnas.data) and the shake-shake base network (the hybrid network is a plain
-    # post-activation ResNet, 4 blocks per stage, width hybrid.C=16: jaxnas's choice).
-    "pgnas": {
-        "paper": {"train.epochs": 1800, "train.batch_size": 128, "train.lr": 0.01, "train.lr_min": 0.0,
-                  "train.weight_decay": 0.0, "pgnas.n_train": 5e5, "hybrid.C": 16, "hybrid.blocks": 4},
-        "tiny": {"hybrid.C": 8, "hybrid.blocks": 1, "train.epochs": 10, "pgnas.candidates": 100},
-    },
-}
+PRESETS = {name: Config().set({**engine, **{k: v for m in _SPACE_MODULES
+                                            for k, v in getattr(m, "PRESETS", {}).get(name, {}).items()}})
+           for name, engine in _ENGINE_PRESETS.items()}
 
 
 def preset(name: str, method: str | None = None, space: str | None = None) -> Config:
-    """PRESETS[name] for `method` on `space`, with the method's own protocol (METHOD_PRESETS)."""
+    """PRESETS[name] for `method` on `space`, with what the method's config module's PRESETS change
+    (its `name` entry, then its `name/<space>` entry where the space needs its own)."""
     cfg = PRESETS[name]
     cfg = cfg.replace(**{k: v for k, v in (("method", method), ("space", space)) if v is not None})
-    return cfg.set(METHOD_PRESETS.get(cfg.method, {}).get(name, {}))
+    entry = registry.METHODS.get(cfg.method)
+    own = getattr(importlib.import_module(entry.config), "PRESETS", {}) if entry and entry.config else {}
+    return cfg.set({**own.get(name, {}), **own.get(f"{name}/{cfg.space}", {})})
 
 
 # One line per preset for `jaxnas list`.

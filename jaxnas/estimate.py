@@ -2,10 +2,11 @@
 CPU run prints): steps from the dataset's size, seconds from a per-step cost model.
 
 The cost model is fitted to 2-core CPU measurements (benchmarks/BENCHMARKS.md: the eager weight
-step at C=16, N=5, batch 64; NASWOT at 128 images; SETN's selection) and scales with batch x cells
-x channels²; it is meant to tell minutes from days, not to time a run. There is no GPU model.
-A method whose run this model does not describe gives its own: a classmethod
-`estimate_seconds(cfg, n_train)` on its class (`method=`), e.g. PGNAS's gated steps and candidates.
+step at C=16, N=5, batch 64; NASWOT at 128 images; candidate ranking) and scales with the space's
+`relative_cost` (NB201: cells x channels²) and the batch; it is meant to tell minutes from days,
+not to time a run. There is no GPU model. A training run's seconds come from its method's class,
+`estimate_seconds(cfg, n_train)` (`Method`'s default: `supernet_seconds`, weight steps and one
+ranking; SETN, PGNAS and `train` give their own), so this module names no method or space.
 """
 from __future__ import annotations
 
@@ -23,7 +24,6 @@ from jaxnas.data.sources import IMAGE_SUFFIXES
 KNOWN_SIZES = {"cifar10": (50000, 10), "cifar100": (50000, 100), "imagenet16-120": (151700, 120)}
 # 2-core CPU, C=16, N=5 (BENCHMARKS.md sections 1, 3, 5, 6)
 WEIGHT_STEP_S = 1.2        # one eager single-path weight step, batch 64
-SETN_EXTRA_STEP_S = 1.2    # SETN's architecture step on top of it
 CANDIDATE_S = 1.2          # ranking one candidate on 512 validation images
 FORWARD_PROXY_S = 0.25     # NASWOT / DAS, one candidate, 128 images
 GRADIENT_PROXY_S = 1.5     # synflow / snip / grad_norm / jacov through the eager kernels
@@ -74,20 +74,29 @@ def _size(cfg: Config) -> float:
     return max(0.05, spaces.get(cfg.space, cfg).relative_cost(cfg))
 
 
-def search_steps(cfg: Config, n_train: int) -> int:
-    """Training steps of the whole run: every round's epochs over the weights' part of the split."""
-    weights = n_train if cfg.method == "train" else weights_size(n_train, cfg.train.held_out)  # search split
+def search_steps(cfg: Config, n_train: int, split: str = "search") -> int:
+    """Training steps of the whole run: every round's epochs over the weights' part of the search
+    split (`split="full"`: over every training image, `jaxnas train`)."""
+    weights = n_train if split == "full" else weights_size(n_train, cfg.train.held_out)
     per_epoch = weights // cfg.train.batch_size
     if cfg.train.steps_per_epoch:
         per_epoch = min(per_epoch, cfg.train.steps_per_epoch)
     return per_epoch * cfg.train.epochs * cfg.train.rounds
 
 
+def supernet_seconds(cfg: Config, n_train: int, split: str = "search", extra_step_s: float = 0.0,
+                     rankings: int = 1) -> float:
+    """Seconds of a run of single-path weight steps (each with `extra_step_s` more at the benchmarked
+    size, e.g. an architecture step) and `rankings` rankings of `eval.select_num` candidates."""
+    per_step = (WEIGHT_STEP_S + extra_step_s) * _size(cfg) * cfg.train.batch_size / 64
+    ranking = cfg.eval.select_num * CANDIDATE_S * _size(cfg) * cfg.eval.batch_size / 512
+    return search_steps(cfg, n_train, split) * per_step + rankings * ranking
+
+
 def estimate(cfg: Config, proxies: list[str] | None = None, n_archs: int | None = None, method=None) -> dict:
-    """Size and seconds of a run: a training run (`steps`), or with `proxies` the training-free
-    scoring of `n_archs` candidates (`architectures`); `seconds` None where the size is unknown.
-    `method`: the method's class; its `estimate_seconds(cfg, n_train)`, where it has one, gives a
-    training run's seconds."""
+    """Size and seconds of a run: a training run of `method` (its class: `steps`, and seconds from
+    its `estimate_seconds(cfg, n_train)`), or with `proxies` the training-free scoring of `n_archs`
+    candidates (`architectures`); `seconds` None where the size is unknown."""
     if proxies is not None:
         names = set(proxies)
         az = {n for n in names if n.startswith("az_")}
@@ -104,16 +113,8 @@ def estimate(cfg: Config, proxies: list[str] | None = None, n_archs: int | None 
     n_train = train_images(cfg)
     if n_train is None:
         return {"steps": None, "seconds": None, "basis": "the dataset's size is known once it is decoded"}
-    steps = search_steps(cfg, n_train)
-    own = getattr(method, "estimate_seconds", None)
-    if own is not None:
-        return {"steps": steps, "train_images": n_train, "seconds": own(cfg, n_train), "basis": "per step"}
-    per_step = ((WEIGHT_STEP_S + (SETN_EXTRA_STEP_S if cfg.method == "setn" else 0.0)) * _size(cfg)
-                * cfg.train.batch_size / 64)
-    selections = cfg.train.epochs + 1 if cfg.method == "setn" else (0 if cfg.method == "train" else 1)
-    select = selections * cfg.eval.select_num * CANDIDATE_S * _size(cfg) * cfg.eval.batch_size / 512
-    return {"steps": steps, "train_images": n_train, "seconds": steps * per_step + select,
-            "basis": "per step"}
+    return {"steps": search_steps(cfg, n_train, method.split), "train_images": n_train,
+            "seconds": method.estimate_seconds(cfg, n_train), "basis": "per step"}
 
 
 def describe(seconds: float | None) -> str:

@@ -115,10 +115,10 @@ def test_demo_replaces_only_its_own_folder(tmp_path, monkeypatch, capsys):
         + [("training-free", True), ("rsps", True)]
     assert not (folder / "result.json").exists() and not (folder / "config.json").exists()  # --overwrite
     # the demo's own overrides are valid config (the mocked _run above does not parse them)
-    from jaxnas import methods
+    from jaxnas import registry
     from jaxnas.config import PRESETS, apply_overrides
     for _, method, _, overrides in cli.DEMO_RUNS:
-        assert apply_overrides(PRESETS["tiny"].replace(method=method), overrides).method in methods.METHODS
+        assert apply_overrides(PRESETS["tiny"].replace(method=method), overrides).method in registry.METHODS
 
 
 # ---------------------------------------------------------------------------------- 2. tracebacks
@@ -338,7 +338,7 @@ def test_bench_table_coverage_is_checked_before_any_work(image_folder, tmp_path,
     out = tmp_path / "r"
     rc, _, err = run_cli(capsys, "search", "--preset", "tiny", "--data", image_folder, "--out", out,
                          "--bench-table", table)
-    assert "lacks 15624 of 15625 architectures of the NB201 space" in one_line_error(rc, err)
+    assert "lacks 15624 of 15625 architectures of the nb201 space" in one_line_error(rc, err)
     assert not out.exists()
     rc, _, err = run_cli(capsys, "score", "--archs", "5", "--data", image_folder, "--out", out,
                          "--bench-table", table)
@@ -376,21 +376,22 @@ def test_version(capsys):
 
 
 def test_search_help_lists_every_method(capsys):
-    from jaxnas import methods
-    assert set(cli.METHOD_HELP) == set(methods.METHODS) - {"train"} | set(methods.TRAINING_FREE)
+    from jaxnas import registry
+    assert set(registry.search_methods()) == set(registry.METHODS) - {"train"}
     rc, out, _ = run_cli(capsys, "search", "--help")
-    assert rc == 0 and all(f"  {m} " in out for m in cli.METHOD_HELP)
+    assert rc == 0 and all(f"  {m} " in out for m in registry.search_methods())
 
 
 def test_list_names_every_space_method_proxy_and_preset_in_one_line_each(capsys):
-    from jaxnas import spaces
+    from jaxnas import registry
     from jaxnas.config import PRESETS
     from jaxnas.proxies import PROXIES
+    assert list(PROXIES) == list(registry.PROXIES)  # the functions and their help lines
     rc, out, _ = run_cli(capsys, "list")
     assert rc == 0
     lines = out.splitlines()
     # search methods: `train` is a command
-    for name in [*spaces.SPACES, *cli.METHOD_HELP, *PROXIES, *PRESETS]:
+    for name in [*registry.SPACES, *registry.search_methods(), *PROXIES, *PRESETS]:
         hits = [ln for ln in lines if ln.startswith(f"  {name} ")]
         assert hits and all(len(h.split(maxsplit=1)) == 2 for h in hits), name  # a name and its line
 

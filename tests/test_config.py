@@ -63,11 +63,12 @@ def test_sections_are_frozen_and_self_describing():
 
 
 def test_method_presets_apply_the_methods_own_protocol():
-    from jaxnas.config import METHOD_PRESETS, preset
+    from jaxnas.config import preset
+    from jaxnas.methods import pgnas_config
     paper = preset("paper", "pgnas", "hybrid")
     assert (paper.method, paper.space, paper.train.epochs, paper.train.lr, paper.pgnas.n_train) == (
         "pgnas", "hybrid", 1800, 0.01, 5e5)
     assert preset("paper", "rsps") == PRESETS["paper"]  # other methods: the preset as it is
     tiny = preset("tiny", "pgnas")
-    assert tiny.nb201 == PRESETS["tiny"].nb201 and tiny.pgnas.candidates == METHOD_PRESETS["pgnas"]["tiny"][
+    assert tiny.nb201 == PRESETS["tiny"].nb201 and tiny.pgnas.candidates == pgnas_config.PRESETS["tiny"][
         "pgnas.candidates"]

@@ -153,4 +153,4 @@ def test_search_then_train_the_pruned_network(image_folder, tmp_path, capsys):
     assert trained["arch"] == result["arch"] and trained["params"] == result["params"]
     assert main(["search", "--method", "pgnas", "--space", "hybrid", "--out", str(tmp_path / "b"), *common,
                  "--bench-table", str(tmp_path / "none.csv")]) != 0
-    assert "benchmark tables cover NB201; space 'hybrid' has none" in capsys.readouterr().err
+    assert "(`bench_index`); space 'hybrid' has none" in capsys.readouterr().err

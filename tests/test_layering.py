@@ -10,7 +10,8 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[1] / "jaxnas"
 # lowest first; a module may import from strictly lower layers only
 LAYERS = [
-    {"__init__", "config", "cpu_kernels"},
+    {"__init__", "registry", "sections", "cpu_kernels"},
+    {"config"},  # assembled from the components' config modules, which import only `sections`
     {"backend", "rundir", "data", "checkpoint"},
     {"nn"},
     {"spaces"},
@@ -73,19 +74,16 @@ def test_imports_flow_down_and_are_not_hidden(path):
 
 # --- one package per space: only the registry reaches into a space's package ------------------
 SPACE_PACKAGES = sorted(d.name for d in (ROOT / "spaces").iterdir() if (d / "__init__.py").exists())
-REGISTRY = "spaces/__init__.py"
+REGISTRY = "registry.py"
 # modules outside jaxnas/spaces/<name>/ that still import that package, each with its reason; the
 # issue "one package per space and per method" shrinks this list (the rest reach a space through
 # the registry, `jaxnas.spaces.get(name)`, and the `Space` object)
 SPACE_BOUND = {
-    "bench/__init__.py": "re-exports NB201's ground-truth table reader (nb201.table)",
-    "cli.py": "`jaxnas bench` / `train` enumerate and parse NB201 architectures for the bench tables",
-    "proxies/run.py": "`jaxnas score` enumerates, parses and indexes NB201 architectures (bench-table join)",
-    "proxies/scoring.py": "ProxyScorer's default space=nb201.SPACE",
-    "proxies/cost.py": "cost_scores' default space=nb201.SPACE",
-    "methods/setn.py": "top_k / _all_archs default to space=nb201.SPACE",
-    "methods/prune.py": "TE-NAS pruning over NB201's edges x ops (nb201.cell constants)",
-    "methods/pgnas.py": "PGNAS gates NB201's op columns (nb201.cell constants)",
+    "bench/__init__.py": "re-exports NB201's ground-truth table reader (nb201.table): the benchmark's own",
+    "methods/prune.py": "TE-NAS pruning over NB201's edges x ops (nb201.cell constants): the method is "
+                        "defined on a cell of edges and ops",
+    "methods/pgnas.py": "PGNAS's two gate layouts, one per space it adapts to: NB201's op columns "
+                        "(nb201.cell constants) and the hybrid network's kernel branches",
 }
 
 
@@ -142,3 +140,20 @@ def test_every_declared_space_bound_module_still_is():
     """A module that no longer imports a space package leaves SPACE_BOUND (the list only shrinks)."""
     stale = sorted(set(SPACE_BOUND) - set(_space_users()))
     assert not stale, f"no longer space-bound, remove from SPACE_BOUND: {stale}"
+
+
+# --- the components' config modules: what jaxnas.config reads through the registry -------------
+def _config_module_files():
+    from jaxnas import registry
+    spaces, methods = registry.config_modules()
+    return [ROOT.parent / (m.replace(".", "/") + ".py") for m in spaces + methods]
+
+
+def test_config_modules_import_only_the_section_helpers():
+    """`jaxnas.config` imports every component's config module (by name, through the registry):
+    each must stay JAX-free and below config, so it imports nothing of jaxnas but `sections`."""
+    files = _config_module_files()
+    assert files and all(f.exists() for f in files)
+    for path in files:
+        units = {unit for unit, _, _ in _imports(ast.parse(path.read_text()))}
+        assert units <= {"sections"}, f"{path.relative_to(ROOT)} imports {sorted(units)}"

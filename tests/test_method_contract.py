@@ -1,6 +1,6 @@
 """The contract every registered method must keep (jaxnas.methods.base.Method), through the one loop.
 
-Each test runs over every method in `jaxnas.methods.METHODS`, so a new method is checked the
+Each test runs over every method in `jaxnas.registry.METHODS`, so a new method is checked the
 moment it is registered: `init` gives a SearchState the loop can checkpoint, `train_step` is
 pure (the loop jits it unless `host_step`), `epoch_end` / `round_end` return (state, metrics),
 `select` returns an architecture of the space, and a run killed after its first epoch resumes to
@@ -77,7 +77,7 @@ class Recording:
         return method
 
 
-@pytest.mark.parametrize("case", sorted(methods.METHODS) + sorted(OTHER_SPACES))
+@pytest.mark.parametrize("case", sorted(methods.all_methods()) + sorted(OTHER_SPACES))
 def test_method_contract_and_bit_exact_resume(case, image_folder, tmp_path):
     cfg, name = config(case, image_folder), case.split("@")[0]
     cls = Recording(methods.get(name))

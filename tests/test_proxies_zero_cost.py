@@ -27,7 +27,7 @@ from helpers import C, N, candidate_params, main_in_process, nchw, torch_twin
 from jaxnas.data import find_shared
 from jaxnas.proxies import PROXIES, ProxyScorer, aznas, parse_proxies
 from jaxnas.proxies.cost import cost_scores
-from jaxnas.proxies.scoring import PROXY_HELP
+from jaxnas.registry import PROXIES as PROXY_HELP
 from jaxnas.spaces import nb201
 
 B, H, SEED = 16, 8, 3

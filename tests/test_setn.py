@@ -19,7 +19,7 @@ from jaxnas.checkpoint import Checkpointer
 from jaxnas.config import Config
 from jaxnas.evaluate import Evaluator
 from jaxnas.methods import SETN, get
-from jaxnas.methods.setn import top_k
+from jaxnas.methods import setn as setn_lib
 from jaxnas.nn import apply, loss_and_accuracy
 from jaxnas.search import categorical_log_prob as log_prob
 from jaxnas.search import categorical_sample as sample
@@ -34,6 +34,10 @@ SPACE = nb201.SPACE
 NUM_CLASSES = 10
 SMALL = {"method": "setn", "nb201.C": 4, "nb201.N": 1, "train.batch_size": 16, "eval.select_num": 4,
          "eval.batch_size": 16}
+
+
+def top_k(alpha, k, allowed=None):
+    return setn_lib.top_k(alpha, k, allowed, space=nb201.SPACE)
 
 
 def small(extra=None) -> Config:

@@ -1,6 +1,6 @@
 """The contract every registered search space must keep (jaxnas.spaces.base.Space).
 
-Each test runs over every space in `jaxnas.spaces.SPACES`, so a new space is checked the moment it
+Each test runs over every space in `jaxnas.registry.SPACES`, so a new space is checked the moment it
 is registered: sampling (shape, dtype, traceability, the space state), validation, string round
 trips, hashing, and the optional capabilities it declares.
 """
@@ -12,7 +12,7 @@ import pytest
 from jaxnas import spaces
 from jaxnas.spaces import has, nb201
 
-SPACES = sorted(spaces.SPACES)
+SPACES = sorted(spaces.all_spaces())
 
 
 @pytest.fixture(params=SPACES)

@@ -1,29 +1,26 @@
-"""Search methods, by name. Each module holds only what is particular to its method."""
-from jaxnas.methods.abs import ABS
-from jaxnas.methods.base import Method, SupernetMethod
-from jaxnas.methods.pgnas import PGNAS
-from jaxnas.methods.prune import Prune
-from jaxnas.methods.rsps import RSPS
-from jaxnas.methods.setn import SETN
-from jaxnas.methods.train_arch import TrainArch
-from jaxnas.methods.training_free import TrainingFree
-from jaxnas.proxies.combine import NAMED
-from jaxnas.proxies.scoring import PROXIES
+"""Search methods, by name (`jaxnas.registry.METHODS`). Each module holds only what is particular
+to its method; its options, if any, in a JAX-free `<name>_config.py` beside it. Names are imported
+on first use, so those config modules import without JAX."""
+from jaxnas import registry
 
-# training-free searches: the best of `select_num` candidates by one proxy, or by a combination
-# rule; `prune` prunes the whole cell by a rule (TE-NAS)
-RULES = (*NAMED, "rule")
-TRAINING_FREE = (*PROXIES, *RULES, "prune")
-METHODS = {"rsps": RSPS, "setn": SETN, "abs": ABS, "pgnas": PGNAS, "train": TrainArch,
-           **{name: TrainingFree.for_proxy(name) for name in PROXIES},
-           **{name: TrainingFree.for_rule(name) for name in RULES}, "prune": Prune}
+__getattr__, __dir__ = registry.lazy_exports(__name__, {
+    "Method": "jaxnas.methods.base", "SupernetMethod": "jaxnas.methods.base", "ABS": "jaxnas.methods.abs",
+    "PGNAS": "jaxnas.methods.pgnas", "Prune": "jaxnas.methods.prune", "RSPS": "jaxnas.methods.rsps",
+    "SETN": "jaxnas.methods.setn", "TrainArch": "jaxnas.methods.train_arch",
+    "TrainingFree": "jaxnas.methods.training_free"})
 
 
 def get(name: str):
-    if name not in METHODS:
-        raise ValueError(f"unknown method {name!r}; available: {', '.join(METHODS)}")
-    return METHODS[name]
+    """The method class called `name`."""
+    if name not in registry.METHODS:
+        raise ValueError(f"unknown method {name!r}; available: {', '.join(registry.METHODS)}")
+    return registry.METHODS[name].load()
 
 
-__all__ = ["ABS", "METHODS", "PGNAS", "RSPS", "RULES", "SETN", "TRAINING_FREE", "Method", "Prune",
-           "SupernetMethod", "TrainArch", "TrainingFree", "get"]
+def all_methods() -> dict:
+    """{name: Method class} of every registered method (each imported)."""
+    return {name: get(name) for name in registry.METHODS}
+
+
+__all__ = ["ABS", "PGNAS", "RSPS", "SETN", "Method", "Prune", "SupernetMethod", "TrainArch", "TrainingFree",
+           "all_methods", "get"]

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jaxnas import search
+from jaxnas import estimate, search
 from jaxnas.config import Config
 from jaxnas.evaluate import Evaluator
 from jaxnas.nn import split
@@ -71,6 +71,12 @@ class Method(abc.ABC):
                 raise ValueError(f"eval.rank_probe={probe} exceeds the {space.size} architectures of space "
                                  f"{space.name!r}")
 
+    @classmethod
+    def estimate_seconds(cls, cfg: Config, n_train: int) -> float:
+        """Seconds of the run on 2 CPU cores (`jaxnas.estimate`'s cost model): its weight steps and
+        one ranking of the candidates. A method whose run costs otherwise gives its own."""
+        return estimate.supernet_seconds(cfg, n_train, cls.split)
+
     @abc.abstractmethod
     def init(self) -> state_lib.SearchState:
         """The state at step 0 (weights, optimizer, method and space state)."""
@@ -104,7 +110,7 @@ class SupernetMethod(Method):
         self.tx = optim.sgd(cfg.train.lr, cfg.train.momentum, cfg.train.nesterov, cfg.train.weight_decay)
 
     def build_model(self, num_classes: int) -> nnx.Module:
-        return self.space.build_supernet(self.cfg, num_classes)
+        return self.space.build_supernet(self.space.section(self.cfg), num_classes, seed=self.cfg.seed)
 
     def init(self) -> state_lib.SearchState:
         return state_lib.create(self._params, self._stats, self.cfg.seed, self.tx.init(self._params),

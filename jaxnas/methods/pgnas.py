@@ -284,7 +284,7 @@ class PGNAS(SupernetMethod):
         select = gated * c.candidates * candidate_seconds(cfg)
         if space == "nb201" and c.genotype == "ranked":
             select += c.candidates * candidate_seconds(cfg, single=True)
-        return FIXED_S[space] + search_steps(cfg, n_train) * step + select
+        return FIXED_S[space] + search_steps(cfg, n_train, cls.split) * step + select
 
     def init(self):
         state = super().init()

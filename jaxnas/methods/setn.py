@@ -41,11 +41,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxnas import cpu_kernels
+from jaxnas import cpu_kernels, estimate
 from jaxnas.methods.base import SupernetMethod
 from jaxnas.search import categorical_log_prob as log_prob  # setn.log_prob: alpha's view (experiments/abs)
 from jaxnas.search import categorical_sample, categorical_top_k
-from jaxnas.spaces import nb201
 from jaxnas.spaces.arch import Weights
 from jaxnas.spaces.base import has
 from jaxnas.train import steps
@@ -53,14 +52,15 @@ from jaxnas.train.optim import adam_l2
 from jaxnas.train.state import KEY_METHOD, KEY_SAMPLE, select_key, step_key
 
 ALPHA_INIT_STEP = -2  # alpha's initial draw uses this "step", apart from training and selection
+ARCH_STEP_S = 1.2     # the architecture step on top of a weight step, 2-core CPU at C=16, N=5 (estimate)
 
 
 @functools.cache
-def _all_archs(space=nb201.SPACE) -> jax.Array:
+def _all_archs(space) -> jax.Array:
     return jnp.asarray(space.enumerate())
 
 
-def top_k(alpha, k: int, allowed=None, space=nb201.SPACE):
+def top_k(alpha, k: int, allowed=None, *, space):
     """The k architectures of highest log-probability among all of `space` (NB201: 15,625,
     int32[k, 6]) and their log-probabilities (float[k]), best first; ties keep enumeration (NB201
     index) order. `allowed` (bool like alpha, a space state's ops): only architectures using
@@ -85,6 +85,11 @@ class SETN(SupernetMethod):
         self.arch_tx = adam_l2(cfg.setn.arch_lr, cfg.setn.arch_beta1, cfg.setn.arch_beta2,
                                cfg.setn.arch_weight_decay)
         self._jitted_arch_update = jax.jit(self._arch_update, donate_argnums=0)  # for host steps
+
+    @classmethod
+    def estimate_seconds(cls, cfg, n_train: int) -> float:
+        """Weight and architecture steps, and a selection after every epoch and at the end."""
+        return estimate.supernet_seconds(cfg, n_train, cls.split, ARCH_STEP_S, cfg.train.epochs + 1)
 
     def init(self):
         """Shared weights as every supernet method; alpha = 1e-3 * N(0, 1) from the seed; its Adam state."""
@@ -125,7 +130,7 @@ class SETN(SupernetMethod):
         k = min(self.cfg.eval.select_num, self.space.size)
         if self.cfg.setn.select == "sample":
             return np.asarray(categorical_sample(select_key(state), alpha, k, allowed))
-        return np.asarray(top_k(alpha, k, allowed, self.space)[0])
+        return np.asarray(top_k(alpha, k, allowed, space=self.space)[0])
 
     def select(self, state, evaluator) -> dict:
         """The most accurate candidate on the validation batch (base `pick_best`), with alpha's view."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import jax
 import numpy as np
 
+from jaxnas import estimate
 from jaxnas.methods.base import Method
 from jaxnas.nn import apply, count_params, split
 from jaxnas.train import optim, steps
@@ -21,12 +22,17 @@ class TrainArch(Method):
     name = "train"
     split = "full"
 
+    @classmethod
+    def estimate_seconds(cls, cfg, n_train: int) -> float:
+        """Weight steps over the whole training set; nothing to rank."""
+        return estimate.supernet_seconds(cfg, n_train, cls.split, rankings=0)
+
     def __init__(self, cfg, space, num_classes):
         super().__init__(cfg, space, num_classes)
         if not cfg.arch:
             raise ValueError("jaxnas train needs --arch '<architecture string>'")
         self.arch = space.from_string(cfg.arch)
-        net = space.build_network(self.arch, cfg, num_classes)
+        net = space.build_network(self.arch, space.section(cfg), num_classes, seed=cfg.seed)
         self.graphdef, self._params, self._stats = split(net)
         self.tx = optim.sgd(cfg.train.lr, cfg.train.momentum, cfg.train.nesterov, cfg.train.weight_decay)
 

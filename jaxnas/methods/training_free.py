@@ -27,7 +27,7 @@ from jaxnas import data as data_lib
 from jaxnas import search
 from jaxnas.methods.base import Method
 from jaxnas.proxies import combine
-from jaxnas.proxies.scoring import PROXIES, make_scorer, parse_proxies, proxy_batches
+from jaxnas.proxies.scoring import PROXIES, check_space, make_scorer, parse_proxies, proxy_batches
 from jaxnas.spaces.arch import Choice
 from jaxnas.train import state as state_lib
 
@@ -43,9 +43,7 @@ class TrainingFree(Method):
     @classmethod
     def check(cls, cfg, space) -> None:
         super().check(cfg, space)
-        if space.name != "nb201":
-            raise ValueError(f"the training-free proxies read NB201 networks; space {space.name!r} is not "
-                             "supported")
+        check_space(space)
         cls.rule_of(cfg)  # a named rule, or a readable rule file of known metrics
 
     def __init__(self, cfg, space, num_classes, *, dataset):

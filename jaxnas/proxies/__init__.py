@@ -1,13 +1,15 @@
 """Training-free proxies: score architectures from an untrained (or briefly trained) network.
 
-`ProxyScorer` runs any set of proxies over thousands of NB201 candidates in one jitted, chunked
-program; the proxy functions themselves (`activation`, `gradient`, `aznas`, `cost`) are pure and vmappable.
+`ProxyScorer` runs any set of proxies over thousands of candidates in one jitted, chunked program;
+the proxy functions themselves (`activation`, `gradient`, `aznas`, `cost`) are pure and vmappable.
+Names are imported on first use, so the `proxy` config section (`config`) imports without JAX.
 """
-from jaxnas.proxies.activation import activation_scores, code_kernel
-from jaxnas.proxies.aznas import az_scores
-from jaxnas.proxies.cost import cost_scores
-from jaxnas.proxies.gradient import jacov, loss_gradient_scores, synflow, zico
-from jaxnas.proxies.scoring import PROXIES, ProxyScorer, parse_proxies
+from jaxnas import registry
 
-__all__ = ["PROXIES", "ProxyScorer", "activation_scores", "az_scores", "code_kernel", "cost_scores", "jacov",
-           "loss_gradient_scores", "parse_proxies", "synflow", "zico"]
+_FROM = {"activation": ("activation_scores", "code_kernel"), "aznas": ("az_scores",),
+         "cost": ("cost_scores",),
+         "gradient": ("jacov", "loss_gradient_scores", "synflow", "zico"),
+         "scoring": ("PROXIES", "ProxyScorer", "parse_proxies")}
+__getattr__, __dir__ = registry.lazy_exports(
+    __name__, {name: f"jaxnas.proxies.{module}" for module, names in _FROM.items() for name in names})
+__all__ = sorted(name for names in _FROM.values() for name in names)

@@ -18,16 +18,17 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxnas.spaces import nb201
+from jaxnas import registry, spaces
 
 OUTPUTS = ("params", "flops", "layers")
 
 
-def cost_scores(graphdef, params, stats, arch, images, labels, *, space=nb201.SPACE, C=None, N=None,
+def cost_scores(graphdef, params, stats, arch, images, labels, *, space=None, C=None, N=None,
                 num_classes=None):
     """{"params", "flops", "layers"} of one architecture (vmappable). C, N and num_classes default
     to the network's own; the image size is the batch's (square images)."""
     del labels
+    space = space or spaces.get(registry.DEFAULT_SPACE)
     if None in (C, N, num_classes):
         net = nnx.merge(graphdef, params, stats, copy=True)
         C, N, num_classes = (net.C if C is None else C, net.N if N is None else N,

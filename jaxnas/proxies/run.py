@@ -18,6 +18,7 @@ import time
 import numpy as np
 
 from jaxnas import data as data_lib
+from jaxnas import registry, search, spaces
 from jaxnas.bench import dataset_column, rank_summary
 from jaxnas.config import Config
 from jaxnas.proxies.combine import load_rule
@@ -34,47 +35,50 @@ from jaxnas.rundir import (
     release_run_dir,
     stop_on_signals,
 )
-from jaxnas.spaces import nb201
+from jaxnas.spaces import has
 
 HOST_BLOCK = 8  # candidates per written block when gradients run on the host (seconds each)
 
 
-def select_archs(spec: str, seed: int) -> np.ndarray:
-    """Candidates for `jaxnas score --archs`: "all" (index order), N (a seeded sample of N distinct
-    architectures) or a file with one NB201 string per line."""
+def select_archs(spec: str, seed: int, space=None) -> np.ndarray:
+    """Candidates of `space` (default: the registry's default space) for `jaxnas score --archs`:
+    "all" (enumeration order), N (a seeded sample of N distinct architectures, in that order) or a
+    file with one architecture string per line."""
+    space = space or spaces.get(registry.DEFAULT_SPACE)
     spec = str(spec).strip()
-    if spec == "all":
-        return nb201.enumerate_all()
-    if spec.isdigit():
+    per_line = "a file with one architecture string per line"
+    if spec == "all" or spec.lstrip("+-").isdigit():
+        if not has(space, "enumerate"):
+            raise ValueError(f"--archs {spec}: space {space.name!r} does not list its architectures; give "
+                             f"{per_line}")
+        if spec == "all":
+            return np.asarray(space.enumerate())
         n = int(spec)
-        if not 1 <= n <= nb201.NUM_ARCHS:
-            raise ValueError(f"--archs N must be in [1, {nb201.NUM_ARCHS}], got {n}")
-        idx = np.sort(np.random.default_rng(seed).choice(nb201.NUM_ARCHS, n, replace=False))
-        return nb201.from_index(idx)
+        if not 1 <= n <= space.size:
+            raise ValueError(f"--archs N must be in [1, {space.size}], got {spec}")
+        idx = np.sort(np.random.default_rng(seed).choice(space.size, n, replace=False))
+        return np.asarray(search.take(space.enumerate(), idx))
     if not spec:
-        raise ValueError("--archs is empty; give all, a number N, or a file with one NB201 string per line")
-    if spec.lstrip("+-").isdigit():
-        raise ValueError(f"--archs N must be in [1, {nb201.NUM_ARCHS}], got {spec}")
+        raise ValueError(f"--archs is empty; give all, a number N, or {per_line}")
     path = pathlib.Path(spec).expanduser()
     if path.is_dir():
-        raise ValueError(f"--archs {spec} is a directory; expected a file with one NB201 string per line")
+        raise ValueError(f"--archs {spec} is a directory; expected {per_line}")
     if not path.is_file():
-        raise ValueError(f"--archs {spec}: no such file (--archs takes all, a number N, or a file with one "
-                         "NB201 string per line)")
+        raise ValueError(f"--archs {spec}: no such file (--archs takes all, a number N, or {per_line})")
     try:
         text = path.read_text(encoding="utf-8-sig")  # -sig: a byte-order mark is not part of line 1
     except UnicodeDecodeError:
-        raise ValueError(f"--archs {spec} is not a UTF-8 text file; expected one NB201 string per "
+        raise ValueError(f"--archs {spec} is not a UTF-8 text file; expected one architecture string per "
                          "line") from None
     archs = []
     for i, line in enumerate(text.splitlines(), 1):
         if line.strip() and not line.lstrip().startswith("#"):
             try:
-                archs.append(nb201.from_string(line.strip()))
+                archs.append(space.from_string(line.strip()))
             except ValueError as err:
                 raise ValueError(f"{path}:{i}: {err}") from None
     if not archs:
-        raise ValueError(f"{path} holds no NB201 strings")
+        raise ValueError(f"{path} holds no architecture strings")
     return np.stack(archs)
 
 
@@ -91,7 +95,7 @@ def score(cfg: Config, run_dir, *, overwrite=False, bench_table=None, progress=T
     of `cfg.proxy.rule`, whose aggregate over all of them goes to aggregate.csv); resumable."""
     rule = load_rule(cfg.proxy.rule) if cfg.proxy.rule else None
     proxies = score_proxies(cfg, rule)
-    archs = select_archs(cfg.proxy.archs, cfg.seed)
+    archs = select_archs(cfg.proxy.archs, cfg.seed, spaces.get(cfg.space, cfg))
     run = check_run_dir(run_dir, cfg, overwrite, finished_file="summary.json")
     ds = dataset or data_lib.load(cfg.data, max_per_class=cfg.max_per_class)
     (x, y), train = proxy_batches(ds, cfg)
@@ -108,8 +112,9 @@ def _score(cfg, run, archs, proxies, rule, scorer, ds, x, y, train, bench_table,
            block_size) -> dict:
     out_csv = run / "scores.csv"
     found, done = read_scores(out_csv, repair=True)
-    strings = [nb201.to_string(a) for a in archs]
-    indices = np.asarray(nb201.to_index(archs))
+    space = spaces.get(cfg.space, cfg)
+    strings = [space.to_string(a) for a in archs]
+    indices = np.asarray(space.hash(archs))  # NB201: the benchmark index
     if [r["arch"] for r in done] != strings[:len(done)]:
         raise RunError(f"{out_csv} does not match the candidates of this config; use --overwrite")
     t0, bar = time.time(), progress_bar(len(archs), len(done), progress, f"score {cfg.proxy.names}",

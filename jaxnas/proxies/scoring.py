@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jaxnas import backend, cpu_kernels, spaces
+from jaxnas import backend, cpu_kernels, registry, spaces
 from jaxnas import data as data_lib
 from jaxnas.config import Config
 from jaxnas.evaluate import map_chunked
@@ -35,7 +35,6 @@ from jaxnas.proxies import activation, aznas, gradient
 from jaxnas.proxies import cost as cost_proxies
 from jaxnas.proxies.activation import DAS_WEIGHTS
 from jaxnas.rundir import RunError
-from jaxnas.spaces import nb201
 from jaxnas.spaces.arch import Choice, Gates
 from jaxnas.train import optim, steps
 from jaxnas.train.state import create
@@ -57,21 +56,6 @@ PROXIES = {
     "layers": (cost_proxies.cost_scores, "layers"),
 }
 # One line per proxy for `jaxnas list`.
-PROXY_HELP = {
-    "naswot": "log|K_H| of the ReLU activation codes of a batch (Mellor et al., ICML 2021)",
-    "das": "DAS: distinguishing ability + weighted log NAU (arXiv 2212.12132); das_da=logdet|min_dist",
-    "grad_norm": "norm of the loss gradient w.r.t. the weights",
-    "snip": "SNIP saliency: sum |w * dL/dw| (Lee et al., ICLR 2019)",
-    "synflow": "synaptic flow of the all-ones input through |w| (Tanaka et al., NeurIPS 2020)",
-    "jacov": "Jacobian covariance of the inputs' gradients (Mellor et al., 2020 version)",
-    "zico": "ZiCo: sum over layers of log sum mean|g|/std(g), loss gradients of 2 half-batches (ICLR 2023)",
-    "az_expressivity": "AZ-NAS: entropy of each block's feature covariance spectrum, summed (CVPR 2024)",
-    "az_progressivity": "AZ-NAS: smallest increase of expressivity from one block to the next",
-    "az_trainability": "AZ-NAS: mean over blocks of 2 - s - 1/s, s the spectral norm of a block's Jacobian",
-    "params": "trainable parameters of the standalone network (the space's cost model)",
-    "flops": "multiply-accumulates of one image's forward pass (the space's cost model)",
-    "layers": "conv + linear layers of the standalone network",
-}
 # proxy function -> its twin for a concrete host architecture through the eager kernels (host_gradients)
 EAGER = {**gradient.EAGER, aznas.az_scores: aznas.eager_az_scores}
 INITS = ("per_arch", "shared")
@@ -100,7 +84,7 @@ class ProxyScorer:
     def __init__(self, proxies, *, C=16, N=5, num_classes=10, seed=0, init="per_arch", chunk_size=1,
                  das_weight=1.0, das_da="logdet", fast_train_steps=0, fast_train_lr=0.1,
                  single_path_impl="merged",
-                 host_gradients=False, az_spectrum="reference", space=nb201.SPACE):
+                 host_gradients=False, az_spectrum="reference", space=None):
         if init not in INITS:
             raise ValueError(f"init must be one of {INITS}, got {init!r}")
         if das_da not in activation.DAS_DA:
@@ -112,7 +96,7 @@ class ProxyScorer:
         self.proxies = parse_proxies(proxies) if isinstance(proxies, str) else list(proxies)
         self.seed, self.init, self.chunk_size = seed, init, chunk_size
         self.fast_train_steps, self.fast_train_lr = fast_train_steps, fast_train_lr
-        self.space = space
+        self.space = space = space or spaces.get(registry.DEFAULT_SPACE)
         self._make = functools.partial(space.supernet, C, N, num_classes, affine=True,
                                        track_running_stats=True,
                                        single_path_impl=single_path_impl)
@@ -340,8 +324,17 @@ def das_weight(cfg: Config) -> float:
     return DAS_WEIGHTS[cfg.proxy.das_da] if cfg.proxy.das_weight is None else cfg.proxy.das_weight
 
 
+def check_space(space) -> None:
+    """ValueError unless the proxies can build and read `space`'s networks (`Space.proxy_scoring`)."""
+    if not space.proxy_scoring:
+        offer = ", ".join(name for name, s in spaces.all_spaces().items() if s.proxy_scoring)
+        raise ValueError("the training-free proxies build and read the networks of spaces that offer them "
+                         f"(`Space.proxy_scoring`: {offer}); space {space.name!r} does not")
+
+
 def make_scorer(cfg: Config, proxies, num_classes: int) -> ProxyScorer:
     space = spaces.get(cfg.space, cfg)
+    check_space(space)
     return ProxyScorer(proxies, **space.network_kwargs(cfg), num_classes=num_classes, seed=cfg.seed,
                        init=cfg.proxy.init,
                        chunk_size=backend.eval_chunk_size(cfg.eval.chunk_size, accelerator_default=16),

@@ -1,15 +1,23 @@
-"""Search spaces: architectures as pytrees of fixed-shape arrays (`base.Space`), by name."""
-from jaxnas.spaces import hybrid, nb201
-from jaxnas.spaces.base import CAPABILITIES, Space, has
+"""Search spaces: architectures as pytrees of fixed-shape arrays (`base.Space`), by name
+(`jaxnas.registry.SPACES`). Names are imported on first use, so a space's JAX-free config module
+(`jaxnas/spaces/<name>/config.py`) imports without JAX."""
+from jaxnas import registry
 
-SPACES = {"nb201": nb201.SPACE, "hybrid": hybrid.SPACE}
+__getattr__, __dir__ = registry.lazy_exports(__name__, {
+    "CAPABILITIES": "jaxnas.spaces.base", "Space": "jaxnas.spaces.base", "has": "jaxnas.spaces.base"})
 
 
-def get(name: str, cfg=None) -> Space:
+def get(name: str, cfg=None):
     """The space called `name`, sized by `cfg` when given (`Space.configure`)."""
-    if name not in SPACES:
-        raise ValueError(f"unknown space {name!r}; available: {', '.join(sorted(SPACES))}")
-    return SPACES[name] if cfg is None else SPACES[name].configure(cfg)
+    if name not in registry.SPACES:
+        raise ValueError(f"unknown space {name!r}; available: {', '.join(sorted(registry.SPACES))}")
+    space = registry.SPACES[name].load()
+    return space if cfg is None else space.configure(cfg)
 
 
-__all__ = ["CAPABILITIES", "SPACES", "Space", "get", "has", "hybrid", "nb201"]
+def all_spaces() -> dict:
+    """{name: Space} of every registered space (each imported)."""
+    return {name: get(name) for name in registry.SPACES}
+
+
+__all__ = ["CAPABILITIES", "Space", "all_spaces", "get", "has"]

@@ -18,10 +18,14 @@ steps, `jaxnas.train.steps`), `forward`, `summed_logits_grad` and `block_pullbac
 proxies) run the supernet for a concrete host architecture on `jaxnas.nn.tape`; NB201:
 `jaxnas.spaces.nb201.eager`).
 
-Spaces that train networks also give `build_supernet(cfg, num_classes)` (the weight-sharing
-network the supernet methods train) and `build_network(arch, cfg, num_classes)` (one
-architecture's standalone network, `jaxnas train`), sized by the config. `configure(cfg)` returns
-the space for a config (a space whose architecture shape depends on sizes, e.g. `hybrid`).
+Spaces that train networks also give the network half: `build_supernet(section, num_classes, *,
+seed)` (the weight-sharing network the supernet methods train; its call follows
+`jaxnas.nn.supernet.Supernet`) and `build_network(arch, section, num_classes, *, seed)` (one
+architecture's standalone network, `jaxnas train`), sized by the space's own config section
+(`section(cfg)`), and `used_params` (the supernet weights a single path uses). `configure(cfg)`
+returns the space for a config (a space whose architecture shape depends on sizes, e.g. `hybrid`).
+What generic code needs from the space's section it asks through `check_config`,
+`relative_cost`, `host_path` and `network_kwargs`: no module outside a space's package reads it.
 """
 from __future__ import annotations
 
@@ -37,8 +41,11 @@ _ATTRIBUTES = ("size", "relaxed_spec", "host_passes")  # capabilities that are v
 class Space(abc.ABC):
     """Abstract: a family of architectures, each a pytree of fixed-shape arrays."""
 
-    name: str = ""
-    description: str = ""  # one line for `jaxnas list`
+    name: str = ""          # also the name of its config section (`section`), if it has one
+    arch_fields: tuple = ()  # fields of that section an architecture's shape depends on (`configure`);
+                             # `jaxnas train --arch-from` copies them from the search run
+    proxy_scoring: bool = False  # the training-free proxies (`jaxnas.proxies.ProxyScorer`) build and read
+                                 # its networks (`network_kwargs`, `cost`, the supernet's `tap`)
 
     @property
     @abc.abstractmethod
@@ -67,6 +74,10 @@ class Space(abc.ABC):
         return self
 
     # --- what generic code asks of a space's config section (only the space reads its section) ----
+    def section(self, cfg):
+        """The space's own config section of `cfg` (its `config.py`: `jaxnas.registry`), or None."""
+        return getattr(cfg, self.name, None)
+
     def check_config(self, cfg) -> None:  # noqa: B027 -- optional: most spaces have no such rule
         """ValueError for a config this space cannot run (rules across its section and others)."""
         return None

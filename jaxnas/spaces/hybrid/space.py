@@ -25,8 +25,7 @@ class HybridSpace(Space):
     probability 1/2 (every mask equally likely)."""
 
     name = "hybrid"
-    description = ("PGNAS's hybrid ResNet: each conv is {1x1, 3x3, 3x3 d2, 5x5 d2} branches, an architecture "
-                   "keeps input channels per branch")
+    arch_fields = ("C", "blocks")
 
     def __init__(self, C: int = 16, blocks: int = 4):
         if C < NUM_KERNELS or C % NUM_KERNELS or blocks < 1:
@@ -164,11 +163,12 @@ class HybridSpace(Space):
         return network.HybridNetwork(self.validate(arch), self.C, self.blocks, num_classes,
                                      rngs=nnx.Rngs(seed))
 
-    def build_supernet(self, cfg, num_classes):
-        return self.supernet(num_classes, seed=cfg.seed)
+    def build_supernet(self, section, num_classes, *, seed):
+        """The supernet at this space's sizes (`configure` made them the section's)."""
+        return self.supernet(num_classes, seed=seed)
 
-    def build_network(self, arch, cfg, num_classes):
-        return self.network(arch, num_classes, seed=cfg.seed)
+    def build_network(self, arch, section, num_classes, *, seed):
+        return self.network(arch, num_classes, seed=seed)
 
     def used_params(self, params, arch):
         """Every parameter: a dropped channel's kernel slice gets a zero gradient through the mask

@@ -38,10 +38,10 @@ import numpy as np
 from flax import nnx
 
 from jaxnas import backend
-from jaxnas.config import IMPLS
 from jaxnas.nn.ops import Head, ReLUConvBN, ResNetBlock, Stem, avg_pool_3x3, batch_norm, conv2d
 from jaxnas.spaces.arch import Choice, Gates, InputGates, Weights, check
 from jaxnas.spaces.nb201 import cell as nb
+from jaxnas.spaces.nb201.config import IMPLS
 
 SINGLE_PATH_IMPLS = ("merged", "switch", "mask")  # traced formulations; IMPLS adds auto and eager
 _KIND = {Choice: "choice", Weights: "weights", Gates: "gates", InputGates: "input_gates"}
@@ -334,7 +334,7 @@ class NB201SuperNet(_Macro):
 
     def __init__(self, C: int = 16, N: int = 5, num_classes: int = 10, affine: bool = False,
                  track_running_stats: bool = True, single_path_impl: str = "merged", *, rngs: nnx.Rngs):
-        """`single_path_impl`: one of `jaxnas.config.IMPLS`, resolved per pass by `jaxnas.backend`
+        """`single_path_impl`: one of `config.IMPLS`, resolved per pass by `jaxnas.backend`
         (differentiated passes: `traced_impl`; forward-only ones: `resolve_impl(forward_only=True)`)."""
         if single_path_impl not in IMPLS:
             raise ValueError(f"single_path_impl must be one of {', '.join(IMPLS)}, got {single_path_impl!r}")

@@ -18,7 +18,7 @@ class NB201Space(Space):
     first; ABS shrinks it)."""
 
     name = "nb201"
-    description = "NAS-Bench-201 cell: 6 edges x 5 ops, 15,625 architectures, ground truth for all"
+    proxy_scoring = True
     size = cell.NUM_ARCHS
     relaxed_spec = jax.ShapeDtypeStruct((cell.NUM_EDGES, cell.NUM_OPS), jnp.float32)
     host_passes = eager  # capability: single-path / weighted passes on the host tape (jaxnas.nn.tape)
@@ -83,16 +83,16 @@ class NB201Space(Space):
         return {"C": cfg.nb201.C, "N": cfg.nb201.N, "single_path_impl": cfg.nb201.single_path_impl}
 
     # --- networks ----------------------------------------------------------------------------
-    def build_supernet(self, cfg, num_classes):
-        """The config's supernet (`nb201` section), initialised from `cfg.seed`."""
-        n = cfg.nb201
-        return self.supernet(n.C, n.N, num_classes, affine=n.affine,
-                             track_running_stats=n.track_running_stats,
-                             single_path_impl=n.single_path_impl, rngs=nnx.Rngs(cfg.seed))
+    def build_supernet(self, section, num_classes, *, seed):
+        """The weight-sharing supernet of an `nb201` config section, initialised from `seed`."""
+        return self.supernet(section.C, section.N, num_classes, affine=section.affine,
+                             track_running_stats=section.track_running_stats,
+                             single_path_impl=section.single_path_impl, rngs=nnx.Rngs(seed))
 
-    def build_network(self, arch, cfg, num_classes):
-        """The config's standalone network of `arch`, initialised from `cfg.seed` (`jaxnas train`)."""
-        return self.network(arch, cfg.nb201.C, cfg.nb201.N, num_classes, rngs=nnx.Rngs(cfg.seed))
+    def build_network(self, arch, section, num_classes, *, seed):
+        """The standalone network of `arch` at an `nb201` section's size, initialised from `seed`
+        (`jaxnas train`)."""
+        return self.network(arch, section.C, section.N, num_classes, rngs=nnx.Rngs(seed))
 
     def supernet(self, C, N, num_classes, **kw):
         """The weight-sharing supernet (`networks.NB201SuperNet`)."""
