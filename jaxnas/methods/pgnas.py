@@ -12,7 +12,7 @@ NB201 (`OperationGates`), training (paper Eq. 14-16, supplement 1.1): every op o
 conv 3x3, avg pool) sits behind a concrete-dropout gate with a learned drop probability p = sigmoid(p_logit),
 one per (edge, op) shared across the cells (`pgnas.per_cell`: one per cell and (edge, op), the paper's
 per-layer groups; a candidate's genotype is then, per edge, the op kept in the most cells); each example draws
-its own relaxed drop value (tau 0.2) and the op's input is scaled by 1 - drop (`jaxnas.nn.concrete`, after the
+its own relaxed drop value (tau 0.2) and the op's input is scaled by 1 - drop (`jaxnas.search.concrete`, after the
 reference layer Conv2d_with_CD); the ops' outputs are summed (`InputGates`). Weights and drop logits take one
 SGD step together on cross-entropy + the regulariser (l^2/N) sum (1-p)|w|^2 + (k/N) sum [p log p +
 (1-p) log(1-p)]; weight decay is off (the paper replaces it by the l^2 term).
@@ -56,7 +56,8 @@ from jaxnas import search, spaces
 from jaxnas.config import preset
 from jaxnas.estimate import search_steps
 from jaxnas.methods.base import SupernetMethod
-from jaxnas.nn import apply, concrete, loss_and_accuracy
+from jaxnas.nn import apply, loss_and_accuracy
+from jaxnas.search import concrete
 from jaxnas.spaces.arch import InputGates
 from jaxnas.spaces.nb201 import cell as nb
 from jaxnas.train import optim, steps
@@ -71,11 +72,10 @@ HIST_BINS = np.linspace(0.0, 100.0, 21)  # candidate accuracy histograms, percen
 # three timed runs each (benchmarks/BENCHMARKS.md section 13): 138 s / 88 s in all, steady steps
 # 0.243 / 0.173 s, a gated candidate 0.239 / 0.174 s, 98 ranked genotypes 7.0 s with their compile,
 # the rest (the step's compile 18 / 5 s, start-up, checkpoints) ~27 / ~13 s. Scaled by the
-# network's size relative to the tiny one and by the images per step / per evaluation.
-STEP_S = {"nb201": 0.24, "hybrid": 0.17}       # one training step: every op of every edge gated, traced
-CANDIDATE_S = {"nb201": 0.24, "hybrid": 0.17}  # one candidate's gated evaluation, 256 images
+# network's size relative to the tiny one and by the images per step / per evaluation. Each gate
+# layout holds its own: STEP_S (one training step, every gate on, traced), CANDIDATE_S (one
+# candidate's gated evaluation, 256 images), FIXED_S (compiling, start-up, checkpoints).
 SINGLE_S = 0.05                                # one ranked genotype's single-path evaluation (nb201)
-FIXED_S = {"nb201": 30.0, "hybrid": 15.0}      # compiling, start-up, checkpoints
 EVAL_BLOCK_S = 2.0                             # candidates evaluated in blocks of about this
 
 
@@ -133,7 +133,7 @@ def relative_size(cfg) -> float:
 
 def candidate_seconds(cfg, single: bool = False) -> float:
     """Seconds to evaluate one candidate (gated), or with `single` one ranked genotype."""
-    per = SINGLE_S if single else CANDIDATE_S[cfg.space]
+    per = SINGLE_S if single else LAYOUTS[cfg.space].CANDIDATE_S
     return per * relative_size(cfg) * cfg.eval.batch_size / 256
 
 
@@ -143,6 +143,8 @@ class OperationGates:
     per-layer groups); a candidate is a keep-mask of that shape, mapped to a genotype."""
 
     valid = 1.0  # every gate is real
+    genotypes = True  # a candidate maps to a genotype (`pgnas.genotype`)
+    STEP_S, CANDIDATE_S, FIXED_S = 0.24, 0.24, 30.0
 
     def __init__(self, params, space, per_cell: bool = False):
         self.space, self.per_cell = space, per_cell
@@ -218,6 +220,9 @@ class ChannelGates:
     (layer, kernel branch), expanded over the branch's input channels; a candidate's keep-mask
     [L, S, 4C] is its architecture."""
 
+    genotypes = False  # every candidate is a pruned network: `pgnas.genotype` does not apply
+    STEP_S, CANDIDATE_S, FIXED_S = 0.17, 0.17, 15.0
+
     def __init__(self, params, space, per_cell: bool = False):  # per_cell: the groups are per layer already
         self.space, self.shape = space, space.valid.shape[:2]
         self.valid = jnp.asarray(space.valid, jnp.float32)
@@ -248,8 +253,19 @@ class ChannelGates:
     def exact(self, keep):
         return np.ones(np.asarray(keep).shape[:-3], bool)
 
+    def result(self, keep, best, keep_fixed) -> dict:
+        """The best candidate as the result's architecture, with its cost and sparsity (paper
+        Table 7), and the sparsity of the candidates and the fixed-rate baseline's."""
+        space, arch = self.space, keep[best].astype(bool)
+        cost = jax.device_get(space.cost(jnp.asarray(arch)))
+        full = jax.device_get(space.cost(jnp.asarray(space.valid)))
+        return {"arch": arch, "params": int(cost["params"]), "flops": int(cost["flops"]),
+                "full_params": int(full["params"]), "full_flops": int(full["flops"]),
+                "sparsity": space.sparsity(arch), "candidates_sparsity": space.sparsity(keep.astype(bool)),
+                "fixed_rate_sparsity": space.sparsity(keep_fixed.astype(bool))}
 
-LAYOUTS = {"nb201": OperationGates, "hybrid": ChannelGates}
+
+LAYOUTS = {"nb201": OperationGates, "hybrid": ChannelGates}  # the spaces PGNAS is adapted to
 
 
 class PGNAS(SupernetMethod):
@@ -278,13 +294,13 @@ class PGNAS(SupernetMethod):
         """A run's seconds on a 2-core CPU (`jaxnas.estimate`): the gated steps, then 2 x
         `pgnas.candidates` gated evaluations (the pairs and the fixed-rate baseline), on NB201 one
         more set of candidates for genotype=rejection or up to as many single paths for ranked."""
-        c, space = cfg.pgnas, cfg.space
-        step = STEP_S[space] * relative_size(cfg) * cfg.train.batch_size / 64
-        gated = 2 + (space == "nb201" and c.genotype == "rejection")
+        c, layout = cfg.pgnas, LAYOUTS[cfg.space]
+        step = layout.STEP_S * relative_size(cfg) * cfg.train.batch_size / 64
+        gated = 2 + (layout.genotypes and c.genotype == "rejection")
         select = gated * c.candidates * candidate_seconds(cfg)
-        if space == "nb201" and c.genotype == "ranked":
+        if layout.genotypes and c.genotype == "ranked":
             select += c.candidates * candidate_seconds(cfg, single=True)
-        return FIXED_S[space] + search_steps(cfg, n_train, cls.split) * step + select
+        return layout.FIXED_S + search_steps(cfg, n_train, cls.split) * step + select
 
     def init(self):
         state = super().init()
@@ -354,15 +370,9 @@ class PGNAS(SupernetMethod):
                "drop_p": np.round(np.asarray(jax.nn.sigmoid(p_logit)), 4).tolist(),
                "candidates_acc": _summary(acc), "fixed_rate_acc": {"p": mean_p, **_summary(acc_fixed)},
                **self.gates.extras(keep, p_logit)}
-        if self.space.name == "hybrid":  # every candidate is a pruned network: rejection keeps them all
-            cost = jax.device_get(self.space.cost(jnp.asarray(keep[best], bool)))
-            full = jax.device_get(self.space.cost(jnp.asarray(self.space.valid)))
-            return {"arch": keep[best].astype(bool), **out, "params": int(cost["params"]),
-                    "flops": int(cost["flops"]), "full_params": int(full["params"]),
-                    "full_flops": int(full["flops"]),
-                    "sparsity": self.space.sparsity(keep[best].astype(bool)),
-                    "candidates_sparsity": self.space.sparsity(keep.astype(bool)),
-                    "fixed_rate_sparsity": self.space.sparsity(keep_fixed.astype(bool))}
+        if not self.gates.genotypes:  # every candidate is a pruned network: rejection keeps them all
+            result = self.gates.result(keep, best, keep_fixed)
+            return {"arch": result.pop("arch"), **out, **result}
         keep_prob = np.asarray(jax.nn.sigmoid(-p_logit))
         out.update({"mask": keep[best].astype(int).tolist(), "genotype_mapping": c.genotype,
                     "exact_genotype": bool(exact[best])})
@@ -374,7 +384,7 @@ class PGNAS(SupernetMethod):
             return {"arch": projected, **out}
         ranked = self.pick_best(state, self._kept_paths(key_map, self.gates.any_cell(keep)),
                                 self._blocks(evaluator, "pgnas ranked genotypes", single=True))
-        return {**out, "arch": ranked["arch"], "projected_arch": nb.to_string(projected),
+        return {**out, "arch": ranked["arch"], "projected_arch": self.space.to_string(projected),
                 "pair_valid_acc": out["valid_acc"], "valid_acc": ranked["valid_acc"],
                 "valid_loss": ranked["valid_loss"], "ranked_genotypes": len(ranked["candidates"])}
 

@@ -31,7 +31,7 @@ import numpy as np
 from jaxnas.methods.training_free import TrainingFree
 from jaxnas.proxies.scoring import PROXIES
 from jaxnas.report import progress_bar
-from jaxnas.spaces.nb201 import cell as nb
+from jaxnas.spaces.base import has
 
 DEFAULT_RULE = "naswot_params"
 MIXED_CELL_COST = 3.0  # a mixed cell's forward in single-architecture forwards (every op runs)
@@ -66,7 +66,8 @@ def prune(score, start) -> tuple[np.ndarray, list[dict]]:
 
 
 class Prune(TrainingFree):
-    """TE-NAS-style pruning of the whole NB201 cell by `proxy.rule` (default naswot_params)."""
+    """TE-NAS-style pruning of the whole cell by `proxy.rule` (default naswot_params): a space whose
+    relaxed form is edges x ops (`relaxed_spec`, NB201's [6, 5]) and whose networks the proxies read."""
 
     name = "prune"
     rule_name = ""
@@ -78,6 +79,9 @@ class Prune(TrainingFree):
             raise ValueError("proxy.fine_rank_top re-ranks sampled candidates; --method prune ends at one "
                              "cell")
         super().check(cfg, space)
+        if not has(space, "relaxed_spec") or len(space.relaxed_spec.shape) != 2:
+            raise ValueError(f"--method prune prunes a cell of edges x ops (`relaxed_spec`); space "
+                             f"{space.name!r} has none")
 
     @classmethod
     def rule_of(cls, cfg):
@@ -85,10 +89,12 @@ class Prune(TrainingFree):
 
     def select(self, state, evaluator):
         metric_rows = []
-        start = np.ones((nb.NUM_EDGES, nb.NUM_OPS), bool)
-        start[:, nb.NONE] = False  # TE-NAS drops `none` before the first round
+        edges, ops = self.space.relaxed_spec.shape  # a cell: an architecture picks one op per edge
+        start = np.ones((edges, ops), bool)
+        if self.space.zero_op is not None:
+            start[:, self.space.zero_op] = False  # TE-NAS drops `none` before the first round
         # candidates of round r: on every edge still holding more than one op, each of its kept ops
-        total = sum(int(k) for r in range(nb.NUM_OPS) for k in start.sum(-1) - r if k > 1)
+        total = sum(int(k) for r in range(ops) for k in start.sum(-1) - r if k > 1)
         bar = progress_bar(total, 0, self.progress, "prune", unit="cell")
 
         def score(masks):

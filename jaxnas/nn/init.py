@@ -38,7 +38,7 @@ def uniform_slice(key, start: int, size: int):
     without drawing the rest. Threefry is counter-based: with jax_threefry_partitionable (JAX's
     default) element i is threefry2x32(key, (0, i)) with its two words xor-ed, turned into a float
     as jax.random.uniform does (23 random mantissa bits in [1, 2), minus 1, scaled). Exactly equal
-    (tests/test_proxies.py); `slices_match_uniform` checks it at run time too."""
+    (tests/methods/test_proxies.py); `slices_match_uniform` checks it at run time too."""
     k1, k2 = jax.random.key_data(key)
     count = jnp.arange(start, start + size, dtype=jnp.uint32)
     b1, b2 = jax.extend.random.threefry2x32_p.bind(k1, k2, jnp.zeros_like(count), count)

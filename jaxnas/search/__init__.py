@@ -1,4 +1,5 @@
-"""Shared search logic: distributions over architectures and selection among candidates.
+"""Shared search logic: distributions over architectures (`distributions`: categorical;
+`concrete`: concrete-dropout gates and their Bernoulli keep-masks) and selection among candidates.
 
 Sits below evaluate / train / proxies / methods and above nn / spaces; it names no space and reads
 no config section.

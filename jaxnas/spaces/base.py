@@ -44,6 +44,8 @@ class Space(abc.ABC):
     name: str = ""          # also the name of its config section (`section`), if it has one
     arch_fields: tuple = ()  # fields of that section an architecture's shape depends on (`configure`);
                              # `jaxnas train --arch-from` copies them from the search run
+    zero_op: int | None = None  # the op of a relaxed cell (`relaxed_spec`'s last axis) that outputs zeros
+                                # (NB201: none), which pruning drops first
     proxy_scoring: bool = False  # the training-free proxies (`jaxnas.proxies.ProxyScorer`) build and read
                                  # its networks (`network_kwargs`, `cost`, the supernet's `tap`)
 

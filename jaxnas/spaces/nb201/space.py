@@ -19,6 +19,7 @@ class NB201Space(Space):
 
     name = "nb201"
     proxy_scoring = True
+    zero_op = cell.NONE
     size = cell.NUM_ARCHS
     relaxed_spec = jax.ShapeDtypeStruct((cell.NUM_EDGES, cell.NUM_OPS), jnp.float32)
     host_passes = eager  # capability: single-path / weighted passes on the host tape (jaxnas.nn.tape)

@@ -6,7 +6,7 @@ pure (the loop jits it unless `host_step`), `epoch_end` / `round_end` return (st
 `select` returns an architecture of the space, and a run killed after its first epoch resumes to
 the same final state and result.json, bit for bit.
 
-Cost control: the configuration of tests/test_loop.py (C=4, N=1, batch 16 on 8 devices), so
+Cost control: the configuration of tests/engine/test_loop.py (C=4, N=1, batch 16 on 8 devices), so
 supernet programs are shared with it; 2 rounds of 1 epoch of 3 steps.
 """
 from __future__ import annotations

@@ -33,7 +33,7 @@ from jaxnas.methods import RSPS, TrainArch
 from jaxnas.spaces import nb201
 from jaxnas.train.loop import RunError, SearchRun
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+REPO = pathlib.Path(__file__).resolve().parents[2]
 NUM_CLASSES = 10
 # the one supernet config of this module (everything else at the `paper` preset's defaults)
 SEARCH = {"nb201.C": 4, "nb201.N": 1, "train.batch_size": 16, "train.epochs": 2, "eval.select_num": 4,

@@ -1,6 +1,6 @@
 """ABS (jaxnas.methods.abs): operator scores, the dropping rule and the schedules, against plain
 computations written here; the full run and its bit-exact resume across a shrink are in
-tests/test_method_contract.py (abs is a registered method).
+tests/methods/test_method_contract.py (abs is a registered method).
 
 Cost control: C=4, N=1 supernets; epoch_end is called directly on perturbed weights (no
 training), so no training program is compiled here.

@@ -448,7 +448,7 @@ def test_plot_command_writes_pngs(tmp_path, capsys):
 
 
 def test_license_file_matches_the_package_metadata():
-    root = pathlib.Path(__file__).resolve().parents[1]
+    root = pathlib.Path(__file__).resolve().parents[2]
     assert "Apache License" in (root / "LICENSE").read_text()
     assert 'license = "Apache-2.0"' in (root / "pyproject.toml").read_text()
 

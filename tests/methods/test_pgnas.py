@@ -1,6 +1,6 @@
 """PGNAS on NB201 (jaxnas.methods.pgnas): the input-gated supernet, the regulariser of the whole
 network, the genotype mapping and one training step, against plain computations written here. The
-full run and its bit-exact resume are in tests/test_method_contract.py (pgnas is registered).
+full run and its bit-exact resume are in tests/methods/test_method_contract.py (pgnas is registered).
 
 Cost control: C=4, N=1 supernets, 8x8 images, eager forwards."""
 from __future__ import annotations

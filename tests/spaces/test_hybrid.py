@@ -1,8 +1,8 @@
 """PGNAS's hybrid multi-kernel space (jaxnas.spaces.hybrid) and PGNAS on it: the cost model against
 the pruned network and a plain count, inherited weights, per-example gates, the channel-level
 regulariser against a plain sum, and `jaxnas search --space hybrid` followed by `jaxnas train`.
-The space contract (sampling, strings, hashing) is tests/test_space_contract.py's, and the bit-exact
-resume of PGNAS on this space tests/test_method_contract.py's.
+The space contract (sampling, strings, hashing) is tests/spaces/test_space_contract.py's, and the bit-exact
+resume of PGNAS on this space tests/methods/test_method_contract.py's.
 
 Cost control: C=4, one block per stage, 8x8 images (16x16 for the cost model's strides)."""
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""jaxnas.nn.concrete against plain float64 computations written in this file from the definitions of
+"""jaxnas.search.concrete against plain float64 computations written in this file from the definitions of
 PGNAS's concrete-dropout layer (scenarios/PGNAS, Pytorch-backbone-imagenet/pytorch_model_zoo/NAS_utils/ops.py,
 `Conv2d_with_CD`): per example and per gate, with `math`, never calling the module for the oracle."""
 import contextlib
@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxnas.nn import concrete as cd
+from jaxnas.search import concrete as cd
 
 EPS = 1e-8
 TAU = 0.2
