@@ -12,9 +12,9 @@ NB201 (`OperationGates`), training (paper Eq. 14-16, supplement 1.1): every op o
 conv 3x3, avg pool) sits behind a concrete-dropout gate with a learned drop probability p = sigmoid(p_logit),
 one per (edge, op) shared across the cells (`pgnas.per_cell`: one per cell and (edge, op), the paper's
 per-layer groups; a candidate's genotype is then, per edge, the op kept in the most cells); each example draws
-its own relaxed drop value (tau 0.2) and the op's input is scaled by 1 - drop (`jaxnas.search.concrete`, after the
-reference layer Conv2d_with_CD); the ops' outputs are summed (`InputGates`). Weights and drop logits take one
-SGD step together on cross-entropy + the regulariser (l^2/N) sum (1-p)|w|^2 + (k/N) sum [p log p +
+its own relaxed drop value (tau 0.2) and the op's input is scaled by 1 - drop (`jaxnas.search.concrete`,
+after the reference layer Conv2d_with_CD); the ops' outputs are summed (`InputGates`). Weights and drop logits
+take one SGD step together on cross-entropy + the regulariser (l^2/N) sum (1-p)|w|^2 + (k/N) sum [p log p +
 (1-p) log(1-p)]; weight decay is off (the paper replaces it by the l^2 term).
 
 Selection (Algorithm 1): `pgnas.candidates` keep-masks 1 - floor(u + p), u drawn once per candidate,
