@@ -102,6 +102,13 @@ class Method(abc.ABC):
 class SupernetMethod(Method):
     """Base of the methods that train a weight-sharing supernet with SGD (RSPS, SETN, ...)."""
 
+    @classmethod
+    def check(cls, cfg: Config, space: Space) -> None:
+        super().check(cfg, space)
+        if not callable(getattr(space, "build_supernet", None)):
+            raise ValueError(f"--method {cfg.method} trains a supernet; space {space.name!r} builds none "
+                             "(`build_supernet`)")
+
     def __init__(self, cfg: Config, space: Space, num_classes: int):
         super().__init__(cfg, space, num_classes)
         self.host = space.host_passes if has(space, "host_passes") and space.host_path(cfg) else None
