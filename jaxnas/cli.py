@@ -408,12 +408,14 @@ def _demo_summary(results, table_path) -> str:
 
 def enable_compilation_cache() -> None:
     """Persist compiled XLA programs (XLA:CPU compiles take tens of seconds), so a resumed or
-    repeated run starts at once. JAXNAS_XLA_CACHE picks the folder; an empty value disables it."""
+    repeated run starts at once. JAXNAS_XLA_CACHE picks the folder; an empty value disables it.
+    Programs that compile in under JAXNAS_XLA_CACHE_MIN_SECONDS (default 1) are not kept."""
     import jax
     folder = os.environ.get("JAXNAS_XLA_CACHE", str(pathlib.Path.home() / ".cache/jaxnas/xla"))
     if folder:
         jax.config.update("jax_compilation_cache_dir", folder)
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs",
+                          float(os.environ.get("JAXNAS_XLA_CACHE_MIN_SECONDS", "1")))
 
 
 def _sigterm(signum, frame):

@@ -179,7 +179,7 @@ def test_vmapped_chunks_equal_one_at_a_time(scores, batch):
     np.testing.assert_allclose(chunked, scores["naswot"], rtol=1e-5)
 
 
-def test_fast_training_equals_explicit_sgd_steps(batch):
+def test_fast_training_equals_explicit_sgd_steps(batch, scores):
     """Traced (in the program) and host (eager) fast training both equal explicit SGD steps."""
     rng = np.random.default_rng(1)
     tx = rng.normal(size=(2, 4, H, H, 3)).astype(np.float32)
@@ -204,7 +204,7 @@ def test_fast_training_equals_explicit_sgd_steps(batch):
     # and the trained network's codes are those of PyTorch's network with the trained weights
     ref, _, _ = reference_naswot(torch_twin(fast, ARCHS[0], st.params, st.stats), batch[0])
     assert got == pytest.approx(ref, rel=1e-3)
-    untrained = ProxyScorer("naswot", C=C, N=N, seed=3)(ARCHS[:1], *batch)["naswot"][0]
+    untrained = scores["naswot"][0]  # the same seed's weights, untrained (the module's scorer)
     assert abs(got - untrained) > 1e-3
     # host_gradients (the CPU default): the same steps through the eager kernels, on the host
     host = ProxyScorer("naswot", C=C, N=N, seed=3, fast_train_steps=3, fast_train_lr=0.2, host_gradients=True)
