@@ -6,8 +6,8 @@ pure (the loop jits it unless `host_step`), `epoch_end` / `round_end` return (st
 `select` returns an architecture of the space, and a run killed after its first epoch resumes to
 the same final state and result.json, bit for bit.
 
-Cost control: the configuration of tests/engine/test_loop.py (C=4, N=1, batch 16), 2 rounds of 1
-epoch of 3 steps; one device for the searches other tests already run on eight (SHARDED_ELSEWHERE).
+Cost control: the configuration of tests/engine/test_loop.py (C=4, N=1, batch 16 on 8 devices), so
+supernet programs are shared with it; 2 rounds of 1 epoch of 3 steps.
 """
 from __future__ import annotations
 
@@ -39,15 +39,6 @@ def data_cache(tmp_path_factory):
 
 # method@space: a method on another space than NB201, at the same cost
 OTHER_SPACES = {"pgnas@hybrid": {"space": "hybrid", "hybrid.C": 4, "hybrid.blocks": 1}}
-# Cases whose search another test runs on all 8 emulated devices: here they run on one, where eight
-# prove nothing more (31% less CPU for the contract when all ran on one, measured on the 2-core VM).
-# Every other case, a new method's included, runs on eight.
-SHARDED_ELSEWHERE = {
-    "rsps": "tests/engine/test_loop.py (CLI kill / resume) and test_sharding.py (1 vs 8 devices)",
-    "setn": "tests/methods/test_setn.py::test_search_end_to_end",
-    "abs": "tests/methods/test_abs.py (SearchRun with the bench table)",
-    "pgnas@hybrid": "tests/spaces/test_hybrid.py::test_search_then_train_the_pruned_network",
-}
 
 
 def config(case, image_folder) -> Config:
@@ -90,8 +81,7 @@ class Recording:
 def test_method_contract_and_bit_exact_resume(case, image_folder, tmp_path):
     cfg, name = config(case, image_folder), case.split("@")[0]
     cls = Recording(methods.get(name))
-    devices = 1 if case in SHARDED_ELSEWHERE else None
-    run = SearchRun(cfg, tmp_path / "run", method_cls=cls, progress=False, num_devices=devices)
+    run = SearchRun(cfg, tmp_path / "run", method_cls=cls, progress=False)
     assert isinstance(run.method, Method) and run.method.name == name
     state = run.method.init()
     assert isinstance(state, SearchState) and int(state.step) == 0 and int(state.round) == 0
@@ -118,8 +108,7 @@ def test_method_contract_and_bit_exact_resume(case, image_folder, tmp_path):
     assert steps == [run.steps_per_epoch, 2 * run.steps_per_epoch]
     shutil.rmtree(tmp_path / "run" / "checkpoints" / str(steps[-1]))
     (tmp_path / "run" / "result.json").unlink()
-    again = SearchRun(cfg, tmp_path / "run", method_cls=methods.get(name), progress=False,
-                      num_devices=devices)
+    again = SearchRun(cfg, tmp_path / "run", method_cls=methods.get(name), progress=False)
     resumed = again.run()
     assert again.resumed_from == steps[0]
     assert strip_wall(resumed) == strip_wall(result)
@@ -127,14 +116,3 @@ def test_method_contract_and_bit_exact_resume(case, image_folder, tmp_path):
                                           jax.device_get(again.state.replace(elapsed=final.elapsed))))
     want = jax.tree.leaves(jax.tree.map(np.asarray, final))
     assert len(leaves) == len(want) and all(np.array_equal(a, b) for a, b in zip(leaves, want))
-
-
-def test_the_searches_run_on_one_device_here_run_on_eight_elsewhere():
-    """Each case of SHARDED_ELSEWHERE names a test that still exists (else the case must go back
-    to eight devices)."""
-    import pathlib
-    root = pathlib.Path(__file__).resolve().parents[2]
-    for where in SHARDED_ELSEWHERE.values():
-        path, _, name = where.split(" ")[0].partition("::")
-        text = (root / path).read_text()
-        assert not name or f"def {name}(" in text, where
