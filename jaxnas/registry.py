@@ -1,7 +1,7 @@
 """Every space, method and proxy by name: where its code lives, its config module and one help
-line. It imports nothing (no JAX), so `jaxnas --help`, `jaxnas list`, the `--space` / `--method`
-choices and `jaxnas.config`'s sections come from here at once; a component's code is imported on
-first use (`Entry.load`).
+line. It imports only the standard library (no JAX), so `jaxnas --help`, `jaxnas list`, the
+`--space` / `--method` choices and `jaxnas.config`'s sections come from here at once; a
+component's code is imported on first use (`Entry.load`).
 
 A new space is its package (`jaxnas/spaces/<name>/`, with `space.py` and, if it has options,
 `config.py`) and one line in SPACES; a new method is its module (and a JAX-free `<name>_config.py`
