@@ -8,7 +8,7 @@ REF_STAMP := $(VENV)/.reference
 .PHONY: demo test install reference bench clean
 
 # --no-compile: Python compiles only the modules it imports, on first import, instead of every file
-# of every package at install (a fresh venv: 77 s -> about 31 s on the 2-core VM; BENCHMARKS.md 14)
+# of every package at install (a fresh venv: 77 s -> about 31 s on the 2-core VM; BENCHMARKS.md 14b)
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip

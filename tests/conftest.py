@@ -33,7 +33,7 @@ jax.config.update("jax_num_cpu_devices", 8)
 # through JAXNAS_XLA_CACHE) share one persistent cache. It keeps every program, also those that
 # compile in under a second (the CLI's default threshold): the tests rebuild many small ones (runs
 # resumed in the same process, CLI subprocesses, the other xdist worker), and keeping them cut
-# test_method_contract + test_loop from 309 to 261 CPU-seconds on a fresh clone (BENCHMARKS.md 14).
+# test_method_contract + test_loop from 309 to 261 CPU-seconds on a fresh clone (BENCHMARKS.md 14b).
 _CACHE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".cache", "xla-tests")
 os.environ.setdefault("JAXNAS_XLA_CACHE", _CACHE)
 os.environ.setdefault("JAXNAS_XLA_CACHE_MIN_SECONDS", "0")
