@@ -54,6 +54,7 @@ import numpy as np
 
 from jaxnas import search, spaces
 from jaxnas.config import preset
+from jaxnas.data.pipeline import weights_size
 from jaxnas.estimate import search_steps
 from jaxnas.methods.base import SupernetMethod
 from jaxnas.nn import apply, loss_and_accuracy
@@ -285,7 +286,7 @@ class PGNAS(SupernetMethod):
         self.host, self.host_step = None, False  # the gated forward is one traced program on every backend
         c = cfg.pgnas
         self.tx = optim.sgd(cfg.train.lr, cfg.train.momentum, cfg.train.nesterov, 0.0)  # no weight decay
-        n_weights = len(dataset.train_labels) // (2 if self.split == "search" else 1)
+        n_weights = weights_size(len(dataset.train_labels), cfg.train.held_out)  # the weights part
         self.n_train = c.n_train or 10.0 * n_weights
         self.gates = LAYOUTS[space.name](self._params, space, c.per_cell)
 

@@ -95,6 +95,7 @@ def test_regulariser_of_the_network_equals_a_plain_sum():
     state = m.init()
     p_logit = jax.random.normal(jax.random.key(1), (6, 4))
     assert m.n_train == 10 * 500  # 10x the weights half of 1000 training images
+    assert small_method(**{"train.held_out": 0.1}).n_train == 10 * 900  # the split's weights part
     got = float(m.regulariser(state.params, p_logit))
     cells = [c for c in jax.device_get(state.params)["cells"].values() if "edges" in c]
     want = 0.0
