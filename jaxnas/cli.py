@@ -16,8 +16,8 @@ import signal
 import sys
 
 import jaxnas
-from jaxnas import registry
-from jaxnas.config import PRESETS, apply_overrides, preset, validate
+from jaxnas import methods, registry, spaces  # lazy packages: no JAX until a space or method is used
+from jaxnas.config import PRESET_HELP, PRESETS, apply_overrides, preset, validate
 
 EXIT_USAGE, EXIT_INTERRUPTED = 2, 130
 TABLE_NAME = "shared/data/nb201/nats_tss_hp200_test_acc.csv"
@@ -150,7 +150,6 @@ def train_arch(args) -> tuple[str, dict]:
             run_cfg = json.loads((result.parent / "config.json").read_text())["config"]
         except (OSError, ValueError, KeyError, TypeError):
             return arch, {}
-        from jaxnas import spaces
         name = run_cfg.get("space", registry.DEFAULT_SPACE)
         section = run_cfg.get(name, {})
         shape = {f"{name}.{k}": section[k] for k in spaces.get(name).arch_fields if k in section}
@@ -173,12 +172,11 @@ def _best_scored(run: pathlib.Path) -> str:
 def _check_train_arch(cfg, flag: str):
     """cfg with its architecture string checked and normalised by its space; a plain number is an
     index into a space that lists its architectures (NB201's benchmark order)."""
-    from jaxnas import search, spaces
-    from jaxnas.spaces import has
+    from jaxnas import search
     space = spaces.get(cfg.space, cfg)
     text = cfg.arch.strip()
     if text.isdigit():
-        if not has(space, "enumerate"):
+        if not spaces.has(space, "enumerate"):
             raise ValueError(f"{flag} {text}: space {space.name!r} has no architecture indices; give its "
                              "string form")
         if int(text) >= space.size:
@@ -203,7 +201,6 @@ def _config(args):
             fields = {**fields, "space": args.space}
         cfg = PRESETS["train-" + args.preset].replace(arch=arch).set(fields)
     elif args.command == "score":
-        from jaxnas import spaces
         from jaxnas.proxies.scoring import check_space, parse_proxies
         parse_proxies(args.proxy)
         check_space(spaces.get(args.space))
@@ -213,28 +210,24 @@ def _config(args):
         cfg = preset(args.preset, args.method, args.space)
     cfg = apply_overrides(validate(cfg.replace(data=args.data, seed=args.seed)), args.overrides)
     if args.bench_table:
-        from jaxnas import spaces
         if not spaces.has(spaces.get(cfg.space, cfg), "bench_index"):
             raise ValueError("--bench-table: benchmark tables index a space's architectures "
                              f"(`bench_index`); space {cfg.space!r} has none")
-    if args.bench_table and not pathlib.Path(args.bench_table).expanduser().is_file():
-        raise ValueError(f"--bench-table {args.bench_table}: no such file (expected an NB201-style CSV)")
+        if not pathlib.Path(args.bench_table).expanduser().is_file():
+            raise ValueError(f"--bench-table {args.bench_table}: no such file (expected an NB201-style CSV)")
     if args.command == "train":
         cfg = _check_train_arch(cfg, "--arch-from" if args.arch_from else "--arch")
     if args.command != "score":
-        from jaxnas import methods, spaces
         methods.get(cfg.method).check(cfg, spaces.get(cfg.space, cfg))
     return cfg
 
 
 def _training_free(args, cfg) -> bool:
-    from jaxnas import methods
     return args.command == "score" or not methods.get(cfg.method).trains
 
 
 def _candidates(args, cfg):
     """The architectures a run may look up in the bench table (score: those it scores)."""
-    from jaxnas import spaces
     space = spaces.get(cfg.space, cfg)
     if args.command == "score":
         from jaxnas.proxies.run import select_archs
@@ -245,7 +238,6 @@ def _candidates(args, cfg):
 
 
 def _estimate(args, cfg, candidates) -> dict:
-    from jaxnas import methods
     from jaxnas.estimate import describe, estimate
     if not _training_free(args, cfg):
         est = estimate(cfg, method=methods.get(cfg.method))
@@ -270,7 +262,6 @@ def _warn_if_long(est: dict) -> None:
 
 
 def _run(args) -> dict:
-    from jaxnas import methods
     from jaxnas.train import sharding
 
     if args.distributed and not args.print_config:  # before anything touches a JAX backend
@@ -316,7 +307,6 @@ def _plot(args) -> dict:
 
 def listing() -> str:
     """`jaxnas list`: every registered space, method, proxy and preset with one line each."""
-    from jaxnas.config import PRESET_HELP
 
     def block(title, items):
         return f"{title}:\n" + "".join(f"  {k:12s} {v}\n" for k, v in items.items())
@@ -387,7 +377,6 @@ def _demo_summary(results, table_path) -> str:
     lines = ["", "jaxnas demo: results"]
     truth = None
     if table_path is not None:
-        from jaxnas import spaces
         from jaxnas.bench import load_table
         truth = load_table(table_path).values(spaces.get(registry.DEFAULT_SPACE).enumerate(), "cifar10")
     for folder, what, result in results:
