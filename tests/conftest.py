@@ -1,4 +1,5 @@
 """Test setup: 8 emulated CPU devices (set before JAX initialises its backend)."""
+import gc
 import os
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -40,6 +41,12 @@ os.environ.setdefault("JAXNAS_XLA_CACHE_MIN_SECONDS", "0")
 jax.config.update("jax_compilation_cache_dir", os.environ["JAXNAS_XLA_CACHE"])
 jax.config.update("jax_persistent_cache_min_compile_time_secs",
                   float(os.environ["JAXNAS_XLA_CACHE_MIN_SECONDS"]))
+
+# Python's cyclic garbage collector, at its default thresholds, spent 7-8 % of test_proxies.py's
+# time walking the heap (JAX's and PyTorch's many long-lived objects) in full collections. Rarer
+# collections: test_proxies.py 186 -> 159 s in one process (BENCHMARKS.md 14b). Cycles are still
+# collected, only less often.
+gc.set_threshold(50_000, 50, 100)
 
 import pathlib  # noqa: E402  (kept below the JAX set-up)
 
