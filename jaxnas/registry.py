@@ -43,6 +43,10 @@ SPACES = {
     "hybrid": Entry("jaxnas.spaces.hybrid.space:SPACE", "PGNAS's hybrid ResNet: each conv is {1x1, 3x3, 3x3 "
                     "d2, 5x5 d2} branches, an architecture keeps input channels per branch (--method pgnas "
                     "or rsps)", "jaxnas.spaces.hybrid.config"),
+    "smash": Entry("jaxnas.spaces.smash.space:SPACE", "SMASH's memory-bank network: per block a bank "
+                   "size, per layer read / write banks, units, kernel, dilation, groups (architectures only "
+                   "so far)",
+                   "jaxnas.spaces.smash.config"),
 }
 DEFAULT_SPACE = "nb201"
 

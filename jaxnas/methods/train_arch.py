@@ -27,6 +27,13 @@ class TrainArch(Method):
         """Weight steps over the whole training set; nothing to rank."""
         return estimate.supernet_seconds(cfg, n_train, cls.split, rankings=0)
 
+    @classmethod
+    def check(cls, cfg, space) -> None:
+        super().check(cfg, space)
+        if not callable(getattr(space, "build_network", None)):
+            raise ValueError(f"jaxnas train builds one architecture's network; space {space.name!r} builds "
+                             "none (`build_network`)")
+
     def __init__(self, cfg, space, num_classes):
         super().__init__(cfg, space, num_classes)
         if not cfg.arch:
