@@ -217,3 +217,42 @@ def test_what_the_space_cannot_run_yet_is_refused_up_front(argv, says, tmp_path,
                                  capsys)
     assert rc == 2 and says in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "r").exists()
+
+
+def reference_cost(lay: Layout, ref, num_classes, image_size=32):
+    """The counts of ajbrock/SMASH utils.py count_params / count_flops, written as a plain loop over
+    the reference tuple (num_classes in place of its hard-coded 100)."""
+    incoming, outgoing, G, ops, _, _, _, bank_sizes, kernels, groups = ref
+    params = flops = 0
+    for b in range(BLOCKS):
+        bs, hw = bank_sizes[b], image_size // 2 ** b
+        for read, g, op, ks, grp in zip(incoming[b], G[b], ops[b], kernels[b], groups[b]):
+            n_in, n_out = bs * len(read) * lay.N, g * lay.N
+            n_b = min(min(max(n_in // n_out, 1), lay.bottleneck) * n_out, n_in,
+                      lay.max_bottleneck * lay.N_max)
+            params += n_in + n_in * n_b
+            flops += hw * hw * n_in * n_b
+            for j, on in enumerate(op):
+                if on:
+                    c_in = n_out if j % 2 else n_b
+                    params += c_in + c_in * n_out * ks[j][0] * ks[j][1] // grp[j]
+                    flops += hw * hw * c_in * n_out * ks[j][0] * ks[j][1] // grp[j]
+        banks = max([max(w) + 1 for w in outgoing[b]] + [lay.input_banks(b, bs)])
+        n_t = banks * bs * lay.N
+        params += n_t + n_t * (lay.in_channels[b + 1] if b < 2 else num_classes)
+    return params, flops
+
+
+def test_cost_is_the_reference_count_traced_and_batched(archs):
+    got = jax.device_get(jax.jit(lambda a: SPACE.cost(a, num_classes=100))(archs))
+    assert got["params"].shape == (7,) and got["params"].dtype == np.int32
+    for i in range(7):
+        params, flops = reference_cost(SPACE.layout, SPACE.to_reference(one(archs, i)), 100)
+        assert int(got["params"][i]) == params
+        assert float(got["flops"][i]) == pytest.approx(flops, rel=1e-6)
+    # an op with all four convs counts the second-stage convs with G N inputs
+    arch = SPACE.from_string("smash-d12w4N8M64b4m2c2L48:bs1=r0+3w3+8G2o0k3x5d3x2g4/bs2=/"
+                             "bs4=r0+1w2G4o4k3x3d1x1g1,k5x5d2x2g2,k3x3d1x1g8,k7x3d1x1g1")
+    params, flops = reference_cost(SPACE.layout, SPACE.to_reference(arch), 10)
+    got = SPACE.cost(arch)
+    assert int(got["params"]) == params and float(got["flops"]) == pytest.approx(flops, rel=1e-6)

@@ -185,6 +185,38 @@ class SmashSpace(Space):
             out[index] = int.from_bytes(hashlib.blake2b(key + data, digest_size=8).digest(), "little") >> 1
         return out
 
+    def cost(self, arch, num_classes: int = 10, image_size: int = 32) -> dict:
+        """Traceable {"params": int32, "flops": float32} of the network SMASH trains from scratch
+        (leading batch axes allowed), by the reference's counters (ajbrock/SMASH utils.py
+        `count_params` / `count_flops`, so numbers compare with the paper's): per layer the 1x1
+        conv and its input BN, each active conv (bottleneck n_b uncapped, as MainNet builds it)
+        and its BN; per block the transition (the last block's: the classifier). Like the
+        reference they leave out the stem, the second BN and biases, and count flops as
+        multiply-accumulates of one image's layers only; num_classes replaces its hard-coded 100."""
+        lay = self.layout
+        a = {k: jnp.asarray(v) for k, v in arch.items()}
+        bs = a["bank_size"][..., :, None]                                    # [..., 3, 1]
+        live = jnp.arange(lay.max_layers) < a["layers"][..., :, None]        # [..., 3, L]
+        n_in = bs * a["read"].sum(-1) * lay.N                                 # [..., 3, L]
+        units = a["G"] * lay.N
+        widen = jnp.minimum(jnp.maximum(n_in // jnp.maximum(units, 1), 1), lay.bottleneck)
+        n_b = jnp.minimum(jnp.minimum(widen * units, n_in), lay.max_bottleneck * lay.N_max)
+        active = jnp.asarray(OPTIONS, bool)[a["op"]] & live[..., None]       # [..., 3, L, 4]
+        c_in = jnp.where(jnp.arange(CONVS) % 2 == 1, units[..., None], n_b[..., None])
+        conv = c_in * units[..., None] * a["kernel"][..., 0] * a["kernel"][..., 1] // a["groups"].clip(1)
+        params = (jnp.where(live, n_in + n_in * n_b, 0).sum(-1)
+                  + jnp.where(active, c_in + conv, 0).sum((-2, -1)))
+        bank = jnp.arange(lay.max_banks)
+        top = jnp.where(a["write"], bank + 1, 0).max((-2, -1))               # [..., 3]
+        nin = jnp.stack([jnp.asarray([lay.input_banks(b, s) if s else 0 for s in range(lay.k + 1)])[
+            a["bank_size"][..., b]] for b in range(BLOCKS)], -1)
+        n_t = jnp.maximum(top, nin) * a["bank_size"] * lay.N
+        params = params + n_t + n_t * jnp.asarray([*lay.in_channels[1:], num_classes])
+        pixels = jnp.asarray([(image_size // 2 ** b) ** 2 for b in range(BLOCKS)], jnp.float32)
+        flops = (jnp.where(live, n_in * n_b, 0).sum(-1).astype(jnp.float32)
+                 + jnp.where(active, conv, 0).sum((-2, -1)).astype(jnp.float32)) * pixels
+        return {"params": params.sum(-1).astype(jnp.int32), "flops": flops.sum(-1)}
+
     # --- the reference's form --------------------------------------------------------------------
     def to_reference(self, arch) -> tuple:
         """The reference's ragged 10-tuple (incoming, outgoing, G, ops, gate, dilation, activation,
