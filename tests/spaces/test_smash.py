@@ -256,3 +256,64 @@ def test_cost_is_the_reference_count_traced_and_batched(archs):
     params, flops = reference_cost(SPACE.layout, SPACE.to_reference(arch), 10)
     got = SPACE.cost(arch)
     assert int(got["params"]) == params and float(got["flops"]) == pytest.approx(flops, rel=1e-6)
+
+
+def direct_encoding(lay: Layout, ref, reference=False, max_kernel=7):
+    """c of SMASH.py sample_weights written plainly from its definition, for the reference tuple:
+    -1 everywhere; per layer and read bank, +1 on the layer's first G rows of the columns the bank
+    covers at its read bank, its write banks, block, G, then (per active conv) dilation h / w,
+    kernel h / w, (op), groups. Also returns the used columns + 1."""
+    from jaxnas.spaces.smash import encoding
+    incoming, outgoing, G, ops, _, dilation, _, bank_sizes, kernels, groups = ref
+    c = -np.ones((encoding.channels(lay), lay.k, encoding.grid_columns(lay)), np.float32)
+    multi = lay.ops != "single"
+    width = (max_kernel if reference else lay.max_kernel) // 2
+    column = 0
+    for b in range(BLOCKS):
+        bs = bank_sizes[b]
+        for read, write, g, op, dil, ks, grp in zip(incoming[b], outgoing[b], G[b], ops[b], dilation[b],
+                                                   kernels[b], groups[b]):
+            convs = [j for j in range(4) if op[j]] if multi else [0]
+            for i, r in enumerate(read):
+                sub = i * bs
+                cols = slice(column + sub // lay.dc, column + (sub + bs) // lay.dc + (sub + bs) % lay.dc)
+                marks = [r] + [lay.max_banks + w for w in write] + [2 * lay.max_banks + b,
+                                                                   2 * lay.max_banks + 3 + g - 1]
+                at = 2 * lay.max_banks + 3 + lay.k
+                n = 4 if multi else 1
+                for j in range(n):
+                    for axis in (0, 1):
+                        if j in convs:
+                            marks.append(at + dil[j][axis] - 1)
+                        at += 3
+                for j in range(n):
+                    for axis in (0, 1):
+                        if j in convs:
+                            marks.append(at + ks[j][axis] // 2 - 1)
+                        at += width
+                at += 4 if lay.ops == "var" else 0
+                for j in range(n):
+                    if j in convs:
+                        marks.append(at + lay.groups.index(grp[j]) - (1 if reference else 0))
+                    at += len(lay.groups)
+                for m in marks:
+                    c[m, :g, cols] = 1
+            column += bs * len(read) // lay.dc
+    return c, column + 1
+
+
+@pytest.mark.parametrize("mode", ["fixed", "reference", "reference-early", "var-ops"])
+def test_encoding_equals_a_direct_construction(archs, mode):
+    from jaxnas.spaces.smash import encoding
+    space = SmashSpace(Smash(ops="var")) if mode == "var-ops" else SPACE
+    state = space.annealed_state(0.1) if mode == "reference-early" else None  # kernels 3 only
+    batch = archs if mode in ("fixed", "reference") else space.validate(
+        jax.device_get(space.sample(jax.random.key(6), 3, state)))
+    reference, mk = mode.startswith("reference"), (3 if mode == "reference-early" else 7)
+    got = jax.device_get(jax.jit(jax.vmap(lambda a: encoding.encode(space.layout, a, mk, reference)))(batch))
+    masks = jax.device_get(jax.vmap(lambda a: encoding.column_mask(space.layout, a))(batch))
+    for i in range(len(batch["layers"])):
+        want, used = direct_encoding(space.layout, space.to_reference(one(batch, i)), reference, mk)
+        np.testing.assert_array_equal(got[i], want)
+        assert masks[i].sum() == used
+    assert got.shape[1:] == (91 if mode != "var-ops" else 143, 8, 354)
