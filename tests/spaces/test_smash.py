@@ -2,6 +2,7 @@
 against a direct loop over the reference's rules (by distributions: the numpy stream of
 ajbrock/SMASH cannot be reproduced in JAX), string and reference-tuple round trips, bad input."""
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -317,3 +318,61 @@ def test_encoding_equals_a_direct_construction(archs, mode):
         np.testing.assert_array_equal(got[i], want)
         assert masks[i].sum() == used
     assert got.shape[1:] == (91 if mode != "var-ops" else 143, 8, 354)
+
+
+def test_w1x1_is_the_references_view_and_index_select():
+    """SMASH.py sample_weights: out [1, N N dc, k, S'] -> squeeze, transpose(0, 1) [k, N N dc, S'],
+    view(N_max, S' dc N), index_select(1, [q + t S' for q in range(S') for t in range(dc N)]),
+    transpose -> [S' dc N, N_max]; written here with numpy's own reshapes, element by element."""
+    from jaxnas.spaces.smash.hypernet import to_w1x1
+    N, dc, k, S = 8, 2, 8, 5
+    out = np.random.default_rng(0).normal(size=(1, N * N * dc, k, S)).astype(np.float32)
+    t = out[0].transpose(1, 0, 2).reshape(N * k, S * dc * N)  # torch .view of a contiguous copy
+    index = [q + j * S for q in range(S) for j in range(dc * N)]
+    want = t[:, index].T
+    got = np.asarray(to_w1x1(jnp.asarray(out[0].transpose(1, 2, 0)), N, dc))  # ours reads [k, S, C]
+    np.testing.assert_array_equal(got, want)
+    # the notes' closed form: w1x1[s N dc + t, kk N + u] = out[u N dc + t, kk, s]
+    assert got[3 * 16 + 5, 2 * 8 + 7] == out[0, 7 * 16 + 5, 2, 3]
+
+
+def test_hypernet_equals_a_pytorch_twin_on_the_cut_grid():
+    """The masked HyperNet at a fixed width equals PyTorch's dense net (weight-normalised convs,
+    LeakyReLU 0.02, concatenating skips) run on the grid cut after the used columns, as the
+    reference runs it; columns beyond are zero."""
+    import torch
+    from flax import nnx
+
+    from jaxnas.spaces.smash.hypernet import LEAK, HyperNet
+    c_in, c_out, k, S, used = 12, 16, 4, 9, 6
+    net = HyperNet(c_in, c_out, growth=3, depths=(2, 2, 1), rngs=nnx.Rngs(0))
+    x = np.random.default_rng(1).normal(size=(1, k, S, c_in)).astype(np.float32)
+    cols = np.arange(S) < used
+    got = np.asarray(net(jnp.asarray(x), jnp.asarray(cols[None])))
+    assert not got[:, :, used:].any()
+
+    def conv(t, kernel):  # kernel HWIO -> OIHW, normalised by its Frobenius norm
+        w = torch.from_numpy(np.asarray(kernel).transpose(3, 2, 0, 1).copy())
+        w = w / w.norm()
+        return torch.nn.functional.conv2d(t, w, padding=(w.shape[-1] - 1) // 2)
+
+    t = torch.from_numpy(x[:, :, :used].transpose(0, 3, 1, 2).copy())
+    for i, (layer, dense) in enumerate(zip(net.convs, net.dense)):
+        y = conv(t if i == 0 else torch.nn.functional.leaky_relu(t, LEAK), layer.kernel[...])
+        t = torch.cat([t, y], 1) if dense else y
+    want = conv(torch.nn.functional.leaky_relu(t, LEAK), net.head.kernel[...]).numpy().transpose(0, 2, 3, 1)
+    np.testing.assert_allclose(got[:, :, :used], want, rtol=1e-4, atol=1e-5)
+
+
+def test_hypernet_has_the_references_size():
+    """At the defaults [z, c] has 1 + 91 channels and the output N N dc = 128: 26 convs and 582,541
+    weights (counted from SMASH.py's hyperconv)."""
+    from flax import nnx
+
+    from jaxnas.spaces.smash import encoding
+    from jaxnas.spaces.smash.hypernet import HyperNet
+    lay = SPACE.layout
+    c_in, c_out = 1 + encoding.channels(lay), lay.N * lay.N * lay.dc
+    net = nnx.eval_shape(lambda: HyperNet(c_in, c_out, rngs=nnx.Rngs(0)))
+    assert len(net.convs) + 1 == 26
+    assert sum(int(np.prod(x.shape)) for x in jax.tree.leaves(nnx.state(net))) == 582_541
