@@ -376,3 +376,24 @@ def test_hypernet_has_the_references_size():
     net = nnx.eval_shape(lambda: HyperNet(c_in, c_out, rngs=nnx.Rngs(0)))
     assert len(net.convs) + 1 == 26
     assert sum(int(np.prod(x.shape)) for x in jax.tree.leaves(nnx.state(net))) == 582_541
+
+
+def test_perturbations_stay_valid_change_a_few_draws_and_keep_bank_sizes(archs):
+    """p = 0.05: most layers unchanged, some changed, every result valid (the validator), bank
+    sizes kept; p = 0 changes nothing; p = 1 redraws every layer (at most the base's count)."""
+    base = jax.tree.map(lambda x: np.repeat(x[:1], 64, 0), archs)
+    out = jax.device_get(jax.jit(lambda key, a: SPACE.perturb(key, a, 0.05))(jax.random.key(3), base))
+    SPACE.validate(out)
+    assert (out["bank_size"] == base["bank_size"]).all()
+    n = int(base["layers"][0].sum())
+    fields = ("read", "write", "G", "kernel", "dilation", "groups")
+    same = [sum(all(np.array_equal(out[f][i, b, j], base[f][i, b, j]) for f in fields)
+                for b in range(BLOCKS) for j in range(base["layers"][0, b])) for i in range(64)]
+    changed_share = 1 - np.mean(same) / n
+    assert 0.05 < changed_share < 0.5, changed_share  # at most ~1 - 0.95^6 of the layers change
+    assert len({SPACE.to_string(one(out, i)) for i in range(64)}) > 32
+    kept = jax.device_get(SPACE.perturb(jax.random.key(4), base, 0.0))
+    assert all(np.array_equal(kept[f], base[f]) for f in base)
+    fresh = jax.device_get(SPACE.perturb(jax.random.key(5), base, 1.0))
+    SPACE.validate(fresh)
+    assert (fresh["bank_size"] == base["bank_size"]).all()

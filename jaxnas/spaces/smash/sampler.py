@@ -67,9 +67,12 @@ def _subset(key, pool, count):
     return pool & (rank < count)
 
 
-def _block(layout: Layout, key, block, fraction, bs, max_kernel):
+def _block(layout: Layout, key, block, fraction, bs, max_kernel, base=None, p=1.0):
     """One block's layer arrays and layer count (see the module docstring); `block` and the bank
-    size `bs` traced, so the three blocks are one vmapped program."""
+    size `bs` traced, so the three blocks are one vmapped program.
+
+    With `base` (the block's layer arrays and layer count), each layer of the base is perturbed
+    instead: each draw redone with probability `p`, else kept (see `perturb_one`)."""
     L, B, k, dc = layout.max_layers, layout.max_banks, layout.k, layout.dc
     _, nin_t, nbanks_t, minbud_t, minread_t = (jnp.asarray(t)[block, bs - 1] for t in _tables(layout))
     nin, nbanks, min_budget, min_reads = nin_t, nbanks_t, minbud_t, minread_t
@@ -83,32 +86,54 @@ def _block(layout: Layout, key, block, fraction, bs, max_kernel):
     probs = jnp.asarray(OPTION_PROBS[layout.ops], jnp.float32)
     n_kernels = max_kernel // 2  # len(range(3, max_kernel + 2, 2))
     groups = jnp.asarray(layout.groups, jnp.int32)
+    perturb = base is not None
+    if not perturb:
+        base = {"read": jnp.zeros((L, B), bool), "write": jnp.zeros((L, B), bool),
+                "G": jnp.zeros(L, jnp.int32), "op": jnp.zeros(L, jnp.int32),
+                "kernel": jnp.zeros((L, CONVS, 2), jnp.int32),
+                "dilation": jnp.zeros((L, CONVS, 2), jnp.int32), "groups": jnp.zeros((L, CONVS), jnp.int32),
+                "layers": L}
+    slot_index = jnp.arange(L)
 
-    def layer(carry, slot_key):
+    def layer(carry, xs):
         used, written = carry
-        live = budget - used >= min_budget
-        keys = jax.random.split(slot_key, 9)
+        slot_key, i, old = xs
+        keys = jax.random.split(slot_key, 16)
+        redo = jax.random.uniform(keys[9], (7,)) < p  # reads, G, writes, op, kernels, dilations, groups
+        live = (budget - used >= min_budget) & (i < base["layers"])
         R = (written > 0).sum()
         max_in = (budget - used) * dc // bs // min_reads * min_reads
         choices = jnp.minimum(R, max_reads) // min_reads
         n_read = jnp.minimum(min_reads * (1 + jax.random.randint(keys[0], (), 0, jnp.maximum(choices, 1))),
                              max_in)
         read = _subset(keys[1], bank < R, n_read)
+        # kept reads must still be written and (a deviation) within the remaining budget
+        keep = ~redo[0] & ~(old["read"] & (written == 0)).any() & (old["read"].sum() <= max_in)
+        read = jnp.where(keep, old["read"], read)
+        n_read = read.sum()
         distance = jnp.abs(g_units - n_read * bs).astype(jnp.float32)
         G = 1 + jax.random.categorical(keys[2], jnp.where(g_units % bs == 0, -jnp.log(0.01 + 10.0 * distance),
                                                           -jnp.inf))
+        G = jnp.where(redo[1], G, old["G"])
         a = G // bs
         top = jnp.maximum(R // 2, a)
         n_w = a + jax.random.categorical(keys[3], jnp.where(jnp.arange(B + 1) <= top - a,
                                                             -jnp.arange(B + 1, dtype=jnp.float32), -jnp.inf))
         pool = (bank < R) | ((bank >= R) & (bank < jnp.minimum(R + a, slots)))
         picked = _subset(keys[4], pool, jnp.minimum(n_w, pool.sum()))
-        fresh = (picked & (bank >= R)).sum()
-        write = (picked & (bank < R)) | ((bank >= R) & (bank < R + fresh))
-        op = jax.random.categorical(keys[5], jnp.log(probs))
-        kernel = 3 + 2 * jax.random.randint(keys[6], (CONVS, 2), 0, n_kernels)
+        # a kept write into a bank that is now empty moves to the lowest empty banks (perturb_arch.py)
+        picked = jnp.where(redo[2], picked, old["write"])
+        fresh = (picked & (written == 0)).sum()
+        write = (picked & (written > 0)) | ((bank >= R) & (bank < jnp.minimum(R + fresh, nbanks)))
+        op = jnp.where(redo[3], jax.random.categorical(keys[5], jnp.log(probs)), old["op"])
+        kernel = jnp.where(redo[4], 3 + 2 * jax.random.randint(keys[6], (CONVS, 2), 0, n_kernels),
+                           old["kernel"])
         dilation = 1 + jax.random.randint(keys[7], (CONVS, 2), 0, 4 - (kernel - 1) // 2)
-        group = groups[jax.random.randint(keys[8], (CONVS,), 0, len(layout.groups))]
+        # a kept dilation too large for a redrawn kernel is redrawn (perturb_arch.py keeps it: a deviation)
+        dilation = jnp.where(~redo[5] & (old["dilation"] <= 4 - (kernel - 1) // 2) & (old["dilation"] > 0),
+                             old["dilation"], dilation)
+        group = jnp.where(redo[6], groups[jax.random.randint(keys[8], (CONVS,), 0, len(layout.groups))],
+                          old["groups"])
         active = jnp.asarray(OPTIONS, bool)[op]
         out = {"read": read & live, "write": write & live, "G": jnp.where(live, G, 0),
                "op": jnp.where(live, op, 0),
@@ -119,7 +144,8 @@ def _block(layout: Layout, key, block, fraction, bs, max_kernel):
         return carry, out
 
     written0 = (bank < nin).astype(jnp.int32)
-    _, out = jax.lax.scan(layer, (jnp.int32(0), written0), jax.random.split(key, L))
+    old = {name: v for name, v in base.items() if name != "layers"}
+    _, out = jax.lax.scan(layer, (jnp.int32(0), written0), (jax.random.split(key, L), slot_index, old))
     live = out.pop("live")
     return out, live.sum().astype(jnp.int32)
 
@@ -133,8 +159,28 @@ def sample_one(layout: Layout, key, state) -> dict:
     sizes = 1 + jax.random.categorical(k_size, jnp.where(allowed, 0.0, -jnp.inf))  # [3]
     blocks, counts = jax.vmap(lambda kb, b, f, bs: _block(layout, kb, b, f, bs, state["max_kernel"]))(
         jax.random.split(k_blocks, BLOCKS), jnp.arange(BLOCKS), fractions, sizes)
+    return _assemble(sizes, counts, blocks)
+
+
+def _assemble(sizes, counts, blocks) -> dict:
     return {"bank_size": sizes.astype(jnp.int32), "layers": counts,
             **{k: v.astype(jnp.bool_ if k in ("read", "write") else jnp.int32) for k, v in blocks.items()}}
+
+
+def perturb_one(layout: Layout, key, arch, p: float = 0.05) -> dict:
+    """A perturbation of one architecture (ajbrock/SMASH perturb_arch.py, the selection's
+    "perturb" and "Markov" steps): bank sizes kept; layer by layer, each of the reads, G, writes,
+    op, kernels, dilations and groups redrawn with probability p by the sampler's rule, against the
+    block's full budget; reads of a bank no longer written are redrawn, writes into a bank now
+    empty move to the lowest empty banks. Deviations that keep every result valid: kept reads over
+    the remaining budget are redrawn, as is a kept dilation too large for a redrawn kernel, and the
+    layers that no longer fit the budget are dropped (the reference keeps them unchecked)."""
+    blocks, counts = jax.vmap(
+        lambda kb, b, bs, base: _block(layout, kb, b, jnp.float32(1.0), bs, layout.max_kernel, base, p))(
+        jax.random.split(key, BLOCKS), jnp.arange(BLOCKS), arch["bank_size"],
+        {**{name: arch[name] for name in ("read", "write", "G", "op", "kernel", "dilation", "groups")},
+         "layers": arch["layers"]})
+    return _assemble(arch["bank_size"], counts, blocks)
 
 
 def check_one(layout: Layout, a: dict) -> None:

@@ -81,6 +81,14 @@ class SmashSpace(Space):
         state = self.init_state() if state is None else state
         return jax.vmap(lambda kk: sampler.sample_one(self.layout, kk, state))(jax.random.split(key, k))
 
+    def perturb(self, key, archs, p: float = 0.05):
+        """A perturbation of each of `archs` (leading K axis): every draw of every layer redone
+        with probability p (`sampler.perturb_one`; the selection's perturb and Markov steps).
+        Traceable."""
+        k = archs["bank_size"].shape[0]
+        return jax.vmap(lambda kk, a: sampler.perturb_one(self.layout, kk, a, p))(jax.random.split(key, k),
+                                                                                   archs)
+
     # --- host forms ---------------------------------------------------------------------------
     def validate(self, arch):
         if not isinstance(arch, dict) or set(arch) != set(_FIELDS):
