@@ -318,6 +318,11 @@ def test_encoding_equals_a_direct_construction(archs, mode):
         np.testing.assert_array_equal(got[i], want)
         assert masks[i].sum() == used
     assert got.shape[1:] == (91 if mode != "var-ops" else 143, 8, 354)
+    if mode in ("fixed", "reference"):  # the space's capability, by smash.encoding
+        from jaxnas.spaces import has
+        space = SmashSpace(Smash(encoding=mode))
+        assert has(space, "encode")
+        np.testing.assert_array_equal(space.encode(one(batch), {"max_kernel": 7}), got[0])
 
 
 def test_w1x1_is_the_references_view_and_index_select():

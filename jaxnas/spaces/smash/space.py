@@ -15,8 +15,9 @@ banks of N channels, 3 blocks; padding layers and banks are zeros):
 
 The convs an op configuration leaves inactive carry canonical values (3x3, dilation 1, 1 group), so
 one network has one array form. `sample` is the reference's `sample_architecture` written as a
-traceable loop over the layer slots (the `sampler` module); `to_reference` / `from_reference`
-convert to and from the reference's ragged 10-tuple.
+traceable loop over the layer slots and `perturb` its `perturb_architecture` (the `sampler` module);
+`encode` lays out the HyperNet's input (`encoding`); `to_reference` / `from_reference` convert to
+and from the reference's ragged 10-tuple.
 
 The space state anneals the sampler during training as SMASH.py `update_lr` does:
 {"max_budget": float32, "max_kernel": int32}. The stateless draw, and `init_state()`, are the final
@@ -32,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxnas.spaces.base import Space
-from jaxnas.spaces.smash import sampler
+from jaxnas.spaces.smash import encoding, sampler
 from jaxnas.spaces.smash.config import Smash
 from jaxnas.spaces.smash.layout import BLOCKS, CONVS, OPTIONS, Layout
 
@@ -80,6 +81,14 @@ class SmashSpace(Space):
     def sample(self, key, k, state=None):
         state = self.init_state() if state is None else state
         return jax.vmap(lambda kk: sampler.sample_one(self.layout, kk, state))(jax.random.split(key, k))
+
+    def encode(self, arch, state=None):
+        """The HyperNet's encoding c of one architecture, float32 [C_c, k, S_pad] (`encoding.encode`;
+        vmap for a batch), by `smash.encoding`; `state` gives the annealed kernel bound the
+        reference's field widths follow. `encoding.column_mask` says which columns are in use."""
+        reference = self.config.encoding == "reference"
+        max_kernel = None if state is None else state["max_kernel"]
+        return encoding.encode(self.layout, arch, max_kernel, reference)
 
     def perturb(self, key, archs, p: float = 0.05):
         """A perturbation of each of `archs` (leading K axis): every draw of every layer redone
