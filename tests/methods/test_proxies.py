@@ -131,12 +131,17 @@ def test_das_with_the_min_dist_distinguishing_ability(scores, batch):
 
 
 @pytest.fixture(scope="module")
-def host_scores(batch):
+def host_scorer():
     """host_gradients (the CPU default of `jaxnas score`): the gradient proxies through the eager
     kernels, one candidate at a time; NASWOT / DAS still traced."""
     host = ProxyScorer(ALL, C=C, N=N, seed=3, das_weight=0.5, host_gradients=True)
     assert host.host and len(host._eager_fns) == 3
-    return host(ARCHS, *batch)
+    return host
+
+
+@pytest.fixture(scope="module")
+def host_scores(host_scorer, batch):
+    return host_scorer(ARCHS, *batch)
 
 
 @pytest.mark.parametrize("where", ["traced", "host"])
@@ -154,15 +159,17 @@ def test_gradient_proxies_match_torch(scorer, scores, host_scores, batch, i, whe
             assert s[k][i] == pytest.approx(scores[k][i], rel=1e-5)
 
 
-def test_jacov_when_the_images_do_not_reach_the_logits(batch):
+def test_jacov_when_the_images_do_not_reach_the_logits(scorer, host_scorer, scores, batch):
     """Every cell's output node cut off from its input: the logits do not depend on the images, so
     their gradient is exactly zero, traced or through the eager kernels (which returned None there
-    and crashed `jaxnas search --method jacov` on CPU until the method contract test found it)."""
-    cut = nb201.from_string("|none~0|+|avg_pool_3x3~0|avg_pool_3x3~1|+|none~0|nor_conv_3x3~1|none~2|")[None]
+    and crashed `jaxnas search --method jacov` on CPU until the method contract test found it).
+    Scored beside two of ARCHS, so the module's scorers reuse their programs."""
+    cut = nb201.from_string("|none~0|+|avg_pool_3x3~0|avg_pool_3x3~1|+|none~0|nor_conv_3x3~1|none~2|")
     want = -B * (np.log(1e-5) + 1e5)  # every eigenvalue of the (zero) Jacobian's kernel is 0
-    for host in (False, True):
-        got = ProxyScorer("jacov", C=C, N=N, seed=3, host_gradients=host)(cut, *batch)["jacov"]
-        np.testing.assert_allclose(got, [want], rtol=1e-6)
+    for s in (scorer, host_scorer):
+        got = s(np.stack([cut, ARCHS[0], ARCHS[1]]), *batch)["jacov"]
+        np.testing.assert_allclose(got[0], want, rtol=1e-6)
+        np.testing.assert_allclose(got[1:], scores["jacov"][:2], rtol=1e-3)
 
 
 def test_scores_do_not_depend_on_the_other_candidates(scorer, scores, batch):
