@@ -313,24 +313,22 @@ def direct_encoding(lay: Layout, ref, reference=False, max_kernel=7):
 
 @pytest.mark.parametrize("mode", ["fixed", "reference", "reference-early", "var-ops"])
 def test_encoding_equals_a_direct_construction(archs, mode):
+    from jaxnas.spaces import has
     from jaxnas.spaces.smash import encoding
-    space = SmashSpace(Smash(ops="var")) if mode == "var-ops" else SPACE
+    space = {"fixed": SPACE, "var-ops": SmashSpace(Smash(ops="var"))}.get(
+        mode, SmashSpace(Smash(encoding="reference")))  # the space's capability, by smash.encoding
+    assert has(space, "encode")
     state = space.annealed_state(0.1) if mode == "reference-early" else None  # kernels 3 only
     batch = archs if mode in ("fixed", "reference") else space.validate(
         jax.device_get(space.sample(jax.random.key(6), 3, state)))
     reference, mk = mode.startswith("reference"), (3 if mode == "reference-early" else 7)
-    got = jax.device_get(jax.jit(jax.vmap(lambda a: encoding.encode(space.layout, a, mk, reference)))(batch))
-    masks = jax.device_get(jax.vmap(lambda a: encoding.column_mask(space.layout, a))(batch))
+    got, masks = jax.device_get(jax.jit(jax.vmap(lambda a: (space.encode(a, {"max_kernel": jnp.int32(mk)}),
+                                                            encoding.column_mask(space.layout, a))))(batch))
     for i in range(len(batch["layers"])):
         want, used = direct_encoding(space.layout, space.to_reference(one(batch, i)), reference, mk)
         np.testing.assert_array_equal(got[i], want)
         assert masks[i].sum() == used
     assert got.shape[1:] == (91 if mode != "var-ops" else 143, 8, 354)
-    if mode in ("fixed", "reference"):  # the space's capability, by smash.encoding
-        from jaxnas.spaces import has
-        space = SmashSpace(Smash(encoding=mode))
-        assert has(space, "encode")
-        np.testing.assert_array_equal(space.encode(one(batch), {"max_kernel": 7}), got[0])
 
 
 def test_w1x1_is_the_references_view_and_index_select():
@@ -395,7 +393,8 @@ def test_perturbations_stay_valid_change_a_few_draws_and_keep_bank_sizes(archs):
     """p = 0.05: most layers unchanged, some changed, every result valid (the validator), bank
     sizes kept; p = 0 changes nothing; p = 1 redraws every layer (at most the base's count)."""
     base = jax.tree.map(lambda x: np.repeat(x[:1], 64, 0), archs)
-    out = jax.device_get(jax.jit(lambda key, a: SPACE.perturb(key, a, 0.05))(jax.random.key(3), base))
+    perturb = jax.jit(SPACE.perturb)  # p traced: one program for the three rates
+    out = jax.device_get(perturb(jax.random.key(3), base, 0.05))
     SPACE.validate(out)
     assert (out["bank_size"] == base["bank_size"]).all()
     n = int(base["layers"][0].sum())
@@ -405,8 +404,8 @@ def test_perturbations_stay_valid_change_a_few_draws_and_keep_bank_sizes(archs):
     changed_share = 1 - np.mean(same) / n
     assert 0.05 < changed_share < 0.5, changed_share  # at most ~1 - 0.95^6 of the layers change
     assert len({SPACE.to_string(one(out, i)) for i in range(64)}) > 32
-    kept = jax.device_get(SPACE.perturb(jax.random.key(4), base, 0.0))
+    kept = jax.device_get(perturb(jax.random.key(4), base, 0.0))
     assert all(np.array_equal(kept[f], base[f]) for f in base)
-    fresh = jax.device_get(SPACE.perturb(jax.random.key(5), base, 1.0))
+    fresh = jax.device_get(perturb(jax.random.key(5), base, 1.0))
     SPACE.validate(fresh)
     assert (fresh["bank_size"] == base["bank_size"]).all()
