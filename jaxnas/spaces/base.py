@@ -30,6 +30,7 @@ What generic code needs from the space's section it asks through `check_config`,
 from __future__ import annotations
 
 import abc
+import hashlib
 
 import jax
 
@@ -102,6 +103,12 @@ class Space(abc.ABC):
     def hash(self, arch):
         """A stable integer identity of each architecture (host int64, batch shape): seeds that
         belong to an architecture (per-candidate initialisation) are derived from it."""
+
+
+def digest(prefix: str, data: bytes) -> int:
+    """A stable non-negative int64 identity of `data` under `prefix` (a space's sizes): what `hash`
+    returns for a space whose architectures have no index (blake2b, 63 bits)."""
+    return int.from_bytes(hashlib.blake2b(prefix.encode() + data, digest_size=8).digest(), "little") >> 1
 
 
 def has(space: Space, capability: str) -> bool:

@@ -5,7 +5,6 @@ Sizes come from the config's `hybrid` section (`configure`); the registered inst
 """
 from __future__ import annotations
 
-import hashlib
 import string
 
 import jax
@@ -13,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jaxnas.spaces.base import Space
+from jaxnas.spaces.base import Space, digest
 from jaxnas.spaces.hybrid import network
 from jaxnas.spaces.hybrid.network import KERNELS, NUM_KERNELS
 
@@ -106,10 +105,7 @@ class HybridSpace(Space):
     def hash(self, arch):
         a = self.validate(arch)
         flat = a.reshape(-1, self.valid.size)
-        key = self._prefix().encode()
-        out = [int.from_bytes(hashlib.blake2b(key + np.packbits(row).tobytes(), digest_size=8).digest(),
-                              "little")
-               >> 1 for row in flat]
+        out = [digest(self._prefix(), np.packbits(row).tobytes()) for row in flat]
         return np.asarray(out, np.int64).reshape(a.shape[:-3])
 
     def init_state(self):

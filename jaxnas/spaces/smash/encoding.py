@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxnas.spaces.smash.layout import BLOCKS, CONVS, OPTIONS, Layout
+from jaxnas.spaces.smash.sampler import LAYER_FIELDS
 
 MAX_DILATE = 3  # dilation fields' width: the sampler's bound 4 - (k - 1) // 2 is at most 3
 
@@ -67,8 +68,7 @@ def encode(layout: Layout, arch, max_kernel=None, reference: bool = False) -> ja
     owner = jnp.clip(jnp.searchsorted(end, col, side="right"), 0, BLOCKS * L - 1)  # [S]
     used = col < end[-1]
     block = owner // L
-    flat = {name: arch[name].reshape(BLOCKS * L, *arch[name].shape[2:])
-            for name in ("read", "write", "G", "op", "kernel", "dilation", "groups")}
+    flat = {name: arch[name].reshape(BLOCKS * L, *arch[name].shape[2:]) for name in LAYER_FIELDS}
     # read bits: the rank-th read bank of the owner covers offsets [rank bs // dc, ceil((rank + 1) bs / dc))
     read = flat["read"][owner]                                           # [S, B]
     rank = jnp.cumsum(read, -1) - 1

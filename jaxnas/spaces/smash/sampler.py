@@ -21,22 +21,31 @@ reference's (its numpy stream cannot be reproduced in JAX); tests compare distri
 """
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jaxnas.spaces.smash.layout import BLOCKS, CONVS, MIN_BUDGET_FRACTION, OPTION_PROBS, OPTIONS, Layout
 
+FIELDS = ("bank_size", "layers", "read", "write", "G", "op", "kernel", "dilation", "groups")
+LAYER_FIELDS = FIELDS[2:]  # the per-layer arrays, [3, L, ...]
+
+
+def shapes(layout: Layout) -> dict:
+    """{field: (shape, dtype)} of one architecture (`space.SmashSpace`'s docstring lists them)."""
+    L, B = layout.max_layers, layout.max_banks
+    return {"bank_size": ((BLOCKS,), np.int32), "layers": ((BLOCKS,), np.int32),
+            "read": ((BLOCKS, L, B), np.bool_), "write": ((BLOCKS, L, B), np.bool_),
+            "G": ((BLOCKS, L), np.int32), "op": ((BLOCKS, L), np.int32),
+            "kernel": ((BLOCKS, L, CONVS, 2), np.int32), "dilation": ((BLOCKS, L, CONVS, 2), np.int32),
+            "groups": ((BLOCKS, L, CONVS), np.int32)}
+
 
 def empty(layout: Layout) -> dict:
     """Host arrays of one architecture with no layers (`from_string` fills them)."""
-    L, B = layout.max_layers, layout.max_banks
-    return {"bank_size": np.zeros(BLOCKS, np.int32), "layers": np.zeros(BLOCKS, np.int32),
-            "read": np.zeros((BLOCKS, L, B), bool), "write": np.zeros((BLOCKS, L, B), bool),
-            "G": np.zeros((BLOCKS, L), np.int32), "op": np.zeros((BLOCKS, L), np.int32),
-            "kernel": np.zeros((BLOCKS, L, CONVS, 2), np.int32),
-            "dilation": np.zeros((BLOCKS, L, CONVS, 2), np.int32),
-            "groups": np.zeros((BLOCKS, L, CONVS), np.int32)}
+    return {k: np.zeros(shape, dtype) for k, (shape, dtype) in shapes(layout).items()}
 
 
 def canonicalise(a: dict) -> None:
@@ -50,7 +59,8 @@ def canonicalise(a: dict) -> None:
     a["groups"][idle] = 1
 
 
-def _tables(layout: Layout):
+@functools.cache
+def tables(layout: Layout):
     """Per block and bank size bs = 1..k ([3, k], index bs - 1): allowed, input banks, banks, min
     budget, min reads."""
     def table(fn, dtype=np.int32):
@@ -74,7 +84,7 @@ def _block(layout: Layout, key, block, fraction, bs, max_kernel, base=None, p=1.
     With `base` (the block's layer arrays and layer count), each layer of the base is perturbed
     instead: each draw redone with probability `p`, else kept (see `perturb_one`)."""
     L, B, k, dc = layout.max_layers, layout.max_banks, layout.k, layout.dc
-    _, nin_t, nbanks_t, minbud_t, minread_t = (jnp.asarray(t)[block, bs - 1] for t in _tables(layout))
+    _, nin_t, nbanks_t, minbud_t, minread_t = (jnp.asarray(t)[block, bs - 1] for t in tables(layout))
     nin, nbanks, min_budget, min_reads = nin_t, nbanks_t, minbud_t, minread_t
     channels = jnp.asarray(layout.budget_channels, jnp.float32)[block]
     budget = jnp.floor(fraction * channels / (layout.N * dc)).astype(jnp.int32)
@@ -88,11 +98,8 @@ def _block(layout: Layout, key, block, fraction, bs, max_kernel, base=None, p=1.
     groups = jnp.asarray(layout.groups, jnp.int32)
     perturb = base is not None
     if not perturb:
-        base = {"read": jnp.zeros((L, B), bool), "write": jnp.zeros((L, B), bool),
-                "G": jnp.zeros(L, jnp.int32), "op": jnp.zeros(L, jnp.int32),
-                "kernel": jnp.zeros((L, CONVS, 2), jnp.int32),
-                "dilation": jnp.zeros((L, CONVS, 2), jnp.int32), "groups": jnp.zeros((L, CONVS), jnp.int32),
-                "layers": L}
+        base = {**{k: jnp.zeros(shape[1:], dtype) for k, (shape, dtype) in shapes(layout).items()
+                   if k in LAYER_FIELDS}, "layers": L}
     slot_index = jnp.arange(L)
 
     def layer(carry, xs):
@@ -155,7 +162,7 @@ def sample_one(layout: Layout, key, state) -> dict:
     k_budget, k_size, k_blocks = jax.random.split(key, 3)
     fractions = jax.random.uniform(k_budget, (BLOCKS,), jnp.float32, MIN_BUDGET_FRACTION,
                                    state["max_budget"])
-    allowed = jnp.asarray(_tables(layout)[0])
+    allowed = jnp.asarray(tables(layout)[0])
     sizes = 1 + jax.random.categorical(k_size, jnp.where(allowed, 0.0, -jnp.inf))  # [3]
     blocks, counts = jax.vmap(lambda kb, b, f, bs: _block(layout, kb, b, f, bs, state["max_kernel"]))(
         jax.random.split(k_blocks, BLOCKS), jnp.arange(BLOCKS), fractions, sizes)
@@ -178,8 +185,7 @@ def perturb_one(layout: Layout, key, arch, p: float = 0.05) -> dict:
     blocks, counts = jax.vmap(
         lambda kb, b, bs, base: _block(layout, kb, b, jnp.float32(1.0), bs, layout.max_kernel, base, p))(
         jax.random.split(key, BLOCKS), jnp.arange(BLOCKS), arch["bank_size"],
-        {**{name: arch[name] for name in ("read", "write", "G", "op", "kernel", "dilation", "groups")},
-         "layers": arch["layers"]})
+        {**{name: arch[name] for name in LAYER_FIELDS}, "layers": arch["layers"]})
     return _assemble(arch["bank_size"], counts, blocks)
 
 

@@ -25,19 +25,18 @@ values (budget up to 1.0, kernels up to `smash.max_kernel`): the distribution th
 """
 from __future__ import annotations
 
-import hashlib
 import re
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxnas.spaces.base import Space
+from jaxnas.spaces.base import Space, digest
 from jaxnas.spaces.smash import encoding, sampler
 from jaxnas.spaces.smash.config import Smash
 from jaxnas.spaces.smash.layout import BLOCKS, CONVS, OPTIONS, Layout
 
-_FIELDS = ("bank_size", "layers", "read", "write", "G", "op", "kernel", "dilation", "groups")
+_FIELDS = sampler.FIELDS
 
 
 class SmashSpace(Space):
@@ -58,13 +57,8 @@ class SmashSpace(Space):
 
     @property
     def spec(self):
-        L, B = self.layout.max_layers, self.layout.max_banks
-        i32 = jnp.int32
-        shapes = {"bank_size": ((BLOCKS,), i32), "layers": ((BLOCKS,), i32),
-                  "read": ((BLOCKS, L, B), jnp.bool_), "write": ((BLOCKS, L, B), jnp.bool_),
-                  "G": ((BLOCKS, L), i32), "op": ((BLOCKS, L), i32), "kernel": ((BLOCKS, L, CONVS, 2), i32),
-                  "dilation": ((BLOCKS, L, CONVS, 2), i32), "groups": ((BLOCKS, L, CONVS), i32)}
-        return {k: jax.ShapeDtypeStruct(*shapes[k]) for k in _FIELDS}
+        return {k: jax.ShapeDtypeStruct(shape, dtype)
+                for k, (shape, dtype) in sampler.shapes(self.layout).items()}
 
     # --- the space state: SMASH.py update_lr's annealing ----------------------------------------
     def init_state(self):
@@ -195,11 +189,10 @@ class SmashSpace(Space):
     def hash(self, arch):
         a = self.validate(arch)
         batch = a["bank_size"].shape[:-1]
-        key = self._prefix().encode()
         out = np.empty(batch, np.int64)
         for index in np.ndindex(*batch):
-            data = b"".join(np.ascontiguousarray(a[k][index]).tobytes() for k in _FIELDS)
-            out[index] = int.from_bytes(hashlib.blake2b(key + data, digest_size=8).digest(), "little") >> 1
+            out[index] = digest(self._prefix(), b"".join(np.ascontiguousarray(a[k][index]).tobytes()
+                                                         for k in _FIELDS))
         return out
 
     def cost(self, arch, num_classes: int = 10, image_size: int = 32) -> dict:
@@ -225,8 +218,7 @@ class SmashSpace(Space):
                   + jnp.where(active, c_in + conv, 0).sum((-2, -1)))
         bank = jnp.arange(lay.max_banks)
         top = jnp.where(a["write"], bank + 1, 0).max((-2, -1))               # [..., 3]
-        nin = jnp.stack([jnp.asarray([lay.input_banks(b, s) if s else 0 for s in range(lay.k + 1)])[
-            a["bank_size"][..., b]] for b in range(BLOCKS)], -1)
+        nin = jnp.asarray(sampler.tables(lay)[1])[jnp.arange(BLOCKS), a["bank_size"] - 1]  # input banks
         n_t = jnp.maximum(top, nin) * a["bank_size"] * lay.N
         params = params + n_t + n_t * jnp.asarray([*lay.in_channels[1:], num_classes])
         pixels = jnp.asarray([(image_size // 2 ** b) ** 2 for b in range(BLOCKS)], jnp.float32)
