@@ -22,6 +22,17 @@ if "--xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
 if "--xla_cpu_multi_thread_eigen" not in os.environ["XLA_FLAGS"]:
     os.environ["XLA_FLAGS"] += " --xla_cpu_multi_thread_eigen=false"
 
+# XLA:CPU's fusion emitters (on by default in jaxlib 0.10) generate each fusion through MLIR, which
+# costs compile time the small test programs never win back: without them test_proxies.py +
+# test_method_contract.py took 280 s instead of 351 s (BENCHMARKS.md 14b). Set only on the jaxlib
+# minor version it was measured on: XLA refuses flags it does not know, and a later jaxlib may drop it.
+# JAXNAS_TEST_FUSION_EMITTERS=1 keeps XLA's default (a test that checks bit-identity under it).
+if "--xla_cpu_use_fusion_emitters" not in os.environ["XLA_FLAGS"] and not os.environ.get(
+        "JAXNAS_TEST_FUSION_EMITTERS"):
+    from importlib.metadata import version as _version
+    if _version("jaxlib").split(".")[:2] == ["0", "10"]:
+        os.environ["XLA_FLAGS"] += " --xla_cpu_use_fusion_emitters=false"
+
 # Strict dtype promotion: an implicit mix of dtypes (e.g. float32 with int32 or float64 arrays) is
 # an error, so no test passes by promoting silently. Set in the environment so the CLI
 # subprocesses run under it too.
