@@ -54,10 +54,13 @@ class Train:
                                        # cosine_per_round), then the cosine over the remaining steps
     held_out: float = 0.5              # search split: the fraction of the training set held out from the
                                        # weights for architecture steps and ranking (NB201: half; SMASH: 0.1)
+    held_out_from: str = "random"      # which examples are held out: random (seeded) | end (the last of each
+                                       # class, in file order: SMASH holds out the file's last 5,000)
 
     def check(self):
         check_positive(self, ("epochs", "rounds", "batch_size"))
         check_choice(self, "schedule", ("cosine", "cosine_per_round"))
+        check_choice(self, "held_out_from", ("random", "end"))
         if self.warmup_epochs < 0:
             raise ValueError(f"train.warmup_epochs must be >= 0, got {self.warmup_epochs}")
         if not 0 < self.held_out < 1:

@@ -44,8 +44,7 @@ SPACES = {
                     "d2, 5x5 d2} branches, an architecture keeps input channels per branch (--method pgnas "
                     "or rsps)", "jaxnas.spaces.hybrid.config"),
     "smash": Entry("jaxnas.spaces.smash.space:SPACE", "SMASH's memory-bank network: per block a bank "
-                   "size, per layer read / write banks, units, kernel, dilation, groups (architectures only "
-                   "so far)",
+                   "size, per layer read / write banks, units, kernel, dilation, groups (--method smash)",
                    "jaxnas.spaces.smash.config"),
 }
 DEFAULT_SPACE = "nb201"
@@ -62,6 +61,9 @@ METHODS = {
                  "(abs.base=rsps|setn)", "jaxnas.methods.abs_config"),
     "pgnas": Entry("jaxnas.methods.pgnas:PGNAS", "PGNAS: concrete-dropout gates on every op; best of sampled "
                    "(architecture, weights) pairs", "jaxnas.methods.pgnas_config"),
+    "smash": Entry("jaxnas.methods.smash:SMASH", "SMASH: a HyperNet generates each sampled architecture's "
+                   "weights; best of random + perturbed + Markov candidates by held-out error",
+                   "jaxnas.methods.smash_config"),
     "train": Entry("jaxnas.methods.train_arch:TrainArch", "jaxnas train: one architecture from scratch",
                    search=False),
     "naswot": Entry(_PROXY, "training-free: best of select_num random candidates by the NASWOT score",

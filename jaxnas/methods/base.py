@@ -45,6 +45,7 @@ class Method(abc.ABC):
     needs_dataset = False    # True: the constructor also takes `dataset=` (the loaded Dataset)
     reads_rule = False       # True: the method ranks by `proxy.rule`
     progress = False         # show progress bars in long hooks (set by the loop from --no-progress)
+    total_steps = 0          # the run's weight steps (set by the loop; schedules a method keeps itself)
 
     def __init__(self, cfg: Config, space: Space, num_classes: int):
         self.cfg, self.space, self.num_classes = cfg, space, num_classes
@@ -106,8 +107,10 @@ class SupernetMethod(Method):
     def check(cls, cfg: Config, space: Space) -> None:
         super().check(cfg, space)
         if not callable(getattr(space, "build_supernet", None)):
+            hint = "; its weights come from a HyperNet: --method smash" if callable(
+                getattr(space, "build_hypernet", None)) else ""
             raise ValueError(f"--method {cfg.method} trains a supernet; space {space.name!r} builds none "
-                             "(`build_supernet`)")
+                             f"(`build_supernet`){hint}")
 
     def __init__(self, cfg: Config, space: Space, num_classes: int):
         super().__init__(cfg, space, num_classes)

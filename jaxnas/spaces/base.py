@@ -26,6 +26,11 @@ architecture's standalone network, `jaxnas train`), sized by the space's own con
 returns the space for a config (a space whose architecture shape depends on sizes, e.g. `hybrid`).
 What generic code needs from the space's section it asks through `check_config`,
 `relative_cost`, `host_path` and `network_kwargs`: no module outside a space's package reads it.
+
+A space SMASH searches (`--method smash`) gives `build_hypernet(section, num_classes, *, seed)` (a
+network whose weights a HyperNet generates from each candidate; its call follows the same
+protocol), `with_noise(key, archs, state)` (the candidates it reads: the architectures with their
+noise z) and `perturb(key, archs, p)` (each decision redrawn with probability p).
 """
 from __future__ import annotations
 

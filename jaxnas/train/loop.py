@@ -60,7 +60,8 @@ class SearchRun:
         self.method.progress = progress
         rep = sharding.replicated(self.mesh)
         if self.method.split == "search":
-            w_idx, a_idx = data_lib.search_split(len(ds.train_labels), cfg.seed, cfg.train.held_out)
+            tails = ds.train_labels if cfg.train.held_out_from == "end" else None
+            w_idx, a_idx = data_lib.search_split(len(ds.train_labels), cfg.seed, cfg.train.held_out, tails)
         else:
             w_idx = a_idx = np.arange(len(ds.train_labels))
         self.wdata = data_lib.DeviceData.put(ds.train_images[w_idx], ds.train_labels[w_idx], rep)
@@ -77,6 +78,7 @@ class SearchRun:
             self.steps_per_epoch = cfg.train.steps_per_epoch
         self.epochs = cfg.train.epochs * cfg.train.rounds if self.method.trains else 0
         self.total_steps = self.steps_per_epoch * self.epochs
+        self.method.total_steps = self.total_steps
         self.warmup_steps = round(cfg.train.warmup_epochs * self.steps_per_epoch)
         if self.method.trains and self.warmup_steps >= self.steps_per_epoch * cfg.train.epochs:
             raise RunError(f"train.warmup_epochs={cfg.train.warmup_epochs} leaves no step of the "

@@ -69,13 +69,14 @@ def test_a_method_preset_may_differ_per_space(monkeypatch):
 
 @pytest.mark.parametrize("name", sorted(registry.SPACES))
 def test_every_space_supernet_follows_the_call_protocol(name):
+    """The weight-sharing network and the HyperNet-generated one (SMASH), where a space builds them."""
     from jaxnas.nn.supernet import follows_protocol
     space = registry.SPACES[name].load()
-    if not callable(getattr(space, "build_supernet", None)):
-        pytest.skip(f"{name} builds no networks")
+    builders = [b for b in ("build_supernet", "build_hypernet") if callable(getattr(space, b, None))]
+    assert builders, f"{name} builds no network"
     cfg = PRESETS["tiny"]
-    net = space.build_supernet(space.section(cfg), 10, seed=0)
-    assert follows_protocol(net)
+    for builder in builders:
+        assert follows_protocol(getattr(space, builder)(space.section(cfg), 10, seed=0)), builder
 
 
 def test_the_protocol_check_refuses_a_call_that_does_not_follow_it():

@@ -38,12 +38,18 @@ def data_cache(tmp_path_factory):
 
 
 # method@space: a method on another space than NB201, at the same cost
-OTHER_SPACES = {"pgnas@hybrid": {"space": "hybrid", "hybrid.C": 4, "hybrid.blocks": 1}}
+OTHER_SPACES = {"pgnas@hybrid": {"space": "hybrid", "hybrid.C": 4, "hybrid.blocks": 1},
+                # the smallest memory-bank network: 2 units of 8 (N_max 16), 3x3 kernels, 4 layer slots
+                "smash@smash": {"space": "smash", "smash.depth": 4, "smash.width": 1, "smash.N_max": 16,
+                                "smash.max_kernel": 3, "smash.max_layers": 4}}
+SMALL_SMASH = {"smash_search.random": 4, "smash_search.perturbed": 2, "smash_search.markov": 2}
 
 
 def config(case, image_folder) -> Config:
     name = case.split("@")[0]
     cfg = Config(data=str(image_folder), method=name).set({**SMALL, **OTHER_SPACES.get(case, {})})
+    if name == "smash":
+        cfg = cfg.set(SMALL_SMASH)
     if name == "rule":  # ranks by proxy.rule: here a named rule
         cfg = cfg.set({"proxy.rule": "naswot_params"})
     if name == "train":

@@ -214,13 +214,14 @@ def test_an_empty_block_and_a_hand_written_string_round_trip():
 
 
 @pytest.mark.parametrize("argv, says", [
-    (["search", "--method", "rsps"], "builds none (`build_supernet`)"),
+    (["search", "--method", "rsps"], "builds none (`build_supernet`); its weights come from a HyperNet: "
+                                     "--method smash"),
     (["search", "--method", "naswot"], "space 'smash' does not"),
     (["score"], "space 'smash' does not"),
     (["train", "--arch", "smash-d4w1N8M32b4m2c2L16:bs1=r0+1w2G1o0k3x3d1x1g1/bs2=/bs2="],
      "builds none (`build_network`)")])
-def test_what_the_space_cannot_run_yet_is_refused_up_front(argv, says, tmp_path, capsys):
-    """Networks come with the SMASH method; until then every command that needs them says so."""
+def test_what_the_space_cannot_run_is_refused_up_front(argv, says, tmp_path, capsys):
+    """What needs a network the space does not build, or shared weights it does not have, says so."""
     from helpers import main_in_process
     rc, _, err = main_in_process([*argv, "--space", "smash", "--preset", "tiny", "--out", tmp_path / "r"],
                                  capsys)

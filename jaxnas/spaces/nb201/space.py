@@ -9,7 +9,7 @@ from flax import nnx
 
 from jaxnas import backend
 from jaxnas.spaces.base import Space
-from jaxnas.spaces.nb201 import angle, cell, cost, eager, networks
+from jaxnas.spaces.nb201 import angle, cell, cost, eager, hyper, networks
 
 
 class NB201Space(Space):
@@ -94,6 +94,21 @@ class NB201Space(Space):
         """The standalone network of `arch` at an `nb201` section's size, initialised from `seed`
         (`jaxnas train`)."""
         return self.network(arch, section.C, section.N, num_classes, rngs=nnx.Rngs(seed))
+
+    def build_hypernet(self, section, num_classes, *, seed):
+        """The supernet whose cell convolutions a HyperNet generates (`hyper.HyperNB201`: SMASH on
+        NB201); its forward reads the candidates `with_noise` makes."""
+        return hyper.HyperNB201(section.C, section.N, num_classes, affine=section.affine,
+                                track_running_stats=section.track_running_stats,
+                                single_path_impl=section.single_path_impl, rngs=nnx.Rngs(seed))
+
+    def with_noise(self, key, archs, state=None):
+        """`build_hypernet`'s candidates: `archs` int32[K, 6], each with its own noise."""
+        return hyper.with_noise(key, archs)
+
+    def perturb(self, key, archs, p: float = 0.05):
+        """Each edge of each of `archs` int32[K, 6] redrawn with probability p (`hyper.perturb`)."""
+        return hyper.perturb(key, archs, p)
 
     def supernet(self, C, N, num_classes, **kw):
         """The weight-sharing supernet (`networks.NB201SuperNet`)."""

@@ -21,6 +21,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jaxnas.nn import init as nn_init
+
 LEAK = 0.02
 
 
@@ -28,10 +30,8 @@ class WNConv(nnx.Module):
     """A bias-free conv whose weight is normalised by its Frobenius norm (SMASH's `WNC2D`), NHWC."""
 
     def __init__(self, c_in: int, c_out: int, size: int, *, rngs: nnx.Rngs):
-        # PyTorch's orthogonal_ on the weight viewed as (out, in * kh * kw); only its direction matters
-        init = jax.nn.initializers.orthogonal()
-        flat = init(rngs.params(), (c_out, size * size * c_in), jnp.float32)
-        self.kernel = nnx.Param(flat.reshape(c_out, size, size, c_in).transpose(1, 2, 3, 0))
+        # PyTorch's orthogonal_ (on the weight viewed as (out, in * kh * kw)); only its direction matters
+        self.kernel = nnx.Param(nn_init.orthogonal(rngs.params(), (size, size, c_in, c_out)))
 
     def __call__(self, x):
         w = self.kernel[...]

@@ -96,6 +96,12 @@ class Layout:
     def kernels(self) -> tuple:
         return tuple(range(3, self.max_kernel + 1, 2))
 
+    @property
+    def extent(self) -> int:
+        """The widest dilated kernel, (k - 1) d + 1, over the kernels and the dilations they allow
+        (d <= 4 - (k - 1) // 2, SMASH.py's rule): the dense kernel the network builds each conv in."""
+        return max((k - 1) * max_dilation(k) + 1 for k in self.kernels)
+
     def input_banks(self, block: int, bs: int) -> int:
         """Banks the block input fills (its channels beyond them are dropped, as in SMASH.py)."""
         return self.in_channels[block] // (bs * self.N)
@@ -118,6 +124,11 @@ class Layout:
         return tuple(bs for bs in range(1, self.k + 1)
                      if not self.input_banks(block, bs) < self.dc * (bs % self.dc > 0)
                      and self.input_banks(block, bs) >= self.min_reads(bs))
+
+
+def max_dilation(kernel: int) -> int:
+    """The largest dilation the sampler draws for a kernel side (SMASH.py: randint(1, 5 - (k - 1) // 2))."""
+    return 4 - (kernel - 1) // 2
 
 
 @functools.cache

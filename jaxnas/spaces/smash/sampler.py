@@ -27,7 +27,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxnas.spaces.smash.layout import BLOCKS, CONVS, MIN_BUDGET_FRACTION, OPTION_PROBS, OPTIONS, Layout
+from jaxnas.spaces.smash.layout import (
+    BLOCKS,
+    CONVS,
+    MIN_BUDGET_FRACTION,
+    OPTION_PROBS,
+    OPTIONS,
+    Layout,
+    max_dilation,
+)
 
 FIELDS = ("bank_size", "layers", "read", "write", "G", "op", "kernel", "dilation", "groups")
 LAYER_FIELDS = FIELDS[2:]  # the per-layer arrays, [3, L, ...]
@@ -135,9 +143,9 @@ def _block(layout: Layout, key, block, fraction, bs, max_kernel, base=None, p=1.
         op = jnp.where(redo[3], jax.random.categorical(keys[5], jnp.log(probs)), old["op"])
         kernel = jnp.where(redo[4], 3 + 2 * jax.random.randint(keys[6], (CONVS, 2), 0, n_kernels),
                            old["kernel"])
-        dilation = 1 + jax.random.randint(keys[7], (CONVS, 2), 0, 4 - (kernel - 1) // 2)
+        dilation = 1 + jax.random.randint(keys[7], (CONVS, 2), 0, max_dilation(kernel))
         # a kept dilation too large for a redrawn kernel is redrawn (perturb_arch.py keeps it: a deviation)
-        dilation = jnp.where(~redo[5] & (old["dilation"] <= 4 - (kernel - 1) // 2) & (old["dilation"] > 0),
+        dilation = jnp.where(~redo[5] & (old["dilation"] <= max_dilation(kernel)) & (old["dilation"] > 0),
                              old["dilation"], dilation)
         group = jnp.where(redo[6], groups[jax.random.randint(keys[8], (CONVS,), 0, len(layout.groups))],
                           old["groups"])
@@ -242,7 +250,7 @@ def check_one(layout: Layout, a: dict) -> None:
                 if kh not in layout.kernels or kw not in layout.kernels:
                     raise ValueError(f"{at}: kernel {kh}x{kw} outside {list(layout.kernels)} "
                                      "(smash.max_kernel)")
-                if not (1 <= dh <= 4 - (kh - 1) // 2 and 1 <= dw <= 4 - (kw - 1) // 2):
+                if not (1 <= dh <= max_dilation(kh) and 1 <= dw <= max_dilation(kw)):
                     raise ValueError(f"{at}: dilation {dh}x{dw} too large for kernel {kh}x{kw} "
                                      "(at most 4 - (side - 1) // 2)")
                 if g not in layout.groups:

@@ -30,9 +30,10 @@ import re
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
 from jaxnas.spaces.base import Space, digest
-from jaxnas.spaces.smash import encoding, sampler
+from jaxnas.spaces.smash import encoding, network, sampler
 from jaxnas.spaces.smash.config import Smash
 from jaxnas.spaces.smash.layout import BLOCKS, CONVS, OPTIONS, Layout
 
@@ -83,6 +84,17 @@ class SmashSpace(Space):
         reference = self.config.encoding == "reference"
         max_kernel = None if state is None else state["max_kernel"]
         return encoding.encode(self.layout, arch, max_kernel, reference)
+
+    def with_noise(self, key, archs, state=None):
+        """The candidates the network reads (`network.with_noise`): `archs` (leading K axis) each with
+        its own z ~ N(0, I) from `key` and, for the reference encoding, the state's kernel bound."""
+        k = archs["bank_size"].shape[0]
+        z = network.noise(key, self.layout, k)
+        bound = None
+        if self.config.encoding == "reference":
+            state = self.init_state() if state is None else state
+            bound = jnp.broadcast_to(state["max_kernel"], (k,))
+        return network.with_noise(archs, z, bound)
 
     def perturb(self, key, archs, p: float = 0.05):
         """A perturbation of each of `archs` (leading K axis): every draw of every layer redone
@@ -225,6 +237,18 @@ class SmashSpace(Space):
         flops = (jnp.where(live, n_in * n_b, 0).sum(-1).astype(jnp.float32)
                  + jnp.where(active, conv, 0).sum((-2, -1)).astype(jnp.float32)) * pixels
         return {"params": params.sum(-1).astype(jnp.int32), "flops": flops.sum(-1)}
+
+    # --- the network half ------------------------------------------------------------------------
+    def build_hypernet(self, section, num_classes, *, seed):
+        """The HyperNet and the memory-bank main network (`network.SmashNet`) at this space's sizes
+        (`configure` made them the section's); its forward reads the candidates `with_noise` makes."""
+        return network.SmashNet(self.layout, num_classes, self.config.encoding == "reference",
+                                rngs=nnx.Rngs(seed))
+
+    def used_params(self, params, arch):
+        """Every parameter: a layer reads slices of its block's shared kernels, and what it leaves
+        gets a zero gradient (the reference's dense gradients; weight decay still reaches it)."""
+        return jax.tree.map(lambda _: True, params)
 
     # --- the reference's form --------------------------------------------------------------------
     def to_reference(self, arch) -> tuple:

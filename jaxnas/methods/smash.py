@@ -1,0 +1,130 @@
+"""SMASH: one-shot architecture search through a HyperNet (Brock, Lim, Ritchie, Weston, ICLR 2018;
+ajbrock/SMASH train.py, evaluate.py, SMASH.py).
+
+Training (train.py `train_fn`, SMASH.py `update_lr`): every step draws a new architecture and a
+new noise z; the HyperNet generates the architecture's 1x1 weights from its encoding and z; the
+main network runs with them; the cross-entropy trains the HyperNet and the main network's own
+weights together. Adam (betas `smash_search.b1`, `b2`, eps `eps`) with L2 weight decay on the main
+network only, the learning rate the loop's per-step cosine. The sampler's bounds are annealed over
+the first half of training (the space's `annealed_state`, kept in the search state's space part).
+
+Selection (evaluate.py): the SMASH score of a candidate is its error on the held-out images with
+generated weights, one z per candidate, BN's running statistics (`eval.bn=running` in the
+presets). `random` sampled architectures; then `perturbed` perturbations of the best of them; then
+a chain of `markov` perturbations from the best so far, each accepted when it scores strictly
+better. result.json lists every candidate, ranked, with its score, phase and cost.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxnas import search
+from jaxnas.methods.base import Method
+from jaxnas.nn import split
+from jaxnas.spaces.arch import Choice
+from jaxnas.spaces.base import has
+from jaxnas.train import optim, steps
+from jaxnas.train import state as state_lib
+from jaxnas.train.state import KEY_METHOD, KEY_SAMPLE, select_key, step_key
+
+
+class SMASH(Method):
+    name = "smash"
+
+    @classmethod
+    def check(cls, cfg, space) -> None:
+        super().check(cfg, space)
+        needs = ("build_hypernet", "with_noise", "perturb")
+        missing = [c for c in needs if not callable(getattr(space, c, None))]
+        if missing:
+            raise ValueError(f"--method smash generates each candidate's weights with a HyperNet; space "
+                             f"{space.name!r} has no {', '.join(missing)}")
+
+    def __init__(self, cfg, space, num_classes):
+        super().__init__(cfg, space, num_classes)
+        self.section = cfg.smash_search
+        self.graphdef, self._params, self._stats = split(
+            space.build_hypernet(space.section(cfg), num_classes, seed=cfg.seed))
+        # weight decay on the main network only (SMASH.py: two Adam parameter groups)
+        mask = jax.tree_util.tree_map_with_path(lambda path, _: getattr(path[0], "key", None) != "hypernet",
+                                                self._params)
+        self.tx = optim.make("adam", cfg.train.lr, weight_decay=cfg.train.weight_decay, decay_mask=mask,
+                             betas=(self.section.b1, self.section.b2), eps=self.section.eps)
+
+    def init(self):
+        return state_lib.create(self._params, self._stats, self.cfg.seed, self.tx.init(self._params),
+                                space=self.space.init_state())
+
+    def bounds(self, step):
+        """The sampler's bounds at `step` (the space state): annealed over the run's `total_steps`
+        (set by the loop) where the space anneals (`annealed_state`), else the final ones."""
+        if not (self.section.anneal and self.total_steps and hasattr(self.space, "annealed_state")):
+            return self.space.init_state()
+        return self.space.annealed_state(jnp.asarray(step, jnp.float32) / self.total_steps)
+
+    def train_step(self, state, wbatch, abatch, lr):
+        bounds = self.bounds(state.step)
+        arch = self.space.sample(step_key(state, KEY_SAMPLE), 1, bounds)
+        cand = self.space.with_noise(step_key(state, KEY_METHOD), arch, bounds)
+        one = Choice(jax.tree.map(lambda v: v[0], cand))
+        images, labels = wbatch
+        state, metrics = steps.weight_step(self.tx, self.cfg.train.grad_clip, self.graphdef, state, images,
+                                           labels, lr, one)
+        return state.replace(space=bounds), metrics
+
+    # --- selection (evaluate.py) ---------------------------------------------------------------
+    def score(self, state, archs, key, evaluator):
+        """(accuracy %, loss) of each candidate (leading K axis) with its own z drawn from `key`."""
+        cand = self.space.with_noise(key, archs, self.space.init_state())
+        res = jax.device_get(evaluator(self.graphdef, state.params, state.stats, Choice(cand)))
+        return 100 * np.asarray(res["acc"], np.float64), np.asarray(res["loss"], np.float64)
+
+    def select(self, state, evaluator):
+        s = self.section
+        keys = jax.random.split(select_key(state), 5)
+        found = []  # (host archs with a leading axis, accuracy %, loss, phase) of every phase so far
+
+        def best():
+            archs, acc, loss, _ = _concat(found)
+            i = search.best(acc, loss)
+            return jax.tree.map(lambda v: v[i:i + 1], archs), acc[i]
+
+        archs = jax.device_get(self.space.sample(keys[0], s.random, self.space.init_state()))
+        found.append((archs, *self.score(state, archs, keys[1], evaluator.in_blocks("random", 64)), "random"))
+        if s.perturbed:  # perturbations of the best random architecture (evaluate.py: base fixed)
+            many = jax.tree.map(lambda v: np.repeat(v, s.perturbed, 0), best()[0])
+            archs = jax.device_get(self.space.perturb(keys[2], many, s.perturb_p))
+            found.append((archs, *self.score(state, archs, keys[3], evaluator), "perturbed"))
+        if s.markov:  # a chain from the best so far: a perturbation replaces it when strictly better
+            base, current = best()
+            for t in range(s.markov):
+                k_arch, k_z = jax.random.split(jax.random.fold_in(keys[4], t))
+                arch = jax.device_get(self.space.perturb(k_arch, base, s.perturb_p))
+                acc, loss = self.score(state, arch, k_z, evaluator)
+                found.append((arch, acc, loss, "markov"))
+                if acc[0] > current:
+                    base, current = arch, acc[0]
+        return self._result(*_concat(found))
+
+    def _result(self, archs, acc, loss, phase):
+        costs = jax.device_get(jax.vmap(self.space.cost)(archs)) if has(self.space, "cost") else {}
+        rank = search.order(acc, loss)
+        cands = []
+        for r, j in enumerate(rank):
+            row = {"rank": r + 1, "arch": self.space.to_string(search.take(archs, j)), "phase": phase[j],
+                   "smash_error": float(100 - acc[j]), "valid_acc": float(acc[j]),
+                   "valid_loss": float(loss[j])}
+            row.update({k: v[j].item() for k, v in costs.items()})
+            cands.append(row)
+        i = int(rank[0])
+        return {"arch": search.take(archs, i), "valid_acc": float(acc[i]), "valid_loss": float(loss[i]),
+                "smash_error": float(100 - acc[i]), "candidates": cands}
+
+
+def _concat(found):
+    """The phases' candidates as one batch: (archs, accuracy, loss, phase per candidate)."""
+    archs = jax.tree.map(lambda *v: np.concatenate(v), *[f[0] for f in found])
+    phase = [name for f in found for name in [f[3]] * len(f[1])]
+    return archs, np.concatenate([f[1] for f in found]), np.concatenate([f[2] for f in found]), phase
