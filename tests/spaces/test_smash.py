@@ -218,6 +218,7 @@ def test_an_empty_block_and_a_hand_written_string_round_trip():
                                      "--method smash"),
     (["search", "--method", "naswot"], "space 'smash' does not"),
     (["score"], "space 'smash' does not"),
+    (["search", "--method", "smash", "--bench-table", "t.csv"], "(`bench_index`); space 'smash' has none"),
     (["train", "--arch", "smash-d4w1N8M32b4m2c2L16:bs1=r0+1w2G1o0k3x3d1x1g1/bs2=/bs2="],
      "builds none (`build_network`)")])
 def test_what_the_space_cannot_run_is_refused_up_front(argv, says, tmp_path, capsys):
