@@ -199,7 +199,8 @@ def _config(args):
                              f"architecture is one of {fields['space']!r}; leave --space out")
         if args.space:
             fields = {**fields, "space": args.space}
-        cfg = PRESETS["train-" + args.preset].replace(arch=arch).set(fields)
+        space = fields.get("space", registry.DEFAULT_SPACE)
+        cfg = preset("train-" + args.preset, None, space).replace(arch=arch).set(fields)
     elif args.command == "score":
         from jaxnas.proxies.scoring import check_space, parse_proxies
         parse_proxies(args.proxy)

@@ -286,13 +286,18 @@ PRESETS = {name: Config().set({**engine, **{k: v for m in _SPACE_MODULES
 
 
 def preset(name: str, method: str | None = None, space: str | None = None) -> Config:
-    """PRESETS[name] for `method` on `space`, with what the method's config module's PRESETS change
-    (its `name` entry, then its `name/<space>` entry where the space needs its own)."""
+    """PRESETS[name] for `method` on `space`, with what the space's config module's SPACE_PRESETS
+    change for runs on that space only (e.g. its training recipe), then what the method's config
+    module's PRESETS change (its `name` entry, then its `name/<space>` entry where the space needs
+    its own)."""
     cfg = PRESETS[name]
     cfg = cfg.replace(**{k: v for k, v in (("method", method), ("space", space)) if v is not None})
-    entry = registry.METHODS.get(cfg.method)
-    own = getattr(importlib.import_module(entry.config), "PRESETS", {}) if entry and entry.config else {}
-    return cfg.set({**own.get(name, {}), **own.get(f"{name}/{cfg.space}", {})})
+    for entries, key in ((registry.SPACES, cfg.space), (registry.METHODS, cfg.method)):
+        entry = entries.get(key)
+        module = importlib.import_module(entry.config) if entry and entry.config else None
+        own = getattr(module, "SPACE_PRESETS" if entries is registry.SPACES else "PRESETS", {})
+        cfg = cfg.set({**own.get(name, {}), **own.get(f"{name}/{cfg.space}", {})})
+    return cfg
 
 
 # One line per preset for `jaxnas list`.

@@ -6,6 +6,8 @@ lives in its own JAX-free config module (`jaxnas.registry` names it), e.g.
     SECTION   the section's dataclass (optional)
     PRESETS   {preset name: {"section.field": value}} applied on top of jaxnas.config's presets; a
               method may key one space's differences as "name/space" (applied after "name")
+    SPACE_PRESETS  (a space's module, optional) {preset name: overrides} applied only to runs on
+              that space, after PRESETS (e.g. its `jaxnas train` recipe: `train-paper`)
     RENAMED   {old flat field: "section.field"} (optional, the fields of jaxnas 0.1)
 """
 from __future__ import annotations

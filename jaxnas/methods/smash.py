@@ -50,6 +50,9 @@ class SMASH(Method):
         # weight decay on the main network only (SMASH.py: two Adam parameter groups)
         mask = jax.tree_util.tree_map_with_path(lambda path, _: getattr(path[0], "key", None) != "hypernet",
                                                 self._params)
+        # one compiled program each for the selection's draws (eager calls would retrace every time)
+        self._sample = jax.jit(space.sample, static_argnums=1)
+        self._perturb = jax.jit(space.perturb, static_argnums=2)
         self.tx = optim.make("adam", cfg.train.lr, weight_decay=cfg.train.weight_decay, decay_mask=mask,
                              betas=(self.section.b1, self.section.b2), eps=self.section.eps)
 
@@ -91,17 +94,17 @@ class SMASH(Method):
             i = search.best(acc, loss)
             return jax.tree.map(lambda v: v[i:i + 1], archs), acc[i]
 
-        archs = jax.device_get(self.space.sample(keys[0], s.random, self.space.init_state()))
+        archs = jax.device_get(self._sample(keys[0], s.random, self.space.init_state()))
         found.append((archs, *self.score(state, archs, keys[1], evaluator.in_blocks("random", 64)), "random"))
         if s.perturbed:  # perturbations of the best random architecture (evaluate.py: base fixed)
             many = jax.tree.map(lambda v: np.repeat(v, s.perturbed, 0), best()[0])
-            archs = jax.device_get(self.space.perturb(keys[2], many, s.perturb_p))
+            archs = jax.device_get(self._perturb(keys[2], many, s.perturb_p))
             found.append((archs, *self.score(state, archs, keys[3], evaluator), "perturbed"))
         if s.markov:  # a chain from the best so far: a perturbation replaces it when strictly better
             base, current = best()
             for t in range(s.markov):
                 k_arch, k_z = jax.random.split(jax.random.fold_in(keys[4], t))
-                arch = jax.device_get(self.space.perturb(k_arch, base, s.perturb_p))
+                arch = jax.device_get(self._perturb(k_arch, base, s.perturb_p))
                 acc, loss = self.score(state, arch, k_z, evaluator)
                 found.append((arch, acc, loss, "markov"))
                 if acc[0] > current:

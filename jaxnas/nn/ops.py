@@ -117,6 +117,22 @@ def _conv_padding(padding, kernel_hw, dilation, stride) -> tuple[tuple[int, int]
     return (ph, ph), (pw, pw)
 
 
+# XLA:CPU runs grouped convolutions ~20x slower than dense ones of the same shape (a 3x3 conv, 32
+# channels, 4 groups, batch 50 at 32x32, gradient: 714 against 34 ms; BENCHMARKS.md section 15), so on
+# CPU a conv of at most this many groups runs as the dense conv of its block-diagonal kernel (the
+# same sums, plus exact zeros). Depthwise convs (groups = channels) are left to XLA.
+DENSE_GROUPS = 8
+
+
+def block_diagonal(kernel, groups: int):
+    """The HWIO kernel (kh, kw, C_in // groups, C_out) of a grouped conv as the dense kernel
+    (kh, kw, C_in, C_out) of the same convolution: zero outside each group's block."""
+    kh, kw, c_in_g, c_out = kernel.shape
+    c_out_g = c_out // groups
+    same = (np.arange(c_in_g * groups)[:, None] // c_in_g) == (np.arange(c_out)[None, :] // c_out_g)
+    return jnp.where(same, jnp.tile(kernel, (1, 1, groups, 1)), jnp.zeros((), kernel.dtype))
+
+
 def conv(x, kernel, *, stride=1, padding=0, dilation=1, groups: int = 1):
     """torch.nn.functional.conv2d(x, w, stride=, padding=, dilation=, groups=) for NHWC `x` and an
     HWIO `kernel` of shape (kh, kw, C_in // groups, C_out), kh and kw free (non-square kernels).
@@ -128,6 +144,7 @@ def conv(x, kernel, *, stride=1, padding=0, dilation=1, groups: int = 1):
     (2, 3, 1, 0). Used by SMASH (Brock et al., ICLR 2018: dilated, grouped, non-square convs
     sliced from a shared kernel bank) and NSE's MBConv cells (Ci et al., ICCV 2021: depthwise).
 
+    On CPU a conv of up to `DENSE_GROUPS` groups runs as the dense conv of its block-diagonal kernel.
     Without dilation and groups and with equal strides and symmetric, equal paddings this is
     `conv2d` (the same XLA convolution, so the same values, and on CPU its chunked kernel gradient:
     equal to XLA's own up to float summation order, 2-3x faster there). Otherwise
@@ -139,6 +156,8 @@ def conv(x, kernel, *, stride=1, padding=0, dilation=1, groups: int = 1):
         raise ValueError(f"groups={groups} does not fit input channels {x.shape[-1]}, kernel {kernel.shape} "
                          "(HWIO: kh, kw, C_in // groups, C_out; both channel counts divisible by groups)")
     pad = _conv_padding(padding, (kh, kw), dilation, stride)
+    if 1 < groups <= DENSE_GROUPS and jax.default_backend() == "cpu":
+        kernel, groups = block_diagonal(kernel, groups), 1
     if (dilation == (1, 1) and groups == 1 and stride[0] == stride[1]
             and pad[0][0] == pad[0][1] == pad[1][0] == pad[1][1]):
         return conv2d(x, kernel, stride[0], pad[0][0])

@@ -3,11 +3,13 @@ decay on the main network only, the annealed sampler bounds, and the selection p
 then perturbations of the best random one, then a chain that accepts strict improvements), checked
 with a stand-in score so no network is compiled."""
 import dataclasses
+import json
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 
 from jaxnas.config import Config
 from jaxnas.methods.smash import SMASH
@@ -64,14 +66,14 @@ def test_selection_follows_the_reference_protocol(method, monkeypatch):
         return acc, -acc
 
     bases = []
-    perturb = space.perturb
+    perturb = method._perturb
 
     def recording_perturb(key, archs, p=0.05):
         bases.append(jax.tree.map(np.asarray, archs))
         return perturb(key, archs, p)
 
     monkeypatch.setattr(method, "score", fake_score)
-    monkeypatch.setattr(space, "perturb", recording_perturb)
+    monkeypatch.setattr(method, "_perturb", recording_perturb)
 
     class Evaluator:
         def in_blocks(self, *_):
@@ -108,3 +110,26 @@ def test_selection_follows_the_reference_protocol(method, monkeypatch):
         if acc[0] > current:
             base, current, accepted = arch, acc[0], accepted + 1
     assert len(bases) == 7
+
+
+def test_train_a_found_architecture_with_the_reference_recipe(image_folder, tmp_path, capsys):
+    """`jaxnas train --space smash --arch STRING`: the space's recipe (SGD Nesterov, lr 0.1, weight
+    decay 1e-4, no clipping), the network of `derived.py`, the test accuracy."""
+    from helpers import main_in_process
+
+    from jaxnas.spaces.smash.config import Smash
+    from jaxnas.spaces.smash.space import SmashSpace
+    space = SmashSpace(Smash(depth=4, width=1, N_max=32, max_layers=3))
+    text = space.to_string(jax.tree.map(lambda v: np.asarray(v[0]), space.sample(jax.random.key(2), 1)))
+    out = tmp_path / "t"
+    rc, _, err = main_in_process(["train", "--space", "smash", "--arch", text, "--preset", "tiny", "--data",
+                                  image_folder, "--out", out, "--no-progress", "smash.max_layers=3",
+                                  "train.epochs=1", "train.batch_size=16"], capsys)
+    assert rc == 0, err
+    saved = json.loads((out / "result.json").read_text())
+    cfg = json.loads((out / "config.json").read_text())["config"]
+    assert saved["arch"] == text and 0 <= saved["test_acc"] <= 100
+    assert (cfg["train"]["lr"], cfg["train"]["weight_decay"], cfg["train"]["grad_clip"]) == (0.1, 1e-4, 0.0)
+    assert cfg["train"]["nesterov"] and cfg["smash"]["max_layers"] == 3
+    assert saved["params"] == sum(x.size for x in jax.tree.leaves(
+        nnx.state(space.build_network(space.from_string(text), space.config, 10, seed=0), nnx.Param)))

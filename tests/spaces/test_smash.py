@@ -219,8 +219,10 @@ def test_an_empty_block_and_a_hand_written_string_round_trip():
     (["search", "--method", "naswot"], "space 'smash' does not"),
     (["score"], "space 'smash' does not"),
     (["search", "--method", "smash", "--bench-table", "t.csv"], "(`bench_index`); space 'smash' has none"),
-    (["train", "--arch", "smash-d4w1N8M32b4m2c2L16:bs1=r0+1w2G1o0k3x3d1x1g1/bs2=/bs2="],
-     "builds none (`build_network`)")])
+    (["train", "--arch", "smash-d4w1N8M32b4m2c2L16:bs1=r0+1w2G1o0k9x3d1x1g1/bs2=/bs2="],
+     "--arch: block 0, layer 0: kernel 9x3 outside [3, 5, 7] (smash.max_kernel)"),
+    (["train", "--arch", "smash-d4w1N8M32b4m2c2L16:bs1=r0+1w2+40G1o0k3x3d1x1g1/bs2=/bs2="],
+     "--arch: block 0, layer 0: bank 40 is beyond the 8 banks of this space")])
 def test_what_the_space_cannot_run_is_refused_up_front(argv, says, tmp_path, capsys):
     """What needs a network the space does not build, or shared weights it does not have, says so."""
     from helpers import main_in_process

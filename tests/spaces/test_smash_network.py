@@ -50,8 +50,8 @@ def twin_op(h, banks, op, kernels, dilations, groups, c_out):
     return y
 
 
-def twin_forward(lay, ref, w1x1, p, stats, x, num_classes):
-    """The reference's forward (train mode) on the ragged 10-tuple; returns (logits, BN stats)."""
+def twin_forward(lay, ref, w1x1, p, stats, x, num_classes, train=True):
+    """The reference's forward on the ragged 10-tuple; returns (logits, BN stats)."""
     incoming, outgoing, G, ops_, _, dilation, _, bank_sizes, kernels, groups = ref
     N = lay.N
     out = torch.relu(tf.conv2d(x, p["stem"], padding=3))
@@ -78,7 +78,7 @@ def twin_forward(lay, ref, w1x1, p, stats, x, num_classes):
         c = out.shape[1]
         bn = p["bn"] if b == BLOCKS - 1 else p["trans_bn"][b]
         mean, var = stats[b][0][:c].clone(), stats[b][1][:c].clone()
-        out = torch.relu(tf.batch_norm(out, mean, var, bn["scale"][:c], bn["bias"][:c], training=True,
+        out = torch.relu(tf.batch_norm(out, mean, var, bn["scale"][:c], bn["bias"][:c], training=train,
                                        momentum=0.1, eps=1e-5))
         new_stats.append((mean, var))
         if b < BLOCKS - 1:
@@ -169,4 +169,82 @@ def test_main_network_matches_the_pytorch_twin(ops):
         seen["grouped"] |= bool((a["groups"] > 1)[on].any())
         seen["several convs"] |= bool(on.sum(-1).max() > 1)
     assert step._cache_size() == 1
+    # evaluation mode (the selection's: BN's running statistics, here the last step's)
+    logits, _ = fn.apply(graph, params, new, jnp.asarray(x), arch, w1x1, False)
+    tp, tstats = to_torch(params, new)
+    want, _ = twin_forward(lay, ref, t64(w1x1), tp, tstats, t64(x).permute(0, 3, 1, 2), 10, train=False)
+    np.testing.assert_allclose(np.asarray(logits), want.detach().numpy(), rtol=1e-4, atol=1e-5)
     assert all(v for k, v in seen.items() if k != "several convs" or ops == "var"), seen
+
+
+def twin_derived(lay, ref, p, x):
+    """SMASH.py MainNet (sandwich layers) in train mode on the ragged tuple, with the JAX weights."""
+    incoming, outgoing, G, ops_, _, dilation, _, bank_sizes, kernels, groups = ref
+    N = lay.N
+
+    def bn(v, q):
+        return tf.batch_norm(v, None, None, q["scale"], q["bias"], training=True, eps=1e-5)
+
+    def conv(v, q, kernel=(1, 1), dil=(1, 1), grp=1):
+        pad = tuple((k - 1) * d // 2 for k, d in zip(kernel, dil))
+        return tf.conv2d(v, q["kernel"], padding=pad, dilation=tuple(dil), groups=grp)
+
+    out = conv(x, p["stem"], (7, 7))  # no ReLU after the stem
+    k = 0
+    for b in range(BLOCKS):
+        bs = bank_sizes[b]
+        bsn = bs * N
+        nin = lay.in_channels[b] // bsn
+        top = max([max(w) + 1 for w in outgoing[b]] + [nin])
+        m = [out[:, j * bsn:(j + 1) * bsn] if j < nin else None for j in range(top)]
+        for i in range(len(incoming[b])):
+            q = p["layers"][k]
+            k += 1
+            inp = torch.cat([m[r] for r in incoming[b][i]], 1)
+            h = bn(conv(torch.relu(bn(inp, q["bn_in"])), q["squeeze"]), q["bn_mid"])
+            op = ops_[b][i]
+            geometry = [(kernels[b][i][j], dilation[b][i][j], groups[b][i][j]) for j in range(4)]
+
+            def seq(j, v, q=q, geometry=geometry):
+                return conv(torch.relu(v), q["convs"][j], *geometry[j])
+            y = seq(0, h)
+            if op[1]:
+                y = seq(1, y)
+            if op[2]:
+                z = seq(2, h)
+                y = y + (seq(3, z) if op[3] else z)
+            for j, target in enumerate(outgoing[b][i]):
+                s = j % (G[b][i] // bs)
+                piece = y[:, s * bsn:(s + 1) * bsn]
+                m[target] = piece if m[target] is None else m[target] + piece
+        out = torch.cat(m, 1)
+        if b < BLOCKS - 1:
+            out = tf.avg_pool2d(conv(torch.relu(bn(out, p["trans_bn"][b])), p["trans"][b]), 2)
+    out = torch.relu(bn(out, p["bn"])).mean((2, 3))
+    return out @ p["fc"]["kernel"] + p["fc"]["bias"]
+
+
+def torch_tree(tree):
+    """The JAX weights as float64 tensors, HWIO kernels as OIHW."""
+    if hasattr(tree, "items"):
+        return {k: torch_tree(v) for k, v in tree.items()}
+    t = t64(tree)
+    return t.permute(3, 2, 0, 1).contiguous() if t.ndim == 4 else t
+
+
+def test_derived_network_matches_the_reference_mainnet():
+    """`jaxnas train`'s network for a found architecture against MainNet written here (the twin
+    takes its weights; a missing or misshapen one fails there): logits of sampled architectures
+    with several convs per layer, grouped, dilated and non-square."""
+    space = SmashSpace(Smash(depth=4, width=1, N_max=32, max_layers=6, ops="var"))
+    x = np.random.default_rng(1).normal(size=(B, H, H, 3)).astype(np.float32)
+    archs = jax.device_get(space.sample(jax.random.key(5), 2))
+    for i in range(2):
+        arch = jax.tree.map(lambda a, i=i: a[i], archs)
+        graph, params, stats = fn.split(space.build_network(arch, space.config, 10, seed=i))
+        logits, _ = fn.apply(graph, params, stats, jnp.asarray(x), True)
+        ref = space.to_reference(arch)
+        p = torch_tree(jax.tree.map(np.asarray, params))
+        want = twin_derived(space.layout, ref, p, t64(x).permute(0, 3, 1, 2))
+        np.testing.assert_allclose(np.asarray(logits), want.numpy(), rtol=1e-4, atol=1e-4)
+        assert len(p["layers"]) == int(np.sum(arch["layers"]))

@@ -53,3 +53,10 @@ SECTION = Smash
 # `tiny`: the CPU protocol of the original-space smoke test (seed-methods.md SMASH-5 (c))
 _TINY = {"smash.depth": 4, "smash.width": 1, "smash.N_max": 32, "smash.max_layers": 16}
 PRESETS = {"tiny": _TINY, "train-tiny": _TINY}
+# `jaxnas train` on this space: the reference's recipe for a found architecture (ajbrock/SMASH
+# train.py with MainNet: SGD Nesterov 0.9, lr 0.1 with a per-step cosine to 0, weight decay 1e-4,
+# batch 50, 100 epochs, no gradient clipping); `train-tiny` the same for 3 epochs
+_RECIPE = {"train.batch_size": 50, "train.lr": 0.1, "train.lr_min": 0.0, "train.momentum": 0.9,
+           "train.nesterov": True, "train.weight_decay": 1e-4, "train.grad_clip": 0.0}
+SPACE_PRESETS = {"train-paper": {**_RECIPE, "train.epochs": 100},
+                 "train-tiny": {**_RECIPE, "train.epochs": 3}}

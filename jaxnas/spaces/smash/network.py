@@ -24,7 +24,9 @@ matrices over the memory's channels (zero rows for unread banks), the 1x1 weight
 [W_b, N_max] matrix gathered from the HyperNet's rows, and the sliced conv one dense kernel of the
 largest extent (`Layout.extent`) whose taps sit at their dilated positions and whose group
 structure is a mask. Padding layer slots add nothing. BN normalises every channel and then zeroes
-those beyond the block's used width; only their running statistics are updated.
+those beyond the block's used width; running statistics are updated only for the used channels.
+On CPU the layer slots are unrolled (a conv's gradient inside a loop or a conditional runs 10-30x
+slower on XLA:CPU, BENCHMARKS.md section 15); elsewhere they are scanned.
 
 Deviation: the convs an `ops` setting never runs (op 1-3 with `single`, the reference default)
 are not allocated; the reference allocates them and never reads them.
@@ -124,10 +126,13 @@ class MainNet(nnx.Module):
         used = convs_used(layout)
         # conv j's bank (SMASH.py `SMASHLayer(max_bottleneck N_max, N_max, max_kernel)`): op 0 and 2
         # read the 1x1 output, op 1 and 3 the G N outputs of op 0 and 2; only the first N_max inputs
-        # of op 0 and 2 can be read (n_b is cut at N_max), so only they are kept
-        self.banks = nnx.List([
-            nnx.List([nnx.Param(nn_init.orthogonal(rngs.params(), (mk, mk, n, n))) if used[j] else None
-                      for j in range(CONVS)]) for _ in range(BLOCKS)])
+        # of op 0 and 2 can be read (n_b is cut at N_max), so only they are kept, drawn as the
+        # reference's whole (orthogonal over max_bottleneck N_max inputs: the same scale)
+        def bank(j):
+            wide = layout.max_bottleneck * n if j % 2 == 0 else n
+            return nnx.Param(nn_init.orthogonal(rngs.params(), (mk, mk, wide, n))[:, :, :n])
+        self.banks = nnx.List([nnx.List([bank(j) if used[j] else None for j in range(CONVS)])
+                               for _ in range(BLOCKS)])
         self.trans_bn = nnx.List([MaskedBatchNorm(layout.widths[b]) for b in range(BLOCKS - 1)])
         self.trans = nnx.List([
             nnx.Param(nn_init.orthogonal(rngs.params(), (layout.widths[b], layout.in_channels[b + 1])))
@@ -231,7 +236,7 @@ class SmashNet(nnx.Module):
     def __init__(self, layout: Layout, num_classes: int, reference_encoding: bool = False, *, rngs: nnx.Rngs):
         self.layout, self.reference_encoding = layout, reference_encoding
         self.hypernet = HyperNet(1 + encoding.channels(layout), layout.N * layout.N * layout.dc, rngs=rngs)
-        self.main = MainNet(layout, num_classes, rngs=rngs)
+        self.main = MainNet(layout, num_classes, unroll=jax.default_backend() == "cpu", rngs=rngs)
 
     def weights(self, candidate):
         """The generated 1x1 weights [S_pad * N * dc, N_max] of one candidate (architecture + "z")."""

@@ -33,7 +33,7 @@ import numpy as np
 from flax import nnx
 
 from jaxnas.spaces.base import Space, digest
-from jaxnas.spaces.smash import encoding, network, sampler
+from jaxnas.spaces.smash import derived, encoding, network, sampler
 from jaxnas.spaces.smash.config import Smash
 from jaxnas.spaces.smash.layout import BLOCKS, CONVS, OPTIONS, Layout
 
@@ -244,6 +244,11 @@ class SmashSpace(Space):
         (`configure` made them the section's); its forward reads the candidates `with_noise` makes."""
         return network.SmashNet(self.layout, num_classes, self.config.encoding == "reference",
                                 rngs=nnx.Rngs(seed))
+
+    def build_network(self, arch, section, num_classes, *, seed):
+        """The network SMASH trains from scratch for `arch` (`derived.SmashNetwork`: the reference's
+        MainNet, exact shapes), at this space's sizes (`jaxnas train`)."""
+        return derived.SmashNetwork(self.validate(arch), self.layout, num_classes, rngs=nnx.Rngs(seed))
 
     def used_params(self, params, arch):
         """Every parameter: a layer reads slices of its block's shared kernels, and what it leaves
