@@ -37,10 +37,8 @@ def twin_sliced_conv(x, bank, kernel, dilation, groups, c_out):
     return tf.conv2d(x, w, padding=pad, dilation=tuple(dilation), groups=groups)
 
 
-def twin_op(h, banks, op, kernels, dilations, groups, c_out):
-    """layers.py SMASHLayer: w0(x), + w2(x), w1 after w0, w3 after w2; each conv relu -> conv."""
-    def conv(j, x):
-        return twin_sliced_conv(torch.relu(x), banks[j], kernels[j], dilations[j], groups[j], c_out)
+def twin_op(h, op, conv):
+    """layers.py SMASHLayer: w0(x), + w2(x), w1 after w0, w3 after w2; `conv(j, x)` is conv j of x."""
     y = conv(0, h)
     if op[1]:
         y = conv(1, y)
@@ -50,31 +48,45 @@ def twin_op(h, banks, op, kernels, dilations, groups, c_out):
     return y
 
 
-def twin_forward(lay, ref, w1x1, p, stats, x, num_classes, train=True):
-    """The reference's forward on the ragged 10-tuple; returns (logits, BN stats)."""
-    incoming, outgoing, G, ops_, _, dilation, _, bank_sizes, kernels, groups = ref
-    N = lay.N
-    out = torch.relu(tf.conv2d(x, p["stem"], padding=3))
-    n, new_stats = 0, []
+def twin_banks(lay, ref, out, layer, block_end):
+    """The reference's memory banks (SMASH.py forward, MainNet.forward): per block the input's
+    first banks, each layer `layer(b, i, concat of its reads)` written slice by slice (write j gets
+    output slice j mod G / bs), then `block_end(b, concat of the banks)`."""
+    incoming, outgoing, G, bank_sizes = ref[0], ref[1], ref[2], ref[7]
     for b in range(BLOCKS):
         bs = bank_sizes[b]
-        bsn = bs * N
+        bsn = bs * lay.N
         nin = lay.in_channels[b] // bsn
         top = max([max(w) + 1 for w in outgoing[b]] + [nin])
         m = [out[:, j * bsn:(j + 1) * bsn] if j < nin else None for j in range(top)]
         for i in range(len(incoming[b])):
-            inp = torch.cat([m[r] for r in incoming[b][i]], 1)
-            nch, units = inp.shape[1], G[b][i] * N
-            n_b = min(min(max(nch // units, 1), lay.bottleneck) * units, nch, lay.max_bottleneck * lay.N_max)
-            w = w1x1[n:n + nch, :n_b].T
-            h = torch.relu(tf.conv2d(inp, (w / w.norm())[:, :, None, None]))
-            n += nch
-            y = twin_op(h, p["banks"][b], ops_[b][i], kernels[b][i], dilation[b][i], groups[b][i], units)
+            y = layer(b, i, torch.cat([m[r] for r in incoming[b][i]], 1))
             for j, target in enumerate(outgoing[b][i]):
                 s = j % (G[b][i] // bs)
                 piece = y[:, s * bsn:(s + 1) * bsn]
                 m[target] = piece if m[target] is None else m[target] + piece
-        out = torch.cat(m, 1)
+        out = block_end(b, torch.cat(m, 1))
+    return out
+
+
+def twin_forward(lay, ref, w1x1, p, stats, x, num_classes, train=True):
+    """The reference's forward on the ragged 10-tuple; returns (logits, BN stats)."""
+    G, ops_, dilation, kernels, groups = ref[2], ref[3], ref[5], ref[8], ref[9]
+    N = lay.N
+    n, new_stats = [0], []
+
+    def layer(b, i, inp):
+        nch, units = inp.shape[1], G[b][i] * N
+        n_b = min(min(max(nch // units, 1), lay.bottleneck) * units, nch, lay.max_bottleneck * lay.N_max)
+        w = w1x1[n[0]:n[0] + nch, :n_b].T
+        h = torch.relu(tf.conv2d(inp, (w / w.norm())[:, :, None, None]))
+        n[0] += nch
+        def conv(j, v):
+            return twin_sliced_conv(torch.relu(v), p["banks"][b][j], kernels[b][i][j], dilation[b][i][j],
+                                    groups[b][i][j], units)
+        return twin_op(h, ops_[b][i], conv)
+
+    def block_end(b, out):
         c = out.shape[1]
         bn = p["bn"] if b == BLOCKS - 1 else p["trans_bn"][b]
         mean, var = stats[b][0][:c].clone(), stats[b][1][:c].clone()
@@ -83,10 +95,12 @@ def twin_forward(lay, ref, w1x1, p, stats, x, num_classes, train=True):
         new_stats.append((mean, var))
         if b < BLOCKS - 1:
             out = tf.avg_pool2d(tf.conv2d(out, p["trans"][b][:c].T[:, :, None, None]), 2)
+        return out
+
+    out = twin_banks(lay, ref, torch.relu(tf.conv2d(x, p["stem"], padding=3)), layer, block_end)
     logits = out.mean((2, 3)) @ p["fc"][:out.shape[1]] + p["fc_bias"]
     assert logits.shape[1] == num_classes
     return logits, new_stats
-
 
 def to_torch(p, s):
     """The JAX main network's weights (HWIO kernels, [in, out] matrices) in the twin's layout."""
@@ -179,50 +193,33 @@ def test_main_network_matches_the_pytorch_twin(ops):
 
 def twin_derived(lay, ref, p, x):
     """SMASH.py MainNet (sandwich layers) in train mode on the ragged tuple, with the JAX weights."""
-    incoming, outgoing, G, ops_, _, dilation, _, bank_sizes, kernels, groups = ref
-    N = lay.N
+    ops_, dilation, kernels, groups = ref[3], ref[5], ref[8], ref[9]
+    k = [0]
 
     def bn(v, q):
         return tf.batch_norm(v, None, None, q["scale"], q["bias"], training=True, eps=1e-5)
 
     def conv(v, q, kernel=(1, 1), dil=(1, 1), grp=1):
-        pad = tuple((k - 1) * d // 2 for k, d in zip(kernel, dil))
+        pad = tuple((kk - 1) * d // 2 for kk, d in zip(kernel, dil))
         return tf.conv2d(v, q["kernel"], padding=pad, dilation=tuple(dil), groups=grp)
 
-    out = conv(x, p["stem"], (7, 7))  # no ReLU after the stem
-    k = 0
-    for b in range(BLOCKS):
-        bs = bank_sizes[b]
-        bsn = bs * N
-        nin = lay.in_channels[b] // bsn
-        top = max([max(w) + 1 for w in outgoing[b]] + [nin])
-        m = [out[:, j * bsn:(j + 1) * bsn] if j < nin else None for j in range(top)]
-        for i in range(len(incoming[b])):
-            q = p["layers"][k]
-            k += 1
-            inp = torch.cat([m[r] for r in incoming[b][i]], 1)
-            h = bn(conv(torch.relu(bn(inp, q["bn_in"])), q["squeeze"]), q["bn_mid"])
-            op = ops_[b][i]
-            geometry = [(kernels[b][i][j], dilation[b][i][j], groups[b][i][j]) for j in range(4)]
+    def layer(b, i, inp):
+        q = p["layers"][k[0]]
+        k[0] += 1
+        h = bn(conv(torch.relu(bn(inp, q["bn_in"])), q["squeeze"]), q["bn_mid"])
 
-            def seq(j, v, q=q, geometry=geometry):
-                return conv(torch.relu(v), q["convs"][j], *geometry[j])
-            y = seq(0, h)
-            if op[1]:
-                y = seq(1, y)
-            if op[2]:
-                z = seq(2, h)
-                y = y + (seq(3, z) if op[3] else z)
-            for j, target in enumerate(outgoing[b][i]):
-                s = j % (G[b][i] // bs)
-                piece = y[:, s * bsn:(s + 1) * bsn]
-                m[target] = piece if m[target] is None else m[target] + piece
-        out = torch.cat(m, 1)
+        def seq(j, v):
+            return conv(torch.relu(v), q["convs"][j], kernels[b][i][j], dilation[b][i][j], groups[b][i][j])
+        return twin_op(h, ops_[b][i], seq)
+
+    def block_end(b, out):
         if b < BLOCKS - 1:
-            out = tf.avg_pool2d(conv(torch.relu(bn(out, p["trans_bn"][b])), p["trans"][b]), 2)
+            return tf.avg_pool2d(conv(torch.relu(bn(out, p["trans_bn"][b])), p["trans"][b]), 2)
+        return out
+
+    out = twin_banks(lay, ref, conv(x, p["stem"], (7, 7)), layer, block_end)  # no ReLU after the stem
     out = torch.relu(bn(out, p["bn"])).mean((2, 3))
     return out @ p["fc"]["kernel"] + p["fc"]["bias"]
-
 
 def torch_tree(tree):
     """The JAX weights as float64 tensors, HWIO kernels as OIHW."""
