@@ -112,6 +112,8 @@ def test_sampler_follows_the_reference_rules_in_distribution():
     far more. Every sampled architecture validates."""
     got = jax.device_get(jax.jit(lambda key: SPACE.sample(key, K))(jax.random.key(0)))
     SPACE.validate(got)
+    # the network runs only the slots a block can fill
+    assert (got["layers"] <= [SPACE.layout.layer_slots(b) for b in range(BLOCKS)]).all()
     rng = np.random.default_rng(0)
     want = summaries_reference([reference_sample(SPACE.layout, rng) for _ in range(K)])
     have = summaries_jax(got)

@@ -102,6 +102,13 @@ class Layout:
         (d <= 4 - (k - 1) // 2, SMASH.py's rule): the dense kernel the network builds each conv in."""
         return max((k - 1) * max_dilation(k) + 1 for k in self.kernels)
 
+    def layer_slots(self, block: int) -> int:
+        """Most layers the block can hold: every layer spends at least the smallest read of its bank
+        size in slices, and a valid block spends at most its full budget (the network runs only these
+        slots of the `max_layers`)."""
+        least = min(self.min_budget(bs) for bs in self.bank_sizes(block))
+        return min(self.max_layers, self.budget_slices[block] // least)
+
     def input_banks(self, block: int, bs: int) -> int:
         """Banks the block input fills (its channels beyond them are dropped, as in SMASH.py)."""
         return self.in_channels[block] // (bs * self.N)

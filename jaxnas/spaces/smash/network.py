@@ -200,9 +200,10 @@ class MainNet(nnx.Module):
             scatter = jnp.where(written[:, None], jax.nn.one_hot(source, lay.N_max, dtype=y.dtype), 0.0)
             return memory + jnp.einsum("bhwo,co->bhwc", y, scatter), None
 
-        xs = (layers, starts, live)
+        slots = lay.layer_slots(b)  # the slots a valid block can fill (the rest are always padding)
+        xs = jax.tree.map(lambda v: v[:slots], (layers, starts, live))
         if self.unroll:  # XLA:CPU: conv gradients inside a loop run ~30x slower (BENCHMARKS.md 15)
-            for i in range(lay.max_layers):
+            for i in range(slots):
                 memory, _ = layer(memory, jax.tree.map(lambda v, i=i: v[i], xs))
         else:
             memory, _ = jax.lax.scan(layer, memory, xs)
