@@ -292,10 +292,9 @@ def preset(name: str, method: str | None = None, space: str | None = None) -> Co
     its own)."""
     cfg = PRESETS[name]
     cfg = cfg.replace(**{k: v for k, v in (("method", method), ("space", space)) if v is not None})
-    for entries, key in ((registry.SPACES, cfg.space), (registry.METHODS, cfg.method)):
-        entry = entries.get(key)
-        module = importlib.import_module(entry.config) if entry and entry.config else None
-        own = getattr(module, "SPACE_PRESETS" if entries is registry.SPACES else "PRESETS", {})
+    for entry, attribute in ((registry.SPACES.get(cfg.space), "SPACE_PRESETS"),
+                             (registry.METHODS.get(cfg.method), "PRESETS")):
+        own = getattr(importlib.import_module(entry.config), attribute, {}) if entry and entry.config else {}
         cfg = cfg.set({**own.get(name, {}), **own.get(f"{name}/{cfg.space}", {})})
     return cfg
 

@@ -19,21 +19,21 @@ def weights_size(num_train: int, held_out: float) -> int:
     return int(num_train * (1.0 - held_out))
 
 
-def search_split(num_train: int, seed: int, held_out: float = 0.5,
-                 labels=None) -> tuple[np.ndarray, np.ndarray]:
+def search_split(num_train: int, seed: int, held_out: float = 0.5, labels=None,
+                 held_out_from: str = "random") -> tuple[np.ndarray, np.ndarray]:
     """(weights, held-out) indices, each sorted: a seeded random `held_out` fraction of the training
     set is held out for architecture steps and ranking (NB201's search split: half; SMASH: 5k of 50k).
 
-    With `labels`, the held-out examples are instead the last `held_out` fraction of each class in
-    dataset order (SMASH holds out the last 5,000 images of CIFAR's training file, utils.py
-    `get_data_loader`; the JPEG copy of CIFAR keeps only each class's file order, so the last
-    images of each class stand in for the file's last ones). `seed` is then unused."""
+    `held_out_from="end"` (`train.held_out_from`) holds out instead the last `held_out` fraction of
+    each class of `labels` in dataset order (SMASH holds out the last 5,000 images of CIFAR's
+    training file, utils.py `get_data_loader`; the JPEG copy of CIFAR keeps only each class's file
+    order, so the last images of each class stand in for the file's last ones); `seed` is unused."""
     if num_train < 2:
         raise ValueError(f"search_split needs at least 2 training examples, got {num_train}")
     n_weights = weights_size(num_train, held_out)
     if not 0 < n_weights < num_train:
         raise ValueError(f"held_out={held_out} leaves {n_weights} of {num_train} examples for the weights")
-    if labels is not None:
+    if held_out_from == "end":
         labels = np.asarray(labels)
         tail = []
         for c in np.unique(labels):

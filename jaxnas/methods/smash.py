@@ -92,7 +92,7 @@ class SMASH(Method):
         def best():
             archs, acc, loss, _ = _concat(found)
             i = search.best(acc, loss)
-            return jax.tree.map(lambda v: v[i:i + 1], archs), acc[i]
+            return search.take(archs, [i]), acc[i]
 
         archs = jax.device_get(self._sample(keys[0], s.random, self.space.init_state()))
         found.append((archs, *self.score(state, archs, keys[1], evaluator.in_blocks("random", 64)), "random"))

@@ -142,8 +142,8 @@ class TrainingFree(Method):
 def fine_rank_batches(ds, cfg):
     """Fine-ranking's training batches, [T, B, H, W, 3] and [T, B]: a seeded order of the weights
     half of the search split (cycled if T * B exceeds it), normalised, not augmented."""
-    w_idx, _ = data_lib.search_split(len(ds.train_labels), cfg.seed, cfg.train.held_out,
-                                     ds.train_labels if cfg.train.held_out_from == "end" else None)
+    w_idx, _ = data_lib.search_split(len(ds.train_labels), cfg.seed, cfg.train.held_out, ds.train_labels,
+                                     cfg.train.held_out_from)
     shape = (cfg.proxy.fine_rank_steps, cfg.proxy.fast_train_batch_size)
     pick = np.resize(w_idx[np.random.default_rng(cfg.seed + 2).permutation(len(w_idx))], shape[0] * shape[1])
     x = np.asarray(data_lib.normalize(ds.train_images[pick], ds.mean, ds.std))

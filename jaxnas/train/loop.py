@@ -60,8 +60,8 @@ class SearchRun:
         self.method.progress = progress
         rep = sharding.replicated(self.mesh)
         if self.method.split == "search":
-            tails = ds.train_labels if cfg.train.held_out_from == "end" else None
-            w_idx, a_idx = data_lib.search_split(len(ds.train_labels), cfg.seed, cfg.train.held_out, tails)
+            w_idx, a_idx = data_lib.search_split(len(ds.train_labels), cfg.seed, cfg.train.held_out,
+                                                 ds.train_labels, cfg.train.held_out_from)
         else:
             w_idx = a_idx = np.arange(len(ds.train_labels))
         self.wdata = data_lib.DeviceData.put(ds.train_images[w_idx], ds.train_labels[w_idx], rep)

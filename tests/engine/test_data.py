@@ -446,13 +446,13 @@ def test_search_split():
 def test_search_split_from_the_end_holds_out_each_class_tail():
     """SMASH's split: the last fraction of every class in dataset order, whatever the seed."""
     labels = np.repeat(np.arange(4), 30)[np.argsort(np.tile(np.arange(30), 4), kind="stable")]  # interleaved
-    w, a = search_split(len(labels), 0, 0.1, labels)
+    w, a = search_split(len(labels), 0, 0.1, labels, "end")
     assert len(a) == 12 and np.array_equal(np.bincount(labels[a]), [3, 3, 3, 3])
     for c in range(4):
         members = np.flatnonzero(labels == c)
         np.testing.assert_array_equal(a[labels[a] == c], members[-3:])
     assert np.array_equal(np.sort(np.concatenate([w, a])), np.arange(len(labels)))
-    np.testing.assert_array_equal(search_split(len(labels), 7, 0.1, labels)[1], a)
+    np.testing.assert_array_equal(search_split(len(labels), 7, 0.1, labels, "end")[1], a)
 
 def test_epoch_order():
     order = epoch_order(jax.random.key(0), 103, 10)

@@ -24,12 +24,7 @@ from flax import nnx
 from jaxnas.nn import init as nn_init
 from jaxnas.nn import ops
 from jaxnas.spaces.smash.layout import BLOCKS, OPTIONS, Layout
-
-
-def bottleneck(layout: Layout, n_in: int, units: int) -> int:
-    """n_b of a layer reading n_in channels with G N = units outputs (SMASH.py MainNet, uncapped)."""
-    widen = min(max(n_in // units, 1), layout.bottleneck)
-    return min(widen * units, n_in, layout.max_bottleneck * layout.N_max)
+from jaxnas.spaces.smash.network import bottleneck
 
 
 class Kernel(nnx.Module):
@@ -48,7 +43,7 @@ class Layer(nnx.Module):
     """One memory-bank layer, sandwich normalisation (layers.py `Layer`)."""
 
     def __init__(self, layout, n_in, units, op, kernels, dilations, groups, *, rngs):
-        n_b = bottleneck(layout, n_in, units)
+        n_b = int(bottleneck(layout, n_in, units))
         self.bn_in = ops.BatchNorm(n_in)
         self.squeeze = Kernel(n_in, n_b, rngs=rngs)
         self.bn_mid = ops.BatchNorm(n_b)

@@ -61,26 +61,36 @@ def with_noise(arch, z, max_kernel=None):
     return out
 
 
+def bottleneck(layout: Layout, n_in, units):
+    """n_b, a layer's 1x1 outputs for n_in inputs and units = G N outputs (SMASH.py forward and
+    MainNet): up to `bottleneck` x units, at most n_in and max_bottleneck x N_max. Traceable; the
+    SMASH network cuts it further at N_max, MainNet does not."""
+    widen = jnp.minimum(jnp.maximum(n_in // jnp.maximum(units, 1), 1), layout.bottleneck)
+    return jnp.minimum(jnp.minimum(widen * units, n_in), layout.max_bottleneck * layout.N_max)
+
+
+def used_channels(layout: Layout, arch):
+    """int32 [..., 3]: the channels each block's output uses, D_b bs N (SMASH.py forward: the banks
+    up to the last one its input fills or a layer writes). Traceable."""
+    live = jnp.arange(layout.max_layers) < arch["layers"][..., :, None]
+    top = jnp.where(arch["write"] & live[..., None], jnp.arange(layout.max_banks) + 1, 0).max((-2, -1))
+    size = arch["bank_size"] * layout.N
+    return jnp.maximum(top, jnp.asarray(layout.in_channels) // size) * size
+
+
 def convs_used(layout: Layout) -> tuple:
     """Which of a layer's 4 convs some op configuration of `layout.ops` runs."""
     probs = OPTION_PROBS[layout.ops]
     return tuple(any(p > 0 and OPTIONS[o][j] for o, p in enumerate(probs)) for j in range(CONVS))
 
 
-class MaskedBatchNorm(nnx.Module):
+class MaskedBatchNorm(ops.BatchNorm):
     """BatchNorm2d over the first `width` channels of a wider tensor (SMASH's `SMASHBN2D` sliced to
     the channels in use): the rest are zero on output and keep their running statistics."""
 
-    def __init__(self, channels: int):
-        self.scale = nnx.Param(jnp.ones((channels,), jnp.float32))
-        self.bias = nnx.Param(jnp.zeros((channels,), jnp.float32))
-        self.mean = nnx.BatchStat(jnp.zeros((channels,), jnp.float32))
-        self.var = nnx.BatchStat(jnp.ones((channels,), jnp.float32))
-
     def __call__(self, x, width, train: bool):
         on = jnp.arange(x.shape[-1]) < width
-        y, (mean, var) = ops.batch_norm(x, self.scale[...], self.bias[...], self.mean[...], self.var[...],
-                                        train=train, track=True)
+        y, (mean, var) = ops.batch_norm(x, *self.params(), train=train, track=True)
         if train:
             self.mean[...] = jnp.where(on, mean, self.mean[...])
             self.var[...] = jnp.where(on, var, self.var[...])
@@ -146,12 +156,13 @@ class MainNet(nnx.Module):
         """Logits of one candidate given its generated 1x1 weights [S_pad * N * dc, N_max]."""
         h = jax.nn.relu(ops.conv(x, self.stem[...], padding=3))
         starts = self._row_starts(arch)
+        widths = used_channels(self.layout, arch)
         for b in range(BLOCKS):
-            h, width = self._block(b, h, arch, w1x1, starts[b])
+            h = self._block(b, h, arch, w1x1, starts[b])
             if b < BLOCKS - 1:
-                h = jax.nn.relu(self.trans_bn[b](h, width, train))
+                h = jax.nn.relu(self.trans_bn[b](h, widths[b], train))
                 h = ops.avg_pool_2x2(jnp.einsum("bhwc,co->bhwo", h, self.trans[b][...]))
-        h = jax.nn.relu(self.bn(h, width, train)).mean((1, 2))
+        h = jax.nn.relu(self.bn(h, widths[-1], train)).mean((1, 2))
         return h @ self.fc[...] + self.fc_bias[...]
 
     def _row_starts(self, arch):
@@ -167,7 +178,7 @@ class MainNet(nnx.Module):
         bs = arch["bank_size"][b]
         bsn = bs * N
         m = jnp.arange(width)
-        bank = m // bsn                                          # each memory channel's bank
+        bank = m // bsn                       # each memory channel's bank (< max_banks: W_b <= max_banks N)
         sub = m % bsn
         n_input = lay.in_channels[b] // bsn
         memory = jnp.zeros((*x.shape[:3], width), x.dtype)
@@ -179,13 +190,10 @@ class MainNet(nnx.Module):
 
         def layer(memory, xs):
             lyr, start, on = xs
-            read = lyr["read"][jnp.clip(bank, 0, lay.max_banks - 1)]           # [W_b]
-            rank = (jnp.cumsum(lyr["read"]) - 1)[jnp.clip(bank, 0, lay.max_banks - 1)]
-            n_ch = lyr["read"].sum() * bsn
+            read = lyr["read"][bank]                                             # [W_b]
+            rank = (jnp.cumsum(lyr["read"]) - 1)[bank]
             units = lyr["G"] * N
-            widen = jnp.minimum(jnp.maximum(n_ch // jnp.maximum(units, 1), 1), lay.bottleneck)
-            n_b = jnp.minimum(widen * units, jnp.minimum(n_ch, lay.max_bottleneck * lay.N_max))
-            n_b = jnp.minimum(n_b, lay.N_max)
+            n_b = jnp.minimum(bottleneck(lay, lyr["read"].sum() * bsn, units), lay.N_max)
             rows = jnp.clip(start + rank * bsn + sub, 0, w1x1.shape[0] - 1)
             cols = jnp.arange(lay.N_max) < n_b
             a = jnp.where((read & on)[:, None] & cols[None, :], w1x1[rows], 0.0)
@@ -194,8 +202,8 @@ class MainNet(nnx.Module):
             h = jax.nn.relu(jnp.einsum("bhwc,co->bhwo", memory, a))
             y = self._convs(h, lyr, n_b, units, banks)
             # the j-th written bank gets output slice j mod G / bs
-            written = lyr["write"][jnp.clip(bank, 0, lay.max_banks - 1)] & on
-            j = (jnp.cumsum(lyr["write"]) - 1)[jnp.clip(bank, 0, lay.max_banks - 1)]
+            written = lyr["write"][bank] & on
+            j = (jnp.cumsum(lyr["write"]) - 1)[bank]
             source = (j % jnp.maximum(lyr["G"] // bs, 1)) * bsn + sub
             scatter = jnp.where(written[:, None], jax.nn.one_hot(source, lay.N_max, dtype=y.dtype), 0.0)
             return memory + jnp.einsum("bhwo,co->bhwc", y, scatter), None
@@ -207,8 +215,7 @@ class MainNet(nnx.Module):
                 memory, _ = layer(memory, jax.tree.map(lambda v, i=i: v[i], xs))
         else:
             memory, _ = jax.lax.scan(layer, memory, xs)
-        top = jnp.max(jnp.where(arch["write"][b] & live[:, None], jnp.arange(lay.max_banks) + 1, 0))
-        return memory, jnp.maximum(top, n_input) * bsn
+        return memory
 
     def _convs(self, h, lyr, n_b, units, banks):
         """The layer's op: conv 0 (with conv 1 after it) plus conv 2 (with conv 3), as its op runs them."""

@@ -221,17 +221,13 @@ class SmashSpace(Space):
         live = jnp.arange(lay.max_layers) < a["layers"][..., :, None]        # [..., 3, L]
         n_in = bs * a["read"].sum(-1) * lay.N                                 # [..., 3, L]
         units = a["G"] * lay.N
-        widen = jnp.minimum(jnp.maximum(n_in // jnp.maximum(units, 1), 1), lay.bottleneck)
-        n_b = jnp.minimum(jnp.minimum(widen * units, n_in), lay.max_bottleneck * lay.N_max)
+        n_b = network.bottleneck(lay, n_in, units)
         active = jnp.asarray(OPTIONS, bool)[a["op"]] & live[..., None]       # [..., 3, L, 4]
         c_in = jnp.where(jnp.arange(CONVS) % 2 == 1, units[..., None], n_b[..., None])
         conv = c_in * units[..., None] * a["kernel"][..., 0] * a["kernel"][..., 1] // a["groups"].clip(1)
         params = (jnp.where(live, n_in + n_in * n_b, 0).sum(-1)
                   + jnp.where(active, c_in + conv, 0).sum((-2, -1)))
-        bank = jnp.arange(lay.max_banks)
-        top = jnp.where(a["write"], bank + 1, 0).max((-2, -1))               # [..., 3]
-        nin = jnp.asarray(sampler.tables(lay)[1])[jnp.arange(BLOCKS), a["bank_size"] - 1]  # input banks
-        n_t = jnp.maximum(top, nin) * a["bank_size"] * lay.N
+        n_t = network.used_channels(lay, a)                                   # [..., 3]
         params = params + n_t + n_t * jnp.asarray([*lay.in_channels[1:], num_classes])
         pixels = jnp.asarray([(image_size // 2 ** b) ** 2 for b in range(BLOCKS)], jnp.float32)
         flops = (jnp.where(live, n_in * n_b, 0).sum(-1).astype(jnp.float32)
