@@ -24,23 +24,20 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
+import sys
 import time
 
 import numpy as np
 
 HERE = pathlib.Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+from common import permutation_p  # noqa: E402  (found through sys.path above)
+
 SHARED = HERE.parents[2] / "shared" / "data"
 TABLE = SHARED / "nb201" / "nats_tss_hp200_test_acc.csv"
 DATA = SHARED / "cifar10-jpeg" / "cifar10-jpeg.tar.gz"
 C10 = "CIFAR10TestAccuracy200Epochs"
 ACC_SEED = 20200  # the accuracy metric's architectures (jaxnas.methods.abs.ACC_ARCHS_SEED)
-
-
-def permutation_p(scores, truth, tau, n_perm, rng) -> float:
-    """Two-sided permutation p-value of Kendall's tau: shuffles of `scores` reaching |tau|."""
-    from jaxnas.bench import kendall_tau
-    hits = sum(abs(kendall_tau(rng.permutation(scores), truth)) >= abs(tau) for _ in range(n_perm))
-    return (1 + hits) / (1 + n_perm)
 
 
 def tau_row(name, scores, truth, n_perm, rng) -> dict:

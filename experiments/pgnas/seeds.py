@@ -20,7 +20,6 @@ Usage: python experiments/pgnas/seeds.py [--runs runs/pgnas-seeds] [--epochs 15]
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import math
 import pathlib
@@ -29,8 +28,9 @@ import sys
 import numpy as np
 
 HERE = pathlib.Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-from run import C10, DATA, TABLE, best_of, posterior_tau  # noqa: E402  (found through sys.path above)
+sys.path[:0] = [str(HERE), str(HERE.parent)]
+from common import exact_permutation_p, params_pick  # noqa: E402  (found through sys.path above)
+from run import C10, DATA, TABLE, best_of, posterior_tau  # noqa: E402
 
 
 def search(method, seed, a, runs: pathlib.Path, extra=()) -> dict:
@@ -45,22 +45,6 @@ def search(method, seed, a, runs: pathlib.Path, extra=()) -> dict:
         if rc:
             raise SystemExit(f"{method} seed {seed} failed with exit code {rc}")
     return json.loads((out / "result.json").read_text())
-
-
-def params_pick(params, truth, k, rng, draws=2000) -> float:
-    """Expected NB201 accuracy of the most-parameter architecture among k uniform draws."""
-    picks = [truth[idx[np.argmax(params[idx])]] for idx in (rng.choice(len(truth), k, replace=False)
-                                                            for _ in range(draws))]
-    return float(np.mean(picks))
-
-
-def exact_permutation_p(x, y) -> float:
-    """Two-sided p of the difference in means over every split of the pooled values."""
-    pooled, n = np.concatenate([x, y]), len(x)
-    obs = abs(np.mean(x) - np.mean(y))
-    diffs = [abs(pooled[list(c)].mean() - np.delete(pooled, list(c)).mean())
-             for c in itertools.combinations(range(len(pooled)), n)]
-    return float(np.mean(np.asarray(diffs) >= obs - 1e-12))
 
 
 def main():

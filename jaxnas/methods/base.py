@@ -63,7 +63,7 @@ class Method(abc.ABC):
         probe = cfg.eval.rank_probe
         if probe:
             if not (cls.trains and cls.split == "search" and hasattr(cls, "rank")):
-                raise ValueError("eval.rank_probe ranks fixed architectures with a supernet's shared "
+                raise ValueError("eval.rank_probe ranks fixed architectures with a search's trained "
                                  f"weights; --method {name} trains none: leave eval.rank_probe at 0")
             if not has(space, "enumerate"):
                 raise ValueError(f"eval.rank_probe draws architectures from a space that lists them; space "

@@ -29,6 +29,8 @@ from jaxnas.train import optim, steps
 from jaxnas.train import state as state_lib
 from jaxnas.train.state import KEY_METHOD, KEY_SAMPLE, select_key, step_key
 
+RANK_NOISE_SEED = 0  # the z of `rank`'s candidates
+
 
 class SMASH(Method):
     name = "smash"
@@ -83,6 +85,12 @@ class SMASH(Method):
         cand = self.space.with_noise(key, archs, self.space.init_state())
         res = jax.device_get(evaluator(self.graphdef, state.params, state.stats, Choice(cand)))
         return 100 * np.asarray(res["acc"], np.float64), np.asarray(res["loss"], np.float64)
+
+    def rank(self, state, archs, evaluator):
+        """Validation metrics of `archs` (leading K axis) with generated weights, each with its own z
+        from one fixed key (`eval.rank_probe`: the same noise for the same set in every run)."""
+        cand = self.space.with_noise(jax.random.key(RANK_NOISE_SEED), archs, self.space.init_state())
+        return evaluator(self.graphdef, state.params, state.stats, Choice(cand))
 
     def select(self, state, evaluator):
         s = self.section

@@ -344,3 +344,9 @@ def test_recal_batches_held_out_fraction_and_warmup_reach_the_run(search_cfg, tm
         SearchRun(search_cfg.set({"train.warmup_epochs": 2.0}), tmp_path / "c", method_cls=RSPS,
                   progress=False)
     assert not (tmp_path / "b").exists() and not (tmp_path / "c").exists()
+    # a method that reads no held-out batch runs with fewer held-out images than a batch (SMASH's 10 %)
+    small = SearchRun(search_cfg.set({"train.held_out": 0.1}), tmp_path / "d", method_cls=RSPS,
+                      progress=False)
+    assert len(small.adata) < search_cfg.train.batch_size
+    w_order, a_order = small._orders(small.method.init(), 0)
+    assert w_order.shape[0] == small.steps_per_epoch and a_order.shape[1] == search_cfg.train.batch_size

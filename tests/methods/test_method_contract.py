@@ -50,6 +50,8 @@ def config(case, image_folder) -> Config:
     cfg = Config(data=str(image_folder), method=name).set({**SMALL, **OTHER_SPACES.get(case, {})})
     if name == "smash":
         cfg = cfg.set(SMALL_SMASH)
+    if case == "smash":  # the same fixed architectures ranked with generated weights (eval.rank_probe)
+        cfg = cfg.set({"eval.rank_probe": 6})
     if name == "rule":  # ranks by proxy.rule: here a named rule
         cfg = cfg.set({"proxy.rule": "naswot_params"})
     if name == "train":
@@ -97,6 +99,8 @@ def test_method_contract_and_bit_exact_resume(case, image_folder, tmp_path):
     assert saved == json.loads(json.dumps(result)) and saved["method"] == name
     arch = run.space.from_string(saved["arch"])
     assert run.space.to_string(run.space.validate(arch)) == saved["arch"]
+    if case == "smash":
+        assert len(saved["rank_probe"]["valid_acc"]) == 6 and "kendall_tau" not in saved["rank_probe"]
     if not run.method.trains:  # training-free: no step, no hook, straight to select
         assert saved["steps"] == 0 and cls.calls == [] and "score" in saved
         return
