@@ -38,6 +38,7 @@ bench: $(REF_STAMP)
 	mkdir -p benchmarks/results
 	$(BIN)/python benchmarks/bench_naswot.py --archs 32 --block 16 --out benchmarks/results/naswot_cpu.json
 	$(BIN)/python benchmarks/bench_setn.py --out benchmarks/results/setn_cpu.json
+	$(BIN)/python benchmarks/bench_smash.py --out benchmarks/results/smash_cpu.json
 	$(BIN)/python benchmarks/bench_single_path.py --out benchmarks/results/single_path_cpu.json
 
 clean:

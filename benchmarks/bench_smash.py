@@ -62,8 +62,9 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--batch", type=int, default=50)       # the reference's training batch
     ap.add_argument("--images", type=int, default=300)     # held-out images per candidate (tiny preset)
-    ap.add_argument("--cands", type=int, default=16)
+    ap.add_argument("--cands", type=int, default=8)
     ap.add_argument("--reps", type=int, default=8)
+    ap.add_argument("--score-reps", type=int, default=1)
     ap.add_argument("--chunk", type=int, default=0, help="candidates per vmapped chunk (0: as a search run)")
     ap.add_argument("--out")
     a = ap.parse_args()
@@ -140,7 +141,7 @@ def main():
     t0 = time.perf_counter()
     method.score(state, archs, jax.random.key(4), ev)
     score_compile = time.perf_counter() - t0
-    t_jax = median_time(lambda i: method.score(state, archs, jax.random.key(5 + i), ev), 2)
+    t_jax = median_time(lambda i: method.score(state, archs, jax.random.key(5 + i), ev), a.score_reps)
     cands = jax.device_get(space.with_noise(jax.random.key(4), archs, space.init_state()))
     xst = torch.from_numpy(xs.transpose(0, 3, 1, 2).copy())
     pick = [jax.tree.map(lambda v, i=i: v[i], cands) for i in range(a.cands)]
@@ -152,7 +153,7 @@ def main():
             for w, ref in zip(ws, refs):
                 twin_forward(lay, ref, w, tp, tstats, xst, 10, train=False)[0].argmax(1)
     twin_scores(0)
-    t_twin = median_time(twin_scores, 2)
+    t_twin = median_time(twin_scores, a.score_reps)
     res["score"] = {"candidates": a.cands, "images": a.images, "jax_s": t_jax, "twin_s": t_twin,
                     "jax_cands_per_s": a.cands / t_jax, "twin_cands_per_s": a.cands / t_twin,
                     "speedup": t_twin / t_jax, "jax_compile_s": score_compile,

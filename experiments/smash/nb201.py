@@ -15,7 +15,7 @@ p-values; an exact permutation test of SMASH's picks against RSPS's. The free ba
 (tau on the same 200 and on all 15,625; the expected accuracy of the most-parameter architecture
 among as many uniform draws as the methods rank).
 
-Writes results_nb201.json and table_nb201.md here; finished runs are reused.
+Writes results_nb201.json, table_nb201.md and nb201.png here; finished runs are reused.
 Usage: python experiments/smash/nb201.py [--runs runs/smash-nb201] [--epochs 15]
 """
 from __future__ import annotations
@@ -138,6 +138,26 @@ def main():
                f"uniform architecture averages {free['random_mean']:.2f}; the best is {free['best']:.2f}.")]
     (HERE / "table_nb201.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+    plot(runs, a, truth, rows)
+
+
+def plot(runs, a, truth, rows):
+    """Per seed: each method's held-out accuracy of the probe architectures against NB201's."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, len(rows), figsize=(4 * len(rows), 3.6), sharey=True, squeeze=False)
+    for ax, r in zip(axes[0], rows):
+        for method, color in (("smash", "tab:blue"), ("rsps", "tab:orange")):
+            pr = search(method, r["seed"], a, runs)["rank_probe"]
+            ax.scatter(truth[np.asarray(pr["index"])], pr["valid_acc"], s=8, color=color, alpha=0.6,
+                       label=f"{method.upper()} (tau {r[method + '_probe']['tau']:+.2f})")
+        ax.set_title(f"seed {r['seed']}")
+        ax.set_xlabel("NB201 CIFAR-10 test accuracy (%)")
+        ax.legend(fontsize=8)
+    axes[0][0].set_ylabel("held-out accuracy, shared / generated weights (%)")
+    fig.tight_layout()
+    fig.savefig(HERE / "nb201.png", dpi=110)
 
 
 if __name__ == "__main__":
