@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import pathlib
 
 import numpy as np
@@ -11,6 +12,16 @@ SHARED = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
 TABLE = SHARED / "nb201" / "nats_tss_hp200_test_acc.csv"
 DATA = SHARED / "cifar10-jpeg" / "cifar10-jpeg.tar.gz"
 C10 = "CIFAR10TestAccuracy200Epochs"
+
+
+def cli(args, out: pathlib.Path) -> dict:
+    """result.json of `jaxnas <args> --data DATA --out out`, run unless it has finished before."""
+    from jaxnas.cli import main
+    if not (out / "result.json").exists():
+        rc = main([*args, "--data", str(DATA), "--out", str(out), "--no-progress", "--overwrite"])
+        if rc:
+            raise SystemExit(f"{' '.join(str(a) for a in args[:3])} failed with exit code {rc}")
+    return json.loads((out / "result.json").read_text())
 
 
 def permutation_p(scores, truth, tau, n_perm, rng) -> float:

@@ -25,19 +25,11 @@ import sys
 import numpy as np
 
 HERE = pathlib.Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-from run import DATA, best_of  # noqa: E402  (run.py is found through the sys.path entry above)
+sys.path[:0] = [str(HERE), str(HERE.parent)]
+from common import cli  # noqa: E402  (found through the sys.path entries above)
+from run import best_of  # noqa: E402
 
 SIZES = ("hybrid.C=8", "hybrid.blocks=1")
-
-
-def cli(args, out: pathlib.Path) -> dict:
-    from jaxnas.cli import main
-    if not (out / "result.json").exists():
-        rc = main([*args, "--data", str(DATA), "--out", str(out), "--no-progress", "--overwrite"])
-        if rc:
-            raise SystemExit(f"{' '.join(args[:3])} failed with exit code {rc}")
-    return json.loads((out / "result.json").read_text())
 
 
 def main():

@@ -29,16 +29,7 @@ import numpy as np
 
 HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
-from common import DATA  # noqa: E402  (found through sys.path above)
-
-
-def cli(args, out: pathlib.Path) -> dict:
-    from jaxnas.cli import main
-    if not (out / "result.json").exists():
-        rc = main([*args, "--data", str(DATA), "--out", str(out), "--no-progress", "--overwrite"])
-        if rc:
-            raise SystemExit(f"{' '.join(args[:3])} failed with exit code {rc}")
-    return json.loads((out / "result.json").read_text())
+from common import cli  # noqa: E402  (found through sys.path above)
 
 
 def exact_rank_p(x, y, stat) -> float:

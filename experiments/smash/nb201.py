@@ -30,21 +30,15 @@ import numpy as np
 
 HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
-from common import C10, DATA, TABLE, exact_permutation_p, params_pick, permutation_p  # noqa: E402
+from common import C10, TABLE, cli, exact_permutation_p, params_pick, permutation_p  # noqa: E402
 
 
 def search(method, seed, a, runs: pathlib.Path, extra=()) -> dict:
-    from jaxnas.cli import main
-    out = runs / f"{method}-seed{seed}"
-    if not (out / "result.json").exists():
-        rc = main(["search", "--space", "nb201", "--method", method, "--preset", "tiny", "--seed", str(seed),
-                   "--data", str(DATA), "--out", str(out), "--bench-table", str(TABLE), "--no-progress",
-                   "--overwrite", f"max_per_class={a.max_per_class}", f"train.epochs={a.epochs}",
-                   "train.batch_size=50", "train.held_out=0.1", "train.held_out_from=end",
-                   f"eval.batch_size={a.eval_images}", f"eval.rank_probe={a.probe}", *extra])
-        if rc:
-            raise SystemExit(f"{method} seed {seed} failed with exit code {rc}")
-    return json.loads((out / "result.json").read_text())
+    return cli(["search", "--space", "nb201", "--method", method, "--preset", "tiny", "--seed", str(seed),
+                "--bench-table", str(TABLE), f"max_per_class={a.max_per_class}", f"train.epochs={a.epochs}",
+                "train.batch_size=50", "train.held_out=0.1", "train.held_out_from=end",
+                f"eval.batch_size={a.eval_images}", f"eval.rank_probe={a.probe}", *extra],
+               runs / f"{method}-seed{seed}")
 
 
 def main():
