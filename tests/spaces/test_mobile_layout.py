@@ -29,25 +29,25 @@ def test_the_imagenet_skeleton_is_the_references():
 def test_costs_equal_the_reference_counter():
     lay = Layout.of(Mobile())
     macs, params = lay.tables
-    assert lay.back == (22_500_352, 1_353_144)  # stem 5.419 M + head 16.056 M + pool + fc
+    assert lay.back() == (22_500_352, 1_353_144)  # stem 5.419 M + head 16.056 M + pool + fc
     assert (macs[0, 0], macs[1, 20], macs[21, 26]) == (8_228_864, 62_920_704, 423_886_848)
-    assert params.sum() + lay.back[1] == 157_820_888  # every op of every cell: the whole supernet
+    assert params.sum() + lay.back()[1] == 157_820_888  # every op of every cell: the whole supernet
     nse = Layout.of(Mobile(alloc=(1, 2, 2, 2, 2, 3), scale=1.04))
     assert nse.widths == (16, 24, 40, 80, 96, 200, 336)
     gates = np.zeros((len(nse.cells), len(POOL)), bool)
     for c, ops in enumerate(NSENET27):
         gates[c, ops] = True
     m, p = nse.tables
-    assert (m[gates].sum() + nse.back[0], p[gates].sum() + nse.back[1]) == (326_326_224, 4_570_464)
+    assert (m[gates].sum() + nse.back()[0], p[gates].sum() + nse.back()[1]) == (326_326_224, 4_570_464)
 
 
 def test_the_cifar_variant_keeps_the_plan_at_32_pixels():
-    lay = Layout.of(Mobile(resolution=32), num_classes=10)
+    lay = Layout.of(Mobile(resolution=32))
     sizes = [(c.kind, c.size, c.stride) for c in lay.cells if not c.identity]
     assert sizes == [("R", 32, 1), ("R", 32, 2), ("R", 16, 2), ("E", 8, 1), ("R", 8, 2), ("E", 4, 1)]
     assert lay.cells[-1].out_size == 4
     # the head counted at the real 4x4, the stem at 32x32 stride 1
-    assert lay.back[0] == 32 * 32 * 16 * 27 + 16 * 320 * 1024 + 1024 + 1024 * 10
+    assert lay.back()[0] == 32 * 32 * 16 * 27 + 16 * 320 * 1024 + 1024 + 1024 * 10
 
 
 def test_make_divisible_is_the_references_rule():

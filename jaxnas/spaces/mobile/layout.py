@@ -70,12 +70,11 @@ class Layout:
     scale: float
     head: int
     resolution: int
-    num_classes: int = 1000
 
     @classmethod
-    def of(cls, section, num_classes: int = 1000) -> Layout:
+    def of(cls, section) -> Layout:
         return cls(tuple(section.alloc), tuple(section.channels), float(section.scale), section.head,
-                   section.resolution, num_classes)
+                   section.resolution)
 
     @property
     def cifar(self) -> bool:
@@ -118,14 +117,18 @@ class Layout:
                          np.int64)
         return costs[..., 0], costs[..., 1]
 
-    @functools.cached_property
-    def back(self) -> tuple[int, int]:
+    @property
+    def num_classes(self) -> int:
+        """The classifier's outputs by default: ImageNet's 1000, CIFAR-10's 10."""
+        return 10 if self.cifar else 1000
+
+    def back(self, num_classes: int | None = None) -> tuple[int, int]:
         """(multiply-adds, parameters) outside the cells: the 3x3 stem conv + BN, the head's 1x1 conv
         (no BN, no bias), the global average pool (its output's size, macc.py) and the classifier."""
+        num_classes = num_classes or self.num_classes
         c0, last = self.widths[0], self.widths[-1]
         s = (self.resolution - 1 + self.stem_stride) // self.stem_stride
         final = self.cells[-1].out_size
-        macs = (s * s * c0 * 3 * 9 + final * final * last * self.head + self.head
-                + self.head * self.num_classes)
-        params = 3 * 9 * c0 + 2 * c0 + last * self.head + self.head * self.num_classes + self.num_classes
+        macs = s * s * c0 * 3 * 9 + final * final * last * self.head + self.head + self.head * num_classes
+        params = 3 * 9 * c0 + 2 * c0 + last * self.head + self.head * num_classes + num_classes
         return macs, params

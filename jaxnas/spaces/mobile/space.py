@@ -1,0 +1,132 @@
+"""NSE's mobile space as a `Space`: an architecture is `bool[cells, pool]`, the operators each cell
+runs (a multi-branch cell averages them; docs/nse-reference.md section 3). An identity cell (N) may
+select none (it is skipped); a reduction or expansion cell (R, E) selects at least one.
+
+The space state is `{"active": bool[cells, pool]}`, the operators a cell may draw from (NSE's
+evolving subset; `None` or the initial state: the whole pool). `sample` draws each active operator
+with probability 1/2, redrawing a non-identity cell that got none (the reference's `balance`
+sampler, su:994-1000: the whole draw is redrawn; cells are independent, so redrawing only the
+empty ones gives the same law).
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxnas.spaces.base import Space, digest
+from jaxnas.spaces.mobile.config import Mobile
+from jaxnas.spaces.mobile.layout import POOL, Layout
+
+_INT32_MAX = 2**31 - 1
+
+
+def op_name(op) -> str:
+    """'mb5t3' (MBConv kernel 5, expansion 3), 'mb3t6d2' (dilation 2), 'rec7t4' (1x7 then 7x1)."""
+    kind, k, t, d = op
+    return f"{kind}{k}t{t}" + (f"d{d}" if d > 1 else "")
+
+
+NAMES = tuple(op_name(op) for op in POOL)
+
+
+class MobileSpace(Space):
+    name = "mobile"
+    arch_fields = ("alloc",)  # the cell count; widths and resolution change costs, not the shape
+
+    def __init__(self, section: Mobile | None = None):
+        section = section or Mobile()
+        section.check()
+        self.config, self.layout = section, Layout.of(section)
+        self.identity = self.layout.identity
+        self.shape = (len(self.layout.cells), len(POOL))
+
+    def configure(self, cfg) -> MobileSpace:
+        return self if cfg.mobile == self.config else MobileSpace(cfg.mobile)
+
+    @property
+    def spec(self):
+        return jax.ShapeDtypeStruct(self.shape, jnp.bool_)
+
+    def init_state(self):
+        return {"active": jnp.ones(self.shape, jnp.bool_)}
+
+    def sample(self, key, k, state=None):
+        active = jnp.ones(self.shape, jnp.bool_) if state is None else jnp.asarray(state["active"])
+        must = jnp.asarray(~self.identity) & active.any(-1)  # cells that must select an op (and can)
+
+        def empty(g):
+            return must & ~g.any(-1)
+
+        def redraw(carry):
+            g, key = carry
+            key, sub = jax.random.split(key)
+            fresh = jax.random.bernoulli(sub, 0.5, g.shape) & active
+            return jnp.where(empty(g)[..., None], fresh, g), key
+
+        k0, k1 = jax.random.split(key)
+        first = jax.random.bernoulli(k0, 0.5, (k, *self.shape)) & active
+        return jax.lax.while_loop(lambda c: empty(c[0]).any(), redraw, (first, k1))[0]
+
+    def validate(self, arch):
+        a = np.asarray(arch)
+        if a.shape[-2:] != self.shape:
+            raise ValueError(f"a mobile architecture of this space (mobile.alloc={self.config.alloc}) has "
+                             f"shape {self.shape} (cells, pool), got {a.shape}")
+        if a.dtype != bool and not np.isin(a, (0, 1)).all():
+            raise ValueError("a mobile architecture is a bool[cells, pool] gate array of 0/1 values")
+        a = a.astype(bool)
+        none = ~a.any(-1) & ~self.identity
+        if none.any():
+            c = int(np.argwhere(none)[0][-1])
+            cell = self.layout.cells[c]
+            raise ValueError(f"cell {c} ({cell.kind}, {cell.cin}->{cell.cout} channels) selects no operator; "
+                             "only identity cells (N) may be empty")
+        return a
+
+    def _prefix(self):
+        return "mobile-a" + "".join(str(n) for n in self.config.alloc) + ":"
+
+    def to_string(self, arch):
+        """'mobile-a133333:' then per cell '|'-separated, its operators '+'-separated ('-': none)."""
+        a = self.validate(arch)
+        return self._prefix() + "|".join("+".join(NAMES[i] for i in np.flatnonzero(row)) or "-" for row in a)
+
+    def from_string(self, text):
+        text = text.strip()
+        if not text.startswith(self._prefix()):
+            raise ValueError(f"a mobile architecture string of this space starts with {self._prefix()!r}, "
+                             f"got {text[:24]!r} (set mobile.alloc to the string's cell counts)")
+        cells = text[len(self._prefix()):].split("|")
+        if len(cells) != self.shape[0]:
+            raise ValueError(f"expected {self.shape[0]} '|'-separated cells, got {len(cells)}")
+        a = np.zeros(self.shape, bool)
+        for c, part in enumerate(cells):
+            for name in ([] if part == "-" else part.split("+")):
+                if name not in NAMES:
+                    raise ValueError(f"cell {c}: unknown operator {name!r}; the pool: {', '.join(NAMES)}")
+                a[c, NAMES.index(name)] = True
+        return self.validate(a)
+
+    def hash(self, arch):
+        a = self.validate(arch)
+        flat = a.reshape(-1, a.shape[-2] * a.shape[-1])
+        return np.asarray([digest(self._prefix(), np.packbits(row).tobytes()) for row in flat],
+                          np.int64).reshape(a.shape[:-2])
+
+    def cost(self, arch, num_classes: int | None = None) -> dict:
+        """Traceable {"params", "flops"} of the standalone network of `arch` (leading batch axes
+        allowed): the stem, head and classifier (`num_classes`: 1000 at 224 pixels, 10 at 32) plus
+        the selected operators (`Layout.tables`; flops are multiply-adds of one image, as the
+        reference counts MACs). int32, or float32 where the whole pool's counts exceed int32."""
+        macs, params = self.layout.tables
+        back_m, back_p = self.layout.back(num_classes)
+        out = {}
+        for key, table, back in (("params", params, back_p), ("flops", macs, back_m)):
+            dtype = jnp.int32 if back + table.sum() <= _INT32_MAX else jnp.float32
+            gates = jnp.asarray(arch).astype(dtype)
+            out[key] = back + (gates * jnp.asarray(table, dtype)).sum((-2, -1))
+        return out
+
+
+SPACE = MobileSpace()
