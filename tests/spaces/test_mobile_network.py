@@ -1,0 +1,103 @@
+"""NSE's standalone mobile network against a PyTorch twin written here from the reference's layers
+(orashi/NSE_NAS utils/supernet_utils.py `LinearBottleneck`, `Rec`, the cell mean and `ValImageNet`'s
+stem and head; docs/nse-reference.md 1-3): logits, gradients of every weight and evaluation-mode
+logits agree, float64 on the PyTorch side."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as tf
+from flax import nnx
+
+from jaxnas.nn import functional as fn
+from jaxnas.spaces.mobile.config import Mobile
+from jaxnas.spaces.mobile.layout import POOL
+from jaxnas.spaces.mobile.network import MobileNetwork
+from jaxnas.spaces.mobile.space import MobileSpace
+
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
+SMALL = Mobile(alloc=(1, 1, 1, 1, 1, 1), channels=(8, 8, 16, 16, 24, 24, 32), head=32, resolution=32)
+# every kind of operator: dilated MBConv, large kernels, both Recs, several ops in a cell, empty cells
+ARCH = ("mobile-a111111:mb3t1d2+rec5t2|mb5t3|-|mb3t6d3+mb11t1|mb7t6|rec7t1|-|mb9t3+mb3t3|mb3t1|rec5t1+mb5t1"
+        "|mb3t1d3|mb5t6")
+
+
+def torch_tree(tree):
+    return {k: torch_tree(v) for k, v in tree.items()} if hasattr(tree, "items") else (
+        torch.from_numpy(np.asarray(tree, np.float64).copy()).requires_grad_(True))
+
+
+def conv_bn(x, p, stride=1, padding=0, dilation=1, groups=1, relu=True, stats=None, train=True):
+    w = p["kernel"].permute(3, 2, 0, 1)  # HWIO -> OIHW
+    y = tf.conv2d(x, w, stride=stride, padding=padding, dilation=dilation, groups=groups)
+    mean, var = (None, None) if stats is None else (stats["mean"], stats["var"])
+    y = tf.batch_norm(y, mean, var, p["bn"]["scale"], p["bn"]["bias"], training=train, eps=1e-5)
+    return torch.relu(y) if relu else y
+
+
+def twin(layout, selected, p, s, x, train=True):
+    """The reference's forward: stem, each cell the mean of its ops (+ the input in N cells), head."""
+    st = (lambda *path: None) if train else (lambda *path: _get(s, path))
+    h = conv_bn(x, p["stem"], layout.stem_stride, 1, stats=st("stem", "bn"), train=train)
+    for c, (cell, ops_) in enumerate(zip(layout.cells, selected)):
+        outs = []
+        for j, i in enumerate(ops_):
+            kind, k, t, d = POOL[i]
+            q, path = p["cells"][c][j], ("cells", c, j)
+            e = cell.cin * t
+            y = conv_bn(h, q["expand"], stats=st(*path, "expand", "bn"), train=train)
+            if kind == "mb":
+                y = conv_bn(y, q["depthwise"], cell.stride, (k + 2 * (d - 1)) // 2, d, e,
+                            stats=st(*path, "depthwise", "bn"), train=train)
+            else:
+                y = conv_bn(y, q["wide"], (1, cell.stride), (0, k // 2), stats=st(*path, "wide", "bn"),
+                            train=train)
+                y = conv_bn(y, q["tall"], (cell.stride, 1), (k // 2, 0), stats=st(*path, "tall", "bn"),
+                            train=train)
+            outs.append(conv_bn(y, q["project"], relu=False, stats=st(*path, "project", "bn"), train=train))
+        if cell.identity:
+            h = (h + sum(outs)) / (len(outs) + 1)
+        else:
+            h = sum(outs) / len(outs)
+    h = torch.relu(tf.conv2d(h, p["head"]["kernel"].permute(3, 2, 0, 1))).mean((2, 3))
+    return h @ p["head"]["classifier"]["kernel"] + p["head"]["classifier"]["bias"]
+
+
+def _get(tree, path):
+    for k in path:
+        tree = tree[k]
+    return {k: torch.from_numpy(np.asarray(v, np.float64).copy()) for k, v in tree.items()}
+
+
+def test_standalone_network_matches_the_pytorch_twin():
+    space = MobileSpace(SMALL)
+    gates = space.from_string(ARCH)
+    net = MobileNetwork(space.layout, gates, 10, rngs=nnx.Rngs(0))
+    graph, params, stats = fn.split(net)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(4, 32, 32, 3)).astype(np.float32)
+    y = rng.integers(0, 10, 4)
+
+    def loss(p):
+        logits, new = fn.apply(graph, p, stats, jnp.asarray(x), True)
+        return -jnp.mean(jax.nn.log_softmax(logits)[jnp.arange(4), y]), (logits, new)
+
+    (value, (logits, new)), grads = jax.value_and_grad(loss, has_aux=True)(params)
+    tp = torch_tree(jax.device_get(params))
+    xt = torch.from_numpy(x.astype(np.float64)).permute(0, 3, 1, 2)
+    t_logits = twin(space.layout, net.selected, tp, None, xt)
+    t_loss = tf.cross_entropy(t_logits, torch.from_numpy(y))
+    t_loss.backward()
+    np.testing.assert_allclose(np.asarray(logits), t_logits.detach().numpy(), rtol=1e-4, atol=1e-5)
+    assert float(value) == pytest.approx(t_loss.item(), rel=1e-5)
+    want = jax.tree.map(lambda t: t.grad.numpy(), tp, is_leaf=lambda t: isinstance(t, torch.Tensor))
+    for g, w in zip(jax.tree.leaves(jax.device_get(grads)), jax.tree.leaves(want)):
+        np.testing.assert_allclose(g, w, atol=1e-5 * max(1.0, float(np.abs(w).max())), rtol=1e-3)
+    assert len(jax.tree.leaves(grads)) == len(jax.tree.leaves(want)) > 50
+    # evaluation mode with the statistics the training pass left
+    e_logits, _ = fn.apply(graph, params, new, jnp.asarray(x), False)
+    t_eval = twin(space.layout, net.selected, tp, jax.device_get(new), xt, train=False)
+    np.testing.assert_allclose(np.asarray(e_logits), t_eval.detach().numpy(), rtol=1e-4, atol=1e-5)
+    # the cost model counts exactly this network's parameters
+    assert int(space.cost(gates, num_classes=10)["params"]) == fn.count_params(params)
