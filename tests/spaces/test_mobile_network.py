@@ -2,7 +2,10 @@
 (orashi/NSE_NAS utils/supernet_utils.py `LinearBottleneck`, `Rec`, the cell mean and `ValImageNet`'s
 stem and head; docs/nse-reference.md 1-3): logits, gradients of every weight and evaluation-mode
 logits agree, float64 on the PyTorch side."""
+import functools
+
 import jax
+import jax.extend
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -101,3 +104,35 @@ def test_standalone_network_matches_the_pytorch_twin():
     np.testing.assert_allclose(np.asarray(e_logits), t_eval.detach().numpy(), rtol=1e-4, atol=1e-5)
     # the cost model counts exactly this network's parameters
     assert int(space.cost(gates, num_classes=10)["params"]) == fn.count_params(params)
+
+
+def jaxpr_macs(jaxpr) -> int:
+    """Multiply-adds of the convolutions and matrix products in a jaxpr (sub-jaxprs included):
+    output elements x input channels per group x kernel taps, as utils/macc.py counts them."""
+    total = 0
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "conv_general_dilated":
+            kh, kw, c_in_g, _ = eqn.invars[1].aval.shape
+            total += int(np.prod(eqn.outvars[0].aval.shape)) * c_in_g * kh * kw
+        elif eqn.primitive.name == "dot_general":
+            (contract, _), _ = eqn.params["dimension_numbers"]
+            k = int(np.prod([eqn.invars[0].aval.shape[d] for d in contract]))
+            total += int(np.prod(eqn.outvars[0].aval.shape)) * k
+        for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+            total += jaxpr_macs(sub)
+    return total
+
+
+def test_cost_model_counts_the_standalone_networks_multiply_adds():
+    """The traced cost of sampled architectures against a direct count of each built network's
+    forward (its jaxpr), plus the global pool's output size (the reference counts it)."""
+    space = MobileSpace(Mobile(alloc=(1, 1, 1, 1, 1, 1), channels=(16, 16, 24, 24, 32, 32, 40), head=48,
+                               resolution=32))
+    gates = np.asarray(space.sample(jax.random.key(4), 3))
+    want = jax.device_get(jax.vmap(lambda g: space.cost(g, num_classes=10))(gates))
+    for i, g in enumerate(gates):
+        graph, params, stats = fn.split(MobileNetwork(space.layout, g, 10, rngs=nnx.Rngs(i)))
+        forward = functools.partial(fn.apply, graph, params, stats, train=False)
+        jaxpr = jax.make_jaxpr(lambda x, f=forward: f(x)[0])(jnp.zeros((1, 32, 32, 3)))
+        assert jaxpr_macs(jaxpr.jaxpr) + space.layout.head == pytest.approx(float(want["flops"][i]), rel=1e-6)
+        assert int(want["params"][i]) == fn.count_params(params)
