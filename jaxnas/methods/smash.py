@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxnas import search
+from jaxnas import estimate, search, spaces
 from jaxnas.methods.base import Method
 from jaxnas.nn import split
 from jaxnas.spaces.arch import Choice
@@ -30,6 +30,11 @@ from jaxnas.train import state as state_lib
 from jaxnas.train.state import KEY_METHOD, KEY_SAMPLE, select_key, step_key
 
 RANK_NOISE_SEED = 0  # the z of `rank`'s candidates
+# 2-core CPU, batch 50 (BENCHMARKS.md 15b): one step of the memory-bank network at the smash space's
+# tiny preset, one candidate scored there on 300 images; a space whose supernet's weights the HyperNet
+# generates (NB201's adapter) costs this many single-path steps of the same size (0.18 s against the
+# engine's 0.047 s model at C=8, N=1)
+MEMBANK_STEP_S, MEMBANK_CANDIDATE_S, HYPER_SUPERNET_FACTOR = 4.3, 11.4, 3.8
 
 
 class SMASH(Method):
@@ -43,6 +48,21 @@ class SMASH(Method):
         if missing:
             raise ValueError(f"--method smash generates each candidate's weights with a HyperNet; space "
                              f"{space.name!r} has no {', '.join(missing)}")
+
+    @classmethod
+    def estimate_seconds(cls, cfg, n_train: int) -> float:
+        """Training steps and the selection's candidates: at the measured cost of the memory-bank
+        program scaled by the space's `relative_cost`, or as the engine's single-path model of the
+        space's supernet times the HyperNet's factor."""
+        s = cfg.smash_search
+        candidates = s.random + s.perturbed + s.markov
+        space = spaces.get(cfg.space, cfg)
+        if callable(getattr(space, "build_supernet", None)):
+            return HYPER_SUPERNET_FACTOR * estimate.supernet_seconds(
+                cfg.set({"eval.select_num": candidates}), n_train, cls.split)
+        steps = estimate.search_steps(cfg, n_train, cls.split)
+        return space.relative_cost(cfg) * (steps * MEMBANK_STEP_S * cfg.train.batch_size / 50
+                                           + candidates * MEMBANK_CANDIDATE_S * cfg.eval.batch_size / 300)
 
     def __init__(self, cfg, space, num_classes):
         super().__init__(cfg, space, num_classes)

@@ -133,3 +133,21 @@ def test_train_a_found_architecture_with_the_reference_recipe(image_folder, tmp_
     assert cfg["train"]["nesterov"] and cfg["smash"]["max_layers"] == 3
     assert saved["params"] == sum(x.size for x in jax.tree.leaves(
         nnx.state(space.build_network(space.from_string(text), space.config, 10, seed=0), nnx.Param)))
+
+
+def test_estimate_scales_the_measured_tiny_program():
+    """`--print-config`'s estimate: the smash space's tiny preset at the measured step and candidate
+    costs (BENCHMARKS.md 15b), its paper preset scaled by the fixed-shape program's size, and the
+    NB201 adapter above the engine's single-path model of the same run."""
+    from jaxnas import config, estimate
+    from jaxnas.methods import smash
+
+    tiny = config.preset("tiny", "smash", "smash")
+    assert get_space("smash").relative_cost(tiny) == 1.0
+    want = 162 * smash.MEMBANK_STEP_S + 60 * smash.MEMBANK_CANDIDATE_S  # 3 epochs of 54 steps; 40+10+10
+    assert SMASH.estimate_seconds(tiny, 3000) == pytest.approx(want)
+    paper = config.preset("paper", "smash", "smash")
+    assert get_space("smash").relative_cost(paper) > 20  # N_max 64, 48 slots per block
+    assert SMASH.estimate_seconds(paper, 50000) > 100 * 86400
+    nb = config.preset("tiny", "smash", "nb201")
+    assert SMASH.estimate_seconds(nb, 3000) > estimate.supernet_seconds(nb, 3000)

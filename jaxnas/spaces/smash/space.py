@@ -34,10 +34,17 @@ from flax import nnx
 
 from jaxnas.spaces.base import Space, digest
 from jaxnas.spaces.smash import derived, encoding, network, sampler
+from jaxnas.spaces.smash.config import PRESETS as config_presets
 from jaxnas.spaces.smash.config import Smash
 from jaxnas.spaces.smash.layout import BLOCKS, CONVS, OPTIONS, Layout
 
 _FIELDS = sampler.FIELDS
+_TINY = {k.split(".")[1]: v for k, v in config_presets["tiny"].items()}
+
+
+def _program_size(lay: Layout) -> float:
+    """Multiply-adds of the fixed-shape program's convs per image, up to a constant."""
+    return sum(lay.layer_slots(b) * (32 / 2 ** b) ** 2 for b in range(BLOCKS)) * (lay.N_max * lay.extent) ** 2
 
 
 class SmashSpace(Space):
@@ -55,6 +62,11 @@ class SmashSpace(Space):
     def configure(self, cfg) -> SmashSpace:
         """The space of the config's `smash` sizes."""
         return self if cfg.smash == self.config else SmashSpace(cfg.smash)
+
+    def relative_cost(self, cfg) -> float:
+        """The memory-bank program's convolution work (every layer slot at the largest extent over
+        N_max units, `network.MainNet`) relative to the `tiny` preset's (BENCHMARKS.md 15b)."""
+        return _program_size(self.configure(cfg).layout) / _program_size(Layout.of(Smash(**_TINY)))
 
     @property
     def spec(self):
