@@ -21,12 +21,12 @@ pytestmark = pytest.mark.usefixtures("torch_one_thread")
 B, H = 4, 8
 
 
-@pytest.mark.parametrize("ops", ["single", "var"])
-def test_main_network_matches_the_pytorch_twin(ops):
+def test_main_network_matches_the_pytorch_twin():
     """Forward, BN running statistics and the gradients of the loss (main weights and the generated
-    1x1 weights) on sampled tiny architectures that use every bank size, non-square kernels,
+    1x1 weights) on sampled tiny architectures (`ops=var`: up to 4 convs a layer, so the reference's
+    default single conv is conv 0 of the same program) that use every bank size, non-square kernels,
     dilations and groups; one compiled program for all of them."""
-    space = SmashSpace(Smash(depth=4, width=1, N_max=32, max_layers=6, ops=ops))
+    space = SmashSpace(Smash(depth=4, width=1, N_max=32, max_layers=6, ops="var"))
     lay = space.layout
     main = network.MainNet(lay, 10, rngs=nnx.Rngs(1))
     graph, params, stats = fn.split(main)
@@ -82,7 +82,7 @@ def test_main_network_matches_the_pytorch_twin(ops):
     tp, tstats = to_torch(params, new)
     want, _ = twin_forward(lay, ref, t64(w1x1), tp, tstats, t64(x).permute(0, 3, 1, 2), 10, train=False)
     np.testing.assert_allclose(np.asarray(logits), want.detach().numpy(), rtol=1e-4, atol=1e-5)
-    assert all(v for k, v in seen.items() if k != "several convs" or ops == "var"), seen
+    assert all(seen.values()), seen
 
 
 def twin_derived(lay, ref, p, x):
