@@ -31,8 +31,19 @@ def uniform(key, shape, fan_in):
     bound = 1.0 / np.sqrt(fan_in)
     if isinstance(key, jax.core.Tracer):
         return jax.random.uniform(key, shape, jnp.float32, -bound, bound)
-    seed = np.asarray(jax.random.key_data(key)).ravel().tolist()
-    return jnp.asarray(np.random.default_rng(seed).uniform(-bound, bound, shape).astype(np.float32))
+    return jnp.asarray(_host_rng(key).uniform(-bound, bound, shape).astype(np.float32))
+
+
+def normal(key, shape, std: float):
+    """N(0, std²), seeded by `key`; drawn with numpy as `uniform` is (JAX draws under tracing)."""
+    if isinstance(key, jax.core.Tracer):
+        return std * jax.random.normal(key, shape, jnp.float32)
+    return jnp.asarray((std * _host_rng(key).standard_normal(shape)).astype(np.float32))
+
+
+def _host_rng(key) -> np.random.Generator:
+    """A numpy generator seeded by a concrete JAX key's bits."""
+    return np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel().tolist())
 
 
 def _conv(x, kernel, stride: int, padding: int):

@@ -17,7 +17,6 @@ at scale 1 and bias 0, the classifier at PyTorch's default (su:1321-1326).
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
@@ -28,7 +27,7 @@ from jaxnas.spaces.mobile.layout import POOL, Layout
 def kaiming_fan_out(key, shape):
     """HWIO kernel ~ N(0, 2 / (C_out kh kw)) (torch.nn.init.kaiming_normal_, mode fan_out, relu)."""
     kh, kw, _, c_out = shape
-    return jax.random.normal(key, shape, jnp.float32) * np.sqrt(2.0 / (c_out * kh * kw))
+    return ops.normal(key, shape, np.sqrt(2.0 / (c_out * kh * kw)))
 
 
 class ConvBN(nnx.Module):
