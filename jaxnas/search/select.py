@@ -50,14 +50,18 @@ def top_k(values, k: int) -> np.ndarray:
     return order_by_score(values)[:max(int(k), 0)]
 
 
-def pareto_front(objectives, maximize) -> np.ndarray:
+def pareto_front(objectives, maximize, duplicates: str = "all") -> np.ndarray:
     """Indices, ascending, of the non-dominated rows of `objectives` (float[n, m], m >= 1).
 
     `maximize`: a bool per objective (or one for all), True where larger is better. Row i is
     dominated when some row j is at least as good in every objective and strictly better in one.
-    Identical rows do not dominate each other, so duplicates on the front are all kept (dedup the
-    architectures first, `dedup`, when one of each is wanted). NaN is refused (ValueError).
+    Identical rows do not dominate each other: `duplicates="all"` keeps every copy on the front
+    (dedup the architectures first, `dedup`, when one of each is wanted); `"first"` keeps the first
+    only, NSE's weak-dominance filter (orashi/NSE_NAS main.py:244-255: a row matched in every
+    objective by another is removed, and of identical rows the first stays). NaN is refused.
     """
+    if duplicates not in ("all", "first"):
+        raise ValueError(f"duplicates must be 'all' or 'first', got {duplicates!r}")
     y = np.asarray(objectives, np.float64)
     if y.ndim != 2 or y.shape[1] < 1:
         raise ValueError(f"objectives must be [n, m] with m >= 1; got shape {y.shape}")
@@ -69,6 +73,9 @@ def pareto_front(objectives, maximize) -> np.ndarray:
     for s in range(0, len(y), block):
         a, b = y[s:s + block, None, :], y[None, :, :]  # does row j (b) dominate row i (a)?
         dominated[s:s + block] = ((b <= a).all(-1) & (b < a).any(-1)).any(-1)
+    if duplicates == "first" and len(y):
+        first = np.unique(y, axis=0, return_index=True)[1]
+        dominated |= ~np.isin(np.arange(len(y)), first)
     return np.flatnonzero(~dominated)
 
 

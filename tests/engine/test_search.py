@@ -72,6 +72,18 @@ def test_order_by_score_and_top_k():
 
 
 # ------------------------------------------------------------------------------------- Pareto
+def loop_weak_front(obj, maximize):
+    """NSE's filter (main.py:244-255): row i goes when another row is at least as good in every
+    objective, except that of identical rows the first stays."""
+    n, m = obj.shape
+
+    def at_least(j, i, k):
+        return obj[j, k] >= obj[i, k] if maximize[k] else obj[j, k] <= obj[i, k]
+
+    return [i for i in range(n)
+            if not any(j != i and all(at_least(j, i, k) for k in range(m))
+                       and not (np.array_equal(obj[j], obj[i]) and j > i) for j in range(n))]
+
 
 
 @pytest.mark.parametrize("maximize", [(True, True), (False, True), (True, False, True), (False, False, False),
@@ -82,15 +94,20 @@ def test_pareto_front_equals_a_loop(maximize):
         obj = rng.integers(0, 4, (n, len(maximize))).astype(np.float64)  # many ties and duplicates
         got = search.pareto_front(obj, maximize)
         assert got.tolist() == loop_front(obj, maximize)
+        weak = search.pareto_front(obj, maximize, duplicates="first")
+        assert weak.tolist() == loop_weak_front(obj, maximize)
 
 
 def test_pareto_front_details():
     obj = np.array([[1.0, 5.0], [1.0, 5.0], [2.0, 4.0], [0.5, 1.0], [2.0, 6.0]])  # (cost, accuracy)
     assert search.pareto_front(obj, [False, True]).tolist() == [0, 1, 3, 4]  # duplicates all kept
+    assert search.pareto_front(obj, [False, True], duplicates="first").tolist() == [0, 3, 4]  # NSE's rule
     assert search.pareto_front(obj, True).tolist() == [4]  # one flag for every objective
     assert search.pareto_front(np.zeros((0, 2)), [True, True]).tolist() == []
     with pytest.raises(ValueError, match="NaN"):
         search.pareto_front([[1.0, np.nan]], [True, True])
+    with pytest.raises(ValueError, match="'all' or 'first'"):
+        search.pareto_front(obj, True, duplicates="none")
     with pytest.raises(ValueError, match=r"\[n, m\]"):
         search.pareto_front([1.0, 2.0], [True])
 
