@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 import torch
 import torch.nn.functional as tf
-from common import machine_info
+from common import machine_info, timed
 from flax import nnx
 
 from jaxnas import backend, config
@@ -45,12 +45,8 @@ from smash_twin import leaves, to_torch, twin_forward  # noqa: E402  (the test o
 
 
 def median_time(fn, reps):
-    ts = []
-    for i in range(reps):
-        t = time.perf_counter()
-        fn(i)
-        ts.append(time.perf_counter() - t)
-    return float(np.median(ts))
+    """Median seconds of fn(0), ..., fn(reps - 1)."""
+    return float(np.median([timed(lambda i=i: fn(i)) for i in range(reps)]))
 
 
 def flops(compiled) -> float:
@@ -102,9 +98,9 @@ def main():
         refs = [space.to_reference(c) for c in plain]
         cost = jax.device_get(jax.vmap(space.cost)(archs))
         compiled = main_grad.lower(p_main, jnp.asarray(ws[0]), s_main, plain[0], xj, yj).compile()
-        jax.block_until_ready(main_grad(p_main, ws[0], s_main, plain[0], xj, yj))
+        jax.block_until_ready(compiled(p_main, ws[0], s_main, plain[0], xj, yj))  # warm-up
         t_main = median_time(lambda i: jax.block_until_ready(
-            main_grad(p_main, ws[i + 1], s_main, plain[i + 1], xj, yj)), a.reps)
+            compiled(p_main, ws[i + 1], s_main, plain[i + 1], xj, yj)), a.reps)
         st = state.replace(space=bounds)
         t0 = time.perf_counter()
         jax.block_until_ready(step(st, 0))

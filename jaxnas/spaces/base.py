@@ -38,6 +38,7 @@ import abc
 import hashlib
 
 import jax
+import jax.numpy as jnp
 
 CAPABILITIES = ("size", "enumerate", "bench_index", "relaxed_spec", "encode", "cost", "init_state", "allows",
                 "angles", "host_passes")
@@ -108,6 +109,14 @@ class Space(abc.ABC):
     def hash(self, arch):
         """A stable integer identity of each architecture (host int64, batch shape): seeds that
         belong to an architecture (per-candidate initialisation) are derived from it."""
+
+
+def count_dtype(largest: int):
+    """The dtype of a traced parameter / FLOP count whose largest possible value is `largest`:
+    int32 where it fits, else int64 under x64, else float32 (exact to 24 bits)."""
+    if largest <= 2**31 - 1:
+        return jnp.int32
+    return jnp.int64 if jax.config.jax_enable_x64 else jnp.float32
 
 
 def digest(prefix: str, data: bytes) -> int:

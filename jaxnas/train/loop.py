@@ -140,11 +140,11 @@ class SearchRun:
 
     def _orders(self, state, epoch):
         key = jax.random.fold_in(jax.random.wrap_key_data(state.key), epoch)
-        w = data_lib.epoch_order(key, len(self.wdata), self.cfg.train.batch_size)
+        w = np.asarray(data_lib.epoch_order(key, len(self.wdata), self.cfg.train.batch_size))
         if not self.method.uses_arch_batch:  # no batch is read from the held-out part, however small it is
-            return np.asarray(w), np.zeros_like(np.asarray(w)[:1])
+            return w, np.zeros_like(w[:1])
         a = data_lib.epoch_order(jax.random.fold_in(key, 1), len(self.adata), self.cfg.train.batch_size)
-        return np.asarray(w), np.asarray(a)
+        return w, np.asarray(a)
 
     def _save(self, state, elapsed):
         if not _all_finite(state):  # restores reject a state with non-finite floats, so never save one

@@ -12,11 +12,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jaxnas.spaces.base import Space, digest
+from jaxnas.spaces.base import Space, count_dtype, digest
 from jaxnas.spaces.hybrid import network
 from jaxnas.spaces.hybrid.network import KERNELS, NUM_KERNELS
-
-_INT32_MAX = 2**31 - 1
 
 
 class HybridSpace(Space):
@@ -115,8 +113,7 @@ class HybridSpace(Space):
         """Traceable {"params", "flops"} of the pruned network of `arch` (leading batch axes allowed).
         NB201's conventions (`jaxnas.spaces.nb201.cost`): params count every trainable tensor, BN
         scale and bias included; flops are multiply-accumulates of one image, convs and the linear
-        layer (its bias included), nothing else. int32, or float32 where the full network's counts
-        exceed int32."""
+        layer (its bias included), nothing else; in `count_dtype` of the full network's counts."""
         C = self.C
         kept = jnp.asarray(arch).sum(-1)  # [..., L, S] kept input channels per branch
         ksq = np.array([k * k for _, k, _ in KERNELS])
@@ -136,9 +133,8 @@ class HybridSpace(Space):
         per_channel_params = out[:, None] * ksq[None, :]  # [L, S]
         per_channel_flops = per_channel_params * pixels[:, None]
         full_kept = self.valid.sum(-1)
-        dtype = (jnp.int32 if max(params_const + (per_channel_params * full_kept).sum(),
-                                  flops_const + (per_channel_flops * full_kept).sum()) <= _INT32_MAX
-                 else jnp.float32)
+        dtype = count_dtype(max(params_const + (per_channel_params * full_kept).sum(),
+                                flops_const + (per_channel_flops * full_kept).sum()))
         kept = kept.astype(dtype)
         return {"params": params_const + (kept * per_channel_params.astype(dtype)).sum((-2, -1)),
                 "flops": flops_const + (kept * per_channel_flops.astype(dtype)).sum((-2, -1))}

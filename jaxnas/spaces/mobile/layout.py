@@ -21,7 +21,11 @@ import numpy as np
 POOL = tuple([("mb", 3, t, d) for t in (1, 3, 6) for d in (1, 2, 3)]
              + [("mb", k, t, 1) for k in (5, 7, 9, 11) for t in (1, 3, 6)]
              + [("rec", k, t, 1) for k in (5, 7) for t in (1, 2, 4)])
-CELL_TYPES = ("N", "R", "E")  # N: stride 1, same channels (identity added); R: stride 2; E: stride 1, wider
+
+
+def out_side(size: int, stride: int) -> int:
+    """A conv's output side (PyTorch's, with the pool ops' "same" padding): ceil(size / stride)."""
+    return (size - 1 + stride) // stride
 
 
 def make_divisible(v: float, divisor: int = 8) -> int:
@@ -45,14 +49,14 @@ class Cell:
 
     @property
     def out_size(self) -> int:
-        return (self.size - 1 + self.stride) // self.stride
+        return out_side(self.size, self.stride)
 
 
 def op_cost(op, cin, cout, stride, size) -> tuple[int, int]:
     """(multiply-adds, parameters) of one pool op at input side `size` (utils/macc.py: every tap
     counts, dilation and padding ignored; parameters: conv weights and BN's scale and bias)."""
     kind, k, t, _ = op
-    e, s_o = cin * t, (size - 1 + stride) // stride
+    e, s_o = cin * t, out_side(size, stride)
     if kind == "mb":  # 1x1 expand, kxk depthwise (stride), 1x1 project; a BN after each
         macs = e * size * size * cin + e * s_o * s_o * k * k + cout * s_o * s_o * e
         params = cin * e + 2 * e + e * k * k + 2 * e + e * cout + 2 * cout
@@ -89,12 +93,16 @@ class Layout:
     def stem_stride(self) -> int:
         return 1 if self.cifar else 2
 
+    @property
+    def stem_side(self) -> int:
+        """The stem's output side, the first cell's input."""
+        return out_side(self.resolution, self.stem_stride)
+
     @functools.cached_property
     def cells(self) -> tuple:
         """N x a0, R, N x a1, R, N x a2, R, N x a3, E, N x a4, R, N x a5, E (su:1307-1312); the CIFAR
         variant runs the first R at stride 1."""
-        size = (self.resolution - 1 + self.stem_stride) // self.stem_stride
-        cells, stage = [], 0
+        size, cells, stage = self.stem_side, [], 0
         for i, n in enumerate(self.alloc):
             for _ in range(n):
                 cells.append(Cell("N", self.widths[stage], self.widths[stage], 1, size))
@@ -126,8 +134,7 @@ class Layout:
         """(multiply-adds, parameters) outside the cells: the 3x3 stem conv + BN, the head's 1x1 conv
         (no BN, no bias), the global average pool (its output's size, macc.py) and the classifier."""
         num_classes = num_classes or self.num_classes
-        c0, last = self.widths[0], self.widths[-1]
-        s = (self.resolution - 1 + self.stem_stride) // self.stem_stride
+        c0, last, s = self.widths[0], self.widths[-1], self.stem_side
         final = self.cells[-1].out_size
         macs = s * s * c0 * 3 * 9 + final * final * last * self.head + self.head + self.head * num_classes
         params = 3 * 9 * c0 + 2 * c0 + last * self.head + self.head * num_classes + num_classes

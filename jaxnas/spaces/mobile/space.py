@@ -14,11 +14,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxnas.spaces.base import Space, digest
+from jaxnas.spaces.base import Space, count_dtype, digest
 from jaxnas.spaces.mobile.config import Mobile
 from jaxnas.spaces.mobile.layout import POOL, Layout
-
-_INT32_MAX = 2**31 - 1
 
 
 def op_name(op) -> str:
@@ -118,12 +116,12 @@ class MobileSpace(Space):
         """Traceable {"params", "flops"} of the standalone network of `arch` (leading batch axes
         allowed): the stem, head and classifier (`num_classes`: 1000 at 224 pixels, 10 at 32) plus
         the selected operators (`Layout.tables`; flops are multiply-adds of one image, as the
-        reference counts MACs). int32, or float32 where the whole pool's counts exceed int32."""
+        reference counts MACs), in `count_dtype` of the whole pool's counts."""
         macs, params = self.layout.tables
         back_m, back_p = self.layout.back(num_classes)
         out = {}
         for key, table, back in (("params", params, back_p), ("flops", macs, back_m)):
-            dtype = jnp.int32 if back + table.sum() <= _INT32_MAX else jnp.float32
+            dtype = count_dtype(back + table.sum())
             gates = jnp.asarray(arch).astype(dtype)
             out[key] = back + (gates * jnp.asarray(table, dtype)).sum((-2, -1))
         return out

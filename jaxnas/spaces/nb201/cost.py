@@ -34,9 +34,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxnas.spaces.arch import Gates
+from jaxnas.spaces.base import count_dtype
 from jaxnas.spaces.nb201 import cell as nb
-
-_INT32_MAX = 2**31 - 1
 
 
 def _as_arch(arch):
@@ -69,12 +68,7 @@ def _total(fixed: int, per_op: tuple[int, ...], arch):
     """fixed + sum over edges of per_op[op id], as jnp on `arch` (int32[..., 6]), or of per_op[k]
     for every op k a `Gates` mask keeps."""
     biggest = fixed + nb.NUM_EDGES * (sum(per_op) if isinstance(arch, Gates) else max(per_op))
-    if biggest <= _INT32_MAX:
-        dtype = jnp.int32
-    elif jax.config.jax_enable_x64:
-        dtype = jnp.int64
-    else:
-        dtype = jnp.float32
+    dtype = count_dtype(biggest)
     kept = arch.value.astype(bool) if isinstance(arch, Gates) else None
     out = jnp.full(arch.value.shape[:-2] if kept is not None else arch.shape[:-1], fixed, dtype)
     for op, cost in enumerate(per_op):
