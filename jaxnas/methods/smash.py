@@ -19,10 +19,12 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+from tqdm import tqdm
 
 from jaxnas import estimate, search, spaces
 from jaxnas.methods.base import Method
 from jaxnas.nn import split
+from jaxnas.nn.functional import loss_and_accuracy
 from jaxnas.spaces.arch import Choice
 from jaxnas.spaces.base import has
 from jaxnas.train import optim, steps
@@ -77,6 +79,13 @@ class SMASH(Method):
         self._perturb = jax.jit(space.perturb, static_argnums=2)
         self.tx = optim.make("adam", cfg.train.lr, weight_decay=cfg.train.weight_decay, decay_mask=mask,
                              betas=(self.section.b1, self.section.b2), eps=self.section.eps)
+        # the space's host passes run the HyperNet network with exact shapes (the memory-bank space on
+        # CPU: `smash.impl`); a space with a supernet has host passes for that supernet, not this one
+        self.host = space.host_passes if (has(space, "host_passes") and space.host_path(cfg) and not callable(
+            getattr(space, "build_supernet", None))) else None
+        self.host_step = self.host is not None
+        self._draw = jax.jit(self._draw_fn)
+        self._metrics = jax.jit(lambda logits, labels: loss_and_accuracy(logits, labels))
 
     def init(self):
         return state_lib.create(self._params, self._stats, self.cfg.seed, self.tx.init(self._params),
@@ -89,28 +98,52 @@ class SMASH(Method):
             return self.space.init_state()
         return self.space.annealed_state(jnp.asarray(step, jnp.float32) / self.total_steps)
 
-    def train_step(self, state, wbatch, abatch, lr):
+    def _draw_fn(self, state):
+        """The step's sampler bounds and its candidate (an architecture with its z)."""
         bounds = self.bounds(state.step)
         arch = self.space.sample(step_key(state, KEY_SAMPLE), 1, bounds)
         cand = self.space.with_noise(step_key(state, KEY_METHOD), arch, bounds)
-        one = Choice(jax.tree.map(lambda v: v[0], cand))
+        return bounds, jax.tree.map(lambda v: v[0], cand)
+
+    def train_step(self, state, wbatch, abatch, lr):
+        """Outside jit with host passes (`host_step`): the candidate is drawn by one jitted call and
+        the network runs on the host at its exact shapes."""
+        bounds, cand = self._draw(state) if self.host_step else self._draw_fn(state)
+        one = Choice(jax.device_get(cand) if self.host_step else cand)
         images, labels = wbatch
         state, metrics = steps.weight_step(self.tx, self.cfg.train.grad_clip, self.graphdef, state, images,
-                                           labels, lr, one)
+                                           labels, lr, one, host=self.host)
         return state.replace(space=bounds), metrics
 
     # --- selection (evaluate.py) ---------------------------------------------------------------
     def score(self, state, archs, key, evaluator):
         """(accuracy %, loss) of each candidate (leading K axis) with its own z drawn from `key`."""
         cand = self.space.with_noise(key, archs, self.space.init_state())
-        res = jax.device_get(evaluator(self.graphdef, state.params, state.stats, Choice(cand)))
+        res = jax.device_get(self._evaluate(state, cand, evaluator))
         return 100 * np.asarray(res["acc"], np.float64), np.asarray(res["loss"], np.float64)
 
     def rank(self, state, archs, evaluator):
         """Validation metrics of `archs` (leading K axis) with generated weights, each with its own z
         from one fixed key (`eval.rank_probe`: the same noise for the same set in every run)."""
         cand = self.space.with_noise(jax.random.key(RANK_NOISE_SEED), archs, self.space.init_state())
-        return evaluator(self.graphdef, state.params, state.stats, Choice(cand))
+        return self._evaluate(state, cand, evaluator)
+
+    def _evaluate(self, state, cand, evaluator):
+        """{"loss", "acc"} of candidates `cand` (leading K axis): the evaluator's vmapped program, or
+        with host passes one candidate at a time at its exact shapes (BN: running statistics, or the
+        batch's with eval.bn=batch; recalibration runs traced)."""
+        if self.host is None or evaluator.bn == "recal":
+            return evaluator(self.graphdef, state.params, state.stats, Choice(cand))
+        cand = jax.device_get(cand)
+        k = len(next(iter(cand.values())))
+        loss, acc = np.zeros(k, np.float32), np.zeros(k, np.float32)
+        for i in tqdm(range(k), desc=evaluator.desc, unit="cand", dynamic_ncols=True,
+                      disable=not (evaluator.progress and evaluator.block_size)):
+            logits, _ = self.host.forward(self.graphdef, state.params, state.stats, evaluator.images,
+                                          Choice(jax.tree.map(lambda v, i=i: v[i], cand)),
+                                          train=evaluator.bn == "batch")
+            loss[i], acc[i] = jax.device_get(self._metrics(logits, evaluator.labels))
+        return {"loss": jnp.asarray(loss), "acc": jnp.asarray(acc)}
 
     def select(self, state, evaluator):
         s = self.section

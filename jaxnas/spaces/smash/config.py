@@ -29,12 +29,16 @@ class Smash:
     ops: str = "single"             # op configurations: single conv (reference default), var, big
     max_layers: int = 48            # static bound on a block's layers (the sampler stops there)
     encoding: str = "fixed"         # HyperNet input c: fixed (quirks fixed), reference (kept; encoding.py)
+    impl: str = "auto"              # the network's execution: traced (one program, every layer at the
+                                    # widest shapes), eager (exact shapes on the host, eager.py), auto
+                                    # (eager on CPU, traced elsewhere)
 
     def check(self):
         check_positive(self, ("depth", "width", "N", "N_max", "bottleneck", "max_bottleneck",
                               "depth_compression", "max_kernel", "max_groups", "max_layers"))
         check_choice(self, "ops", OPS)
         check_choice(self, "encoding", ("fixed", "reference"))
+        check_choice(self, "impl", ("auto", "traced", "eager"))
         if self.N_max % self.N:
             raise ValueError(f"smash.N_max must be a multiple of smash.N, got N_max={self.N_max}, N={self.N}")
         if self.max_kernel not in (3, 5, 7):

@@ -32,8 +32,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from jaxnas import backend
 from jaxnas.spaces.base import Space, digest
-from jaxnas.spaces.smash import derived, encoding, network, sampler
+from jaxnas.spaces.smash import derived, eager, encoding, network, sampler
 from jaxnas.spaces.smash.config import PRESETS as config_presets
 from jaxnas.spaces.smash.config import Smash
 from jaxnas.spaces.smash.layout import BLOCKS, CONVS, OPTIONS, Layout
@@ -54,6 +55,8 @@ class SmashSpace(Space):
     arch_fields = ("depth", "width", "N", "N_max", "bottleneck", "max_bottleneck", "depth_compression",
                    "max_kernel", "max_groups", "ops", "max_layers")
 
+    host_passes = eager  # capability: the HyperNet network with exact shapes on the host tape
+
     def __init__(self, section: Smash | None = None):
         self.config = section or Smash()
         self.config.check()
@@ -62,6 +65,12 @@ class SmashSpace(Space):
     def configure(self, cfg) -> SmashSpace:
         """The space of the config's `smash` sizes."""
         return self if cfg.smash == self.config else SmashSpace(cfg.smash)
+
+    def host_path(self, cfg) -> bool:
+        """`smash.impl`: eager, or auto on CPU (BENCHMARKS.md 15c: exact shapes on the host against
+        the traced program's widest shapes)."""
+        impl = cfg.smash.impl
+        return impl == "eager" or (impl == "auto" and backend.is_cpu())
 
     def relative_cost(self, cfg) -> float:
         """The memory-bank program's convolution work (every layer slot at the largest extent over
