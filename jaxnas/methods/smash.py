@@ -32,11 +32,26 @@ from jaxnas.train import state as state_lib
 from jaxnas.train.state import KEY_METHOD, KEY_SAMPLE, select_key, step_key
 
 RANK_NOISE_SEED = 0  # the z of `rank`'s candidates
-# 2-core CPU, batch 50 (BENCHMARKS.md 15b): one step of the memory-bank network at the smash space's
-# tiny preset, one candidate scored there on 300 images; a space whose supernet's weights the HyperNet
-# generates (NB201's adapter) costs this many single-path steps of the same size (0.18 s against the
-# engine's 0.047 s model at C=8, N=1)
+# 2-core CPU, batch 50, the smash space's tiny preset (BENCHMARKS.md 15b, 15c). Traced: one step of
+# the memory-bank network, one candidate scored on 300 images. Host path (`smash.impl`): the same,
+# compiled, and the compile of one kernel signature met in training (forward + pullback) or scoring
+# (forward); the signatures n sampled architectures bring, counted from the sampler at the final
+# bounds (the tiny preset's; other sizes are scaled by work only). A space whose supernet's weights
+# the HyperNet generates (NB201's adapter) costs HYPER_SUPERNET_FACTOR single-path steps of the same
+# size (0.18 s against the engine's 0.047 s model at C=8, N=1).
 MEMBANK_STEP_S, MEMBANK_CANDIDATE_S, HYPER_SUPERNET_FACTOR = 4.3, 11.4, 3.8
+HOST_STEP_S, HOST_CANDIDATE_S, HOST_KERNEL_S, HOST_FORWARD_KERNEL_S = 0.2, 0.61, 0.46, 0.125
+SIGNATURES = ((1, 40), (10, 175), (30, 361), (100, 670), (300, 934), (1000, 1188), (2000, 1373))
+
+
+def signatures(n: int) -> float:
+    """Kernel signatures n architectures bring (`SIGNATURES`, interpolated in log n; beyond 2,000 at
+    the last decade's rate)."""
+    if n <= 0:
+        return 0.0
+    ns, ks = np.log([a for a, _ in SIGNATURES]), [k for _, k in SIGNATURES]
+    slope = (ks[-1] - ks[-2]) / (ns[-1] - ns[-2])
+    return float(np.interp(np.log(n), ns, ks) + max(0.0, np.log(n) - ns[-1]) * slope)
 
 
 class SMASH(Method):
@@ -53,9 +68,10 @@ class SMASH(Method):
 
     @classmethod
     def estimate_seconds(cls, cfg, n_train: int) -> float:
-        """Training steps and the selection's candidates: at the measured cost of the memory-bank
-        program scaled by the space's `relative_cost`, or as the engine's single-path model of the
-        space's supernet times the HyperNet's factor."""
+        """Training steps and the selection's candidates: at the measured costs of the memory-bank
+        network (traced, or on the host path with its compiles) scaled by the space's
+        `relative_cost`, or as the engine's single-path model of the space's supernet times the
+        HyperNet's factor."""
         s = cfg.smash_search
         candidates = s.random + s.perturbed + s.markov
         space = spaces.get(cfg.space, cfg)
@@ -63,8 +79,11 @@ class SMASH(Method):
             return HYPER_SUPERNET_FACTOR * estimate.supernet_seconds(
                 cfg.set({"eval.select_num": candidates}), n_train, cls.split)
         steps = estimate.search_steps(cfg, n_train, cls.split)
-        return space.relative_cost(cfg) * (steps * MEMBANK_STEP_S * cfg.train.batch_size / 50
-                                           + candidates * MEMBANK_CANDIDATE_S * cfg.eval.batch_size / 300)
+        batch, images, work = cfg.train.batch_size / 50, cfg.eval.batch_size / 300, space.relative_cost(cfg)
+        if space.host_path(cfg):  # exact shapes: compiles per signature, then the architectures' work
+            return (work * (steps * HOST_STEP_S * batch + candidates * HOST_CANDIDATE_S * images)
+                    + HOST_KERNEL_S * signatures(steps) + HOST_FORWARD_KERNEL_S * signatures(candidates))
+        return work * (steps * MEMBANK_STEP_S * batch + candidates * MEMBANK_CANDIDATE_S * images)
 
     def __init__(self, cfg, space, num_classes):
         super().__init__(cfg, space, num_classes)

@@ -135,19 +135,28 @@ def test_train_a_found_architecture_with_the_reference_recipe(image_folder, tmp_
         nnx.state(space.build_network(space.from_string(text), space.config, 10, seed=0), nnx.Param)))
 
 
-def test_estimate_scales_the_measured_tiny_program():
+def test_estimate_scales_the_measured_tiny_costs():
     """`--print-config`'s estimate: the smash space's tiny preset at the measured step and candidate
-    costs (BENCHMARKS.md 15b), its paper preset scaled by the fixed-shape program's size, and the
-    NB201 adapter above the engine's single-path model of the same run."""
+    costs (BENCHMARKS.md 15b, 15c), traced and on the host path (with its compiles); the paper preset
+    scaled by the work; the NB201 adapter above the engine's single-path model of the same run."""
     from jaxnas import config, estimate
     from jaxnas.methods import smash
 
     tiny = config.preset("tiny", "smash", "smash")
-    assert get_space("smash").relative_cost(tiny) == 1.0
+    traced = tiny.set({"smash.impl": "traced"})
+    host = tiny.set({"smash.impl": "eager"})
+    for cfg in (traced, host):
+        assert get_space("smash").relative_cost(cfg) == 1.0
     want = 162 * smash.MEMBANK_STEP_S + 60 * smash.MEMBANK_CANDIDATE_S  # 3 epochs of 54 steps; 40+10+10
-    assert SMASH.estimate_seconds(tiny, 3000) == pytest.approx(want)
+    assert SMASH.estimate_seconds(traced, 3000) == pytest.approx(want)
+    want = (162 * smash.HOST_STEP_S + 60 * smash.HOST_CANDIDATE_S
+            + smash.HOST_KERNEL_S * smash.signatures(162)
+            + smash.HOST_FORWARD_KERNEL_S * smash.signatures(60))
+    assert SMASH.estimate_seconds(host, 3000) == pytest.approx(want)
+    assert smash.signatures(100) == 670 and smash.signatures(20_000) > smash.signatures(2000) > 0
     paper = config.preset("paper", "smash", "smash")
-    assert get_space("smash").relative_cost(paper) > 20  # N_max 64, 48 slots per block
-    assert SMASH.estimate_seconds(paper, 50000) > 100 * 86400
+    assert get_space("smash").relative_cost(paper.set({"smash.impl": "traced"})) > 20  # N_max 64, 48 slots
+    assert SMASH.estimate_seconds(paper.set({"smash.impl": "traced"}), 50000) > 100 * 86400
+    assert 86400 < SMASH.estimate_seconds(paper.set({"smash.impl": "eager"}), 50000) < 30 * 86400
     nb = config.preset("tiny", "smash", "nb201")
     assert SMASH.estimate_seconds(nb, 3000) > estimate.supernet_seconds(nb, 3000)

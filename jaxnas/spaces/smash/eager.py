@@ -4,18 +4,20 @@ Why: the traced network (`network.py`) is one program for every architecture, so
 at the widest dilated extent (9x9) over dense N_max channels: at the tiny preset XLA counts 174
 GFLOP for a training step whose architectures do 2.5 (BENCHMARKS.md 15b). Here the architecture is
 a concrete host candidate and the network is run as the reference runs it (ajbrock/SMASH SMASH.py
-`forward`): reads concatenate the read banks, the generated 1x1 weight is the exact [n_in, n_b]
-slice of the HyperNet's rows, each conv is the kernel bank cropped to its size with its own
-dilation and groups, writes add output slices into the banks, BN runs on the used channels. Every
+`forward`): a layer reads its banks through the exact [n_in, n_b] slice of the HyperNet's rows
+(placed in a 0/1 matrix over the block's used memory channels), each conv is the kernel bank
+cropped to its size with its own dilation and groups, writes add output slices into the banks, and
+BN runs on the used channels only. Every
 piece is a jitted kernel returning its output and pullback (`jaxnas.nn.tape`), compiled once per
 shape signature (a conv's: input width, units, kernel, dilation, groups, resolution), so a run
-compiles as many conv kernels as signatures its architectures bring (BENCHMARKS.md 15c counts them).
+compiles as many kernels as signatures its architectures bring (BENCHMARKS.md 15c counts them).
 
 Grouped convs run as one dense conv with a block-diagonal kernel: XLA:CPU's grouped conv gradient
 was 10-40x slower than the dense one at these sizes (the same numbers; BENCHMARKS.md 15c).
 
 `value_and_grad` gives what jax.value_and_grad of the traced `SmashNet` gives for the same
-candidate (a test checks it), HyperNet included; `forward` the logits for scoring.
+candidate, HyperNet included (tests/spaces/test_smash_eager.py checks it against the PyTorch twin);
+`forward` the logits for scoring.
 """
 from __future__ import annotations
 
@@ -120,6 +122,11 @@ def _kernel(fn, wrt: tuple, aux: bool, statics: tuple, *args):
         y, pullback, extra = jax.vjp(f, *(args[i] for i in wrt), has_aux=True)
         return y, extra, pullback
     return jax.vjp(f, *(args[i] for i in wrt))
+
+
+def kernels_compiled() -> int:
+    """Kernels compiled so far (one per piece, shape signature and mode), e.g. for benchmarks."""
+    return _kernel.cache_size()
 
 
 def _into(keys, input_grad: bool = True):

@@ -26,7 +26,8 @@ largest extent (`Layout.extent`) whose taps sit at their dilated positions and w
 structure is a mask. Padding layer slots add nothing. BN normalises every channel and then zeroes
 those beyond the block's used width; running statistics are updated only for the used channels.
 On CPU the layer slots are unrolled (a conv's gradient inside a loop or a conditional runs 10-30x
-slower on XLA:CPU, BENCHMARKS.md section 15); elsewhere they are scanned.
+slower on XLA:CPU, BENCHMARKS.md section 15); elsewhere they are scanned. On CPU SMASH runs
+`eager.py` instead by default (`smash.impl`): the same network at exact shapes, 20x faster there.
 
 Deviation: the convs an `ops` setting never runs (op 1-3 with `single`, the reference default)
 are not allocated; the reference allocates them and never reads them.

@@ -48,6 +48,13 @@ def _program_size(lay: Layout) -> float:
     return sum(lay.layer_slots(b) * (32 / 2 ** b) ** 2 for b in range(BLOCKS)) * (lay.N_max * lay.extent) ** 2
 
 
+def _exact_size(lay: Layout) -> float:
+    """Multiply-adds of a sampled architecture's convs per image, up to a constant: the blocks' read
+    budgets at their resolutions x N_max units x the largest kernel's taps."""
+    pixels = sum(c * (32 / 2 ** b) ** 2 for b, c in enumerate(lay.budget_channels))
+    return pixels * lay.N_max * lay.max_kernel ** 2
+
+
 class SmashSpace(Space):
     """Memory-bank architectures of one `smash` configuration (see the module docstring)."""
 
@@ -73,9 +80,12 @@ class SmashSpace(Space):
         return impl == "eager" or (impl == "auto" and backend.is_cpu())
 
     def relative_cost(self, cfg) -> float:
-        """The memory-bank program's convolution work (every layer slot at the largest extent over
-        N_max units, `network.MainNet`) relative to the `tiny` preset's (BENCHMARKS.md 15b)."""
-        return _program_size(self.configure(cfg).layout) / _program_size(Layout.of(Smash(**_TINY)))
+        """The network's convolution work relative to the `tiny` preset's (BENCHMARKS.md 15b, 15c):
+        the traced program's (every layer slot at the largest extent over N_max units, `MainNet`),
+        or on the host path the architectures' own (their read budget x N_max units x the largest
+        kernel's taps, per pixel)."""
+        size = _exact_size if self.host_path(cfg) else _program_size
+        return size(self.configure(cfg).layout) / size(Layout.of(Smash(**_TINY)))
 
     @property
     def spec(self):
