@@ -1,0 +1,115 @@
+"""NSE's evolving search space as fixed-shape, traceable rules (Ci et al., ICCV 2021; orashi/NSE_NAS@939edf2
+utils/supernet_utils.py su:850-880, 936-1117, 1260-1295; docs/nse-reference.md sections 2, 4, 5, 8).
+
+Per cell (or NB201 edge) c over a pool of P operators, the evolution state is:
+    active  bool[C, P]   S_c, the operators the round trains and searches (at most K)
+    perm    int32[C, P]  the cell's refill order: a permutation of the pool drawn once
+    next    int32[C]     how much of `perm` has been handed out (pending_c = perm[c, next_c:])
+    kept    bool[C, P]   the operators of the last Pareto front (cleaning never drops them)
+S_c starts as the first K of `perm`. Dropped operators are gone for good (never back in pending).
+
+The architecture law is the product of independent gates with p = sigmoid(alpha) 0.999 + 5e-4 over
+the active operators, listed in K fixed slots (`slots`); patterns that leave a cell that must run an
+operator empty have probability 0 (`jaxnas.search.pairs`).
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from jaxnas.search import pairs
+
+
+def initial(key, cells: int, pool: int, k: int) -> dict:
+    """The first round's state: a random refill order per cell, S_c its first k operators."""
+    keys = jax.random.split(key, cells)
+    perm = jax.vmap(lambda kk: jax.random.permutation(kk, pool))(keys).astype(jnp.int32)
+    active = jnp.zeros((cells, pool), bool).at[jnp.arange(cells)[:, None], perm[:, :k]].set(True)
+    return {"active": active, "perm": perm, "next": jnp.full((cells,), min(k, pool), jnp.int32),
+            "kept": jnp.zeros((cells, pool), bool)}
+
+
+def probabilities(alpha):
+    """p = sigmoid(alpha) 0.999 + 5e-4 (su:963, 1028, 1109): never exactly 0 or 1."""
+    return jax.nn.sigmoid(alpha) * 0.999 + 5e-4
+
+
+def clean(alpha, active, kept, identity, threshold: float, preserve: bool = True):
+    """Cleaning (su:1279-1295): operator i of S_c stays iff alpha >= threshold, or the cell is not an
+    identity cell and holds exactly 2, or (with `preserve`) the last front kept it. Guard (D8): a
+    non-identity cell that would lose every operator keeps its highest-alpha one (ties: lowest id);
+    the reference then crashes."""
+    count = active.sum(-1, keepdims=True)
+    stay = active & ((alpha >= threshold) | ((~identity)[:, None] & (count == 2)) | (preserve & kept))
+    emptied = (~identity) & active.any(-1) & ~stay.any(-1)
+    best = jnp.argmax(jnp.where(active, alpha, -jnp.inf), -1)
+    rescue = emptied[:, None] & (jnp.arange(active.shape[-1]) == best[:, None])
+    return stay | rescue
+
+
+def refill(kept, perm, next_, k: int):
+    """The next round's subset (update_space, su:1270-1277): S_c = kept_c plus the first
+    min(k - |kept_c|, |pending_c|) operators of pending_c; returns (active, next)."""
+    pool = perm.shape[-1]
+    need = jnp.maximum(k - kept.sum(-1), 0)
+    take = jnp.minimum(need, pool - next_)
+    pos = jnp.arange(pool)
+    handed = (pos[None] >= next_[:, None]) & (pos[None] < (next_ + take)[:, None])
+    new = jnp.zeros_like(kept).at[jnp.arange(perm.shape[0])[:, None], perm].set(handed)  # perm: each id once
+    return kept | new, next_ + take
+
+
+def front_ops(front, valid):
+    """kept: per cell the union of the operators of the front's architectures (`front` bool[F, C, P],
+    `valid` bool[F] marks the rows in use)."""
+    return (front & valid[:, None, None]).any(0)
+
+
+def slots(active, k: int):
+    """(int32[C, k] the active operators in pool order, then distinct inactive ones; bool[C, k] which
+    slots hold an active one)."""
+    order = jnp.argsort(~active, axis=-1, stable=True)[:, :k].astype(jnp.int32)
+    return order, jnp.take_along_axis(active, order, -1)
+
+
+def pattern_gates(ids, held, pattern_index, pool: int):
+    """bool[C, P]: the gates of pattern `pattern_index[c]` over cell c's slots."""
+    bits = jnp.asarray(pairs.patterns(ids.shape[-1]))[pattern_index] & held
+    return jnp.zeros(ids.shape[:-1] + (pool,), bool).at[jnp.arange(ids.shape[0])[:, None], ids].set(bits)
+
+
+def log_probs(alpha, active, identity, k: int):
+    """(float[C, 2^k] each slot pattern's log-probability, slot ids, slot validity)."""
+    ids, held = slots(active, k)
+    p = jnp.take_along_axis(probabilities(alpha), ids, -1)
+    return pairs.pattern_log_probs(p, held, ~identity & active.any(-1)), ids, held
+
+
+def pair(key, alpha, active, identity, k: int, cost_table):
+    """The architecture step's draw (su:1010-1117): per cell two distinct patterns s, u and their
+    pair-renormalised probabilities. Returns ({"s", "u"} bool[C, P] gates, q float[C, 2], the
+    expected cost sum_c cost(s_c) q_s + cost(u_c) q_u over `cost_table` [C, P]), differentiable in
+    alpha through q. A cell with one valid pattern (a single operator it must run, or an empty
+    identity cell) gets q = (1, 0)."""
+    logp, ids, held = log_probs(alpha, active, identity, k)
+    draw = pairs.sample_pair(key, jax.lax.stop_gradient(logp))
+    q_s, q_u = pairs.pair_weights(logp, draw)
+    single = jnp.isinf(jnp.take_along_axis(logp, draw[:, 1:], -1))[:, 0]
+    q_s, q_u = jnp.where(single, 1.0, q_s), jnp.where(single, 0.0, q_u)
+    pool = active.shape[-1]
+    s, u = (pattern_gates(ids, held, draw[:, i], pool) for i in (0, 1))
+    cost_s, cost_u = (jnp.where(g, cost_table, 0).sum(-1) for g in (s, u))
+    expected = jnp.sum(cost_s * q_s + cost_u * q_u)
+    return {"s": s, "u": u}, jnp.stack([q_s, q_u], -1), expected
+
+
+def penalty(expected, back, target: float, weight: float, power: float):
+    """mac_alpha (E + back - target)^mac_beta (main.py:606-607, 625-627)."""
+    return weight * (expected + back - target) ** power
+
+
+def sample(key, alpha, active, identity, k: int, n: int):
+    """bool[n, C, P]: n architectures, each cell one draw of a pattern from the trained law (su:962-984)."""
+    logp, ids, held = log_probs(alpha, active, identity, k)
+    idx = jax.random.categorical(key, logp, axis=-1, shape=(n, logp.shape[0]))
+    return jax.vmap(lambda i: pattern_gates(ids, held, i, active.shape[-1]))(idx)
