@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
+from jaxnas import search
 from jaxnas.search import pairs
 
 
@@ -113,3 +115,55 @@ def sample(key, alpha, active, identity, k: int, n: int):
     logp, ids, held = log_probs(alpha, active, identity, k)
     idx = jax.random.categorical(key, logp, axis=-1, shape=(n, logp.shape[0]))
     return jax.vmap(lambda i: pattern_gates(ids, held, i, active.shape[-1]))(idx)
+
+
+# --- the round end on the host (main.py:396-479) ---------------------------------------------------
+
+SAMPLE, EXTRA, OLD = 0, 1, 2  # a round-end candidate's origin, in the order they are listed
+
+
+def next_front(cost, acc, origin) -> np.ndarray:
+    """Indices of the new Pareto front over (cost, accuracy) (main.py:244-255, 422-443; D10, D11):
+    candidates listed as the new samples, the extras, then the previous front (`origin`); the
+    previous front's accuracies count 1e-10 lower, so they lose ties to new samples; weak dominance,
+    the first of identical rows kept (`search.pareto_front(duplicates="first")`); the extras may
+    eliminate samples and are then dropped. The front: surviving samples, then old members, each in
+    their listed order."""
+    origin = np.asarray(origin)
+    acc = np.asarray(acc, np.float64) - 1e-10 * (origin == OLD)
+    idx = search.pareto_front(np.stack([np.asarray(cost, np.float64), acc], 1), [False, True],
+                              duplicates="first")
+    return idx[origin[idx] != EXTRA]
+
+
+def window_sample(draw, cost, n: int, lo: float, hi: float, n_extra: int, extra_lo: float, exclude=(),
+                  max_tries: int | None = None):
+    """The round end's candidates (su:1139-1180): `n` distinct architectures with lo < cost < hi, then
+    `n_extra` more with extra_lo < cost <= lo, in the order `draw(i)` (the i-th batch, host bool
+    [B, ...]) yields them; `cost(batch)` gives their costs. Architectures in `exclude` (the current
+    front, D12) are not drawn again. The reference loops until both are full (D13); here drawing
+    stops after `max_tries` (default 100 n) architectures with what was found, and an empty window
+    is an error. Returns (samples, extras, architectures drawn)."""
+    max_tries = 100 * max(n, 1) if max_tries is None else max_tries
+    seen = {np.asarray(a, bool).tobytes() for a in exclude}
+    found, extra, tried, i = [], [], 0, 0
+    while (len(found) < n or len(extra) < n_extra) and tried < max_tries:
+        batch = np.asarray(draw(i), bool)
+        costs = np.asarray(cost(batch), np.float64)
+        i, tried = i + 1, tried + len(batch)
+        for arch, c in zip(batch, costs):
+            key = arch.tobytes()
+            if key in seen:
+                continue
+            if lo < c < hi and len(found) < n:
+                found.append(arch)
+            elif extra_lo < c <= lo and len(extra) < n_extra:
+                extra.append(arch)
+            else:
+                continue
+            seen.add(key)
+    if not found:
+        raise ValueError(f"no architecture in the cost window ({lo:g}, {hi:g}) among {tried} drawn: "
+                         "the subset or the trained probabilities cannot reach it; widen nse.window")
+    extras = np.stack(extra) if extra else np.zeros((0, *found[0].shape), bool)
+    return np.stack(found), extras, tried

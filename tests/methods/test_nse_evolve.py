@@ -7,6 +7,7 @@ import itertools
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from jaxnas.methods import nse_evolve as ev
 
@@ -144,3 +145,62 @@ def test_round_end_sampler_follows_the_law():
         assert set(counts) <= set(dist)
         for subset, prob in dist.items():
             assert abs(counts.get(subset, 0) / n - prob) < 4 * np.sqrt(prob * (1 - prob) / n) + 1e-3
+
+
+def front_loop(cost, acc, origin):
+    """main.py:244-255 and 422-443 as written: old members' accuracy - 1e-10, a row goes when another
+    matches or beats it in both costs (weak dominance), the first of identical rows stays; extras out."""
+    rows = [(float(c), -(float(a) - (1e-10 if o == ev.OLD else 0.0))) for c, a, o in zip(cost, acc, origin)]
+    keep = []
+    for i, r in enumerate(rows):
+        beaten = any(j != i and s[0] <= r[0] and s[1] <= r[1] and (s != r or j < i)
+                     for j, s in enumerate(rows))
+        if not beaten:
+            keep.append(i)
+    return [i for i in keep if origin[i] != ev.EXTRA]
+
+
+def test_next_front_follows_the_reference_tie_rules():
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        n = int(rng.integers(1, 30))
+        cost = rng.integers(0, 8, n).astype(float)     # coarse values: many ties
+        acc = rng.integers(0, 6, n).astype(float) * 10
+        origin = np.sort(rng.integers(0, 3, n))        # samples, then extras, then the old front
+        assert list(ev.next_front(cost, acc, origin)) == front_loop(cost, acc, origin)
+    # an extra removes what it dominates and never stays itself; an old member tied with a new sample loses
+    got = ev.next_front([1.0, 2.0, 1.0, 3.0], [50.0, 40.0, 60.0, 70.0],
+                        [ev.SAMPLE, ev.SAMPLE, ev.EXTRA, ev.OLD])
+    assert list(got) == [3]
+    assert list(ev.next_front([1.0, 1.0], [50.0, 50.0], [ev.SAMPLE, ev.OLD])) == [0]
+
+
+def test_window_sample_fills_both_windows_in_draw_order():
+    rng = np.random.default_rng(0)
+    batches = [rng.random((16, 3, 4)) < 0.5 for _ in range(200)]
+    cost = lambda b: b.reshape(len(b), -1).sum(-1)  # noqa: E731
+    exclude = [batches[0][0]]
+    samples, extras, tried = ev.window_sample(lambda i: batches[i], cost, 10, 5, 8, 4, 3, exclude)
+    drawn = [a for b in batches for a in b]
+    want_s, want_e, seen = [], [], {exclude[0].tobytes()}
+    for a in drawn:
+        c = a.sum()
+        if a.tobytes() in seen:
+            continue
+        if 5 < c < 8 and len(want_s) < 10:
+            want_s.append(a)
+        elif 3 < c <= 5 and len(want_e) < 4:
+            want_e.append(a)
+        else:
+            continue
+        seen.add(a.tobytes())
+        if len(want_s) == 10 and len(want_e) == 4:
+            break
+    np.testing.assert_array_equal(samples, np.stack(want_s))
+    np.testing.assert_array_equal(extras, np.stack(want_e))
+    assert tried % 16 == 0 and tried <= 16 * 200
+    # the cap: a window nothing reaches is an error after max_tries draws; a thin one comes back short
+    with pytest.raises(ValueError, match="no architecture in the cost window"):
+        ev.window_sample(lambda i: batches[i], cost, 5, 100, 200, 0, 0, max_tries=64)
+    few, _, tried = ev.window_sample(lambda i: batches[i], cost, 10_000, 10, 13, 0, 0, max_tries=160)
+    assert 0 < len(few) < 10_000 and tried == 160
