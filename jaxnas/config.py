@@ -208,6 +208,12 @@ def _parse_value(key: str, text: str):
         if text.lower() in ("0", "false", "no", "off"):
             return False
         raise ValueError(f"{key} takes true/false, got {text!r}")
+    if "tuple" in kind:  # comma-separated numbers: mobile.alloc=1,3,3,3,3,3
+        try:
+            parts = text.strip("()").split(",")
+            return tuple(int(v) if v.strip().lstrip("-").isdigit() else float(v) for v in parts)
+        except ValueError:
+            raise ValueError(f"{key} takes comma-separated numbers, got {text!r}") from None
     try:
         if "int" in kind:
             return int(text)

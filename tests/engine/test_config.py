@@ -72,3 +72,13 @@ def test_method_presets_apply_the_methods_own_protocol():
     tiny = preset("tiny", "pgnas")
     assert tiny.nb201 == PRESETS["tiny"].nb201 and tiny.pgnas.candidates == pgnas_config.PRESETS["tiny"][
         "pgnas.candidates"]
+
+
+def test_tuple_fields_take_comma_separated_numbers(monkeypatch):
+    """A tuple field (e.g. the mobile space's `alloc`) from the command line: `1,3,3` or `(1.0,1.2)`."""
+    from jaxnas import config as config_lib
+    monkeypatch.setattr(config_lib, "_field_type", lambda key: "<class 'tuple'>")
+    assert config_lib._parse_value("x.alloc", "1,3,3,0") == (1, 3, 3, 0)
+    assert config_lib._parse_value("x.window", "(1.0,1.25)") == (1.0, 1.25)
+    with pytest.raises(ValueError, match="comma-separated numbers"):
+        config_lib._parse_value("x.alloc", "1,a")

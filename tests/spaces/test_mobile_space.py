@@ -85,3 +85,18 @@ def test_cost_is_the_tables_traced_and_batched():
     # the counts by hand for one cell: MBConv k5 t3 in reduction cell 3 (24 -> 40 channels, 32 -> 16 px)
     e = 24 * 3
     assert macs[3, NAMES.index("mb5t3")] == e * 32 * 32 * 24 + e * 16 * 16 * 25 + 40 * 16 * 16 * e
+
+
+def test_width_multiplier_and_the_cheapest_architecture():
+    """A width multiplier below 1 (the CPU preset's 0.25) is a valid size; 0 is refused. The cheapest
+    architecture (identity cells empty, each other cell its cheapest operator) costs what a loop
+    over the pool finds, and no sampled architecture costs less."""
+    small = MobileSpace(Mobile(alloc=(1, 1, 1, 1, 1, 1), scale=0.25, head=256, resolution=32))
+    with pytest.raises(ValueError, match="mobile.scale"):
+        Mobile(scale=0.0).check()
+    macs, _ = small.layout.tables
+    want = small.layout.back()[0] + sum(min(macs[c]) for c, cell in enumerate(small.layout.cells)
+                                        if not cell.identity)
+    assert small.cheapest_flops() == want
+    archs = small.sample(jax.random.key(0), 64)
+    assert int(jnp.min(jax.vmap(small.cost)(archs)["flops"])) >= want

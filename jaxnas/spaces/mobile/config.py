@@ -23,7 +23,9 @@ class Mobile:
     resolution: int = 224                               # input side: 224 (ImageNet) or 32 (CIFAR variant)
 
     def check(self):
-        check_positive(self, ("scale", "head", "resolution"))
+        check_positive(self, ("head", "resolution"))
+        if not self.scale > 0:
+            raise ValueError(f"mobile.scale is a width multiplier > 0, got {self.scale}")
         if len(self.alloc) != 6 or any(a < 0 for a in self.alloc):
             raise ValueError(f"mobile.alloc holds 6 counts of N cells >= 0 (one per stage), got {self.alloc}")
         if len(self.channels) != 7 or any(c < 1 for c in self.channels):

@@ -13,10 +13,13 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
 from jaxnas.spaces.base import Space, count_dtype, digest
 from jaxnas.spaces.mobile.config import Mobile
 from jaxnas.spaces.mobile.layout import POOL, Layout
+from jaxnas.spaces.mobile.network import MobileNetwork
+from jaxnas.spaces.mobile.supernet import MobileSupernet
 
 
 def op_name(op) -> str:
@@ -125,6 +128,22 @@ class MobileSpace(Space):
             gates = jnp.asarray(arch).astype(dtype)
             out[key] = back + (gates * jnp.asarray(table, dtype)).sum((-2, -1))
         return out
+
+
+    def cheapest_flops(self, num_classes: int | None = None) -> int:
+        """Multiply-adds of the cheapest architecture: identity cells empty, every other cell its
+        cheapest operator."""
+        macs, _ = self.layout.tables
+        return int(self.layout.back(num_classes)[0] + np.where(self.identity, 0, macs.min(-1)).sum())
+
+    # --- networks ----------------------------------------------------------------------------
+    def build_supernet(self, section, num_classes, *, seed):
+        """NSE's supernet of a `mobile` config section: every pool operator of every cell."""
+        return MobileSupernet(Layout.of(section), num_classes, rngs=nnx.Rngs(seed))
+
+    def build_network(self, arch, section, num_classes, *, seed):
+        """The standalone network of one architecture (`jaxnas train`)."""
+        return MobileNetwork(Layout.of(section), self.validate(arch), num_classes, rngs=nnx.Rngs(seed))
 
 
 SPACE = MobileSpace()

@@ -44,6 +44,7 @@ class MobileSupernet(nnx.Module):
 
     def __init__(self, layout: Layout, num_classes: int, *, rngs: nnx.Rngs):
         self.layout = layout
+        self.ops = None  # the default `ops` of a call (static: part of the graph, `with_ops`)
         self.stem = ConvBN(3, layout.widths[0], (3, 3), (layout.stem_stride,) * 2, (1, 1), rngs=rngs)
         self.cells = nnx.List([nnx.List([make_op(i, c.cin, c.cout, c.stride, rngs=rngs)
                                          for i in range(len(POOL))]) for c in layout.cells])
@@ -52,6 +53,7 @@ class MobileSupernet(nnx.Module):
     def __call__(self, x, arch, train: bool = True, *, forward_only: bool = False, ops=None):
         value = check(arch, (Gates, Choice)).value
         pair = isinstance(value, dict)
+        ops = self.ops if ops is None else ops
         ops = tuple(tuple(range(len(POOL))) for _ in self.layout.cells) if ops is None else ops
         h = self.stem(x, train)
         for c, (cell, ids) in enumerate(zip(self.layout.cells, ops)):
@@ -70,6 +72,12 @@ class MobileSupernet(nnx.Module):
             else:
                 h = _mean(h, outs, [g[j] for j in ids], cell.identity)
         return self.head(h)
+
+    def with_ops(self, ops) -> MobileSupernet:
+        """This network with `ops` (per cell a tuple of pool ids) as its calls' default: its graph,
+        split, is a static argument that compiles one program per operator set (NSE: per round)."""
+        self.ops = tuple(tuple(int(i) for i in ids) for ids in ops)
+        return self
 
     @staticmethod
     def _run(op, h, train: bool, moves):
