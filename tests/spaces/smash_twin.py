@@ -10,7 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as tf
 
-from jaxnas.spaces.smash.layout import BLOCKS
+from jaxnas.spaces.smash.layout import BLOCKS, OPTIONS
 
 
 def t64(a, dtype=np.float64):
@@ -117,3 +117,35 @@ def leaves(tp):
     for b in range(BLOCKS - 1):
         order += [tp["trans_bn"][b]["bias"], tp["trans_bn"][b]["scale"]]
     return order
+
+
+def assert_stats_match(got, t_stats):
+    """The JAX BN statistics (a list of {"mean", "var"} over the widest channels) equal the twin's on
+    the channels in use; the rest stay untouched (zero means)."""
+    for st, (mean, var) in zip(got, t_stats):
+        c = mean.shape[0]
+        np.testing.assert_allclose(np.asarray(st["mean"])[:c], mean.numpy(), rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(np.asarray(st["var"])[:c], var.numpy(), rtol=1e-4, atol=1e-5)
+        np.testing.assert_array_equal(np.asarray(st["mean"])[c:], 0.0)
+
+
+def assert_grads_match(grad_leaves, tp):
+    """The main network's gradient leaves equal the twin's (after its backward), HWIO against OIHW."""
+    scale = max(float(t.grad.abs().max()) for t in leaves(tp) if t.grad is not None)
+    for g, t in zip(grad_leaves, leaves(tp)):
+        want = np.zeros(t.shape) if t.grad is None else t.grad.numpy()
+        if g.ndim == 4:
+            want = want.transpose(2, 3, 1, 0)  # OIHW -> HWIO
+        np.testing.assert_allclose(np.asarray(g), want, atol=2e-5 * scale)
+
+
+def note_features(seen, lay, arch):
+    """Marks in `seen` the features an architecture's live convs use: non-square kernels, dilations,
+    groups, several convs a layer."""
+    a = {k: np.asarray(v) for k, v in arch.items()}
+    live = np.arange(lay.max_layers)[None] < a["layers"][:, None]
+    on = np.asarray(OPTIONS, bool)[a["op"]] & live[..., None]
+    seen["non-square"] |= bool((a["kernel"][..., 0] != a["kernel"][..., 1])[on].any())
+    seen["dilated"] |= bool((a["dilation"] > 1)[on].any())
+    seen["grouped"] |= bool((a["groups"] > 1)[on].any())
+    seen["several convs"] |= bool(on.sum(-1).max() > 1)

@@ -9,13 +9,21 @@ import pytest
 import torch
 import torch.nn.functional as tf
 from flax import nnx
-from smash_twin import leaves, t64, to_torch, twin_forward
+from smash_twin import (
+    assert_grads_match,
+    assert_stats_match,
+    leaves,
+    note_features,
+    t64,
+    to_torch,
+    twin_forward,
+)
 
 from jaxnas.nn import functional as fn
 from jaxnas.spaces.arch import Choice
 from jaxnas.spaces.smash import eager, network
 from jaxnas.spaces.smash.config import Smash
-from jaxnas.spaces.smash.layout import BLOCKS, OPTIONS
+from jaxnas.spaces.smash.layout import BLOCKS
 from jaxnas.spaces.smash.space import SmashSpace
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
@@ -50,18 +58,9 @@ def test_host_path_matches_the_pytorch_twin():
         t_loss.backward()
         assert float(loss) == pytest.approx(t_loss.item(), rel=1e-5)
         assert float(acc) == pytest.approx((t_logits.argmax(1).numpy() == y).mean())
-        got = [new["main"]["trans_bn"][b] for b in range(BLOCKS - 1)] + [new["main"]["bn"]]
-        for st, (mean, var) in zip(got, t_stats):
-            c = mean.shape[0]
-            np.testing.assert_allclose(np.asarray(st["mean"])[:c], mean.numpy(), rtol=1e-4, atol=1e-5)
-            np.testing.assert_allclose(np.asarray(st["var"])[:c], var.numpy(), rtol=1e-4, atol=1e-5)
-            np.testing.assert_array_equal(np.asarray(st["mean"])[c:], 0.0)  # channels not in use: untouched
-        scale = max(float(t.grad.abs().max()) for t in leaves(tp) if t.grad is not None)
-        for g, t in zip(jax.tree.leaves(grads["main"]), leaves(tp)):
-            want = np.zeros(t.shape) if t.grad is None else t.grad.numpy()
-            if g.ndim == 4:
-                want = want.transpose(2, 3, 1, 0)  # OIHW -> HWIO
-            np.testing.assert_allclose(np.asarray(g), want, atol=2e-5 * scale)
+        main = new["main"]
+        assert_stats_match([main["trans_bn"][b] for b in range(BLOCKS - 1)] + [main["bn"]], t_stats)
+        assert_grads_match(jax.tree.leaves(grads["main"]), tp)
         (want_hyper,) = pull_hyper(jnp.asarray(tw.grad.numpy(), jnp.float32))
         for g, want in zip(jax.tree.leaves(grads["hypernet"]), jax.tree.leaves(want_hyper["hypernet"])):
             np.testing.assert_allclose(np.asarray(g), np.asarray(want),
@@ -71,11 +70,5 @@ def test_host_path_matches_the_pytorch_twin():
         tp, tstats = to_torch(params["main"], new["main"])
         want, _ = twin_forward(lay, ref, t64(w1x1), tp, tstats, t64(x).permute(0, 3, 1, 2), 10, train=False)
         np.testing.assert_allclose(np.asarray(logits), want.detach().numpy(), rtol=1e-4, atol=1e-5)
-        a = {k: np.asarray(v) for k, v in cand.items()}
-        live = np.arange(lay.max_layers)[None] < a["layers"][:, None]
-        on = np.asarray(OPTIONS, bool)[a["op"]] & live[..., None]
-        seen["non-square"] |= bool((a["kernel"][..., 0] != a["kernel"][..., 1])[on].any())
-        seen["dilated"] |= bool((a["dilation"] > 1)[on].any())
-        seen["grouped"] |= bool((a["groups"] > 1)[on].any())
-        seen["several convs"] |= bool(on.sum(-1).max() > 1)
+        note_features(seen, lay, cand)
     assert all(seen.values()), seen

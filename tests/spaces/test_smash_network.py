@@ -8,7 +8,17 @@ import pytest
 import torch
 import torch.nn.functional as tf
 from flax import nnx
-from smash_twin import leaves, t64, to_torch, twin_banks, twin_forward, twin_op
+from smash_twin import (
+    assert_grads_match,
+    assert_stats_match,
+    leaves,
+    note_features,
+    t64,
+    to_torch,
+    twin_banks,
+    twin_forward,
+    twin_op,
+)
 
 from jaxnas.nn import functional as fn
 from jaxnas.spaces.smash import network
@@ -56,26 +66,10 @@ def test_main_network_matches_the_pytorch_twin():
         t_loss.backward()
         np.testing.assert_allclose(np.asarray(logits), t_logits.detach().numpy(), rtol=1e-4, atol=1e-5)
         assert float(value) == pytest.approx(t_loss.item(), rel=1e-5)
-        got_stats = [new["trans_bn"][b] for b in range(BLOCKS - 1)] + [new["bn"]]
-        for st, (mean, var) in zip(got_stats, t_stats):
-            c = mean.shape[0]
-            np.testing.assert_allclose(np.asarray(st["mean"])[:c], mean.numpy(), rtol=1e-4, atol=1e-5)
-            np.testing.assert_allclose(np.asarray(st["var"])[:c], var.numpy(), rtol=1e-4, atol=1e-5)
-            np.testing.assert_array_equal(np.asarray(st["mean"])[c:], 0.0)  # channels not in use: untouched
-        scale = max(float(np.abs(t.grad).max()) for t in leaves(tp) if t.grad is not None)
-        for g, t in zip(jax.tree.leaves(g_params), leaves(tp)):
-            want = np.zeros(t.shape) if t.grad is None else t.grad.numpy()
-            if g.ndim == 4:
-                want = want.transpose(2, 3, 1, 0)  # OIHW -> HWIO
-            np.testing.assert_allclose(np.asarray(g), want, atol=2e-5 * scale)
+        assert_stats_match([new["trans_bn"][b] for b in range(BLOCKS - 1)] + [new["bn"]], t_stats)
+        assert_grads_match(jax.tree.leaves(g_params), tp)
         np.testing.assert_allclose(np.asarray(g_w), tw.grad.numpy(), atol=2e-5 * float(tw.grad.abs().max()))
-        a = jax.tree.map(np.asarray, arch)
-        live = np.arange(lay.max_layers)[None] < a["layers"][:, None]
-        on = np.asarray(OPTION_TABLE)[a["op"]] & live[..., None]
-        seen["non-square"] |= bool((a["kernel"][..., 0] != a["kernel"][..., 1])[on].any())
-        seen["dilated"] |= bool((a["dilation"] > 1)[on].any())
-        seen["grouped"] |= bool((a["groups"] > 1)[on].any())
-        seen["several convs"] |= bool(on.sum(-1).max() > 1)
+        note_features(seen, lay, arch)
     assert step._cache_size() == 1
     # evaluation mode (the selection's: BN's running statistics, here the last step's)
     logits, _ = fn.apply(graph, params, new, jnp.asarray(x), arch, w1x1, False)
