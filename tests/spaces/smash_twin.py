@@ -149,3 +149,14 @@ def note_features(seen, lay, arch):
     seen["dilated"] |= bool((a["dilation"] > 1)[on].any())
     seen["grouped"] |= bool((a["groups"] > 1)[on].any())
     seen["several convs"] |= bool(on.sum(-1).max() > 1)
+
+
+def var_case(batch=4, side=8):
+    """The twin tests' space (tiny sizes, `ops=var`: up to 4 convs a layer, 6 layer slots), images
+    and labels."""
+    from jaxnas.spaces.smash.config import Smash
+    from jaxnas.spaces.smash.space import SmashSpace
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(batch, side, side, 3)).astype(np.float32)
+    return (SmashSpace(Smash(depth=4, width=1, N_max=32, max_layers=6, ops="var")), x,
+            rng.integers(0, 10, batch).astype(np.int32), rng)

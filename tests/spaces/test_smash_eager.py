@@ -17,14 +17,13 @@ from smash_twin import (
     t64,
     to_torch,
     twin_forward,
+    var_case,
 )
 
 from jaxnas.nn import functional as fn
 from jaxnas.spaces.arch import Choice
 from jaxnas.spaces.smash import eager, network
-from jaxnas.spaces.smash.config import Smash
 from jaxnas.spaces.smash.layout import BLOCKS
-from jaxnas.spaces.smash.space import SmashSpace
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 B, H = 4, 8
@@ -33,13 +32,10 @@ B, H = 4, 8
 def test_host_path_matches_the_pytorch_twin():
     """Sampled tiny candidates (`ops=var`) that between them use non-square kernels, dilations, groups
     and several convs a layer."""
-    space = SmashSpace(Smash(depth=4, width=1, N_max=32, max_layers=6, ops="var"))
+    space, x, y, rng = var_case(B, H)
     lay = space.layout
     net = network.SmashNet(lay, 10, rngs=nnx.Rngs(1))
     graph, params, stats = fn.split(net)
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(B, H, H, 3)).astype(np.float32)
-    y = rng.integers(0, 10, B).astype(np.int32)
     weights = jax.jit(lambda p, c: nnx.merge(graph, p, stats).weights(c))
     archs = space.sample(jax.random.key(3), 2)
     cands = jax.device_get(space.with_noise(jax.random.key(4), archs, space.init_state()))

@@ -18,6 +18,7 @@ from smash_twin import (
     twin_banks,
     twin_forward,
     twin_op,
+    var_case,
 )
 
 from jaxnas.nn import functional as fn
@@ -36,13 +37,10 @@ def test_main_network_matches_the_pytorch_twin():
     1x1 weights) on sampled tiny architectures (`ops=var`: up to 4 convs a layer, so the reference's
     default single conv is conv 0 of the same program) that use every bank size, non-square kernels,
     dilations and groups; one compiled program for all of them."""
-    space = SmashSpace(Smash(depth=4, width=1, N_max=32, max_layers=6, ops="var"))
+    space, x, y, rng = var_case(B, H)
     lay = space.layout
     main = network.MainNet(lay, 10, rngs=nnx.Rngs(1))
     graph, params, stats = fn.split(main)
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(B, H, H, 3)).astype(np.float32)
-    y = rng.integers(0, 10, B).astype(np.int32)
     rows = (lay.columns + 1) * lay.N * lay.dc
     w1x1 = rng.normal(size=(rows, lay.N_max)).astype(np.float32)
 
