@@ -127,13 +127,19 @@ def next_front(cost, acc, origin) -> np.ndarray:
     candidates listed as the new samples, the extras, then the previous front (`origin`); the
     previous front's accuracies count 1e-10 lower, so they lose ties to new samples; weak dominance,
     the first of identical rows kept (`search.pareto_front(duplicates="first")`); the extras may
-    eliminate samples and are then dropped. The front: surviving samples, then old members, each in
-    their listed order."""
+    eliminate samples and are then dropped (should they eliminate all, the front is taken without
+    them). The front: surviving samples, then old members, each in their listed order."""
     origin = np.asarray(origin)
     acc = np.asarray(acc, np.float64) - 1e-10 * (origin == OLD)
-    idx = search.pareto_front(np.stack([np.asarray(cost, np.float64), acc], 1), [False, True],
-                              duplicates="first")
-    return idx[origin[idx] != EXTRA]
+    objectives = np.stack([np.asarray(cost, np.float64), acc], 1)
+    idx = search.pareto_front(objectives, [False, True], duplicates="first")
+    idx = idx[origin[idx] != EXTRA]
+    if len(idx) or not (origin != EXTRA).any():
+        return idx
+    # guard: extras dominated every other candidate (likely when accuracies tie, e.g. at chance): the
+    # reference would go on with an empty front and nothing kept; here the front without the extras
+    rest = np.flatnonzero(origin != EXTRA)
+    return rest[search.pareto_front(objectives[rest], [False, True], duplicates="first")]
 
 
 def window_sample(draw, cost, n: int, lo: float, hi: float, n_extra: int, extra_lo: float, exclude=(),

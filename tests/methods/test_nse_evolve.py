@@ -167,11 +167,17 @@ def test_next_front_follows_the_reference_tie_rules():
         cost = rng.integers(0, 8, n).astype(float)     # coarse values: many ties
         acc = rng.integers(0, 6, n).astype(float) * 10
         origin = np.sort(rng.integers(0, 3, n))        # samples, then extras, then the old front
-        assert list(ev.next_front(cost, acc, origin)) == front_loop(cost, acc, origin)
+        want = front_loop(cost, acc, origin)
+        if not want and (origin != ev.EXTRA).any():  # the guard: extras dominated everything else
+            rest = np.flatnonzero(origin != ev.EXTRA)
+            want = [int(rest[i]) for i in front_loop(cost[rest], acc[rest], origin[rest])]
+        assert list(ev.next_front(cost, acc, origin)) == want
     # an extra removes what it dominates and never stays itself; an old member tied with a new sample loses
     got = ev.next_front([1.0, 2.0, 1.0, 3.0], [50.0, 40.0, 60.0, 70.0],
                         [ev.SAMPLE, ev.SAMPLE, ev.EXTRA, ev.OLD])
     assert list(got) == [3]
+    got = ev.next_front([2.0, 3.0, 1.0], [10.0, 10.0, 10.0], [ev.SAMPLE, ev.SAMPLE, ev.EXTRA])
+    assert list(got) == [0]  # every sample dominated by the extra: the front without it
     assert list(ev.next_front([1.0, 1.0], [50.0, 50.0], [ev.SAMPLE, ev.OLD])) == [0]
 
 
