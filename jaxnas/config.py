@@ -258,7 +258,9 @@ def from_json(text: str) -> Config:
     unknown = set(raw) - set(TOP_LEVEL) - set(SECTIONS)
     if unknown:
         raise ValueError(f"unknown fields {sorted(unknown)[:5]} (written by an older jaxnas?)")
-    sections = {k: SECTIONS[k](**v) for k, v in raw.items() if k in SECTIONS}
+    # JSON has no tuples: a tuple field comes back as a list
+    sections = {k: SECTIONS[k](**{f: tuple(x) if isinstance(x, list) else x for f, x in v.items()})
+                for k, v in raw.items() if k in SECTIONS}
     return Config(**{k: v for k, v in raw.items() if k in TOP_LEVEL}, **sections)
 
 
