@@ -52,15 +52,15 @@ def spread(cands, k):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--runs", default="runs/smash-membank")
+    ap.add_argument("--runs", default="runs/smash-membank-host")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--epochs", type=int, default=3)
-    ap.add_argument("--max-per-class", type=int, default=300)
-    ap.add_argument("--random", type=int, default=30)
-    ap.add_argument("--perturbed", type=int, default=5)
-    ap.add_argument("--markov", type=int, default=5)
-    ap.add_argument("--train", type=int, default=6)
-    ap.add_argument("--train-epochs", type=int, default=3)
+    ap.add_argument("--epochs", type=int, default=15)
+    ap.add_argument("--max-per-class", type=int, default=500)
+    ap.add_argument("--random", type=int, default=40)
+    ap.add_argument("--perturbed", type=int, default=10)
+    ap.add_argument("--markov", type=int, default=10)
+    ap.add_argument("--train", type=int, default=8)
+    ap.add_argument("--train-epochs", type=int, default=5)
     ap.add_argument("--train-per-class", type=int, default=500)
     a = ap.parse_args()
     from jaxnas.bench import kendall_tau, spearman
