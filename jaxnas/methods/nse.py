@@ -20,8 +20,8 @@ The round's operator set is static: one compiled program per round (`MobileSuper
 `train_step` runs outside jit (`host_step`) and calls the round's jitted steps.
 
 In progress (issue 32): not registered yet. A smoke run of the tiny preset on a cut-down skeleton
-went through round 1 (steps, window sampling, scoring, the front, the refill) on 2 CPU cores; the
-method contract's tests, the NB201 variant and the benchmark are still to come. On XLA:CPU the
+(registered at run time) went through both rounds, a resume, the round ends and the selection on 2
+CPU cores; the method contract's tests, the NB201 variant and the benchmark are still to come. On XLA:CPU the
 MBConv's depthwise convolutions are the bottleneck (BENCHMARKS.md 16).
 """
 from __future__ import annotations
