@@ -34,3 +34,10 @@ def loss_and_accuracy(logits, labels):
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
     acc = (logits.argmax(-1) == labels).mean()
     return loss, acc
+
+
+def straight_through(y_s, y_u, q_s, q_u):
+    """y_s in value; the gradient of q_s and q_u as through y_s q_s + y_u q_u: NSE's pair estimator
+    (orashi/NSE_NAS utils/supernet_utils.py su:1237-1238; `jaxnas.search.pairs`)."""
+    sg = jax.lax.stop_gradient
+    return y_s * (q_s + 1 - sg(q_s)) + sg(y_u) * (q_u - sg(q_u))

@@ -17,6 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxnas.nn.functional import straight_through  # noqa: F401  (the pair's forward; nn: the networks use it)
+
 
 def patterns(k: int) -> np.ndarray:
     """bool[2^k, k]: every gate pattern of k slots; row i gates slot j on when bit j of i is set."""
@@ -44,9 +46,3 @@ def pair_weights(logp, pair):
     both = jnp.take_along_axis(logp, pair, -1)
     q = jax.nn.softmax(both, -1)
     return q[..., 0], q[..., 1]
-
-
-def straight_through(y_s, y_u, q_s, q_u):
-    """y_s in value; the gradient of q_s and q_u as through y_s q_s + y_u q_u (su:1237-1238)."""
-    sg = jax.lax.stop_gradient
-    return y_s * (q_s + 1 - sg(q_s)) + sg(y_u) * (q_u - sg(q_u))

@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxnas.search.pairs import straight_through
+from jaxnas.nn.functional import straight_through
 from jaxnas.spaces.arch import Choice, Gates, check
 from jaxnas.spaces.mobile.layout import POOL, Layout
 from jaxnas.spaces.mobile.network import ConvBN, Head, make_op
