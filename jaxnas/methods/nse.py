@@ -69,8 +69,8 @@ class NSE(Method):
         self.section = space.section(cfg)
         self.layout = space.layout
         model = space.build_supernet(self.section, num_classes, seed=cfg.seed)
-        self.graphdef, self._params, self._stats = split(model)
-        self._model = model
+        _, self._params, self._stats = split(model)
+        self._model = model  # its graph, with each round's operators (`_graph`)
         t = cfg.train
         self.tx = optim.make("sgd", t.lr, weight_decay=t.weight_decay, momentum=t.momentum,
                              nesterov=t.nesterov, decay_mask=optim.no_decay_on_bn_and_bias)

@@ -104,7 +104,7 @@ class SMASH(Method):
             getattr(space, "build_supernet", None))) else None
         self.host_step = self.host is not None
         self._draw = jax.jit(self._draw_fn)
-        self._metrics = jax.jit(lambda logits, labels: loss_and_accuracy(logits, labels))
+        self._metrics = jax.jit(loss_and_accuracy)
 
     def init(self):
         return state_lib.create(self._params, self._stats, self.cfg.seed, self.tx.init(self._params),

@@ -17,6 +17,7 @@ at scale 1 and bias 0, the classifier at PyTorch's default (su:1321-1326).
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
@@ -88,10 +89,18 @@ class Head(nnx.Module):
         return self.classifier(jax.nn.relu(ops.conv(x, self.kernel[...])).mean((1, 2)))
 
 
-def cell_output(x, outputs, identity: bool):
-    """The multi-branch cell's mean (su:509-524): the identity term counts as one branch."""
-    total = sum(outputs, x if identity else 0.0)
-    return total / (len(outputs) + int(identity))
+def cell_output(x, outputs, identity: bool, gates=None):
+    """The multi-branch cell's mean (su:509-524): the identity term counts as one branch. With
+    `gates` (one weight per output, e.g. 0/1) the gated mean (identity x + sum_j g_j o_j) /
+    (identity + sum_j g_j), and x for an identity cell whose gates are all off (or that has no
+    outputs)."""
+    if gates is None:
+        total = sum(outputs, x if identity else 0.0)
+        return total / (len(outputs) + int(identity))
+    if not outputs:
+        return x
+    total = sum((g * o for g, o in zip(gates, outputs)), x if identity else 0.0)
+    return total / jnp.maximum(sum(gates, jnp.float32(1.0 if identity else 0.0)), 1.0)
 
 
 class MobileNetwork(nnx.Module):

@@ -129,7 +129,6 @@ class MobileSpace(Space):
             out[key] = back + (gates * jnp.asarray(table, dtype)).sum((-2, -1))
         return out
 
-
     def cheapest_flops(self, num_classes: int | None = None) -> int:
         """Multiply-adds of the cheapest architecture: identity cells empty, every other cell its
         cheapest operator."""

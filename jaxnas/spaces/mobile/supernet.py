@@ -29,14 +29,7 @@ from flax import nnx
 from jaxnas.nn.functional import straight_through
 from jaxnas.spaces.arch import Choice, Gates, check
 from jaxnas.spaces.mobile.layout import POOL, Layout
-from jaxnas.spaces.mobile.network import ConvBN, Head, make_op
-
-
-def _mean(x, outs, gates, identity: bool):
-    """(identity x + sum_j gates_j outs_j) / (identity + sum_j gates_j); x for an empty identity cell."""
-    total = sum((g * o for g, o in zip(gates, outs)), x if identity else 0.0)
-    count = sum(gates, jnp.float32(1.0 if identity else 0.0))
-    return total / jnp.maximum(count, 1.0) if outs else x
+from jaxnas.spaces.mobile.network import ConvBN, Head, cell_output, make_op
 
 
 class MobileSupernet(nnx.Module):
@@ -65,12 +58,12 @@ class MobileSupernet(nnx.Module):
                 on = [g[j] != 0 for j in ids]
             outs = [self._run(self.cells[c][j], h, train, moves) for j, moves in zip(ids, on)]
             if pair:
-                y_s = _mean(h, outs, [s[j] for j in ids], cell.identity)
-                y_u = jax.lax.stop_gradient(_mean(h, outs, [u[j] for j in ids], cell.identity))
+                y_s = cell_output(h, outs, cell.identity, [s[j] for j in ids])
+                y_u = jax.lax.stop_gradient(cell_output(h, outs, cell.identity, [u[j] for j in ids]))
                 q = value["q"][c]
                 h = straight_through(y_s, y_u, q[0], q[1])
             else:
-                h = _mean(h, outs, [g[j] for j in ids], cell.identity)
+                h = cell_output(h, outs, cell.identity, [g[j] for j in ids])
         return self.head(h)
 
     def with_ops(self, ops) -> MobileSupernet:

@@ -12,8 +12,8 @@ piece is a jitted kernel returning its output and pullback (`jaxnas.nn.tape`), c
 shape signature (a conv's: input width, units, kernel, dilation, groups, resolution), so a run
 compiles as many kernels as signatures its architectures bring (BENCHMARKS.md 15c counts them).
 
-Grouped convs run as one dense conv with a block-diagonal kernel: XLA:CPU's grouped conv gradient
-was 10-40x slower than the dense one at these sizes (the same numbers; BENCHMARKS.md 15c).
+Grouped convs run as one dense conv with a block-diagonal kernel (`nn.ops.conv` on CPU): XLA:CPU's
+grouped conv gradient was 10-40x slower than the dense one at these sizes (BENCHMARKS.md 15, 15c).
 
 `value_and_grad` gives what jax.value_and_grad of the traced `SmashNet` gives for the same
 candidate, HyperNet included (tests/spaces/test_smash_eager.py checks it against the PyTorch twin);
@@ -57,17 +57,13 @@ def _read(memory, w1x1, rows, n_b: int):
 
 def _conv(x, bank, units: int, kernel: tuple, dilation: tuple, groups: int):
     """conv(relu(x)) with the bank's centre `kernel` crop, its first `units` outputs and first
-    c_in / groups inputs (layers.py SMASHC2D), grouped through a block-diagonal dense kernel."""
-    c_in, size = x.shape[-1], bank.shape[0]
-    per_in, per_out = max(c_in // groups, 1), max(units // groups, 1)
-    (kh, kw), (dh, dw) = kernel, dilation
-    i, o = np.arange(c_in), np.arange(units)
+    c_in / groups inputs (layers.py SMASHC2D); `ops.conv` runs the groups on CPU as the dense conv
+    of the block-diagonal kernel."""
+    (kh, kw), size = kernel, bank.shape[0]
     top, left = (size - kh) // 2, (size - kw) // 2
-    w = bank[top:top + kh, left:left + kw][:, :, i % per_in, :units]
-    w = jnp.where((i[:, None] // per_in) == (o[None, :] // per_out), w, 0.0)
-    pad = (((kh - 1) * dh // 2,) * 2, ((kw - 1) * dw // 2,) * 2)
-    return jax.lax.conv_general_dilated(jax.nn.relu(x), w, (1, 1), pad, rhs_dilation=(dh, dw),
-                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    w = bank[top:top + kh, left:left + kw, :x.shape[-1] // groups, :units]
+    pad = tuple((k - 1) * d // 2 for k, d in zip(kernel, dilation))
+    return ops.conv(jax.nn.relu(x), w, padding=pad, dilation=dilation, groups=groups)
 
 
 def _write(y, route):

@@ -76,8 +76,7 @@ class SmashSpace(Space):
     def host_path(self, cfg) -> bool:
         """`smash.impl`: eager, or auto on CPU (BENCHMARKS.md 15c: exact shapes on the host against
         the traced program's widest shapes)."""
-        impl = cfg.smash.impl
-        return impl == "eager" or (impl == "auto" and backend.is_cpu())
+        return backend.host_path(cfg.smash.impl)
 
     def relative_cost(self, cfg) -> float:
         """The network's convolution work relative to the `tiny` preset's (BENCHMARKS.md 15b, 15c):
