@@ -46,6 +46,9 @@ SPACES = {
     "smash": Entry("jaxnas.spaces.smash.space:SPACE", "SMASH's memory-bank network: per block a bank "
                    "size, per layer read / write banks, units, kernel, dilation, groups (--method smash)",
                    "jaxnas.spaces.smash.config"),
+    "mobile": Entry("jaxnas.spaces.mobile.space:SPACE", "NSE's MobileNetV2-like skeleton: per cell any "
+                    "subset of 27 MBConv / Rec operators, averaged (--method nse)",
+                    "jaxnas.spaces.mobile.config"),
 }
 DEFAULT_SPACE = "nb201"
 
@@ -64,6 +67,9 @@ METHODS = {
     "smash": Entry("jaxnas.methods.smash:SMASH", "SMASH: a HyperNet generates each sampled architecture's "
                    "weights; best of random + perturbed + Markov candidates by held-out error",
                    "jaxnas.methods.smash_config"),
+    "nse": Entry("jaxnas.methods.nse:NSE", "NSE: evolve each cell's operator subset round by round; the "
+                 "Pareto front over (MACs, accuracy), its best under nse.budget",
+                 "jaxnas.methods.nse_config"),
     "train": Entry("jaxnas.methods.train_arch:TrainArch", "jaxnas train: one architecture from scratch",
                    search=False),
     "naswot": Entry(_PROXY, "training-free: best of select_num random candidates by the NASWOT score",

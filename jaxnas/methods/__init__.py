@@ -5,8 +5,8 @@ from jaxnas import registry
 
 __getattr__, __dir__ = registry.lazy_exports(__name__, {
     "Method": "jaxnas.methods.base", "SupernetMethod": "jaxnas.methods.base", "ABS": "jaxnas.methods.abs",
-    "PGNAS": "jaxnas.methods.pgnas", "Prune": "jaxnas.methods.prune", "RSPS": "jaxnas.methods.rsps",
-    "SETN": "jaxnas.methods.setn", "TrainArch": "jaxnas.methods.train_arch",
+    "NSE": "jaxnas.methods.nse", "PGNAS": "jaxnas.methods.pgnas", "Prune": "jaxnas.methods.prune",
+    "RSPS": "jaxnas.methods.rsps", "SETN": "jaxnas.methods.setn", "TrainArch": "jaxnas.methods.train_arch",
     "TrainingFree": "jaxnas.methods.training_free"})
 
 
@@ -22,5 +22,5 @@ def all_methods() -> dict:
     return {name: get(name) for name in registry.METHODS}
 
 
-__all__ = ["ABS", "PGNAS", "RSPS", "SETN", "Method", "Prune", "SupernetMethod", "TrainArch", "TrainingFree",
-           "all_methods", "get"]
+__all__ = ["ABS", "NSE", "PGNAS", "RSPS", "SETN", "Method", "Prune", "SupernetMethod", "TrainArch",
+           "TrainingFree", "all_methods", "get"]

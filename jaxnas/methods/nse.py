@@ -19,10 +19,11 @@ The search's result is the last front (result.json) and its most accurate member
 The round's operator set is static: one compiled program per round (`MobileSupernet.with_ops`), so
 `train_step` runs outside jit (`host_step`) and calls the round's jitted steps.
 
-In progress (issue 32): not registered yet. A smoke run of the tiny preset on a cut-down skeleton
-(registered at run time) went through both rounds, a resume, the round ends and the selection on 2
-CPU cores; the method contract's tests, the NB201 variant and the benchmark are still to come. On XLA:CPU the
-MBConv's depthwise convolutions are the bottleneck (BENCHMARKS.md 16).
+On NB201 (the check against ground truth; issue 32 item 3) an edge's pool is its 5 operations and
+the law a categorical over its subset (softmax(alpha)): the weight step trains one uniformly drawn
+path of the subsets, the pair is two distinct operations with their pair-renormalised probabilities
+(the straight-through weights on the relaxed supernet), every candidate is a genotype and the cost
+axis is NB201's FLOPs. `nse.mac_target=0` (the default) sets no target: no penalty, no window.
 """
 from __future__ import annotations
 
@@ -35,12 +36,102 @@ from jaxnas.methods import nse_evolve as ev
 from jaxnas.methods.base import Method
 from jaxnas.nn import split
 from jaxnas.nn.functional import apply, loss_and_accuracy
-from jaxnas.spaces.arch import Gates
+from jaxnas.spaces.arch import Choice, Gates, Weights
 from jaxnas.train import optim, steps
 from jaxnas.train import state as state_lib
 from jaxnas.train.state import KEY_METHOD, KEY_SAMPLE, step_key
 
 ROUND_SEED = 10_007  # round r's weights are drawn from seed + r ROUND_SEED
+
+
+class MobileLaw:
+    """NSE on the mobile space (the paper's): multi-branch cells, an architecture is its gates."""
+    single = False
+
+    def __init__(self, space, cfg, num_classes):
+        self.space, self.num_classes, self.section = space, num_classes, space.section(cfg)
+        self.shape, self.identity = space.shape, np.asarray(space.identity)
+        macs, _ = space.layout.tables
+        self.table = macs / 1e6                                     # M MACs per (cell, operator)
+        self.back = space.layout.back(num_classes)[0] / 1e6
+        self._model = None
+        self._graphdefs = {}
+
+    def build(self, seed):
+        self._model = self.space.build_supernet(self.section, self.num_classes, seed=seed)
+        return self._model
+
+    def graph(self, active):
+        """The round's graph: the supernet with this round's operators as its static set."""
+        key = active.tobytes()
+        if key not in self._graphdefs:
+            self._graphdefs[key] = split(self._model.with_ops([np.flatnonzero(row) for row in active]))[0]
+        return self._graphdefs[key]
+
+    def weight_arch(self, key, active):
+        return Gates(self.space.sample(key, 1, {"active": active})[0])
+
+    def pair_arch(self, gates, q):
+        return Gates({**gates, "q": q})
+
+    def arch(self, gates):
+        return Gates(gates)
+
+    def to_space(self, gates):
+        return np.asarray(gates, bool)
+
+    def costs(self, archs) -> dict:
+        return jax.device_get(jax.vmap(lambda a: self.space.cost(a, self.num_classes))(jnp.asarray(archs)))
+
+
+class NB201Law:
+    """NSE's check on NB201: one operation per edge (a categorical over the edge's subset); an
+    architecture is the one-hot of its genotype, scored on the supernet's single path."""
+    single = True
+
+    def __init__(self, space, cfg, num_classes):
+        self.space, self.num_classes, self.section = space, num_classes, space.section(cfg)
+        # (CIFAR-10's 10 classes when not known: `NSE.check` runs before the data is read)
+        self.sizes = {"C": self.section.C, "N": self.section.N, "num_classes": num_classes or 10}
+        edges, ops = space.relaxed_spec.shape
+        self.shape, self.identity = (edges, ops), np.zeros(edges, bool)
+        none = np.full(edges, space.zero_op, np.int32)
+        archs = np.repeat(none[None], edges * ops, 0)
+        archs[np.arange(edges * ops), np.repeat(np.arange(edges), ops)] = np.tile(np.arange(ops), edges)
+        flops = np.asarray(space.cost(archs, **self.sizes)["flops"], np.float64) / 1e6
+        self.back = float(np.asarray(space.cost(none, **self.sizes)["flops"])) / 1e6
+        self.table = (flops - self.back).reshape(edges, ops)      # M FLOPs per (edge, operation): additive
+        self._graphdef = None
+
+    def build(self, seed):
+        model = self.space.build_supernet(self.section, self.num_classes, seed=seed)
+        self._graphdef = split(model)[0]
+        return model
+
+    def graph(self, active):
+        del active  # every operation is in the one graph
+        return self._graphdef
+
+    def weight_arch(self, key, active):
+        return Choice(self.space.sample(key, 1, {"ops": active})[0])
+
+    def pair_arch(self, gates, q):
+        """The straight-through weights: value 1 on s and 0 on u, gradient through q (`search.pairs`)."""
+        sg = jax.lax.stop_gradient
+        w_s, w_u = (q[:, 0] + 1 - sg(q[:, 0]))[:, None], (q[:, 1] - sg(q[:, 1]))[:, None]
+        return Weights(jnp.where(gates["s"], w_s, 0.0) + jnp.where(gates["u"] & ~gates["s"], w_u, 0.0))
+
+    def arch(self, gates):
+        return Choice(jnp.argmax(gates, -1).astype(jnp.int32))
+
+    def to_space(self, gates):
+        return np.argmax(np.asarray(gates), -1).astype(np.int32)
+
+    def costs(self, archs) -> dict:
+        return jax.device_get(self.space.cost(self.to_space(archs), **self.sizes))
+
+
+LAWS = {"mobile": MobileLaw, "nb201": NB201Law}
 
 
 class NSE(Method):
@@ -51,44 +142,47 @@ class NSE(Method):
     @classmethod
     def check(cls, cfg, space) -> None:
         super().check(cfg, space)
-        if space.name != "mobile":
-            raise ValueError(f"--method nse evolves the mobile space's operator pool; space {space.name!r} "
-                             "has none (the NB201 variant is not built yet): --space mobile")
-        s, pool = cfg.nse, space.shape[1]
+        if space.name not in LAWS:
+            raise ValueError(f"--method nse evolves an operator pool per cell or edge; space {space.name!r} "
+                             f"has none: --space {' or '.join(LAWS)}")
+        s = cfg.nse
+        law = LAWS[space.name](space, cfg, None)
+        pool = law.shape[1]
         if s.k > pool:
             raise ValueError(f"nse.k={s.k} exceeds the pool's {pool} operators")
-        if s.budget:
-            cheapest = space.configure(cfg).cheapest_flops() / 1e6
-            if s.budget < cheapest:
-                raise ValueError(f"nse.budget={s.budget:g} M MACs is below the cheapest architecture's "
-                                 f"{cheapest:.3f} M")
+        cheapest = law.back + np.where(law.identity, 0, law.table.min(-1)).sum()
+        if s.budget and s.budget < cheapest:
+            raise ValueError(f"nse.budget={s.budget:g} M MACs is below the cheapest architecture's "
+                             f"{cheapest:.3f} M")
+        if s.mac_target:
+            dearest = law.back + np.sort(law.table, -1)[:, -(1 if law.single else s.k):].sum()
+            lo, hi = (w * s.mac_target for w in s.window)
+            if not (lo < dearest and hi > cheapest):
+                raise ValueError(f"nse.mac_target={s.mac_target:g}: the window ({lo:g}, {hi:g}) M MACs "
+                                 f"holds no architecture of space {space.name!r} ({cheapest:.3f} to "
+                                 f"{dearest:.3f} M); set nse.mac_target inside that range, or 0 for none")
 
     def __init__(self, cfg, space, num_classes):
         super().__init__(cfg, space, num_classes)
         self.s = cfg.nse
-        self.section = space.section(cfg)
-        self.layout = space.layout
-        model = space.build_supernet(self.section, num_classes, seed=cfg.seed)
-        _, self._params, self._stats = split(model)
-        self._model = model  # its graph, with each round's operators (`_graph`)
+        self.law = LAWS[space.name](space, cfg, num_classes)
+        _, self._params, self._stats = split(self.law.build(cfg.seed))
         t = cfg.train
         self.tx = optim.make("sgd", t.lr, weight_decay=t.weight_decay, momentum=t.momentum,
                              nesterov=t.nesterov, decay_mask=optim.no_decay_on_bn_and_bias)
         self.arch_tx = optim.make("adam", self.s.arch_lr, betas=(self.s.arch_b1, self.s.arch_b2), eps=1e-8)
-        macs, _ = self.layout.tables
-        self.table = jnp.asarray(macs / 1e6, jnp.float32)            # M MACs per (cell, operator)
-        self.back = self.layout.back(num_classes)[0] / 1e6
-        self.identity = jnp.asarray(space.identity)
+        self.table = jnp.asarray(self.law.table, jnp.float32)
+        self.identity = jnp.asarray(self.law.identity)
         self.front_size = 2 * self.s.sample_num                      # a front never holds more
-        self._graphdefs = {}
         self._weight = jax.jit(self._weight_fn, static_argnums=0, donate_argnums=1)
         self._arch = jax.jit(self._arch_fn, static_argnums=0, donate_argnums=1)
         self._draw = jax.jit(lambda key, alpha, active, n: ev.sample(key, alpha, active, self.identity,
-                                                                     self.s.k, n), static_argnums=3)
+                                                                     self.s.k, n, self.law.single),
+                             static_argnums=3)
 
     # --- state -----------------------------------------------------------------------------------
     def init(self):
-        cells, pool = self.space.shape
+        cells, pool = self.law.shape
         evo = ev.initial(jax.random.key(self.cfg.seed + 1), cells, pool, self.s.k)
         f = self.front_size
         space = {**evo, "round_active": jnp.array(evo["active"], copy=True),  # a buffer of its own (donated)
@@ -98,18 +192,12 @@ class NSE(Method):
                                 method=self._arch_init(), space=space)
 
     def _arch_init(self):
-        alpha = jnp.zeros(self.space.shape, jnp.float32)
+        alpha = jnp.zeros(self.law.shape, jnp.float32)
         log = {k: jnp.float32(0) for k in ("arch_acc", "mac_penalty", "expected_macs", "active_ops")}
         return {"alpha": alpha, "alpha_opt": self.arch_tx.init(alpha), "log": log}
 
     def _graph(self, state):
-        """The round's graph: the supernet with this round's operators as its static set."""
-        active = np.asarray(jax.device_get(state.space["round_active"]))
-        key = active.tobytes()
-        if key not in self._graphdefs:
-            ops = [np.flatnonzero(row) for row in active]
-            self._graphdefs[key] = split(self._model.with_ops(ops))[0]
-        return self._graphdefs[key]
+        return self.law.graph(np.asarray(jax.device_get(state.space["round_active"])))
 
     # --- steps -----------------------------------------------------------------------------------
     def train_step(self, state, wbatch, abatch, lr):
@@ -122,10 +210,15 @@ class NSE(Method):
         return state, {**metrics, **jax.tree.map(jnp.copy, state.method["log"])}
 
     def _weight_fn(self, graphdef, state, wbatch, lr):
-        gates = self.space.sample(step_key(state, KEY_SAMPLE), 1, {"active": state.space["active"]})[0]
+        arch = self.law.weight_arch(step_key(state, KEY_SAMPLE), state.space["active"])
         images, labels = wbatch
-        return steps.weight_step(self.tx, self.cfg.train.grad_clip, graphdef, state, images, labels, lr,
-                                 Gates(gates))
+        return steps.weight_step(self.tx, self.cfg.train.grad_clip, graphdef, state, images, labels, lr, arch)
+
+    def _penalty(self, expected):
+        s = self.s
+        if not s.mac_target:
+            return jnp.float32(0)
+        return ev.penalty(expected, self.law.back, s.mac_target, s.mac_alpha, s.mac_beta)
 
     def _arch_fn(self, graphdef, state, abatch):
         images, labels = abatch
@@ -133,12 +226,13 @@ class NSE(Method):
         active = state.space["active"]
 
         def loss(alpha):
-            gates, q, expected = ev.pair(key, alpha, active, self.identity, self.s.k, self.table)
-            logits, new = apply(graphdef, state.params, state.stats, images, Gates({**gates, "q": q}),
+            gates, q, expected = ev.pair(key, alpha, active, self.identity, self.s.k, self.table,
+                                         self.law.single)
+            logits, new = apply(graphdef, state.params, state.stats, images, self.law.pair_arch(gates, q),
                                 train=True)
             ce, acc = loss_and_accuracy(logits, labels)
-            penalty = ev.penalty(expected, self.back, self.s.mac_target, self.s.mac_alpha, self.s.mac_beta)
-            return ce + penalty, (new, acc, penalty, expected + self.back)
+            penalty = self._penalty(expected)
+            return ce + penalty, (new, acc, penalty, expected + self.law.back)
 
         alpha, opt = state.method["alpha"], state.method["alpha_opt"]
         grads, (stats, acc, penalty, macs) = jax.grad(loss, has_aux=True)(alpha)
@@ -154,7 +248,15 @@ class NSE(Method):
     # --- round end -------------------------------------------------------------------------------
     def _costs(self, gates):
         """M MACs of host architectures [n, cells, pool]."""
-        return self.back + (np.asarray(gates, bool) * np.asarray(self.table)).sum((-2, -1))
+        return self.law.back + (np.asarray(gates, bool) * self.law.table).sum((-2, -1))
+
+    def _window(self):
+        """(lo, hi, extra_lo, extras): the round end's cost window and its extras (none without a target)."""
+        s = self.s
+        if not s.mac_target:
+            return -np.inf, np.inf, -np.inf, 0
+        lo, hi = (w * s.mac_target for w in s.window)
+        return lo, hi, lo - s.extra_width * s.mac_target, s.extra_num
 
     def round_end(self, state, evaluator, last: bool = False):
         s, sp = self.s, jax.device_get(state.space)
@@ -162,16 +264,17 @@ class NSE(Method):
         key = jax.random.fold_in(step_key(state, KEY_SAMPLE), 1)
         batch = max(64, s.sample_num // 4)
         old = sp["front"][sp["front_valid"]]
-        lo, hi = (w * s.mac_target for w in s.window)
+        lo, hi, extra_lo, n_extra = self._window()
+
         def draw(i):
             return jax.device_get(self._draw(jax.random.fold_in(key, i), alpha, state.space["active"], batch))
-        extra_lo = lo - s.extra_width * s.mac_target
-        samples, extras, tried = ev.window_sample(draw, self._costs, s.sample_num, lo, hi, s.extra_num,
-                                                  extra_lo, exclude=old)
+
+        samples, extras, tried = ev.window_sample(draw, self._costs, s.sample_num, lo, hi, n_extra, extra_lo,
+                                                  exclude=old)
         cands = np.concatenate([samples, extras, old])
         origin = np.repeat([ev.SAMPLE, ev.EXTRA, ev.OLD], [len(samples), len(extras), len(old)])
         res = jax.device_get(evaluator.in_blocks(f"round {int(state.round) + 1} candidates", 64)(
-            self._graph(state), state.params, state.stats, Gates(jnp.asarray(cands))))
+            self._graph(state), state.params, state.stats, self.law.arch(jnp.asarray(cands))))
         acc, cost = 100 * np.asarray(res["acc"], np.float64), self._costs(cands)
         idx = ev.next_front(cost, acc, origin)[: self.front_size]
         space = self._front_state(sp, cands[idx], cost[idx], acc[idx])
@@ -183,9 +286,7 @@ class NSE(Method):
         # the next round: the front's operators and the pending queue's next ones; nothing else carries over
         space["active"], space["next"] = ev.refill(space["kept"], space["perm"], space["next"], s.k)
         space["round_active"] = np.array(space["active"])  # a buffer of its own (the state is donated)
-        fresh = self.space.build_supernet(self.section, self.num_classes,
-                                          seed=self.cfg.seed + ROUND_SEED * (int(state.round) + 1))
-        _, params, stats = split(fresh)
+        _, params, stats = split(self.law.build(self.cfg.seed + ROUND_SEED * (int(state.round) + 1)))
         state = state.replace(params=params, stats=stats, opt_state=self.tx.init(params),
                               method=self._arch_init(), space=jax.tree.map(jnp.asarray, space))
         return state, metrics
@@ -216,8 +317,9 @@ class NSE(Method):
             raise ValueError("the search ended with an empty Pareto front")
         i = (search.best_under_budget(cost, acc, self.s.budget) if self.s.budget
              else int(np.argmax(acc)))
-        costs = jax.device_get(jax.vmap(self.space.cost)(jnp.asarray(front)))
-        rows = [{"arch": self.space.to_string(front[j]), "valid_acc": float(acc[j]), "macs_m": float(cost[j]),
-                 **{k: v[j].item() for k, v in costs.items()}} for j in range(len(front))]
-        return {"arch": front[i], "valid_acc": float(acc[i]), "macs_m": float(cost[i]), "front": rows,
+        costs = self.law.costs(front)
+        archs = self.law.to_space(front)
+        rows = [{"arch": self.space.to_string(archs[j]), "valid_acc": float(acc[j]), "macs_m": float(cost[j]),
+                 **{k: np.asarray(v)[j].item() for k, v in costs.items()}} for j in range(len(front))]
+        return {"arch": archs[i], "valid_acc": float(acc[i]), "macs_m": float(cost[i]), "front": rows,
                 "candidates": rows}

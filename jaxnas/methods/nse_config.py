@@ -23,7 +23,7 @@ class Nse:
     preserve: bool = True               # ... unless the last Pareto front kept it (preserve_prev)
     mac_alpha: float = 1e-5             # penalty mac_alpha (E[MACs] + back - target)^mac_beta, MACs in M
     mac_beta: float = 2.0
-    mac_target: float = 300.0           # M MACs
+    mac_target: float = 0.0             # M MACs (0: no target, so no penalty and no window)
     window: tuple = (1.0, 7 / 6)        # round-end samples with cost in (lo, hi) x mac_target (D1)
     extra_width: float = 1 / 30         # extras in (lo - extra_width x target, lo]
     sample_num: int = 2000              # round-end samples (unique, in the window)
@@ -32,8 +32,8 @@ class Nse:
 
     def check(self):
         check_positive(self, ("k", "arch_every", "sample_num"))
-        if self.arch_lr <= 0 or self.mac_target <= 0:
-            raise ValueError("nse.arch_lr and nse.mac_target must be > 0")
+        if self.arch_lr <= 0 or self.mac_target < 0:
+            raise ValueError("nse.arch_lr must be > 0 and nse.mac_target >= 0")
         if self.k < 2:
             raise ValueError(f"nse.k must be >= 2 (a subset to search among), got {self.k}")
         if len(self.window) != 2 or not 0 < self.window[0] < self.window[1]:
@@ -53,9 +53,19 @@ SECTION = Nse
 _PROTOCOL = {"train.momentum": 0.9, "train.nesterov": True, "train.weight_decay": 4e-5,
              "train.grad_clip": 0.0, "train.lr_min": 0.0, "train.schedule": "cosine_per_round",
              "train.decay_unsampled": True, "eval.bn": "recal"}
+# The NB201 variant (issue 32 item 3; the paper has none): the subset K = 3 of an edge's 5 operations,
+# two rounds, no MAC target (every architecture is a genotype; the front is over NB201 FLOPs), the
+# weights trained as the engine trains NB201 supernets (RSPS's recipe), the total epochs NB201's.
+_NB201 = {"nse.k": 3, "nse.mac_target": 0.0, "nse.extra_num": 0, "train.rounds": 2,
+          "train.schedule": "cosine_per_round", "train.warmup_epochs": 0.0, "train.momentum": 0.9,
+          "train.nesterov": True, "train.weight_decay": 5e-4, "train.decay_unsampled": False,
+          "eval.bn": "batch"}
 PRESETS = {
-    "paper": {**_PROTOCOL, "train.lr": 0.4, "train.warmup_epochs": 2, "train.epochs": 100, "train.rounds": 6,
-              "train.batch_size": 1024, "eval.recal_batches": 50, "mobile.resolution": 224},
+    "paper": {**_PROTOCOL, "nse.mac_target": 300.0, "train.lr": 0.4, "train.warmup_epochs": 2,
+              "train.epochs": 100, "train.rounds": 6, "train.batch_size": 1024, "eval.recal_batches": 50,
+              "mobile.resolution": 224},
+    "paper/nb201": {**_NB201, "nse.sample_num": 100, "train.lr": 0.025, "train.epochs": 125,
+                    "train.batch_size": 64},
     # CPU-sized (docs/nse-reference.md section 9): the CIFAR skeleton at scale 0.25, one N cell a stage,
     # 2 rounds of 2 epochs, a target at 0.6 of the all-mb3t6 network (14.6 M: the paper's ratio), the
     # penalty scaled by (300 / 9)^2 to the paper's relative strength, 20 samples
@@ -63,4 +73,5 @@ PRESETS = {
              "eval.recal_batches": 2, "eval.batch_size": 256, "mobile.resolution": 32,
              "mobile.alloc": (1, 1, 1, 1, 1, 1), "mobile.scale": 0.25, "mobile.head": 256,
              "nse.mac_target": 9.0, "nse.mac_alpha": 0.011, "nse.sample_num": 20, "nse.extra_num": 4},
+    "tiny/nb201": {**_NB201, "nse.sample_num": 20, "train.lr": 0.05, "train.epochs": 2},
 }

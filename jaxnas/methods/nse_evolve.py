@@ -10,7 +10,9 @@ S_c starts as the first K of `perm`. Dropped operators are gone for good (never 
 
 The architecture law is the product of independent gates with p = sigmoid(alpha) 0.999 + 5e-4 over
 the active operators, listed in K fixed slots (`slots`); patterns that leave a cell that must run an
-operator empty have probability 0 (`jaxnas.search.pairs`).
+operator empty have probability 0 (`jaxnas.search.pairs`). With `single` (the NB201 variant: one
+operator per edge, so every architecture is a genotype) it is a categorical, softmax(alpha) over the
+active operators, and a pattern is one slot.
 """
 from __future__ import annotations
 
@@ -74,32 +76,40 @@ def slots(active, k: int):
     return order, jnp.take_along_axis(active, order, -1)
 
 
-def pattern_gates(ids, held, pattern_index, pool: int):
+def pattern_table(k: int, single: bool = False) -> np.ndarray:
+    """bool[patterns, k]: the slot patterns of the law (every subset; one slot each when `single`)."""
+    return np.eye(k, dtype=bool) if single else pairs.patterns(k)
+
+
+def pattern_gates(ids, held, pattern_index, pool: int, single: bool = False):
     """bool[C, P]: the gates of pattern `pattern_index[c]` over cell c's slots."""
-    bits = jnp.asarray(pairs.patterns(ids.shape[-1]))[pattern_index] & held
+    bits = jnp.asarray(pattern_table(ids.shape[-1], single))[pattern_index] & held
     return jnp.zeros(ids.shape[:-1] + (pool,), bool).at[jnp.arange(ids.shape[0])[:, None], ids].set(bits)
 
 
-def log_probs(alpha, active, identity, k: int):
-    """(float[C, 2^k] each slot pattern's log-probability, slot ids, slot validity)."""
+def log_probs(alpha, active, identity, k: int, single: bool = False):
+    """(float[C, patterns] each slot pattern's log-probability, slot ids, slot validity)."""
     ids, held = slots(active, k)
+    if single:  # a categorical over the cell's active operators (an edge always holds one)
+        logits = jnp.where(held, jnp.take_along_axis(alpha, ids, -1), -jnp.inf)
+        return jax.nn.log_softmax(logits, -1), ids, held
     p = jnp.take_along_axis(probabilities(alpha), ids, -1)
     return pairs.pattern_log_probs(p, held, ~identity & active.any(-1)), ids, held
 
 
-def pair(key, alpha, active, identity, k: int, cost_table):
+def pair(key, alpha, active, identity, k: int, cost_table, single: bool = False):
     """The architecture step's draw (su:1010-1117): per cell two distinct patterns s, u and their
     pair-renormalised probabilities. Returns ({"s", "u"} bool[C, P] gates, q float[C, 2], the
     expected cost sum_c cost(s_c) q_s + cost(u_c) q_u over `cost_table` [C, P]), differentiable in
     alpha through q. A cell with one valid pattern (a single operator it must run, or an empty
     identity cell) gets q = (1, 0)."""
-    logp, ids, held = log_probs(alpha, active, identity, k)
+    logp, ids, held = log_probs(alpha, active, identity, k, single)
     draw = pairs.sample_pair(key, jax.lax.stop_gradient(logp))
     q_s, q_u = pairs.pair_weights(logp, draw)
-    single = jnp.isinf(jnp.take_along_axis(logp, draw[:, 1:], -1))[:, 0]
-    q_s, q_u = jnp.where(single, 1.0, q_s), jnp.where(single, 0.0, q_u)
+    one = jnp.isinf(jnp.take_along_axis(logp, draw[:, 1:], -1))[:, 0]
+    q_s, q_u = jnp.where(one, 1.0, q_s), jnp.where(one, 0.0, q_u)
     pool = active.shape[-1]
-    s, u = (pattern_gates(ids, held, draw[:, i], pool) for i in (0, 1))
+    s, u = (pattern_gates(ids, held, draw[:, i], pool, single) for i in (0, 1))
     cost_s, cost_u = (jnp.where(g, cost_table, 0).sum(-1) for g in (s, u))
     expected = jnp.sum(cost_s * q_s + cost_u * q_u)
     return {"s": s, "u": u}, jnp.stack([q_s, q_u], -1), expected
@@ -110,11 +120,11 @@ def penalty(expected, back, target: float, weight: float, power: float):
     return weight * (expected + back - target) ** power
 
 
-def sample(key, alpha, active, identity, k: int, n: int):
+def sample(key, alpha, active, identity, k: int, n: int, single: bool = False):
     """bool[n, C, P]: n architectures, each cell one draw of a pattern from the trained law (su:962-984)."""
-    logp, ids, held = log_probs(alpha, active, identity, k)
+    logp, ids, held = log_probs(alpha, active, identity, k, single)
     idx = jax.random.categorical(key, logp, axis=-1, shape=(n, logp.shape[0]))
-    return jax.vmap(lambda i: pattern_gates(ids, held, i, active.shape[-1]))(idx)
+    return jax.vmap(lambda i: pattern_gates(ids, held, i, active.shape[-1], single))(idx)
 
 
 # --- the round end on the host (main.py:396-479) ---------------------------------------------------

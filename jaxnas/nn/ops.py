@@ -131,8 +131,37 @@ def _conv_padding(padding, kernel_hw, dilation, stride) -> tuple[tuple[int, int]
 # XLA:CPU runs grouped convolutions ~20x slower than dense ones of the same shape (a 3x3 conv, 32
 # channels, 4 groups, batch 50 at 32x32, gradient: 714 against 34 ms; BENCHMARKS.md section 15), so on
 # CPU a conv of at most this many groups runs as the dense conv of its block-diagonal kernel (the
-# same sums, plus exact zeros). Depthwise convs (groups = channels) are left to XLA.
+# same sums, plus exact zeros). Depthwise convs (groups = channels, one output per channel): see
+# `depthwise_form`.
 DENSE_GROUPS = 8
+
+
+def depthwise_form(channels: int, kh: int, kw: int) -> str:
+    """How a depthwise conv (groups = C_in = C_out) runs on CPU: "dense" (the block-diagonal kernel:
+    C x the multiply-adds, one fast XLA conv) while channels <= kh kw, else "taps" (a sum of kh kw
+    shifted products, one memory pass each). XLA's own grouped form was 2-5x slower than the better
+    of the two in every measured case (BENCHMARKS.md 16b); other backends keep it ("grouped")."""
+    if jax.default_backend() != "cpu":
+        return "grouped"
+    return "dense" if channels <= kh * kw else "taps"
+
+
+def depthwise_taps(x, kernel, stride, pad, dilation):
+    """A depthwise conv (HWIO kernel (kh, kw, 1, C)) as the sum over taps of the shifted, strided
+    input times that tap's per-channel weight: the same sums as the conv, in another order."""
+    kh, kw = kernel.shape[:2]
+    (sh, sw), (dh, dw) = stride, dilation
+    xp = jnp.pad(x, ((0, 0), pad[0], pad[1], (0, 0)))
+    ho = (xp.shape[1] - dh * (kh - 1) - 1) // sh + 1
+    wo = (xp.shape[2] - dw * (kw - 1) - 1) // sw + 1
+    out = None
+    for a in range(kh):
+        for b in range(kw):
+            rows = slice(a * dh, a * dh + sh * (ho - 1) + 1, sh)
+            cols = slice(b * dw, b * dw + sw * (wo - 1) + 1, sw)
+            tap = xp[:, rows, cols] * kernel[a, b, 0]
+            out = tap if out is None else out + tap
+    return out
 
 
 def block_diagonal(kernel, groups: int):
@@ -155,7 +184,8 @@ def conv(x, kernel, *, stride=1, padding=0, dilation=1, groups: int = 1):
     (2, 3, 1, 0). Used by SMASH (Brock et al., ICLR 2018: dilated, grouped, non-square convs
     sliced from a shared kernel bank) and NSE's MBConv cells (Ci et al., ICCV 2021: depthwise).
 
-    On CPU a conv of up to `DENSE_GROUPS` groups runs as the dense conv of its block-diagonal kernel.
+    On CPU a conv of up to `DENSE_GROUPS` groups runs as the dense conv of its block-diagonal kernel,
+    and a depthwise conv as `depthwise_form` says.
     Without dilation and groups and with equal strides and symmetric, equal paddings this is
     `conv2d` (the same XLA convolution, so the same values, and on CPU its chunked kernel gradient:
     equal to XLA's own up to float summation order, 2-3x faster there). Otherwise
@@ -167,6 +197,12 @@ def conv(x, kernel, *, stride=1, padding=0, dilation=1, groups: int = 1):
         raise ValueError(f"groups={groups} does not fit input channels {x.shape[-1]}, kernel {kernel.shape} "
                          "(HWIO: kh, kw, C_in // groups, C_out; both channel counts divisible by groups)")
     pad = _conv_padding(padding, (kh, kw), dilation, stride)
+    if groups > 1 and groups == x.shape[-1] == c_out:
+        form = depthwise_form(groups, kh, kw)
+        if form == "taps":
+            return depthwise_taps(x, kernel, stride, pad, dilation)
+        if form == "dense":
+            kernel, groups = block_diagonal(kernel, groups), 1
     if 1 < groups <= DENSE_GROUPS and jax.default_backend() == "cpu":
         kernel, groups = block_diagonal(kernel, groups), 1
     if (dilation == (1, 1) and groups == 1 and stride[0] == stride[1]

@@ -27,8 +27,9 @@ def _to_torch_kernel(k):
     return torch.tensor(np.ascontiguousarray(np.transpose(k, (3, 2, 0, 1))))  # HWIO -> OIHW
 
 
-# (N, H, W, C_in, C_out, groups): groups == C_in is depthwise (multiplier 2, then 1)
-SHAPES = [(2, 10, 8, 4, 8, (1, 2, 4)), (1, 9, 9, 4, 4, (4,))]
+# (N, H, W, C_in, C_out, groups): groups == C_in is depthwise (multiplier 2, then 1); at 12 channels
+# the depthwise conv runs on CPU as taps for kernels of fewer than 12 taps, dense for the 5x3
+SHAPES = [(2, 10, 8, 4, 8, (1, 2, 4)), (1, 9, 9, 12, 12, (12,))]
 
 
 @pytest.fixture
@@ -42,7 +43,7 @@ def torch_one_thread():
 
 
 @pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel")  # torch's note on a copy
-@pytest.mark.parametrize("shape", SHAPES, ids=["c4-8", "depthwise-c4-4"])
+@pytest.mark.parametrize("shape", SHAPES, ids=["c4-8", "depthwise-c12"])
 def test_conv_matches_torch_over_grid(shape, torch_one_thread):
     n, h, w, c_in, c_out, groups = shape
     rng = np.random.default_rng(0)
@@ -74,6 +75,13 @@ def test_conv_matches_torch_over_grid(shape, torch_one_thread):
         for name, a, b in zip(("out", "grad_x", "grad_kernel"), have, want):
             np.testing.assert_allclose(np.asarray(a), b, rtol=1e-5, atol=2e-5,
                                        err_msg=f"{name} {opts} kernel {k}")
+
+
+def test_depthwise_forms_on_cpu():
+    """Both CPU forms of a depthwise conv are chosen where `depthwise_form` says (the grid above
+    checks their values and gradients)."""
+    if jax.default_backend() == "cpu":
+        assert ops.depthwise_form(12, 3, 3) == "taps" and ops.depthwise_form(12, 5, 3) == "dense"
 
 
 def test_conv_simple_case_is_conv2d():

@@ -43,6 +43,11 @@ OTHER_SPACES = {"pgnas@hybrid": {"space": "hybrid", "hybrid.C": 4, "hybrid.block
                 "smash@smash": {"space": "smash", "smash.depth": 4, "smash.width": 1, "smash.N_max": 16,
                                 "smash.max_kernel": 3, "smash.max_layers": 4}}
 SMALL_SMASH = {"smash_search.random": 4, "smash_search.perturbed": 2, "smash_search.markov": 2}
+# NSE: a subset of 3 of NB201's 5 operations an edge (2 of 27 on the mobile space), 4 samples a round
+SMALL_NSE = {"nse.k": 3, "nse.sample_num": 4}
+# the smallest mobile skeleton: one reduction cell a stage and an identity cell, 4 channels, 32 pixels
+OTHER_SPACES["nse@mobile"] = {"space": "mobile", "mobile.alloc": (1, 0, 0, 0, 0, 0), "mobile.resolution": 32,
+                              "mobile.channels": (4,) * 7, "mobile.head": 8, "nse.k": 2}
 
 
 def config(case, image_folder) -> Config:
@@ -50,6 +55,8 @@ def config(case, image_folder) -> Config:
     cfg = Config(data=str(image_folder), method=name).set({**SMALL, **OTHER_SPACES.get(case, {})})
     if name == "smash":
         cfg = cfg.set(SMALL_SMASH)
+    if name == "nse":
+        cfg = cfg.set({**SMALL_NSE, **OTHER_SPACES.get(case, {})})
     if case == "smash":  # the same fixed architectures ranked with generated weights (eval.rank_probe)
         cfg = cfg.set({"eval.rank_probe": 6})
     if name == "rule":  # ranks by proxy.rule: here a named rule

@@ -89,9 +89,13 @@ def test_first_round_front_ops_and_slots():
         assert len(set(np.asarray(ids[c]).tolist())) == K
 
 
-def law(alpha, active, identity, c):
-    """Cell c's valid gate subsets and their product-Bernoulli probabilities, normalised (a loop)."""
+def law(alpha, active, identity, c, single=False):
+    """Cell c's valid gate subsets and their product-Bernoulli probabilities, normalised (a loop);
+    `single`: one operator each, with softmax probabilities over the cell's active ones."""
     members = list(np.flatnonzero(active[c]))
+    if single:
+        w = {i: np.exp(alpha[c, i]) for i in members}
+        return {frozenset([i]): w[i] / sum(w.values()) for i in members}
     p = {i: 1 / (1 + np.exp(-alpha[c, i])) * 0.999 + 5e-4 for i in members}
     out = {}
     for bits in itertools.product((0, 1), repeat=len(members)):
@@ -103,17 +107,28 @@ def law(alpha, active, identity, c):
     return {k: v / total for k, v in out.items()}
 
 
-def test_pair_draw_weights_cost_and_gradient_zeros():
-    alpha, active, _, identity = random_case(5)
+def single_case(seed):
+    """random_case with 2 to K operators in every cell and no identity cell (NB201 edges)."""
+    alpha, active, kept, identity = random_case(seed)
+    rng = np.random.default_rng(seed + 100)
+    for c in range(C):
+        if active[c].sum() < 2:
+            active[c, rng.choice(P, 2, replace=False)] = True
+    return alpha, active, kept, np.zeros(C, bool)
+
+
+@pytest.mark.parametrize("single", [False, True], ids=["multi-branch", "single"])
+def test_pair_draw_weights_cost_and_gradient_zeros(single):
+    alpha, active, _, identity = (single_case if single else random_case)(5)
     table = np.random.default_rng(2).integers(1, 100, (C, P)).astype(np.float64)
-    args = (jnp.asarray(active), jnp.asarray(identity), K, jnp.asarray(table, jnp.float32))
+    args = (jnp.asarray(active), jnp.asarray(identity), K, jnp.asarray(table, jnp.float32), single)
     for seed in range(5):
         key = jax.random.key(seed)
         gates, q, expected = ev.pair(key, jnp.asarray(alpha, jnp.float32), *args)
         s, u, q = np.asarray(gates["s"]), np.asarray(gates["u"]), np.asarray(q, np.float64)
         want = 0.0
         for c in range(C):
-            dist = law(alpha, active, identity, c)
+            dist = law(alpha, active, identity, c, single)
             s_c, u_c = frozenset(np.flatnonzero(s[c])), frozenset(np.flatnonzero(u[c]))
             assert s_c in dist and s_c <= set(np.flatnonzero(active[c]))
             if len(dist) == 1:
@@ -131,13 +146,14 @@ def test_pair_draw_weights_cost_and_gradient_zeros():
         assert (np.abs(grad[s != u]) > 1e-3 * np.abs(grad).max()).any()
 
 
-def test_round_end_sampler_follows_the_law():
-    alpha, active, _, identity = random_case(7)
+@pytest.mark.parametrize("single", [False, True], ids=["multi-branch", "single"])
+def test_round_end_sampler_follows_the_law(single):
+    alpha, active, _, identity = (single_case if single else random_case)(7)
     n = 20000
     draws = np.asarray(ev.sample(jax.random.key(0), jnp.asarray(alpha, jnp.float32), jnp.asarray(active),
-                                 jnp.asarray(identity), K, n))
+                                 jnp.asarray(identity), K, n, single))
     for c in range(C):
-        dist = law(alpha, active, identity, c)
+        dist = law(alpha, active, identity, c, single)
         counts = {}
         for row in draws[:, c]:
             key = frozenset(np.flatnonzero(row))
