@@ -47,6 +47,22 @@ def test_strings_round_trip_and_name_the_pool():
     assert SPACE.to_string(a) == one and a.sum() == 9 and a[2, POOL.index(("mb", 3, 6, 2))]
 
 
+def test_a_smaller_pool_by_name():
+    """`mobile.ops` keeps the named operators in the pool's order: the shape, strings, costs follow."""
+    small = MobileSpace(Mobile(alloc=(1, 1, 1, 1, 1, 1), resolution=32, ops=("rec5t1", "mb3t3")))
+    assert small.names == ("mb3t3", "rec5t1") and small.shape == (12, 2)
+    text = "mobile-a111111:" + "|".join(["-", "rec5t1"] + ["mb3t3+rec5t1"] * 10)
+    a = small.from_string(text)
+    assert small.to_string(a) == text
+    full = np.zeros(SPACE.shape, bool)
+    full[:, [NAMES.index("mb3t3"), NAMES.index("rec5t1")]] = a
+    np.testing.assert_array_equal(np.asarray(small.cost(a)["flops"]), np.asarray(SPACE.cost(full)["flops"]))
+    with pytest.raises(ValueError, match="unknown operator 'mb3t3d2'"):
+        small.from_string(text.replace("rec5t1", "mb3t3d2", 1))
+    with pytest.raises(ValueError, match="mobile.ops: unknown operator 'mb4t1'"):
+        MobileSpace(Mobile(ops=("mb4t1",)))
+
+
 @pytest.mark.parametrize("text, says", [
     ("mobile-a111111:-|mb4t1|-|-|-|mb3t1|-|mb3t1|-|mb3t1|-|mb3t1", "cell 1: unknown operator 'mb4t1'"),
     ("mobile-a133333:-|mb3t1", "starts with 'mobile-a111111:'"),

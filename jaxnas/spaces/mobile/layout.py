@@ -23,6 +23,27 @@ POOL = tuple([("mb", 3, t, d) for t in (1, 3, 6) for d in (1, 2, 3)]
              + [("rec", k, t, 1) for k in (5, 7) for t in (1, 2, 4)])
 
 
+def op_name(op) -> str:
+    """'mb5t3' (MBConv kernel 5, expansion 3), 'mb3t6d2' (dilation 2), 'rec7t4' (1x7 then 7x1)."""
+    kind, k, t, d = op
+    return f"{kind}{k}t{t}" + (f"d{d}" if d > 1 else "")
+
+
+NAMES = tuple(op_name(op) for op in POOL)
+
+
+def pool_of(names) -> tuple:
+    """The operators called `names` (`mobile.ops`), in the reference's pool order; () is the whole pool."""
+    if not names:
+        return POOL
+    unknown = [n for n in names if n not in NAMES]
+    if unknown:
+        raise ValueError(f"mobile.ops: unknown operator {unknown[0]!r}; the pool: {', '.join(NAMES)}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"mobile.ops lists an operator twice: {','.join(names)}")
+    return tuple(op for op in POOL if op_name(op) in names)
+
+
 def out_side(size: int, stride: int) -> int:
     """A conv's output side (PyTorch's, with the pool ops' "same" padding): ceil(size / stride)."""
     return (size - 1 + stride) // stride
@@ -74,11 +95,12 @@ class Layout:
     scale: float
     head: int
     resolution: int
+    pool: tuple = POOL  # the operators a cell chooses among (`mobile.ops`)
 
     @classmethod
     def of(cls, section) -> Layout:
         return cls(tuple(section.alloc), tuple(section.channels), float(section.scale), section.head,
-                   section.resolution)
+                   section.resolution, pool_of(tuple(section.ops)))
 
     @property
     def cifar(self) -> bool:
@@ -121,8 +143,8 @@ class Layout:
     @functools.cached_property
     def tables(self) -> tuple[np.ndarray, np.ndarray]:
         """(multiply-adds, parameters) of every (cell, pool op), int64[cells, pool]."""
-        costs = np.array([[op_cost(op, c.cin, c.cout, c.stride, c.size) for op in POOL] for c in self.cells],
-                         np.int64)
+        costs = np.array([[op_cost(op, c.cin, c.cout, c.stride, c.size) for op in self.pool]
+                          for c in self.cells], np.int64)
         return costs[..., 0], costs[..., 1]
 
     @property

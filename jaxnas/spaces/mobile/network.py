@@ -22,7 +22,7 @@ import numpy as np
 from flax import nnx
 
 from jaxnas.nn import ops
-from jaxnas.spaces.mobile.layout import POOL, Layout
+from jaxnas.spaces.mobile.layout import Layout
 
 
 def kaiming_fan_out(key, shape):
@@ -71,9 +71,9 @@ class Rec(nnx.Module):
         return self.project(self.tall(self.wide(self.expand(x, train), train), train), train)
 
 
-def make_op(index: int, c_in: int, c_out: int, stride: int, *, rngs: nnx.Rngs) -> nnx.Module:
-    """Pool operator `index` (`layout.POOL`) between c_in and c_out channels."""
-    kind, k, t, d = POOL[index]
+def make_op(op, c_in: int, c_out: int, stride: int, *, rngs: nnx.Rngs) -> nnx.Module:
+    """Pool operator `op` ((kind, kernel, expansion, dilation), `layout.POOL`) from c_in to c_out channels."""
+    kind, k, t, d = op
     return MBConv(c_in, c_out, k, t, d, stride, rngs=rngs) if kind == "mb" else Rec(c_in, c_out, k, t, stride,
                                                                                    rngs=rngs)
 
@@ -111,8 +111,8 @@ class MobileNetwork(nnx.Module):
         gates = np.asarray(gates, bool)
         self.layout, self.selected = layout, [tuple(int(i) for i in np.flatnonzero(row)) for row in gates]
         self.stem = ConvBN(3, layout.widths[0], (3, 3), (layout.stem_stride,) * 2, (1, 1), rngs=rngs)
-        self.cells = nnx.List([nnx.List([make_op(i, c.cin, c.cout, c.stride, rngs=rngs) for i in ops_])
-                               for c, ops_ in zip(layout.cells, self.selected)])
+        self.cells = nnx.List([nnx.List([make_op(layout.pool[i], c.cin, c.cout, c.stride, rngs=rngs)
+                                         for i in ops_]) for c, ops_ in zip(layout.cells, self.selected)])
         self.head = Head(layout.widths[-1], layout.head, num_classes, rngs=rngs)
 
     def __call__(self, x, train: bool = True):

@@ -17,30 +17,22 @@ from flax import nnx
 
 from jaxnas.spaces.base import Space, count_dtype, digest
 from jaxnas.spaces.mobile.config import Mobile
-from jaxnas.spaces.mobile.layout import POOL, Layout
+from jaxnas.spaces.mobile.layout import NAMES, Layout, op_name  # noqa: F401  (NAMES: the whole pool)
 from jaxnas.spaces.mobile.network import MobileNetwork
 from jaxnas.spaces.mobile.supernet import MobileSupernet
 
 
-def op_name(op) -> str:
-    """'mb5t3' (MBConv kernel 5, expansion 3), 'mb3t6d2' (dilation 2), 'rec7t4' (1x7 then 7x1)."""
-    kind, k, t, d = op
-    return f"{kind}{k}t{t}" + (f"d{d}" if d > 1 else "")
-
-
-NAMES = tuple(op_name(op) for op in POOL)
-
-
 class MobileSpace(Space):
     name = "mobile"
-    arch_fields = ("alloc",)  # the cell count; widths and resolution change costs, not the shape
+    arch_fields = ("alloc", "ops")  # cells and pool; widths and resolution change costs, not the shape
 
     def __init__(self, section: Mobile | None = None):
         section = section or Mobile()
         section.check()
         self.config, self.layout = section, Layout.of(section)
         self.identity = self.layout.identity
-        self.shape = (len(self.layout.cells), len(POOL))
+        self.names = tuple(op_name(op) for op in self.layout.pool)  # this space's pool (`mobile.ops`)
+        self.shape = (len(self.layout.cells), len(self.names))
 
     def configure(self, cfg) -> MobileSpace:
         return self if cfg.mobile == self.config else MobileSpace(cfg.mobile)
@@ -91,7 +83,8 @@ class MobileSpace(Space):
     def to_string(self, arch):
         """'mobile-a133333:' then per cell '|'-separated, its operators '+'-separated ('-': none)."""
         a = self.validate(arch)
-        return self._prefix() + "|".join("+".join(NAMES[i] for i in np.flatnonzero(row)) or "-" for row in a)
+        cells = ("+".join(self.names[i] for i in np.flatnonzero(row)) or "-" for row in a)
+        return self._prefix() + "|".join(cells)
 
     def from_string(self, text):
         text = text.strip()
@@ -104,9 +97,10 @@ class MobileSpace(Space):
         a = np.zeros(self.shape, bool)
         for c, part in enumerate(cells):
             for name in ([] if part == "-" else part.split("+")):
-                if name not in NAMES:
-                    raise ValueError(f"cell {c}: unknown operator {name!r}; the pool: {', '.join(NAMES)}")
-                a[c, NAMES.index(name)] = True
+                if name not in self.names:
+                    raise ValueError(f"cell {c}: unknown operator {name!r}; the pool: "
+                                     f"{', '.join(self.names)}")
+                a[c, self.names.index(name)] = True
         return self.validate(a)
 
     def hash(self, arch):

@@ -28,7 +28,7 @@ from flax import nnx
 
 from jaxnas.nn.functional import straight_through
 from jaxnas.spaces.arch import Choice, Gates, check
-from jaxnas.spaces.mobile.layout import POOL, Layout
+from jaxnas.spaces.mobile.layout import Layout
 from jaxnas.spaces.mobile.network import ConvBN, Head, cell_output, make_op
 
 
@@ -39,15 +39,15 @@ class MobileSupernet(nnx.Module):
         self.layout = layout
         self.ops = None  # the default `ops` of a call (static: part of the graph, `with_ops`)
         self.stem = ConvBN(3, layout.widths[0], (3, 3), (layout.stem_stride,) * 2, (1, 1), rngs=rngs)
-        self.cells = nnx.List([nnx.List([make_op(i, c.cin, c.cout, c.stride, rngs=rngs)
-                                         for i in range(len(POOL))]) for c in layout.cells])
+        self.cells = nnx.List([nnx.List([make_op(op, c.cin, c.cout, c.stride, rngs=rngs)
+                                         for op in layout.pool]) for c in layout.cells])
         self.head = Head(layout.widths[-1], layout.head, num_classes, rngs=rngs)
 
     def __call__(self, x, arch, train: bool = True, *, forward_only: bool = False, ops=None):
         value = check(arch, (Gates, Choice)).value
         pair = isinstance(value, dict)
         ops = self.ops if ops is None else ops
-        ops = tuple(tuple(range(len(POOL))) for _ in self.layout.cells) if ops is None else ops
+        ops = tuple(tuple(range(len(self.layout.pool))) for _ in self.layout.cells) if ops is None else ops
         h = self.stem(x, train)
         for c, (cell, ids) in enumerate(zip(self.layout.cells, ops)):
             if pair:
