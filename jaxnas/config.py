@@ -208,6 +208,8 @@ def _parse_value(key: str, text: str):
         if text.lower() in ("0", "false", "no", "off"):
             return False
         raise ValueError(f"{key} takes true/false, got {text!r}")
+    if "tuple[str" in kind:  # comma-separated names: mobile.ops=mb3t3,mb5t6
+        return tuple(v.strip() for v in text.strip("()").split(",") if v.strip())
     if "tuple" in kind:  # comma-separated numbers: mobile.alloc=1,3,3,3,3,3
         try:
             parts = text.strip("()").split(",")

@@ -82,3 +82,5 @@ def test_tuple_fields_take_comma_separated_numbers(monkeypatch):
     assert config_lib._parse_value("x.window", "(1.0,1.25)") == (1.0, 1.25)
     with pytest.raises(ValueError, match="comma-separated numbers"):
         config_lib._parse_value("x.alloc", "1,a")
+    monkeypatch.undo()
+    assert config_lib._parse_value("mobile.ops", "mb3t3,rec5t1") == ("mb3t3", "rec5t1")  # tuple[str, ...]

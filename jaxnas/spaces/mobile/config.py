@@ -21,7 +21,7 @@ class Mobile:
     scale: float = 1.0                                  # width multiplier (the stem is not scaled)
     head: int = 1024                                    # the last 1x1 conv's channels
     resolution: int = 224                               # input side: 224 (ImageNet) or 32 (CIFAR variant)
-    ops: tuple = ()                                     # the pool by name, e.g. mb3t3,mb5t6 (): all 27
+    ops: tuple[str, ...] = ()                           # the pool by name, e.g. mb3t3,mb5t6 (): all 27
 
     def check(self):
         check_positive(self, ("head", "resolution"))
