@@ -245,6 +245,13 @@ class NSE(Method):
         return state.replace(stats=stats, method={"alpha": alpha, "alpha_opt": opt, "log": log},
                              space={**state.space, "active": active})
 
+    def epoch_end(self, state, evaluator):
+        """alpha and each cell's subset size at the epoch's end (metrics.jsonl: alpha's trajectory)."""
+        del evaluator
+        alpha, active = jax.device_get((state.method["alpha"], state.space["active"]))
+        return state, {"alpha": np.round(np.asarray(alpha, np.float64), 5).tolist(),
+                       "subset_sizes": np.asarray(active).sum(-1).tolist()}
+
     # --- round end -------------------------------------------------------------------------------
     def _costs(self, gates):
         """M MACs of host architectures [n, cells, pool]."""

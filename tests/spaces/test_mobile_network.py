@@ -12,11 +12,11 @@ import pytest
 import torch
 import torch.nn.functional as tf
 from flax import nnx
+from mobile_twin import torch_tree, twin
 
 from jaxnas.nn import functional as fn
 from jaxnas.nn import ops
 from jaxnas.spaces.mobile.config import Mobile
-from jaxnas.spaces.mobile.layout import POOL
 from jaxnas.spaces.mobile.network import MobileNetwork
 from jaxnas.spaces.mobile.space import MobileSpace
 
@@ -25,53 +25,6 @@ SMALL = Mobile(alloc=(1, 1, 1, 1, 1, 1), channels=(8, 8, 16, 16, 24, 24, 32), he
 # every kind of operator: dilated MBConv, large kernels, both Recs, several ops in a cell, empty cells
 ARCH = ("mobile-a111111:mb3t1d2+rec5t2|mb5t3|-|mb3t6d3+mb11t1|mb7t6|rec7t1|-|mb9t3+mb3t3|mb3t1|rec5t1+mb5t1"
         "|mb3t1d3|mb5t6")
-
-
-def torch_tree(tree):
-    return {k: torch_tree(v) for k, v in tree.items()} if hasattr(tree, "items") else (
-        torch.from_numpy(np.asarray(tree, np.float64).copy()).requires_grad_(True))
-
-
-def conv_bn(x, p, stride=1, padding=0, dilation=1, groups=1, relu=True, stats=None, train=True):
-    w = p["kernel"].permute(3, 2, 0, 1)  # HWIO -> OIHW
-    y = tf.conv2d(x, w, stride=stride, padding=padding, dilation=dilation, groups=groups)
-    mean, var = (None, None) if stats is None else (stats["mean"], stats["var"])
-    y = tf.batch_norm(y, mean, var, p["bn"]["scale"], p["bn"]["bias"], training=train, eps=1e-5)
-    return torch.relu(y) if relu else y
-
-
-def twin(layout, selected, p, s, x, train=True):
-    """The reference's forward: stem, each cell the mean of its ops (+ the input in N cells), head."""
-    st = (lambda *path: None) if train else (lambda *path: _get(s, path))
-    h = conv_bn(x, p["stem"], layout.stem_stride, 1, stats=st("stem", "bn"), train=train)
-    for c, (cell, ops_) in enumerate(zip(layout.cells, selected)):
-        outs = []
-        for j, i in enumerate(ops_):
-            kind, k, t, d = POOL[i]
-            q, path = p["cells"][c][j], ("cells", c, j)
-            e = cell.cin * t
-            y = conv_bn(h, q["expand"], stats=st(*path, "expand", "bn"), train=train)
-            if kind == "mb":
-                y = conv_bn(y, q["depthwise"], cell.stride, (k + 2 * (d - 1)) // 2, d, e,
-                            stats=st(*path, "depthwise", "bn"), train=train)
-            else:
-                y = conv_bn(y, q["wide"], (1, cell.stride), (0, k // 2), stats=st(*path, "wide", "bn"),
-                            train=train)
-                y = conv_bn(y, q["tall"], (cell.stride, 1), (k // 2, 0), stats=st(*path, "tall", "bn"),
-                            train=train)
-            outs.append(conv_bn(y, q["project"], relu=False, stats=st(*path, "project", "bn"), train=train))
-        if cell.identity:
-            h = (h + sum(outs)) / (len(outs) + 1)
-        else:
-            h = sum(outs) / len(outs)
-    h = torch.relu(tf.conv2d(h, p["head"]["kernel"].permute(3, 2, 0, 1))).mean((2, 3))
-    return h @ p["head"]["classifier"]["kernel"] + p["head"]["classifier"]["bias"]
-
-
-def _get(tree, path):
-    for k in path:
-        tree = tree[k]
-    return {k: torch.from_numpy(np.asarray(v, np.float64).copy()) for k, v in tree.items()}
 
 
 def test_standalone_network_matches_the_pytorch_twin():
