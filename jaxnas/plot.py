@@ -133,7 +133,26 @@ def _plot_metrics(path: pathlib.Path, out: pathlib.Path) -> list[pathlib.Path]:
             ax.grid(alpha=0.3)
         fig.suptitle(f"{path.parent.name}: per-epoch metrics")
         paths.append(_save(fig, out / "epoch_metrics.png"))
+    fronts = [r for r in rows if r.get("kind") == "round_end" and r.get("front_acc")]
+    if fronts:
+        paths.append(_plot_fronts(fronts, path.parent.name, out / "fronts.png"))
     return paths
+
+
+def _plot_fronts(rows: list[dict], name: str, path: pathlib.Path) -> pathlib.Path:
+    """Each round end's scored candidates and its Pareto front over (cost, accuracy) (NSE)."""
+    fig = Figure(figsize=(7, 4.5), layout="constrained")
+    ax = fig.subplots()
+    for r in rows:
+        color = f"C{int(r.get('round', 0)) % 10}"
+        ax.scatter(r.get("scored_macs", []), r.get("scored_acc", []), s=8, alpha=0.35, color=color)
+        order = np.argsort(r["front_macs"])
+        ax.plot(np.asarray(r["front_macs"])[order], np.asarray(r["front_acc"])[order], marker="o", ms=4,
+                color=color, label=f"round {int(r.get('round', 0)) + 1}: front of {len(order)}")
+    ax.set(xlabel="cost (M MACs / FLOPs)", ylabel="held-out accuracy (%)", title=f"{name}: Pareto fronts")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
 
 
 def _is_number(v) -> bool:

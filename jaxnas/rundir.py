@@ -37,7 +37,7 @@ OWNED = ("config.json", "metrics.jsonl", "result.json", "checkpoints", "scores.c
          "summary.json", "aggregate.csv", "plots")
 # What jaxnas writes inside the folders it owns (plot names: `jaxnas.plot`; checkpoint steps,
 # Orbax's temporary step folders and the digests file: `jaxnas.checkpoint`).
-PLOT_FILES = ("curves.png", "epoch_metrics.png", "scores.png", "candidates.png")
+PLOT_FILES = ("curves.png", "epoch_metrics.png", "fronts.png", "scores.png", "candidates.png")
 OWNED_INSIDE = {"plots": re.compile("|".join(re.escape(f) for f in PLOT_FILES)),
                 "checkpoints": re.compile(r"\d+(\.orbax-checkpoint-tmp.*)?|digests\.json(\.tmp)?")}
 MARKER = "config.json"

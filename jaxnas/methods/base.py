@@ -90,6 +90,11 @@ class Method(abc.ABC):
         """(state, metrics) at the end of each epoch."""
         return state, {}
 
+    def space_state(self, state):
+        """The space's state (`Space.init_state`'s form) the run has left: the architectures still
+        allowed (result.json's `space_bench`). A method keeping more in `state.space` says which."""
+        return state.space
+
     def round_end(self, state, evaluator: Evaluator, last: bool = False):
         """(state, metrics) at the end of each round; `last`: the final round, whose end `select`
         follows at once (a method that re-initialises per round must not do it then)."""

@@ -80,6 +80,9 @@ class MobileLaw:
     def to_space(self, gates):
         return np.asarray(gates, bool)
 
+    def space_state(self, active):
+        return {"active": active}
+
     def costs(self, archs) -> dict:
         return jax.device_get(jax.vmap(lambda a: self.space.cost(a, self.num_classes))(jnp.asarray(archs)))
 
@@ -126,6 +129,9 @@ class NB201Law:
 
     def to_space(self, gates):
         return np.argmax(np.asarray(gates), -1).astype(np.int32)
+
+    def space_state(self, active):
+        return {"ops": active}
 
     def costs(self, archs) -> dict:
         return jax.device_get(self.space.cost(self.to_space(archs), **self.sizes))
@@ -245,6 +251,10 @@ class NSE(Method):
         return state.replace(stats=stats, method={"alpha": alpha, "alpha_opt": opt, "log": log},
                              space={**state.space, "active": active})
 
+    def space_state(self, state):
+        """The last round's operator subsets as the space's state: NB201's `ops` per edge."""
+        return self.law.space_state(state.space["active"])
+
     def epoch_end(self, state, evaluator):
         """alpha and each cell's subset size at the epoch's end (metrics.jsonl: alpha's trajectory)."""
         del evaluator
@@ -287,7 +297,10 @@ class NSE(Method):
         space = self._front_state(sp, cands[idx], cost[idx], acc[idx])
         metrics = {"front_size": len(idx), "front_best_acc": float(acc[idx].max()),
                    "front_macs_min": float(cost[idx].min()), "front_macs_max": float(cost[idx].max()),
-                   "window_samples": len(samples), "window_extras": len(extras), "drawn": tried}
+                   "window_samples": len(samples), "window_extras": len(extras), "drawn": tried,
+                   # every scored candidate and the front (`jaxnas plot`: fronts.png)
+                   "scored_macs": cost.round(4).tolist(), "scored_acc": acc.round(3).tolist(),
+                   "front_macs": cost[idx].round(4).tolist(), "front_acc": acc[idx].round(3).tolist()}
         if last:
             return state.replace(space=jax.tree.map(jnp.asarray, space)), metrics
         # the next round: the front's operators and the pending queue's next ones; nothing else carries over

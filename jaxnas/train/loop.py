@@ -277,11 +277,12 @@ class SearchRun:
         table: its size, the best benchmark accuracy left in it and whether the space's optimum
         survived."""
         column = dataset_column(self.dataset.num_classes)
-        if (self.bench_table is None or not column or not state.space or not has(self.space, "allows")
+        view = self.method.space_state(state)
+        if (self.bench_table is None or not column or not view or not has(self.space, "allows")
                 or not has(self.space, "enumerate")):
             return None
         every = self.space.enumerate()
-        keep = np.asarray(self.space.allows(every, jax.device_get(state.space)))
+        keep = np.asarray(self.space.allows(every, jax.device_get(view)))
         if keep.all():
             return None
         acc = self.bench_table.values(every, column)

@@ -3,6 +3,8 @@ statistics over the global batch) is the same on 1 and 8 devices, the NB201 vari
 straight-through weights, and the one-line refusals of bad options."""
 from __future__ import annotations
 
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -84,3 +86,32 @@ def test_bad_options_get_a_one_line_error(space, options, says):
     with pytest.raises(ValueError) as err:
         NSE.check(cfg, spaces.get(space, cfg))
     assert says in str(err.value) and "\n" not in str(err.value)
+
+
+def test_search_then_train_a_found_mobile_architecture(image_folder, tmp_path, capsys):
+    """`jaxnas search --method nse --space mobile` writes the front with each member's MACs, params
+    and accuracy, `jaxnas plot` draws it, `jaxnas train --arch-from` retrains the pick on the run's
+    skeleton, and `--bench-table` is refused (the space has no benchmark)."""
+    from jaxnas.cli import main
+    common = ["--data", str(image_folder), "--no-progress", "--preset", "tiny"]
+    sizes = [f"{k}={','.join(map(str, v)) if isinstance(v, tuple) else v}" for k, v in MOBILE.items()
+             if k != "space"]
+    assert main(["search", "--method", "nse", "--space", "mobile", "--out", str(tmp_path / "s"), *common,
+                 *sizes, "train.rounds=1", "train.epochs=1", "nse.sample_num=3", "nse.mac_target=0",
+                 "eval.batch_size=16"]) == 0
+    result = json.loads((tmp_path / "s" / "result.json").read_text())
+    space = spaces.get("mobile", Config(method="nse").set(MOBILE))
+    assert result["front"] and result["arch"] in [row["arch"] for row in result["front"]]
+    for row in result["front"]:
+        cost = jax.device_get(space.cost(space.from_string(row["arch"]), num_classes=10))
+        assert row["params"] == int(cost["params"]) and row["flops"] == int(cost["flops"])
+        assert row["macs_m"] == pytest.approx(int(cost["flops"]) / 1e6, rel=1e-5)
+    from jaxnas.plot import plot_run
+    assert tmp_path / "s" / "plots" / "fronts.png" in plot_run(tmp_path / "s")  # the round's front
+    assert main(["train", "--arch-from", str(tmp_path / "s"), "--out", str(tmp_path / "t"), *common,
+                 "train.epochs=1", "train.batch_size=16"]) == 0
+    trained = json.loads((tmp_path / "t" / "result.json").read_text())
+    assert trained["arch"] == result["arch"]
+    assert main(["search", "--method", "nse", "--space", "mobile", "--out", str(tmp_path / "b"), *common,
+                 "--bench-table", str(tmp_path / "none.csv")]) != 0
+    assert "(`bench_index`); space 'mobile' has none" in capsys.readouterr().err

@@ -38,3 +38,10 @@ class Mobile:
 
 
 SECTION = Mobile
+# `jaxnas train` on this space: the reference has no retraining code (docs/nse-reference.md section
+# 11, question 4), so jaxnas's own recipe: the search's weight optimiser (SGD Nesterov 0.9, weight
+# decay 4e-5) at lr 0.1 with a per-step cosine to 0, batch 128; 200 epochs (`train-paper`), 3 (`train-tiny`).
+_RECIPE = {"train.batch_size": 128, "train.lr": 0.1, "train.lr_min": 0.0, "train.momentum": 0.9,
+           "train.nesterov": True, "train.weight_decay": 4e-5, "train.grad_clip": 0.0}
+SPACE_PRESETS = {"train-paper": {**_RECIPE, "train.epochs": 200},
+                 "train-tiny": {**_RECIPE, "train.epochs": 3}}

@@ -24,7 +24,10 @@ from jaxnas.spaces.mobile.supernet import MobileSupernet
 
 class MobileSpace(Space):
     name = "mobile"
-    arch_fields = ("alloc", "ops")  # cells and pool; widths and resolution change costs, not the shape
+    # `jaxnas train --arch-from`: a found architecture is retrained on the skeleton it was searched on
+    # (the cells and pool fix its shape; widths and resolution are the network it was scored in;
+    # override them on the command line to rescale, as the paper's 1.04x)
+    arch_fields = ("alloc", "ops", "channels", "scale", "head", "resolution")
 
     def __init__(self, section: Mobile | None = None):
         section = section or Mobile()
