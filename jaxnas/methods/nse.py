@@ -37,6 +37,7 @@ from jaxnas.methods.base import Method
 from jaxnas.nn import split
 from jaxnas.nn.functional import apply, loss_and_accuracy
 from jaxnas.spaces.arch import Choice, Gates, Weights
+from jaxnas.spaces.base import has
 from jaxnas.train import optim, steps
 from jaxnas.train import state as state_lib
 from jaxnas.train.state import KEY_METHOD, KEY_SAMPLE, step_key
@@ -151,6 +152,9 @@ class NSE(Method):
         if space.name not in LAWS:
             raise ValueError(f"--method nse evolves an operator pool per cell or edge; space {space.name!r} "
                              f"has none: --space {' or '.join(LAWS)}")
+        if space.name == "mobile" and not cfg.train.decay_unsampled:
+            raise ValueError("--method nse on the mobile space decays the weights of operators a step did "
+                             "not gate on, as the reference's zero_grad does: set train.decay_unsampled=true")
         s = cfg.nse
         law = LAWS[space.name](space, cfg, None)
         pool = law.shape[1]
@@ -172,6 +176,8 @@ class NSE(Method):
         super().__init__(cfg, space, num_classes)
         self.s = cfg.nse
         self.law = LAWS[space.name](space, cfg, num_classes)
+        # the weight step on the host where the space has host passes (CPU): only the drawn operators run
+        self.host = space.host_passes if has(space, "host_passes") and space.host_path(cfg) else None
         _, self._params, self._stats = split(self.law.build(cfg.seed))
         t = cfg.train
         self.tx = optim.make("sgd", t.lr, weight_decay=t.weight_decay, momentum=t.momentum,
@@ -181,6 +187,7 @@ class NSE(Method):
         self.identity = jnp.asarray(self.law.identity)
         self.front_size = 2 * self.s.sample_num                      # a front never holds more
         self._weight = jax.jit(self._weight_fn, static_argnums=0, donate_argnums=1)
+        self._weight_arch = jax.jit(self._weight_arch_fn)
         self._arch = jax.jit(self._arch_fn, static_argnums=0, donate_argnums=1)
         self._draw = jax.jit(lambda key, alpha, active, n: ev.sample(key, alpha, active, self.identity,
                                                                      self.s.k, n, self.law.single),
@@ -207,18 +214,40 @@ class NSE(Method):
 
     # --- steps -----------------------------------------------------------------------------------
     def train_step(self, state, wbatch, abatch, lr):
-        graphdef = self._graph(state)
         arch_step = int(jax.device_get(state.epoch_step)) % self.s.arch_every == 0
-        state, metrics = self._weight(graphdef, state, wbatch, lr)
+        state, metrics = self.weight_step(state, wbatch, lr)
         if arch_step:  # after the weight step (main.py:513-647: i % Aiter == 0, i within the epoch)
-            state = self._arch(graphdef, state, abatch)
+            state = self._arch(self._graph(state), state, abatch)
         # the last architecture step's, every step (copies: the next step donates the state)
         return state, {**metrics, **jax.tree.map(jnp.copy, state.method["log"])}
 
+    def weight_step(self, state, wbatch, lr):
+        """One step of the weights: the round's jitted program, or (`host`) the same draw with only
+        its operators run on the host."""
+        graphdef = self._graph(state)
+        if self.host is None:
+            return self._weight(graphdef, state, wbatch, lr)
+        arch = jax.device_get(self._weight_arch(state))
+        return steps.weight_step(self.tx, self.cfg.train.grad_clip, graphdef, state, *wbatch, lr, arch,
+                                 used=self._used(state, arch), host=self.host)
+
+    def _weight_arch_fn(self, state):
+        """The weight step's architecture: each subset operator gated by a Bernoulli(1/2) (mobile), or
+        one uniform operation of each edge's subset (NB201)."""
+        return self.law.weight_arch(step_key(state, KEY_SAMPLE), state.space["active"])
+
+    def _used(self, state, arch):
+        """Parameters of the operations a single path skipped, left alone (NB201 without
+        `train.decay_unsampled`); None: every weight decays (the reference's zero_grad)."""
+        if isinstance(arch, Choice) and not self.cfg.train.decay_unsampled:
+            return self.space.used_params(state.params, arch.value)
+        return None
+
     def _weight_fn(self, graphdef, state, wbatch, lr):
-        arch = self.law.weight_arch(step_key(state, KEY_SAMPLE), state.space["active"])
+        arch = self._weight_arch_fn(state)
         images, labels = wbatch
-        return steps.weight_step(self.tx, self.cfg.train.grad_clip, graphdef, state, images, labels, lr, arch)
+        return steps.weight_step(self.tx, self.cfg.train.grad_clip, graphdef, state, images, labels, lr, arch,
+                                 used=self._used(state, arch))
 
     def _penalty(self, expected):
         s = self.s

@@ -49,7 +49,8 @@ SMALL_NSE = {"nse.k": 3, "nse.sample_num": 4}
 # a pool of 3 operators of which a cell searches 2 (the whole pool's 27: 5x the time, mostly tracing)
 OTHER_SPACES["nse@mobile"] = {"space": "mobile", "mobile.alloc": (1, 0, 0, 0, 0, 0), "mobile.resolution": 32,
                               "mobile.channels": (4,) * 7, "mobile.head": 8,
-                              "mobile.ops": ("mb3t3", "mb5t1", "rec5t1"), "nse.k": 2}
+                              "mobile.ops": ("mb3t3", "mb5t1", "rec5t1"), "nse.k": 2,
+                              "train.decay_unsampled": True}
 
 
 def config(case, image_folder) -> Config:

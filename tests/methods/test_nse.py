@@ -18,7 +18,7 @@ from jaxnas.train import sharding
 # the method contract's smallest mobile skeleton (tests/methods/test_method_contract.py)
 MOBILE = {"space": "mobile", "mobile.alloc": (1, 0, 0, 0, 0, 0), "mobile.resolution": 32,
           "mobile.channels": (4,) * 7, "mobile.head": 8, "mobile.ops": ("mb3t3", "mb5t1", "rec5t1"),
-          "nse.k": 2, "train.batch_size": 16}
+          "nse.k": 2, "train.batch_size": 16, "train.decay_unsampled": True}
 
 
 def test_a_step_is_the_same_on_1_and_8_devices():
@@ -80,6 +80,7 @@ def test_nb201_pair_weights_are_one_and_zero_with_the_pairs_gradient():
     ("nb201", {"nse.budget": 1.0}, "nse.budget=1 M MACs is below the cheapest architecture's"),
     ("nb201", {"nse.mac_target": 300.0}, "holds no architecture of space 'nb201'"),
     ("mobile", {"nse.budget": 0.5}, "below the cheapest architecture's"),
+    ("mobile", {"train.decay_unsampled": False}, "set train.decay_unsampled=true"),
     ("hybrid", {}, "space 'hybrid' has none: --space mobile or nb201")])
 def test_bad_options_get_a_one_line_error(space, options, says):
     cfg = preset("tiny", "nse", space).set(options)
@@ -115,3 +116,25 @@ def test_search_then_train_a_found_mobile_architecture(image_folder, tmp_path, c
     assert main(["search", "--method", "nse", "--space", "mobile", "--out", str(tmp_path / "b"), *common,
                  "--bench-table", str(tmp_path / "none.csv")]) != 0
     assert "(`bench_index`); space 'mobile' has none" in capsys.readouterr().err
+
+
+def test_the_host_weight_step_equals_the_traced_one():
+    """`mobile.impl=eager` (the CPU default): the same draw, only its operators run on the host tape;
+    the same update as the round's traced program (BN statistics of the operators that did not run
+    untouched)."""
+    cfg = Config(method="nse").set({**MOBILE, "mobile.impl": "eager"})
+    space = spaces.get("mobile", cfg)
+    host, traced = NSE(cfg, space, 10), NSE(cfg.set({"mobile.impl": "traced"}), space, 10)
+    assert host.host is not None and traced.host is None
+    state = jax.device_get(host.init().replace(step=np.int32(3)))
+    rng = np.random.default_rng(1)
+    batch = (jnp.asarray(rng.standard_normal((16, 32, 32, 3)), jnp.float32), jnp.asarray(np.arange(16) % 10))
+    (a, ma), (b, mb) = (jax.device_get(m.weight_step(jax.device_put(state), batch, 0.05))
+                        for m in (host, traced))
+    for x, y in zip(jax.tree.leaves((a.params, a.stats, a.opt_state)),
+                    jax.tree.leaves((b.params, b.stats, b.opt_state))):
+        np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5)
+    for k in ("loss", "acc", "grad_norm"):
+        np.testing.assert_allclose(ma[k], mb[k], rtol=1e-5)
+    gates = np.asarray(jax.device_get(host._weight_arch(jax.device_put(state))).value)
+    assert 0 < gates.sum() < np.asarray(state.space["active"]).sum()  # some subset operators were off

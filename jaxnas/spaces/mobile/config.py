@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from jaxnas.sections import check_positive
+from jaxnas.sections import check_choice, check_positive
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,9 +22,13 @@ class Mobile:
     head: int = 1024                                    # the last 1x1 conv's channels
     resolution: int = 224                               # input side: 224 (ImageNet) or 32 (CIFAR variant)
     ops: tuple[str, ...] = ()                           # the pool by name, e.g. mb3t3,mb5t6 (): all 27
+    impl: str = "auto"                                  # weight steps: traced (the round's whole subset,
+    #                                                     gated) | eager (the gated-on ops only, on the
+    #                                                     host; BENCHMARKS.md 16c) | auto: eager on CPU
 
     def check(self):
         check_positive(self, ("head", "resolution"))
+        check_choice(self, "impl", ("auto", "traced", "eager"))
         if not self.scale > 0:
             raise ValueError(f"mobile.scale is a width multiplier > 0, got {self.scale}")
         if len(self.alloc) != 6 or any(a < 0 for a in self.alloc):

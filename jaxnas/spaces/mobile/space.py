@@ -15,7 +15,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from jaxnas import backend
 from jaxnas.spaces.base import Space, count_dtype, digest
+from jaxnas.spaces.mobile import eager
 from jaxnas.spaces.mobile.config import Mobile
 from jaxnas.spaces.mobile.layout import NAMES, Layout, op_name  # noqa: F401  (NAMES: the whole pool)
 from jaxnas.spaces.mobile.network import MobileNetwork
@@ -28,6 +30,7 @@ class MobileSpace(Space):
     # (the cells and pool fix its shape; widths and resolution are the network it was scored in;
     # override them on the command line to rescale, as the paper's 1.04x)
     arch_fields = ("alloc", "ops", "channels", "scale", "head", "resolution")
+    host_passes = eager  # capability: the gated-on operators only, on the host tape (CPU)
 
     def __init__(self, section: Mobile | None = None):
         section = section or Mobile()
@@ -36,6 +39,9 @@ class MobileSpace(Space):
         self.identity = self.layout.identity
         self.names = tuple(op_name(op) for op in self.layout.pool)  # this space's pool (`mobile.ops`)
         self.shape = (len(self.layout.cells), len(self.names))
+
+    def host_path(self, cfg) -> bool:
+        return backend.host_path(cfg.mobile.impl)
 
     def configure(self, cfg) -> MobileSpace:
         return self if cfg.mobile == self.config else MobileSpace(cfg.mobile)
