@@ -1,7 +1,7 @@
 """NSE on its own space at CPU scale (issue 32, item 7): one `jaxnas search --method nse --space mobile
 --preset tiny` run on CIFAR-10 (the CIFAR skeleton at width 0.25, one identity cell a stage: 12
 cells, the 27-operator pool, a subset of 5 a cell; 2 rounds of 2 epochs on 300 images per class, half
-of them held out; the MAC target 9 M, window (9, 10.5) M and 4 extras; 20 samples a round end).
+of them held out; the MAC target 24 M, window (24, 28) M and 4 extras; 20 samples a round end).
 
 Reports each round's front (MACs, held-out accuracy), the operators the fronts kept, the subset sizes
 and alpha at each epoch end, and the pick; plots every round's scored candidates and front.

@@ -17,7 +17,10 @@ Each cell trains and searches a subset S_c of K operators of the pool (`nse_evol
 The search's result is the last front (result.json) and its most accurate member under `nse.budget`.
 
 The round's operator set is static: one compiled program per round (`MobileSupernet.with_ops`), so
-`train_step` runs outside jit (`host_step`) and calls the round's jitted steps.
+`train_step` runs outside jit (`host_step`) and calls the round's jitted steps. Where the space has
+host passes (CPU: `mobile.impl`, `nb201.single_path_impl`), the weight step draws its architecture
+in a jitted call and runs only the drawn operators on the host tape (`spaces/mobile/eager.py`); the
+architecture step and the round end's scoring stay traced.
 
 On NB201 (the check against ground truth; issue 32 item 3) an edge's pool is its 5 operations and
 the law a categorical over its subset (softmax(alpha)): the weight step trains one uniformly drawn
@@ -31,18 +34,25 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxnas import search
+from jaxnas import estimate, search
+from jaxnas.config import preset
 from jaxnas.methods import nse_evolve as ev
 from jaxnas.methods.base import Method
 from jaxnas.nn import split
 from jaxnas.nn.functional import apply, loss_and_accuracy
 from jaxnas.spaces.arch import Choice, Gates, Weights
 from jaxnas.spaces.base import has
+from jaxnas.spaces.mobile.layout import Layout
 from jaxnas.train import optim, steps
 from jaxnas.train import state as state_lib
 from jaxnas.train.state import KEY_METHOD, KEY_SAMPLE, step_key
 
 ROUND_SEED = 10_007  # round r's weights are drawn from seed + r ROUND_SEED
+# Seconds on 2 CPU cores (`estimate_seconds`): the tiny mobile preset's host weight step, architecture
+# step, candidate (2 recalibration batches + 256 images) and compiles a round (BENCHMARKS.md 16c); on
+# NB201 a step cost 4x RSPS's at C=8, N=1 (experiments/nse: 168 s against 41 s for 390 steps)
+MOBILE_S = {"weight": 2.75, "arch": 5.2, "candidate": 4.8, "round_compile": 600.0}
+NB201_STEP_FACTOR = 4.0
 
 
 class MobileLaw:
@@ -171,6 +181,24 @@ class NSE(Method):
                 raise ValueError(f"nse.mac_target={s.mac_target:g}: the window ({lo:g}, {hi:g}) M MACs "
                                  f"holds no architecture of space {space.name!r} ({cheapest:.3f} to "
                                  f"{dearest:.3f} M); set nse.mac_target inside that range, or 0 for none")
+
+    @classmethod
+    def estimate_seconds(cls, cfg, n_train: int) -> float:
+        """The weight and architecture steps, each round end's scoring and (mobile) compiles, scaled
+        from the measured sizes by the pool's multiply-adds (mobile) or `supernet_seconds` (NB201)."""
+        s, t = cfg.nse, cfg.train
+        scored = s.sample_num + s.extra_num
+        if cfg.space != "mobile":
+            ranked = cfg.set({"eval.select_num": scored})  # each round end scores its samples
+            return NB201_STEP_FACTOR * estimate.supernet_seconds(ranked, n_train, cls.split,
+                                                                 rankings=t.rounds)
+        tiny = Layout.of(preset("tiny", "nse", "mobile").mobile).tables[0].sum()
+        size = Layout.of(cfg.mobile).tables[0].sum() / tiny
+        steps_s = estimate.search_steps(cfg, n_train, cls.split) * (
+            MOBILE_S["weight"] + MOBILE_S["arch"] / s.arch_every) * size * t.batch_size / 64
+        images = cfg.eval.batch_size + cfg.eval.recal_batches * t.batch_size
+        scoring_s = scored * MOBILE_S["candidate"] * size * images / 384
+        return steps_s + t.rounds * (MOBILE_S["round_compile"] + scoring_s)
 
     def __init__(self, cfg, space, num_classes):
         super().__init__(cfg, space, num_classes)

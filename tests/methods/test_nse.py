@@ -138,3 +138,18 @@ def test_the_host_weight_step_equals_the_traced_one():
         np.testing.assert_allclose(ma[k], mb[k], rtol=1e-5)
     gates = np.asarray(jax.device_get(host._weight_arch(jax.device_put(state))).value)
     assert 0 < gates.sum() < np.asarray(state.space["active"]).sum()  # some subset operators were off
+
+
+def test_the_run_estimate_follows_the_measured_costs():
+    """`NSE.estimate_seconds` (what `jaxnas search` warns with): the tiny mobile preset's steps,
+    compiles and scoring from BENCHMARKS.md 16c, scaled by the skeleton's multiply-adds."""
+    from jaxnas.methods import nse
+    tiny = preset("tiny", "nse", "mobile")
+    steps = 2 * 2 * (1500 // 64)  # 2 rounds x 2 epochs over the weights' half of 3,000 images
+    per_step = nse.MOBILE_S["weight"] + nse.MOBILE_S["arch"] / 2
+    scoring = 24 * nse.MOBILE_S["candidate"] * (256 + 2 * 64) / 384
+    want = steps * per_step + 2 * (nse.MOBILE_S["round_compile"] + scoring)
+    assert NSE.estimate_seconds(tiny, 3000) == pytest.approx(want)
+    wider = tiny.set({"mobile.scale": 0.5})
+    assert NSE.estimate_seconds(wider, 3000) > NSE.estimate_seconds(tiny, 3000)
+    assert NSE.estimate_seconds(preset("paper", "nse", "mobile"), 1_281_167) > 100 * 86400
