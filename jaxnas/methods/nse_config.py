@@ -68,8 +68,9 @@ PRESETS = {
                     "train.batch_size": 64},
     # CPU-sized (docs/nse-reference.md section 9): the CIFAR skeleton at scale 0.25, one N cell a stage,
     # 2 rounds of 2 epochs, 20 samples. The target is within reach of the first round's law: the
-    # paper's ratio (0.6 of the all-mb3t6 network, 9 M) is not, at 2 epochs alpha moves < 0.3 and none
-    # of 4,000 draws from the initial law cost under 13.5 M (10 % under 28.7 M; 2026-12-08); at 24 M
+    # paper's ratio (0.6 of the all-mb3t6 network, 9 M) is not: in 2 epochs (about 23 architecture steps
+    # at lr 5e-3) alpha barely moves, and none of 4,000 draws from the initial law cost under 13.5 M
+    # (10 % under 28.7 M; 2026-12-08); at 24 M
     # 5 % of them fall in the window and 0.6 % among the extras. The penalty is scaled by (300 / 24)^2
     # to the paper's relative strength.
     "tiny": {**_PROTOCOL, "train.lr": 0.05, "train.epochs": 2, "train.rounds": 2, "train.batch_size": 64,
