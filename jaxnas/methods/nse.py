@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxnas import estimate, search
+from jaxnas import estimate, search, spaces
 from jaxnas.config import preset
 from jaxnas.methods import nse_evolve as ev
 from jaxnas.methods.base import Method
@@ -42,7 +42,6 @@ from jaxnas.nn import split
 from jaxnas.nn.functional import apply, loss_and_accuracy
 from jaxnas.spaces.arch import Choice, Gates, Weights
 from jaxnas.spaces.base import has
-from jaxnas.spaces.mobile.layout import Layout
 from jaxnas.train import optim, steps
 from jaxnas.train import state as state_lib
 from jaxnas.train.state import KEY_METHOD, KEY_SAMPLE, step_key
@@ -192,8 +191,9 @@ class NSE(Method):
             ranked = cfg.set({"eval.select_num": scored})  # each round end scores its samples
             return NB201_STEP_FACTOR * estimate.supernet_seconds(ranked, n_train, cls.split,
                                                                  rankings=t.rounds)
-        tiny = Layout.of(preset("tiny", "nse", "mobile").mobile).tables[0].sum()
-        size = Layout.of(cfg.mobile).tables[0].sum() / tiny
+        tiny = preset("tiny", "nse", "mobile")
+        macs = [spaces.get("mobile", c).layout.tables[0].sum() for c in (cfg, tiny)]
+        size = macs[0] / macs[1]
         steps_s = estimate.search_steps(cfg, n_train, cls.split) * (
             MOBILE_S["weight"] + MOBILE_S["arch"] / s.arch_every) * size * t.batch_size / 64
         images = cfg.eval.batch_size + cfg.eval.recal_batches * t.batch_size
