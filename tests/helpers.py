@@ -12,6 +12,13 @@ from jaxnas.nn.ops import ResNetBlock
 from jaxnas.spaces import nb201
 from jaxnas.spaces.nb201.networks import InferCell, SearchCell, extract
 
+# NSE on the smallest mobile skeleton (the method contract's nse@mobile case and test_nse.py): one
+# reduction cell a stage and an identity cell, 4 channels, 32 pixels, a pool of 3 operators of which
+# a cell searches 2 (the whole pool's 27: 5x the time, mostly tracing)
+NSE_MOBILE = {"space": "mobile", "mobile.alloc": (1, 0, 0, 0, 0, 0), "mobile.resolution": 32,
+              "mobile.channels": (4,) * 7, "mobile.head": 8, "mobile.ops": ("mb3t3", "mb5t1", "rec5t1"),
+              "nse.k": 2, "train.decay_unsampled": True}
+
 C, N = 4, 1  # the proxy tests' network (torch_twin builds xautodl's TinyNetwork(C, N))
 # node 1 all-zero (1<-0 none), so its conv into node 3 outputs BN(0)
 ZERO_FED = nb201.from_string("|none~0|+|skip_connect~0|nor_conv_3x3~1|+"

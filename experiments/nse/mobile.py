@@ -3,8 +3,8 @@
 cells, the 27-operator pool, a subset of 5 a cell; 2 rounds of 2 epochs on 300 images per class, half
 of them held out; the MAC target 24 M, window (24, 28) M and 4 extras; 20 samples a round end).
 
-Reports each round's front (MACs, held-out accuracy), the operators the fronts kept, the subset sizes
-and alpha at each epoch end, and the pick; plots every round's scored candidates and front.
+Reports each round's front (MACs, held-out accuracy), the subset sizes at each epoch end and the
+pick; mobile.png is `jaxnas plot`'s fronts.png: every round's scored candidates and front.
 Writes results_mobile.json, table_mobile.md and mobile.png here; a finished run is reused.
 Usage: python experiments/nse/mobile.py [--runs runs/nse-mobile] [--seed 0]
 """
@@ -13,9 +13,8 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
+import shutil
 import sys
-
-import numpy as np
 
 HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
@@ -58,25 +57,9 @@ def main():
                   "/".join(str(n) for n in s) for s in out["subset_sizes"]) + "."]
     (HERE / "table_mobile.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
-    plot(ends)
-
-
-def plot(ends):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
-    for i, r in enumerate(ends):
-        ax.scatter(r["scored_macs"], r["scored_acc"], s=10, alpha=0.4, color=f"C{i}")
-        order = np.argsort(r["front_macs"])
-        ax.plot(np.asarray(r["front_macs"])[order], np.asarray(r["front_acc"])[order], marker="o",
-                color=f"C{i}", label=f"round {i + 1}: front of {len(order)}")
-    ax.set_xlabel("M MACs (32x32 input)")
-    ax.set_ylabel("held-out accuracy (%), BN recalibrated")
-    ax.legend()
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(HERE / "mobile.png", dpi=110)
+    # the fronts as `jaxnas plot RUN` draws them (fronts.png)
+    from jaxnas.plot import plot_run
+    shutil.copyfile(next(p for p in plot_run(run) if p.name == "fronts.png"), HERE / "mobile.png")
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ import shutil
 import jax
 import numpy as np
 import pytest
+from helpers import NSE_MOBILE
 
 from jaxnas import methods
 from jaxnas.config import Config
@@ -45,12 +46,7 @@ OTHER_SPACES = {"pgnas@hybrid": {"space": "hybrid", "hybrid.C": 4, "hybrid.block
 SMALL_SMASH = {"smash_search.random": 4, "smash_search.perturbed": 2, "smash_search.markov": 2}
 # NSE: a subset of 3 of NB201's 5 operations an edge (2 of 27 on the mobile space), 4 samples a round
 SMALL_NSE = {"nse.k": 3, "nse.sample_num": 4}
-# the smallest mobile skeleton: one reduction cell a stage and an identity cell, 4 channels, 32 pixels,
-# a pool of 3 operators of which a cell searches 2 (the whole pool's 27: 5x the time, mostly tracing)
-OTHER_SPACES["nse@mobile"] = {"space": "mobile", "mobile.alloc": (1, 0, 0, 0, 0, 0), "mobile.resolution": 32,
-                              "mobile.channels": (4,) * 7, "mobile.head": 8,
-                              "mobile.ops": ("mb3t3", "mb5t1", "rec5t1"), "nse.k": 2,
-                              "train.decay_unsampled": True}
+OTHER_SPACES["nse@mobile"] = NSE_MOBILE  # the smallest mobile skeleton (tests/helpers.py)
 
 
 def config(case, image_folder) -> Config:

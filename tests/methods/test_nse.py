@@ -9,16 +9,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import NSE_MOBILE
 
 from jaxnas import spaces
 from jaxnas.config import Config, preset
 from jaxnas.methods import NSE
 from jaxnas.train import sharding
 
-# the method contract's smallest mobile skeleton (tests/methods/test_method_contract.py)
-MOBILE = {"space": "mobile", "mobile.alloc": (1, 0, 0, 0, 0, 0), "mobile.resolution": 32,
-          "mobile.channels": (4,) * 7, "mobile.head": 8, "mobile.ops": ("mb3t3", "mb5t1", "rec5t1"),
-          "nse.k": 2, "train.batch_size": 16, "train.decay_unsampled": True}
+MOBILE = {**NSE_MOBILE, "train.batch_size": 16}  # the method contract's smallest mobile skeleton
 
 
 def test_a_step_is_the_same_on_1_and_8_devices():
